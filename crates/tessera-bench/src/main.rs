@@ -1,0 +1,209 @@
+//! `tessera-bench`: synthetic data and benchmarks against the reference tools.
+//!
+//! ```text
+//! tessera-bench gen --out DIR [--events N] [--seed S] [--days D]
+//! tessera-bench import [--events N] [--work DIR]     # Tessera vs DuckDB, NDJSON → Parquet
+//! ```
+//!
+//! Every benchmark measures Tessera and its reference side by side in the same run, on
+//! the same input, and prints the ratio. The reference tools run from the pinned Python
+//! clients (`tests/clients/requirements.txt`), installed by `tests/clients/venv.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use tessera_bench::gen::{generate_with_progress, GenConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "tessera-bench", about = "Synthetic customers and Tessera's benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Generate synthetic customers (events, CRM export, ground truth).
+    Gen {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Approximate number of events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Days of history.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// NDJSON → events import throughput, Tessera vs DuckDB (read_json → Parquet).
+    Import {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Working folder (generated data is reused between runs).
+        #[arg(long, default_value = "target/bench-import")]
+        work: PathBuf,
+        /// Timed repetitions of each side (the best is reported).
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Gen { out, events, seed, days } => {
+            let config = GenConfig { events, seed, days, ..GenConfig::default() };
+            let started = Instant::now();
+            let s = generate_with_progress(&config, &out, |_, _| {})?;
+            println!(
+                "generated {} events ({} persons, {} registered, {} orders, {} CRM rows, {} shared devices, {} shared mailboxes), {} MB in {:.1}s into {}",
+                s.events,
+                s.persons,
+                s.registered,
+                s.orders,
+                s.crm_rows,
+                s.shared_devices,
+                s.shared_mailboxes,
+                s.bytes >> 20,
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Import { events, work, runs } => bench_import(events, &work, runs),
+    }
+}
+
+/// The `tessera` binary next to this one.
+fn tessera_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("tessera");
+    if !bin.exists() {
+        bail!("{} not found: build it first (cargo build --release -p tessera-cli)", bin.display());
+    }
+    Ok(bin)
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The pinned Python of the test clients (bootstrapped on first use).
+fn python() -> anyhow::Result<PathBuf> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("tests/clients/venv.sh"))
+        .output()
+        .context("running tests/clients/venv.sh")?;
+    if !out.status.success() {
+        bail!("tests/clients/venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+fn ensure_data(events: u64, dir: &Path) -> anyhow::Result<()> {
+    let config = GenConfig { events, ..GenConfig::default() };
+    let want = serde_json::to_value(&config)?;
+    let have: Option<serde_json::Value> = std::fs::read_to_string(dir.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if have.as_ref().map(|m| &m["config"]) != Some(&want) {
+        eprintln!("generating {events} events into {} ...", dir.display());
+        generate_with_progress(&config, dir, |_, _| {})?;
+    }
+    Ok(())
+}
+
+fn bench_import(events: u64, work: &Path, runs: u32) -> anyhow::Result<()> {
+    let tessera = tessera_binary()?;
+    let python = python()?;
+    let data = work.join("data");
+    ensure_data(events, &data)?;
+    let inputs: Vec<PathBuf> = ["events-web.ndjson", "events-app.ndjson", "events-pos.ndjson"]
+        .iter()
+        .map(|f| data.join(f))
+        .collect();
+    let input_bytes: u64 = inputs.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    let lines: u64 = inputs
+        .iter()
+        .map(|p| std::fs::read(p).map(|b| bytecount(&b)).unwrap_or(0))
+        .sum();
+
+    let mut best_tessera: Option<(f64, u64, u64)> = None;
+    let mut best_duck: Option<(f64, u64)> = None;
+    for run in 0..runs.max(1) {
+        // Tessera: a fresh project, `tessera import` of the folder, timed around the process.
+        let project = work.join(format!("project-{run}"));
+        let _ = std::fs::remove_dir_all(&project);
+        let status = Command::new(&tessera).args(["init"]).arg(&project).output()?;
+        if !status.status.success() {
+            bail!("tessera init failed: {}", String::from_utf8_lossy(&status.stderr));
+        }
+        let started = Instant::now();
+        let out = Command::new(&tessera)
+            .arg("--project")
+            .arg(&project)
+            .args(["import", "--json"])
+            .arg(data.join("events-*.ndjson"))
+            .output()?;
+        let secs = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("tessera import failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let rss = report["peak_rss_bytes"].as_u64().unwrap_or(0);
+        let imported = report["rows_imported"].as_u64().unwrap_or(0);
+        if best_tessera.is_none_or(|(b, _, _)| secs < b) {
+            best_tessera = Some((secs, rss, imported));
+        }
+        let _ = std::fs::remove_dir_all(&project);
+
+        // DuckDB: the same NDJSON, read_json → Parquet.
+        let out_file = work.join("duckdb-out.parquet");
+        let script = format!(
+            r#"
+import duckdb, json, resource, time
+con = duckdb.connect()
+con.execute("SET threads TO {threads}")
+t = time.perf_counter()
+con.execute("COPY (SELECT * FROM read_json('{glob}', format='newline_delimited')) TO '{out}' (FORMAT parquet)")
+secs = time.perf_counter() - t
+rows = con.execute("SELECT count(*) FROM '{out}'").fetchone()[0]
+print(json.dumps({{"seconds": secs, "rows": rows, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+"#,
+            threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            glob = data.join("events-*.ndjson").display(),
+            out = out_file.display(),
+        );
+        let out = Command::new(&python).arg("-c").arg(&script).output()?;
+        if !out.status.success() {
+            bail!("duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let secs = v["seconds"].as_f64().unwrap_or(f64::NAN);
+        if best_duck.is_none_or(|(b, _)| secs < b) {
+            best_duck = Some((secs, v["peak_rss_bytes"].as_u64().unwrap_or(0)));
+        }
+        let _ = std::fs::remove_file(out_file);
+    }
+    let (t_secs, t_rss, imported) = best_tessera.unwrap_or_default();
+    let (d_secs, d_rss) = best_duck.unwrap_or_default();
+    let mb = input_bytes as f64 / 1e6;
+    println!("import benchmark: {lines} events, {mb:.0} MB of NDJSON, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("| engine | seconds | events/s | MB/s | peak RSS |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| Tessera `tessera import` → Delta `events` | {t_secs:.2} | {:.0} | {:.1} | {} MB |", lines as f64 / t_secs, mb / t_secs, t_rss >> 20);
+    println!("| DuckDB `read_json` → Parquet | {d_secs:.2} | {:.0} | {:.1} | {} MB |", lines as f64 / d_secs, mb / d_secs, d_rss >> 20);
+    println!("ratio (DuckDB time / Tessera time): {:.2}x", d_secs / t_secs);
+    if imported != lines {
+        bail!("Tessera imported {imported} events of {lines}");
+    }
+    Ok(())
+}
+
+fn bytecount(b: &[u8]) -> u64 {
+    b.iter().filter(|c| **c == b'\n').count() as u64
+}

@@ -1,0 +1,79 @@
+//! `tessera init [DIR]`
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use tessera_core::config::{template, CONFIG_FILE};
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder of the new project (created if missing); defaults to --project.
+    pub dir: Option<PathBuf>,
+    /// Project name (defaults to the folder name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// A fresh random write key, from the OS's randomness.
+pub fn new_write_key() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok();
+    if !ok {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes.copy_from_slice(&nanos.to_le_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("wk_{hex}")
+}
+
+/// Creates the project files in `dir` (not the lake). Returns false if it existed.
+pub fn scaffold(dir: &Path, name: Option<&str>) -> anyhow::Result<bool> {
+    let config = dir.join(CONFIG_FILE);
+    if config.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = name.map(str::to_owned).unwrap_or_else(|| {
+        std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "tessera".into())
+    });
+    std::fs::write(&config, template(&name, &new_write_key()))
+        .with_context(|| format!("writing {}", config.display()))?;
+    for sub in ["sql/identity", "sql/traits", "sql/segments"] {
+        std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {sub}"))?;
+    }
+    let readme = dir.join("sql/README.md");
+    if !readme.exists() {
+        std::fs::write(
+            readme,
+            "# SQL of this project\n\n- `identity/`: which fields are identifiers and how they link\n- `traits/`: computed profile traits\n- `segments/`: one SELECT returning profile_id per audience\n",
+        )?;
+    }
+    std::fs::write(dir.join(".gitignore"), "/tessera-data\n/sample-data\n")?;
+    Ok(true)
+}
+
+pub async fn run(project: &Path, args: InitArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(|| project.to_owned());
+    let created = scaffold(&dir, args.name.as_deref())?;
+    let opened = super::open_project(&dir)?;
+    let tables = opened.lake.create_missing_tables().await?;
+    if created {
+        println!("Created a Tessera project in {}", dir.display());
+    } else {
+        println!("{} already has a {CONFIG_FILE}; left it as it is", dir.display());
+    }
+    println!("  lake: {}", opened.lake.root());
+    if !tables.is_empty() {
+        println!("  tables created: {}", tables.join(", "));
+    }
+    println!("\nNext: tessera --project {} import FILE.ndjson", dir.display());
+    Ok(())
+}

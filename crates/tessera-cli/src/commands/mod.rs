@@ -1,0 +1,53 @@
+//! One module per subcommand.
+
+pub mod import;
+pub mod init;
+pub mod quickstart;
+pub mod sql;
+pub mod tables;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tessera_core::config::Project;
+use tessera_engine::{Engine, EngineConfig};
+use tessera_lake::Lake;
+
+use crate::{Cli, Command};
+
+/// Runs the chosen subcommand.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init(args) => init::run(&cli.project, args).await,
+        Command::Import(args) => import::run(&open_project(&cli.project)?, args).await,
+        Command::Sql(args) => sql::run(&open_project(&cli.project)?, args).await,
+        Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
+    }
+}
+
+/// A project with its lake and engine, ready to use.
+pub struct Opened {
+    pub project: Project,
+    pub lake: Arc<Lake>,
+    pub engine: Engine,
+}
+
+/// Loads the project at `dir` and opens its lake.
+pub fn open_project(dir: &Path) -> anyhow::Result<Opened> {
+    let project = Project::load(dir)?;
+    let location = project.lake_location();
+    let options = project.config.lake.storage_options.clone().into_iter().collect();
+    let lake = Arc::new(Lake::new(&location, options).with_context(|| format!("opening the lake at {location}"))?);
+    let engine = Engine::new(lake.clone(), EngineConfig::default());
+    Ok(Opened { project, lake, engine })
+}
+
+/// Peak resident memory of this process in bytes (Linux), for reports.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,100 @@
+//! `tessera quickstart`: sample data → lake → every stage that exists → what to try next.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use tessera_bench::gen::{generate_with_progress, GenConfig};
+
+use super::import::{print_report, ImportArgs};
+use crate::output::{bytes, thousands};
+use crate::progress::counter;
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Folder of the quickstart project.
+    #[arg(long, default_value = "tessera-quickstart")]
+    pub dir: PathBuf,
+    /// Approximate number of sample events.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// Seed of the sample data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
+    let dir = args.dir;
+    println!("Tessera quickstart in {}\n", dir.display());
+
+    // 1. A project.
+    super::init::scaffold(&dir, Some("quickstart"))?;
+    let opened = super::open_project(&dir)?;
+    opened.lake.create_missing_tables().await?;
+    println!("1. Project ready: {} (lake at {})", dir.join("tessera.toml").display(), opened.lake.root());
+
+    // 2. Sample customers.
+    let data = dir.join("sample-data");
+    let config = GenConfig {
+        events: args.events,
+        seed: args.seed,
+        ..GenConfig::default()
+    };
+    let manifest = data.join("manifest.json");
+    let expected = serde_json::to_value(&config)?;
+    let existing: Option<serde_json::Value> = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if existing.as_ref().map(|m| &m["config"]) == Some(&expected) {
+        println!("2. Sample data already in {} (same seed and size)", data.display());
+    } else {
+        let bar = counter(args.events, "generating events");
+        let summary = generate_with_progress(&config, &data, |done, _| bar.set_position(done))
+            .context("generating sample data")?;
+        bar.finish_and_clear();
+        println!(
+            "2. Generated {} events for {} customers ({}): web, app, POS, a CRM export and the ground truth",
+            thousands(summary.events),
+            thousands(summary.persons),
+            bytes(summary.bytes)
+        );
+    }
+
+    // 3. Import, one source per channel.
+    println!("3. Importing into the events table:");
+    for (file, source) in [("events-web.ndjson", "web"), ("events-app.ndjson", "app"), ("events-pos.ndjson", "pos")] {
+        let args = ImportArgs {
+            input: data.join(file).to_string_lossy().into_owned(),
+            format: None,
+            source: Some(source.into()),
+            mapping: None,
+            max_errors: Some(0),
+            force: false,
+            json: false,
+            threads: None,
+        };
+        let report = super::import::import(&opened, &args).await?;
+        print_report(&report);
+    }
+
+    // 4. What the lake holds now.
+    println!("\n4. The lake:");
+    for name in opened.lake.table_names().await? {
+        let s = opened.lake.stats(&name).await?;
+        println!("   {:<16} {:>12} rows {:>6} files {:>10}  version {}", s.name, thousands(s.rows), s.files, bytes(s.bytes), s.version);
+    }
+
+    let p = dir.display();
+    println!(
+        r#"
+Try next:
+  tessera --project {p} sql "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY n DESC"
+  tessera --project {p} sql "SELECT source, count(DISTINCT user_id) AS users, round(sum(json_get_float(properties, 'revenue')), 2) AS revenue FROM events WHERE event = 'Order Completed' GROUP BY source"
+  tessera --project {p} sql "SELECT normalize_email(json_get_str(traits, 'email')) AS email, normalize_phone(json_get_str(traits, 'phone')) AS phone FROM events WHERE type = 'identify' LIMIT 5"
+  tessera --project {p} tables
+  python -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM delta_scan('{lake}events')\"))"
+"#,
+        lake = opened.lake.root().to_file_path().map(|p| format!("{}/", p.display())).unwrap_or_default(),
+    );
+    Ok(())
+}

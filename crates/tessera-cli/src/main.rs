@@ -1,0 +1,77 @@
+//! `tessera`: the command-line entry point of the Tessera customer data platform.
+
+mod commands;
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tessera: an open-source, SQL-first customer data platform in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about, long_about = None)]
+pub struct Cli {
+    /// The project folder (holds tessera.toml and sql/).
+    #[arg(long, global = true, env = "TESSERA_PROJECT", default_value = ".")]
+    pub project: PathBuf,
+
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a project: tessera.toml, sql/ and an empty lake.
+    Init(commands::init::InitArgs),
+    /// Import events from files (NDJSON, JSON, CSV, Parquet), local or in an object store.
+    Import(commands::import::ImportArgs),
+    /// Run a SQL query over the lake.
+    Sql(commands::sql::SqlArgs),
+    /// List the lake's tables with rows, files, size and version.
+    Tables(commands::tables::TablesArgs),
+    /// Generate sample customers into a fresh project and run every stage on them.
+    Quickstart(commands::quickstart::QuickstartArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,tessera=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tessera-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

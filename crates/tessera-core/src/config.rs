@@ -1,0 +1,370 @@
+//! The project configuration, `tessera.toml`.
+//!
+//! A Tessera project is a folder the user owns and version-controls, the way a dbt
+//! project is owned: `tessera.toml` plus `sql/`. Values come from built-in defaults,
+//! then the file, then `TESSERA_*` environment variables, and are validated once with
+//! messages that name the key at fault.
+//!
+//! ```toml
+//! [lake]
+//! url = "tessera-data"            # a path relative to the project, or s3://, gs://, az://
+//!
+//! [sources.web]
+//! write_key = "wk_..."
+//!
+//! [server]
+//! http = "127.0.0.1:8088"
+//! grpc = "127.0.0.1:50051"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+
+/// File name of the configuration inside a project folder.
+pub const CONFIG_FILE: &str = "tessera.toml";
+
+/// The whole `tessera.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub project: ProjectSection,
+    #[serde(default)]
+    pub lake: LakeSection,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSection>,
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub import: ImportSection,
+}
+
+/// `[project]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSection {
+    #[serde(default = "default_name")]
+    pub name: String,
+}
+
+impl Default for ProjectSection {
+    fn default() -> Self {
+        ProjectSection {
+            name: default_name(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "tessera".into()
+}
+
+/// `[lake]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSection {
+    /// A path (relative to the project folder) or an object-store URL.
+    #[serde(default = "default_lake_url")]
+    pub url: String,
+    /// Extra object-store options (`aws_region`, `aws_endpoint`, ...), passed through.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        LakeSection {
+            url: default_lake_url(),
+            storage_options: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_lake_url() -> String {
+    "tessera-data".into()
+}
+
+/// `[sources.NAME]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// The key SDKs send (HTTP basic user name or `writeKey` in the body).
+    pub write_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Listen address of the HTTP collector.
+    #[serde(default = "default_http")]
+    pub http: String,
+    /// Listen address of the gRPC port (Flight SQL and `tessera.v1`).
+    #[serde(default = "default_grpc")]
+    pub grpc: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            http: default_http(),
+            grpc: default_grpc(),
+        }
+    }
+}
+
+fn default_http() -> String {
+    "127.0.0.1:8088".into()
+}
+
+fn default_grpc() -> String {
+    "127.0.0.1:50051".into()
+}
+
+/// `[import]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSection {
+    /// Source name recorded on imported events when `--source` is not given.
+    #[serde(default = "default_import_source")]
+    pub default_source: String,
+    /// Rows per Arrow batch while importing.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+impl Default for ImportSection {
+    fn default() -> Self {
+        ImportSection {
+            default_source: default_import_source(),
+            batch_rows: default_batch_rows(),
+        }
+    }
+}
+
+fn default_import_source() -> String {
+    "import".into()
+}
+
+fn default_batch_rows() -> usize {
+    16_384
+}
+
+impl Config {
+    /// Parses a configuration from TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| CoreError::ParseConfig {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `TESSERA_LAKE_URL`, `TESSERA_HTTP` and `TESSERA_GRPC` from `env`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(url) = env("TESSERA_LAKE_URL") {
+            self.lake.url = url;
+        }
+        if let Some(http) = env("TESSERA_HTTP") {
+            self.server.http = http;
+        }
+        if let Some(grpc) = env("TESSERA_GRPC") {
+            self.server.grpc = grpc;
+        }
+        self.validate()
+    }
+
+    /// Checks every value, naming the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |key: &str, message: String| CoreError::InvalidConfig {
+            key: key.to_owned(),
+            message,
+        };
+        if self.lake.url.trim().is_empty() {
+            return Err(invalid("lake.url", "must not be empty".into()));
+        }
+        for (key, addr) in [("server.http", &self.server.http), ("server.grpc", &self.server.grpc)] {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                invalid(key, format!("{addr:?} is not a listen address such as 127.0.0.1:8088"))
+            })?;
+        }
+        let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, source) in &self.sources {
+            let key = format!("sources.{name}.write_key");
+            if !valid_name(name) {
+                return Err(invalid(
+                    &format!("sources.{name}"),
+                    "source names use letters, digits, '_' and '-' only".into(),
+                ));
+            }
+            if source.write_key.trim().len() < 8 {
+                return Err(invalid(&key, "write keys must be at least 8 characters".into()));
+            }
+            if let Some(other) = keys.insert(source.write_key.as_str(), name.as_str()) {
+                return Err(invalid(&key, format!("the same write key is used by source {other:?}")));
+            }
+        }
+        if !valid_name(&self.import.default_source) {
+            return Err(invalid(
+                "import.default_source",
+                "source names use letters, digits, '_' and '-' only".into(),
+            ));
+        }
+        if self.import.batch_rows == 0 {
+            return Err(invalid("import.batch_rows", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The source a write key belongs to.
+    pub fn source_for_write_key(&self, write_key: &str) -> Option<&str> {
+        self.sources
+            .iter()
+            .find(|(_, s)| s.write_key == write_key)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Whether `name` is usable as a source or table name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A loaded project: its folder and configuration.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub dir: PathBuf,
+    pub config: Config,
+}
+
+impl Project {
+    /// Loads `DIR/tessera.toml`, then applies `TESSERA_*` environment overrides.
+    pub fn load(dir: &Path) -> Result<Project> {
+        let path = dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CoreError::ProjectNotFound { dir: dir.to_owned() });
+            }
+            Err(source) => return Err(CoreError::ReadConfig { path, source }),
+        };
+        let mut config = Config::from_toml(&text, &path)?;
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(Project {
+            dir: dir.to_owned(),
+            config,
+        })
+    }
+
+    /// The lake location: an object-store URL as written, or a local path resolved
+    /// against the project folder.
+    pub fn lake_location(&self) -> String {
+        let url = self.config.lake.url.trim();
+        if is_url(url) {
+            url.to_owned()
+        } else {
+            let p = Path::new(url);
+            let abs = if p.is_absolute() { p.to_owned() } else { self.dir.join(p) };
+            abs.to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// Whether `s` names an object-store URL (`scheme://…`) rather than a local path.
+pub fn is_url(s: &str) -> bool {
+    match s.split_once("://") {
+        Some((scheme, _)) => {
+            scheme.len() > 1 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+        }
+        None => false,
+    }
+}
+
+/// The `tessera.toml` that `tessera init` writes: every key, with comments.
+pub fn template(name: &str, write_key: &str) -> String {
+    format!(
+        r#"# Tessera project configuration. Every key is optional; shown are the defaults.
+
+[project]
+name = "{name}"
+
+[lake]
+# Where the Delta tables live: a folder relative to this file, or an object-store URL
+# (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix). Credentials come
+# from the usual environment variables (AWS_*, GOOGLE_*, AZURE_*).
+url = "tessera-data"
+
+# One section per source of events. SDKs authenticate with the write key.
+[sources.web]
+write_key = "{write_key}"
+
+[server]
+http = "127.0.0.1:8088"   # Segment-compatible collector, /health, /metrics
+grpc = "127.0.0.1:50051"  # Arrow Flight SQL and the tessera.v1 API
+
+[import]
+default_source = "import"
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_and_validates() {
+        let c = Config::from_toml(&template("demo", "wk_0123456789"), Path::new("t.toml")).unwrap();
+        assert_eq!(c.project.name, "demo");
+        assert_eq!(c.source_for_write_key("wk_0123456789"), Some("web"));
+        assert_eq!(c.server.grpc, "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[server]\nhttp = \"nope\"\n", Path::new("t.toml")).unwrap_err();
+        assert!(e.to_string().contains("server.http"), "{e}");
+        let e = Config::from_toml("[lake]\nurl = 3\n", Path::new("t.toml")).unwrap_err();
+        assert!(e.to_string().contains("t.toml"), "{e}");
+        let e = Config::from_toml("[lake]\nurll = \"x\"\n", Path::new("t.toml")).unwrap_err();
+        assert!(e.to_string().contains("urll"), "{e}");
+        let e = Config::from_toml(
+            "[sources.a]\nwrite_key = \"12345678\"\n[sources.b]\nwrite_key = \"12345678\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("sources.b.write_key"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "TESSERA_LAKE_URL").then(|| "s3://b/p".to_owned())).unwrap();
+        assert_eq!(c.lake.url, "s3://b/p");
+    }
+
+    #[test]
+    fn urls_and_paths() {
+        assert!(is_url("s3://bucket/x"));
+        assert!(is_url("file:///tmp/x"));
+        assert!(!is_url("tessera-data"));
+        assert!(!is_url("/abs/path"));
+    }
+}

@@ -1,0 +1,277 @@
+//! Identifier normalization: the rules that make `" Jane.Doe@Example.COM "` and
+//! `"jane.doe@example.com"` the same person, and `"(415) 555-0100"` and
+//! `"+1 415 555 0100"` the same phone. The engine exposes these as SQL functions
+//! (`normalize_email`, `normalize_phone`, `sha256_normalized`); identity stitching and
+//! the ad-platform hashing use exactly the same code.
+
+use sha2::{Digest, Sha256};
+
+/// Trims and lower-cases an e-mail address. Returns `None` for values that cannot be
+/// an address (empty, no `@`, nothing before or after it, inner whitespace).
+pub fn normalize_email(value: &str) -> Option<String> {
+    let v = value.trim();
+    let (local, domain) = v.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() || v.chars().any(char::is_whitespace) {
+        return None;
+    }
+    Some(v.to_lowercase())
+}
+
+/// Numbering facts about one region: its country calling code, the national trunk
+/// prefix dialled before national numbers (stripped in E.164), and the allowed lengths
+/// of the national significant number.
+#[derive(Debug, Clone, Copy)]
+pub struct Region {
+    pub code: &'static str,
+    pub calling_code: &'static str,
+    pub trunk_prefix: Option<char>,
+    pub min_len: usize,
+    pub max_len: usize,
+}
+
+const fn region(
+    code: &'static str,
+    calling_code: &'static str,
+    trunk_prefix: Option<char>,
+    min_len: usize,
+    max_len: usize,
+) -> Region {
+    Region {
+        code,
+        calling_code,
+        trunk_prefix,
+        min_len,
+        max_len,
+    }
+}
+
+/// The regions `normalize_phone` knows for national-format numbers. Numbers written in
+/// international format (`+…` or `00…`) work for every country.
+pub const REGIONS: &[Region] = &[
+    region("US", "1", Some('1'), 10, 10),
+    region("CA", "1", Some('1'), 10, 10),
+    region("GB", "44", Some('0'), 9, 10),
+    region("IE", "353", Some('0'), 7, 9),
+    region("DE", "49", Some('0'), 6, 13),
+    region("FR", "33", Some('0'), 9, 9),
+    region("NL", "31", Some('0'), 9, 9),
+    region("BE", "32", Some('0'), 8, 9),
+    region("LU", "352", None, 4, 11),
+    region("CH", "41", Some('0'), 9, 9),
+    region("AT", "43", Some('0'), 4, 13),
+    region("ES", "34", None, 9, 9),
+    region("PT", "351", None, 9, 9),
+    // Italian numbers keep their leading 0 in E.164.
+    region("IT", "39", None, 6, 11),
+    region("DK", "45", None, 8, 8),
+    region("NO", "47", None, 8, 8),
+    region("SE", "46", Some('0'), 7, 9),
+    region("FI", "358", Some('0'), 5, 12),
+    region("PL", "48", None, 9, 9),
+    region("CZ", "420", None, 9, 9),
+    region("AU", "61", Some('0'), 9, 9),
+    region("NZ", "64", Some('0'), 8, 10),
+    region("IN", "91", Some('0'), 10, 10),
+    region("SG", "65", None, 8, 8),
+    region("JP", "81", Some('0'), 9, 10),
+    region("CN", "86", Some('0'), 10, 11),
+    region("BR", "55", Some('0'), 10, 11),
+    region("MX", "52", None, 10, 10),
+    region("ZA", "27", Some('0'), 9, 9),
+];
+
+/// Looks a region up by its ISO 3166-1 alpha-2 code (case-insensitive).
+pub fn region_by_code(code: &str) -> Option<&'static Region> {
+    REGIONS.iter().find(|r| r.code.eq_ignore_ascii_case(code.trim()))
+}
+
+/// Normalizes a phone number to E.164 (`+` and up to 15 digits).
+///
+/// International numbers (`+44 20 7946 0958`, `0044 20…`, `+44 (0)20…`) are taken as
+/// written. National numbers (`020 7946 0958`, `(415) 555-0100`) are read in
+/// `default_region` (ISO code; `US` when `None`): the trunk prefix is dropped and the
+/// country calling code prepended. Separators (spaces, dots, dashes, slashes, parentheses)
+/// and extensions (`x123`, `ext. 123`, `#123`) are ignored. Returns `None` when the value
+/// cannot be a phone number in that region, or when the region is unknown.
+pub fn normalize_phone(value: &str, default_region: Option<&str>) -> Option<String> {
+    let mut v = value.trim().to_ascii_lowercase();
+    if v.is_empty() {
+        return None;
+    }
+    for marker in ["ext.", "ext", "x", "#"] {
+        if let Some(i) = v.find(marker) {
+            v.truncate(i);
+        }
+    }
+    // "+44 (0)20 …": the (0) is the trunk prefix, shown for national callers.
+    let v = v.replace("(0)", "");
+    let mut digits = String::with_capacity(v.len());
+    let mut plus = false;
+    for (i, c) in v.trim().chars().enumerate() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' if i == 0 => plus = true,
+            ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
+            _ => return None,
+        }
+    }
+    if !plus {
+        if let Some(rest) = digits.strip_prefix("00") {
+            digits = rest.to_owned();
+            plus = true;
+        } else if let Some(rest) = digits.strip_prefix("011").filter(|r| r.len() > 10) {
+            // NANP international access code.
+            digits = rest.to_owned();
+            plus = true;
+        }
+    }
+    if plus {
+        let valid = match digits.strip_prefix('1') {
+            Some(nanp) => nanp.len() == 10,
+            None => (8..=15).contains(&digits.len()) && !digits.starts_with('0'),
+        };
+        return valid.then(|| format!("+{digits}"));
+    }
+    let region = region_by_code(default_region.unwrap_or("US"))?;
+    let mut national = digits.as_str();
+    if let Some(trunk) = region.trunk_prefix {
+        if national.len() > region.max_len {
+            national = national.strip_prefix(trunk).unwrap_or(national);
+        } else if trunk == '0' {
+            national = national.strip_prefix('0').unwrap_or(national);
+        }
+    }
+    let fits = (region.min_len..=region.max_len).contains(&national.len());
+    let e164_len = region.calling_code.len() + national.len();
+    (fits && e164_len <= 15).then(|| format!("+{}{}", region.calling_code, national))
+}
+
+/// The kinds of value `sha256_normalized` knows, with the normalization applied
+/// before hashing (the rules the large ad platforms publish for customer matching).
+pub const HASH_KINDS: &[&str] = &[
+    "email",
+    "phone",
+    "phone_digits",
+    "first_name",
+    "last_name",
+    "name",
+    "city",
+    "state",
+    "zip",
+    "country",
+    "external_id",
+];
+
+/// Error from [`sha256_normalized`] when the kind is not one of [`HASH_KINDS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown identifier kind {0:?} (expected one of: {kinds})", kinds = HASH_KINDS.join(", "))]
+pub struct UnknownHashKind(pub String);
+
+/// Normalizes `value` as `kind` the way ad platforms require, then hashes it with SHA-256
+/// (lower-case hex). `Ok(None)` when the value normalizes to nothing.
+///
+/// - `email`: trimmed, lower-cased;
+/// - `phone`: E.164 with `+` (`+14155550100`), national numbers read as US;
+///   `phone_digits`: the same without `+` (`14155550100`);
+/// - `first_name`, `last_name`, `name`, `city`, `state`: lower-cased, letters only
+///   (punctuation and spaces removed);
+/// - `zip`: lower-cased, spaces removed; `country`: lower-cased two-letter code;
+/// - `external_id`: trimmed only.
+pub fn sha256_normalized(kind: &str, value: &str) -> Result<Option<String>, UnknownHashKind> {
+    let normalized = match kind.trim().to_ascii_lowercase().as_str() {
+        "email" => normalize_email(value),
+        "phone" => normalize_phone(value, None),
+        "phone_digits" => normalize_phone(value, None).map(|p| p.trim_start_matches('+').to_owned()),
+        "first_name" | "last_name" | "name" | "city" | "state" => {
+            let s: String = value
+                .chars()
+                .filter(|c| c.is_alphabetic())
+                .flat_map(char::to_lowercase)
+                .collect();
+            (!s.is_empty()).then_some(s)
+        }
+        "zip" => {
+            let s: String = value
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .flat_map(char::to_lowercase)
+                .collect();
+            (!s.is_empty()).then_some(s)
+        }
+        "country" => {
+            let s = value.trim().to_lowercase();
+            (s.len() == 2 && s.chars().all(|c| c.is_ascii_alphabetic())).then_some(s)
+        }
+        "external_id" => {
+            let s = value.trim();
+            (!s.is_empty()).then(|| s.to_owned())
+        }
+        _ => return Err(UnknownHashKind(kind.to_owned())),
+    };
+    Ok(normalized.map(|n| hex_sha256(n.as_bytes())))
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
+        s.push(char::from_digit((b & 0xf) as u32, 16).unwrap_or('0'));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(normalize_email("  Jane.Doe@Example.COM "), Some("jane.doe@example.com".into()));
+        assert_eq!(normalize_email("no-at-sign"), None);
+        assert_eq!(normalize_email("@example.com"), None);
+        assert_eq!(normalize_email("a b@example.com"), None);
+        assert_eq!(normalize_email(""), None);
+    }
+
+    #[test]
+    fn phones_us_default() {
+        for p in ["(415) 555-0100", "415.555.0100", "1-415-555-0100", "+1 415 555 0100", "415-555-0100 x12"] {
+            assert_eq!(normalize_phone(p, None), Some("+14155550100".into()), "{p}");
+        }
+        assert_eq!(normalize_phone("555-0100", None), None);
+        assert_eq!(normalize_phone("call me", None), None);
+    }
+
+    #[test]
+    fn phones_other_regions() {
+        assert_eq!(normalize_phone("020 7946 0958", Some("GB")), Some("+442079460958".into()));
+        assert_eq!(normalize_phone("+44 (0)20 7946 0958", None), Some("+442079460958".into()));
+        assert_eq!(normalize_phone("0044 20 7946 0958", Some("us")), Some("+442079460958".into()));
+        assert_eq!(normalize_phone("030 123456", Some("DE")), Some("+4930123456".into()));
+        assert_eq!(normalize_phone("06 12 34 56 78", Some("FR")), Some("+33612345678".into()));
+        assert_eq!(normalize_phone("06 12 34 56 78", Some("XX")), None);
+    }
+
+    #[test]
+    fn hashes() {
+        let a = sha256_normalized("email", " Jane@Example.com").unwrap();
+        let b = sha256_normalized("email", "jane@example.com").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            sha256_normalized("external_id", "abc").unwrap().unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(sha256_normalized("email", "nope").unwrap(), None);
+        assert!(sha256_normalized("ssn", "1").is_err());
+        assert_eq!(
+            sha256_normalized("phone", "(415) 555-0100").unwrap(),
+            Some(hex_sha256(b"+14155550100"))
+        );
+        assert_eq!(
+            sha256_normalized("phone_digits", "(415) 555-0100").unwrap(),
+            Some(hex_sha256(b"14155550100"))
+        );
+    }
+}

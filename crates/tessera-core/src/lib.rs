@@ -1,0 +1,16 @@
+//! The foundation every other Tessera crate stands on: the Segment event model and its
+//! validation, the Arrow schema of every lake table, identifier normalization, the
+//! project configuration (`tessera.toml`) and the core error type.
+//!
+//! This crate does no I/O beyond reading a configuration file the caller names: no
+//! object stores, no networking, no DataFusion. Everything here is a pure function of
+//! its inputs, which keeps it fast to test and safe to use from any layer above.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod identifier;
+pub mod schema;
+
+pub use error::{CoreError, Result};

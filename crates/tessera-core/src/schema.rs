@@ -1,0 +1,134 @@
+//! The Arrow schema of every lake table, and which columns partition it.
+//!
+//! These schemas are the contract with every reader of the lake (DuckDB, polars,
+//! pandas, Spark): changing one is a migration, so each table's columns are listed
+//! here once and nowhere else.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Name of the events table.
+pub const EVENTS: &str = "events";
+/// Name of the table that records every imported file (path, size, modification time).
+pub const IMPORTED_FILES: &str = "imported_files";
+
+/// A lake table: its name, Arrow schema and partition columns.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub schema: SchemaRef,
+    pub partition_columns: &'static [&'static str],
+    pub description: &'static str,
+}
+
+/// Microsecond UTC timestamps: what Delta calls `timestamp`.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+fn ts(name: &str, nullable: bool) -> Field {
+    Field::new(name, timestamp_type(), nullable)
+}
+
+/// Column positions in [`events_schema`], for builders and readers.
+pub mod events_col {
+    pub const MESSAGE_ID: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const EVENT: usize = 2;
+    pub const NAME: usize = 3;
+    pub const USER_ID: usize = 4;
+    pub const ANONYMOUS_ID: usize = 5;
+    pub const PREVIOUS_ID: usize = 6;
+    pub const GROUP_ID: usize = 7;
+    pub const TIMESTAMP: usize = 8;
+    pub const SENT_AT: usize = 9;
+    pub const RECEIVED_AT: usize = 10;
+    pub const PROPERTIES: usize = 11;
+    pub const TRAITS: usize = 12;
+    pub const CONTEXT: usize = 13;
+    pub const INTEGRATIONS: usize = 14;
+    pub const EXTRA: usize = 15;
+    pub const SOURCE: usize = 16;
+    pub const EVENT_DATE: usize = 17;
+}
+
+static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("message_id", false),
+        utf8("type", false),
+        utf8("event", true),
+        utf8("name", true),
+        utf8("user_id", true),
+        utf8("anonymous_id", true),
+        utf8("previous_id", true),
+        utf8("group_id", true),
+        ts("timestamp", false),
+        ts("sent_at", true),
+        ts("received_at", false),
+        utf8("properties", true),
+        utf8("traits", true),
+        utf8("context", true),
+        utf8("integrations", true),
+        utf8("extra", true),
+        utf8("source", false),
+        Field::new("event_date", DataType::Date32, false),
+    ]))
+});
+
+/// The `events` table: one row per Segment event. `properties`, `traits`, `context`,
+/// `integrations` and `extra` hold raw JSON object text; `event_date` (UTC day of
+/// `timestamp`) partitions the table.
+pub fn events_schema() -> SchemaRef {
+    EVENTS_SCHEMA.clone()
+}
+
+static IMPORTED_FILES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("fingerprint", false),
+        utf8("location", false),
+        Field::new("size", DataType::Int64, false),
+        ts("last_modified", true),
+        utf8("e_tag", true),
+        utf8("format", false),
+        utf8("source", false),
+        Field::new("rows_read", DataType::Int64, false),
+        Field::new("rows_imported", DataType::Int64, false),
+        Field::new("rows_duplicate", DataType::Int64, false),
+        Field::new("rows_rejected", DataType::Int64, false),
+        Field::new("events_version", DataType::Int64, true),
+        ts("imported_at", false),
+    ]))
+});
+
+/// The `imported_files` table: one row per input file an import committed.
+pub fn imported_files_schema() -> SchemaRef {
+    IMPORTED_FILES_SCHEMA.clone()
+}
+
+/// Every table Tessera creates in a new lake.
+pub fn tables() -> Vec<TableDef> {
+    vec![
+        TableDef {
+            name: EVENTS,
+            schema: events_schema(),
+            partition_columns: &["event_date"],
+            description: "raw Segment events, one row per event",
+        },
+        TableDef {
+            name: IMPORTED_FILES,
+            schema: imported_files_schema(),
+            partition_columns: &[],
+            description: "files imported into events (for incremental imports)",
+        },
+    ]
+}
+
+/// Looks a table definition up by name.
+pub fn table(name: &str) -> Option<TableDef> {
+    tables().into_iter().find(|t| t.name == name)
+}

@@ -1,0 +1,115 @@
+//! Tessera's query engine: the one place that builds a DataFusion session.
+//!
+//! [`Engine::session`] returns a `SessionContext` with every lake table registered
+//! under its own name, the JSON functions of `datafusion-functions-json`
+//! (`json_get_str(properties, 'plan')`, `json_get_float(properties, 'revenue')`, ...)
+//! and every CDP function of [`functions`]. The CLI, the server, the importers, the
+//! tests and the benchmarks all query through it, so a function or table registered
+//! here is available everywhere.
+//!
+//! This crate knows nothing of HTTP or gRPC; it hands out DataFusion streams.
+
+pub mod functions;
+
+mod error;
+
+use std::sync::Arc;
+
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tessera_lake::Lake;
+
+pub use datafusion;
+pub use error::{EngineError, Result};
+
+/// Session settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Parallelism of plans; `None` uses every core.
+    pub target_partitions: Option<usize>,
+    /// Rows per batch inside plans.
+    pub batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            target_partitions: None,
+            batch_size: 8192,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Deterministic plans for tests: one partition.
+    pub fn deterministic() -> Self {
+        EngineConfig {
+            target_partitions: Some(1),
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Builds sessions over one lake.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    lake: Arc<Lake>,
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine over `lake`.
+    pub fn new(lake: Arc<Lake>, config: EngineConfig) -> Self {
+        Engine { lake, config }
+    }
+
+    /// The lake this engine reads.
+    pub fn lake(&self) -> &Arc<Lake> {
+        &self.lake
+    }
+
+    /// A session with no tables, only Tessera's functions (for queries over inputs that
+    /// are not in the lake, such as an importer's mapping query).
+    pub fn bare_session(&self) -> Result<SessionContext> {
+        let mut config = SessionConfig::new()
+            .with_batch_size(self.config.batch_size)
+            .with_information_schema(true);
+        if let Some(n) = self.config.target_partitions {
+            config = config.with_target_partitions(n);
+        }
+        let mut ctx = SessionContext::new_with_config(config);
+        datafusion_functions_json::register_all(&mut ctx)?;
+        functions::register(&ctx);
+        Ok(ctx)
+    }
+
+    /// A session with every lake table registered at its latest version.
+    pub async fn session(&self) -> Result<SessionContext> {
+        let ctx = self.bare_session()?;
+        for name in self.lake.table_names().await? {
+            let table = self.lake.open(&name).await?;
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|e| EngineError::Register { table: name.clone(), message: e.to_string() })?;
+            let provider = table
+                .table_provider()
+                .await
+                .map_err(|e| EngineError::Register { table: name.clone(), message: e.to_string() })?;
+            ctx.register_table(name.as_str(), provider)?;
+        }
+        Ok(ctx)
+    }
+
+    /// Plans and starts one SQL statement, returning its result as a stream.
+    pub async fn query(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let ctx = self.session().await?;
+        execute(&ctx, sql).await
+    }
+}
+
+/// Plans and starts `sql` on `ctx`. Planning errors (syntax, unknown table or column,
+/// wrong types) come back as [`EngineError::Sql`] with DataFusion's message.
+pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream> {
+    let df = ctx.sql(sql).await.map_err(EngineError::sql)?;
+    df.execute_stream().await.map_err(EngineError::sql)
+}

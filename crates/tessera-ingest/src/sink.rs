@@ -1,0 +1,308 @@
+//! Where parsed events go: deduplication on `message_id`, bad-row accounting, the
+//! streaming append to `events` and the record in `imported_files`.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, BooleanBufferBuilder, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Date32Type, Int64Type};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use tessera_core::event::EventError;
+use tessera_core::schema::{self, events_col, EVENTS, IMPORTED_FILES};
+use tessera_engine::Engine;
+use tessera_lake::{AppendWriter, CommitNote, Lake};
+
+use crate::error::{ImportError, Result};
+use crate::input::{Format, InputFile};
+use crate::{FileReport, ImportOptions, MAX_REPORTED_ERRORS};
+
+/// A row that was not imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// 1-based line (NDJSON, CSV) or row (Parquet) in the input file.
+    pub line: u64,
+    /// Stable reason code (`missing_identity`, `malformed_json`, ...).
+    pub code: &'static str,
+    /// What was wrong, in words.
+    pub reason: String,
+}
+
+impl RowError {
+    pub(crate) fn new(line: u64, e: &EventError) -> Self {
+        RowError {
+            line,
+            code: e.code(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// What a parser hands the sink: batches of valid events and the bad rows.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub batches: Vec<RecordBatch>,
+    pub errors: Vec<RowError>,
+    pub rows_read: u64,
+}
+
+/// Message ids already in the lake or already imported in this run, as 128-bit hashes.
+struct Dedup {
+    seen: HashSet<u128>,
+    loaded_dates: HashSet<i32>,
+    /// A session over `events` as it was when the import started; `None` when empty.
+    events: Option<SessionContext>,
+}
+
+fn id_hash(id: &str) -> u128 {
+    let mut a = DefaultHasher::new();
+    id.hash(&mut a);
+    let mut b = DefaultHasher::new();
+    0xA5u8.hash(&mut b);
+    id.hash(&mut b);
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+impl Dedup {
+    /// Loads the ids of the lake's events on `dates` not loaded yet.
+    async fn load_dates(&mut self, dates: &[i32]) -> Result<()> {
+        let new: Vec<i32> = dates
+            .iter()
+            .copied()
+            .filter(|d| !self.loaded_dates.contains(d))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.loaded_dates.extend(&new);
+        let Some(ctx) = &self.events else { return Ok(()) };
+        let list: Vec<String> = new.iter().map(|d| format!("CAST({d} AS DATE)")).collect();
+        let sql = format!(
+            "SELECT message_id FROM {EVENTS} WHERE event_date IN ({})",
+            list.join(", ")
+        );
+        let batches: Vec<RecordBatch> = tessera_engine::execute(ctx, &sql).await?.try_collect().await.map_err(tessera_engine::EngineError::from)?;
+        for batch in batches {
+            let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| ImportError::Worker(e.to_string()))?;
+            for id in ids.as_string::<i32>().iter().flatten() {
+                self.seen.insert(id_hash(id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes rows whose message id was seen; returns the rest and how many were dropped.
+    async fn filter(&mut self, batch: RecordBatch) -> Result<(RecordBatch, u64)> {
+        let dates: Vec<i32> = batch
+            .column(events_col::EVENT_DATE)
+            .as_primitive::<Date32Type>()
+            .values()
+            .iter()
+            .copied()
+            .collect();
+        self.load_dates(&dates).await?;
+        let ids: &StringArray = batch.column(events_col::MESSAGE_ID).as_string::<i32>();
+        let mut keep = BooleanBufferBuilder::new(ids.len());
+        let mut dropped = 0;
+        for id in ids.iter() {
+            let fresh = self.seen.insert(id_hash(id.unwrap_or("")));
+            keep.append(fresh);
+            dropped += u64::from(!fresh);
+        }
+        if dropped == 0 {
+            return Ok((batch, 0));
+        }
+        let mask = BooleanArray::new(keep.finish(), None);
+        let kept = filter_record_batch(&batch, &mask).map_err(|e| ImportError::Worker(e.to_string()))?;
+        Ok((kept, dropped))
+    }
+}
+
+/// State shared by every file of one import.
+pub(crate) struct EventSink {
+    lake: Arc<Lake>,
+    dedup: Option<Dedup>,
+    /// Fingerprint → events version, from `imported_files`.
+    imported: HashMap<String, i64>,
+    events_table: tessera_lake::deltalake::DeltaTable,
+    source: String,
+    max_errors: Option<u64>,
+}
+
+fn app_id(fingerprint: &str) -> String {
+    format!("tessera-import-{fingerprint}")
+}
+
+impl EventSink {
+    pub(crate) async fn new(engine: &Engine, options: &ImportOptions) -> Result<Self> {
+        let lake = engine.lake().clone();
+        let events_table = lake.open(EVENTS).await?;
+        let has_events = tessera_lake::table_stats(EVENTS, &events_table)?.files > 0;
+        let ctx = engine.session().await?;
+        let mut imported = HashMap::new();
+        let batches: Vec<RecordBatch> = tessera_engine::execute(
+            &ctx,
+            &format!("SELECT fingerprint, events_version FROM {IMPORTED_FILES}"),
+        )
+        .await?
+        .try_collect()
+        .await
+        .map_err(tessera_engine::EngineError::from)?;
+        for b in batches {
+            let fp = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| ImportError::Worker(e.to_string()))?;
+            let fp = fp.as_string::<i32>();
+            let v = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                imported.insert(fp.value(i).to_owned(), v.value(i));
+            }
+        }
+        Ok(EventSink {
+            lake,
+            dedup: Some(Dedup {
+                seen: HashSet::new(),
+                loaded_dates: HashSet::new(),
+                events: has_events.then_some(ctx),
+            }),
+            imported,
+            events_table,
+            source: options.source.clone(),
+            max_errors: options.max_errors,
+        })
+    }
+
+    /// The events version that already holds `file`, if it was imported before.
+    /// `Some(version)` when it was recorded, `Some(None)` when its events were committed
+    /// but the record was not (a crash between the two commits).
+    pub(crate) async fn already_imported(&self, file: &InputFile) -> Result<Option<Option<i64>>> {
+        let fp = file.fingerprint();
+        if let Some(v) = self.imported.get(&fp) {
+            return Ok(Some(Some(*v)));
+        }
+        let txn = tessera_lake::transaction_version(EVENTS, &self.events_table, &app_id(&fp)).await?;
+        Ok(txn.map(|_| None))
+    }
+
+    pub(crate) async fn start_file(&mut self, file: &InputFile, format: Format) -> Result<FileRun> {
+        let writer = self.lake.append_writer(&schema::table(EVENTS).expect("events table")).await?;
+        Ok(FileRun {
+            writer: Some(writer),
+            dedup: self.dedup.take().expect("one file at a time"),
+            file: file.clone(),
+            max_errors: self.max_errors,
+            report: FileReport {
+                location: file.location(),
+                format: format.name().into(),
+                bytes: file.size,
+                ..FileReport::default()
+            },
+            source: self.source.clone(),
+        })
+    }
+
+    pub(crate) async fn finish_file(&mut self, mut run: FileRun) -> Result<FileReport> {
+        let fp = run.file.fingerprint();
+        let r = &run.report;
+        let note = CommitNote::new("import", "tessera import")
+            .detail("location", r.location.clone())
+            .detail("format", r.format.clone())
+            .detail("fingerprint", fp.clone())
+            .detail("rows_imported", r.rows_imported)
+            .detail("rows_rejected", r.rows_rejected)
+            .transaction(app_id(&fp), 0);
+        let writer = run.writer.take().expect("writer present until finished");
+        let version = writer.commit(note).await?;
+        run.report.events_version = version;
+        self.record_import(&run, &fp).await?;
+        if let Some(v) = version {
+            self.imported.insert(fp, v);
+        }
+        self.dedup = Some(run.dedup);
+        Ok(run.report)
+    }
+
+    async fn record_import(&self, run: &FileRun, fingerprint: &str) -> Result<()> {
+        let r = &run.report;
+        let now = chrono::Utc::now().timestamp_micros();
+        let s = |v: &str| Arc::new(StringArray::from(vec![v])) as Arc<dyn Array>;
+        let n = |v: u64| Arc::new(Int64Array::from(vec![v as i64])) as Arc<dyn Array>;
+        let t = |v: Option<i64>| Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC")) as Arc<dyn Array>;
+        let batch = RecordBatch::try_new(
+            schema::imported_files_schema(),
+            vec![
+                s(fingerprint),
+                s(run.file.url.as_str()),
+                n(run.file.size),
+                t(run.file.last_modified),
+                Arc::new(StringArray::from(vec![run.file.e_tag.clone()])),
+                s(&r.format),
+                s(&self.source),
+                n(r.rows_read),
+                n(r.rows_imported),
+                n(r.rows_duplicate),
+                n(r.rows_rejected),
+                Arc::new(Int64Array::from(vec![r.events_version])),
+                t(Some(now)),
+            ],
+        )
+        .map_err(|e| ImportError::Worker(e.to_string()))?;
+        let mut w = self.lake.append_writer(&schema::table(IMPORTED_FILES).expect("imported_files table")).await?;
+        w.write(batch).await?;
+        w.commit(CommitNote::new("import", "tessera import").detail("fingerprint", fingerprint.to_owned())).await?;
+        Ok(())
+    }
+}
+
+/// One file being imported.
+pub(crate) struct FileRun {
+    writer: Option<AppendWriter>,
+    dedup: Dedup,
+    file: InputFile,
+    max_errors: Option<u64>,
+    pub(crate) report: FileReport,
+    pub(crate) source: String,
+}
+
+impl FileRun {
+    /// Takes a parser's output: counts and keeps bad rows, deduplicates and writes the rest.
+    pub(crate) async fn accept(&mut self, parsed: Parsed) -> Result<()> {
+        self.report.rows_read += parsed.rows_read;
+        self.report.rows_rejected += parsed.errors.len() as u64;
+        let room = MAX_REPORTED_ERRORS.saturating_sub(self.report.errors.len());
+        self.report.errors.extend(parsed.errors.into_iter().take(room));
+        if let Some(max) = self.max_errors {
+            if self.report.rows_rejected > max {
+                return Err(ImportError::TooManyErrors {
+                    location: self.report.location.clone(),
+                    rejected: self.report.rows_rejected,
+                    max,
+                    first: self.report.errors.clone(),
+                });
+            }
+        }
+        for batch in parsed.batches {
+            let (batch, dropped) = self.dedup.filter(batch).await?;
+            self.report.rows_duplicate += dropped;
+            self.report.rows_imported += batch.num_rows() as u64;
+            if let Some(w) = self.writer.as_mut() {
+                w.write(batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Abandons this file: nothing of it is committed.
+    pub(crate) fn abort(mut self) {
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Tessera's lake: Delta tables on any object store.
+//!
+//! A [`Lake`] is a root location — a local folder by default, or an `s3://`, `gs://` or
+//! `az://` URL with credentials from the usual environment variables — under which every
+//! table of [`tessera_core::schema::tables`] lives as a Delta table named after it.
+//! Every other tool that reads Delta (DuckDB, polars, pandas, Spark, Trino) can read
+//! these tables without Tessera running.
+//!
+//! Writes go through [`AppendWriter`]: Parquet files are streamed to storage as batches
+//! arrive (bounded memory), and become visible in one atomic Delta commit that may carry
+//! an application transaction id, so that a retried write is recognised and never lands
+//! twice. Every commit records who wrote it and why.
+//!
+//! This crate knows nothing of HTTP, gRPC or SQL files.
+
+mod cloud;
+mod error;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::StructType;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use tessera_core::schema::{self, TableDef};
+use url::Url;
+
+pub use deltalake;
+pub use error::{LakeError, Result};
+pub use writer::{transaction_version, AppendWriter, CommitNote};
+
+/// The object store for a cloud URL (`s3://`, `gs://`, `az://`), credentials from the
+/// environment and `options`.
+pub fn object_store_for(
+    url: &Url,
+    options: &HashMap<String, String>,
+) -> std::result::Result<Arc<dyn object_store::ObjectStore>, deltalake::DeltaTableError> {
+    cloud::build_store(url, options)
+}
+
+/// The root of a lake and the options used to reach it.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: Url,
+    options: HashMap<String, String>,
+}
+
+/// Size facts about one table, read from its Delta log (no data file is opened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    pub name: String,
+    pub version: i64,
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Lake {
+    /// A lake at `location`: a local path (created if missing) or an object-store URL.
+    pub fn new(location: &str, options: HashMap<String, String>) -> Result<Lake> {
+        cloud::register_handlers();
+        let root = location_url(location)?;
+        if root.scheme() == "file" {
+            let path = root
+                .to_file_path()
+                .map_err(|_| LakeError::InvalidLocation {
+                    location: location.to_owned(),
+                    reason: "not a usable local path".into(),
+                })?;
+            std::fs::create_dir_all(&path).map_err(|source| LakeError::Io {
+                what: format!("creating the lake folder {}", path.display()),
+                source,
+            })?;
+        }
+        Ok(Lake { root, options })
+    }
+
+    /// The root URL of the lake (always ends with `/`).
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// Options passed to the object store.
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The URL of table `name`.
+    pub fn table_url(&self, name: &str) -> Result<Url> {
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|e| LakeError::InvalidLocation {
+                location: format!("{}{name}", self.root),
+                reason: e.to_string(),
+            })
+    }
+
+    fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
+        let url = self.table_url(name)?;
+        Ok(DeltaTableBuilder::from_url(url)
+            .map_err(|e| LakeError::delta(name, "open", e))?
+            .with_storage_options(self.options.clone()))
+    }
+
+    /// Whether table `name` exists (has a Delta log).
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        let table = self.builder(name)?.build().map_err(|e| LakeError::delta(name, "open", e))?;
+        table
+            .verify_deltatable_existence()
+            .await
+            .map_err(|e| LakeError::delta(name, "open", e))
+    }
+
+    /// Opens table `name` at its latest version.
+    pub async fn open(&self, name: &str) -> Result<DeltaTable> {
+        if !self.exists(name).await? {
+            return Err(LakeError::TableNotFound {
+                name: name.to_owned(),
+                location: self.table_url(name)?.to_string(),
+            });
+        }
+        self.builder(name)?
+            .load()
+            .await
+            .map_err(|e| LakeError::delta(name, "open", e))
+    }
+
+    /// Opens table `name` as of `version` (time travel).
+    pub async fn open_version(&self, name: &str, version: i64) -> Result<DeltaTable> {
+        let mut table = self.open(name).await?;
+        table
+            .load_version(version)
+            .await
+            .map_err(|e| LakeError::delta(name, &format!("load version {version} of"), e))?;
+        Ok(table)
+    }
+
+    /// Opens table `def.name`, creating it with its schema if it does not exist yet.
+    pub async fn open_or_create(&self, def: &TableDef) -> Result<DeltaTable> {
+        if self.exists(def.name).await? {
+            return self.open(def.name).await;
+        }
+        let struct_type: StructType = def
+            .schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| LakeError::Schema {
+                table: def.name.to_owned(),
+                message: e.to_string(),
+            })?;
+        let table = self.builder(def.name)?.build().map_err(|e| LakeError::delta(def.name, "create", e))?;
+        let created = table
+            .create()
+            .with_table_name(def.name)
+            .with_comment(def.description)
+            .with_columns(struct_type.fields().cloned())
+            .with_partition_columns(def.partition_columns.iter().copied())
+            .with_save_mode(deltalake::protocol::SaveMode::Ignore)
+            .with_commit_properties(CommitNote::new("create", "tessera").into_properties())
+            .await;
+        match created {
+            Ok(t) => Ok(t),
+            // Another process created it between our check and our commit.
+            Err(_) if self.exists(def.name).await? => self.open(def.name).await,
+            Err(e) => Err(LakeError::delta(def.name, "create", e)),
+        }
+    }
+
+    /// Creates every standard table that does not exist yet; returns the ones created.
+    pub async fn create_missing_tables(&self) -> Result<Vec<&'static str>> {
+        let mut created = Vec::new();
+        for def in schema::tables() {
+            if !self.exists(def.name).await? {
+                self.open_or_create(&def).await?;
+                created.push(def.name);
+            }
+        }
+        Ok(created)
+    }
+
+    /// The names of the tables that exist in this lake, standard ones first.
+    pub async fn table_names(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for def in schema::tables() {
+            if self.exists(def.name).await? {
+                names.push(def.name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Rows, files, bytes and version of table `name`, from its Delta log.
+    pub async fn stats(&self, name: &str) -> Result<TableStats> {
+        let table = self.open(name).await?;
+        table_stats(name, &table)
+    }
+
+    /// Starts an append to table `def.name` (created if missing).
+    pub async fn append_writer(&self, def: &TableDef) -> Result<AppendWriter> {
+        let table = self.open_or_create(def).await?;
+        AppendWriter::new(def.name, table)
+    }
+
+    /// The version recorded for application transaction `app_id` in table `name`, if any.
+    pub async fn transaction_version(&self, name: &str, app_id: &str) -> Result<Option<i64>> {
+        let table = self.open(name).await?;
+        writer::transaction_version(name, &table, app_id).await
+    }
+}
+
+/// Statistics of an open table.
+pub fn table_stats(name: &str, table: &DeltaTable) -> Result<TableStats> {
+    let snapshot = table.snapshot().map_err(|e| LakeError::delta(name, "read", e))?;
+    let mut stats = TableStats {
+        name: name.to_owned(),
+        version: snapshot.version(),
+        files: 0,
+        rows: 0,
+        bytes: 0,
+    };
+    for file in snapshot.log_data().iter() {
+        stats.files += 1;
+        stats.bytes += file.size().max(0) as u64;
+        stats.rows += file.num_records().unwrap_or(0) as u64;
+    }
+    Ok(stats)
+}
+
+/// Turns a local path or URL into the lake's root URL (with a trailing `/`).
+pub fn location_url(location: &str) -> Result<Url> {
+    let invalid = |reason: String| LakeError::InvalidLocation {
+        location: location.to_owned(),
+        reason,
+    };
+    let mut url = if tessera_core::config::is_url(location) {
+        Url::parse(location).map_err(|e| invalid(e.to_string()))?
+    } else {
+        let path = Path::new(location);
+        let abs = if path.is_absolute() {
+            path.to_owned()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| invalid(e.to_string()))?
+                .join(path)
+        };
+        Url::from_directory_path(&abs).map_err(|_| invalid("not an absolute path".into()))?
+    };
+    match url.scheme() {
+        "file" | "memory" | "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {}
+        other => {
+            return Err(invalid(format!(
+                "unsupported scheme {other:?}: use a local path, s3://, gs:// or az://"
+            )));
+        }
+    }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// Shared handle to a lake.
+pub type LakeRef = Arc<Lake>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Streaming, atomic, idempotent appends.
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::DeltaTable;
+use serde_json::{Map, Value};
+
+use crate::error::{LakeError, Result};
+
+/// Rows written between two flushes of open Parquet files: bounds the memory an append
+/// holds no matter how large its input.
+const FLUSH_ROWS: u64 = 1_000_000;
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Files roll over at this size.
+const TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Who wrote a commit and why, plus an optional application transaction that makes the
+/// commit idempotent: a second commit with the same `(app_id, version)` is recognised
+/// through [`transaction_version`] before it is attempted.
+#[derive(Debug, Clone)]
+pub struct CommitNote {
+    operation: String,
+    details: Map<String, Value>,
+    transaction: Option<(String, i64)>,
+}
+
+impl CommitNote {
+    /// A note for `operation` (`import`, `collect`, `stitch`, …) performed by `actor`.
+    pub fn new(operation: &str, actor: &str) -> Self {
+        let mut details = Map::new();
+        details.insert("tessera.operation".into(), operation.into());
+        details.insert("tessera.actor".into(), actor.into());
+        details.insert("tessera.version".into(), env!("CARGO_PKG_VERSION").into());
+        CommitNote {
+            operation: operation.to_owned(),
+            details,
+            transaction: None,
+        }
+    }
+
+    /// Adds a detail recorded in the commit (`tessera.<key>`).
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(format!("tessera.{key}"), value.into());
+        self
+    }
+
+    /// Makes the commit carry application transaction `(app_id, version)`.
+    pub fn transaction(mut self, app_id: impl Into<String>, version: i64) -> Self {
+        self.transaction = Some((app_id.into(), version));
+        self
+    }
+
+    /// The operation name.
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// The Delta commit properties carrying this note.
+    pub fn into_properties(self) -> CommitProperties {
+        let mut props = CommitProperties::default().with_metadata(self.details);
+        if let Some((app_id, version)) = self.transaction {
+            let now = chrono::Utc::now().timestamp_millis();
+            props = props.with_application_transaction(Transaction::new_with_last_update(
+                app_id,
+                version,
+                Some(now),
+            ));
+        }
+        props
+    }
+}
+
+/// The version recorded for application transaction `app_id` in `table`.
+pub async fn transaction_version(name: &str, table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+    let snapshot = table.snapshot().map_err(|e| LakeError::delta(name, "read", e))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| LakeError::delta(name, "read transactions of", e))
+}
+
+/// An append in progress: batches are encoded to Parquet and streamed to storage as
+/// they arrive; nothing is visible to readers until [`commit`](Self::commit), which
+/// adds every file in one Delta commit. Dropping the writer (or [`abort`](Self::abort))
+/// leaves only unreferenced files, which `VACUUM` removes.
+pub struct AppendWriter {
+    name: String,
+    table: DeltaTable,
+    writer: RecordBatchWriter,
+    adds: Vec<Add>,
+    rows: u64,
+    rows_since_flush: u64,
+}
+
+impl std::fmt::Debug for AppendWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendWriter")
+            .field("table", &self.name)
+            .field("rows", &self.rows)
+            .field("files", &self.adds.len())
+            .finish()
+    }
+}
+
+impl AppendWriter {
+    pub(crate) fn new(name: &str, table: DeltaTable) -> Result<Self> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_size(ROW_GROUP_ROWS)
+            .build();
+        let writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| LakeError::delta(name, "write to", e))?
+            .with_writer_properties(props)
+            .with_target_file_size(TARGET_FILE_BYTES);
+        Ok(AppendWriter {
+            name: name.to_owned(),
+            table,
+            writer,
+            adds: Vec::new(),
+            rows: 0,
+            rows_since_flush: 0,
+        })
+    }
+
+    /// The table as it was when the append started.
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Streams one batch to storage. Its schema must be the table's.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = batch.num_rows() as u64;
+        self.writer.write(batch).await.map_err(|e| match e {
+            deltalake::DeltaTableError::SchemaMismatch { msg } => LakeError::BadBatch {
+                table: self.name.clone(),
+                message: msg,
+            },
+            other => LakeError::delta(&self.name, "write to", other),
+        })?;
+        self.rows += rows;
+        self.rows_since_flush += rows;
+        if self.rows_since_flush >= FLUSH_ROWS {
+            self.flush_files().await?;
+        }
+        Ok(())
+    }
+
+    /// Finalizes the open Parquet files (still uncommitted) to release their buffers.
+    pub async fn flush_files(&mut self) -> Result<()> {
+        let adds = self
+            .writer
+            .flush()
+            .await
+            .map_err(|e| LakeError::delta(&self.name, "write to", e))?;
+        self.adds.extend(adds);
+        self.rows_since_flush = 0;
+        Ok(())
+    }
+
+    /// Commits every file written, atomically, with `note`. Returns the new table
+    /// version. A note with a transaction is committed even when no row was written, so
+    /// that the transaction is recorded.
+    pub async fn commit(mut self, note: CommitNote) -> Result<Option<i64>> {
+        self.flush_files().await?;
+        if self.adds.is_empty() && note.transaction.is_none() {
+            return Ok(None);
+        }
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| LakeError::delta(&self.name, "commit to", e))?;
+        let partition_cols: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
+            predicate: None,
+        };
+        let actions: Vec<Action> = self.adds.drain(..).map(Action::Add).collect();
+        let finalized = CommitBuilder::from(note.into_properties())
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| LakeError::delta(&self.name, "commit to", e))?;
+        Ok(Some(finalized.version()))
+    }
+
+    /// Abandons the append: nothing becomes visible.
+    pub fn abort(mut self) {
+        self.writer.reset();
+    }
+}
