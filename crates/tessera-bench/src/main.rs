@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use tessera_bench::gen::{generate_with_progress, GenConfig};
+use tessera_bench::synth::{generate_with_progress, GenConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "tessera-bench", about = "Synthetic customers and Tessera's benchmarks")]

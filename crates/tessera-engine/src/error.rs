@@ -29,16 +29,13 @@ pub enum EngineError {
 impl EngineError {
     /// Wraps a DataFusion error raised by a user's query, keeping only its message.
     pub fn sql(e: DataFusionError) -> Self {
-        match e {
-            DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
-                EngineError::Sql(e.strip_backtrace())
-            }
-            DataFusionError::Context(_, ref inner)
-                if matches!(**inner, DataFusionError::Plan(_) | DataFusionError::SQL(..)) =>
-            {
-                EngineError::Sql(e.strip_backtrace())
-            }
-            other => EngineError::DataFusion(other),
+        // Planning errors arrive wrapped (diagnostics, context); classify by the root.
+        match e.find_root() {
+            root @ (DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)) => EngineError::Sql(root.strip_backtrace()),
+            _ => EngineError::DataFusion(e),
         }
     }
 }

@@ -83,7 +83,7 @@ pub struct FileReport {
     /// The first bad rows (at most [`MAX_REPORTED_ERRORS`] per file).
     pub errors: Vec<RowError>,
     /// The `events` version that holds this file's rows.
-    pub events_version: Option<i64>,
+    pub events_version: Option<u64>,
 }
 
 /// Bad rows listed per file in a report; the rest are counted.

@@ -15,7 +15,7 @@
 
 use arrow::json::LineDelimitedWriter;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::execution::options::{CsvReadOptions, NdJsonReadOptions, ParquetReadOptions};
+use datafusion::execution::options::{CsvReadOptions, JsonReadOptions, ParquetReadOptions};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::StreamExt;
@@ -84,7 +84,7 @@ pub(crate) async fn import_file(
             ctx.register_parquet("input", url, opts).await
         }
         Format::Json | Format::Ndjson => {
-            let opts = NdJsonReadOptions::default()
+            let opts = JsonReadOptions::default()
                 .file_extension(ext)
                 .file_compression_type(compression);
             ctx.register_json("input", url, opts).await

@@ -305,7 +305,7 @@ mod bytes_compat {
 
     use futures::StreamExt;
     use object_store::path::Path;
-    use object_store::ObjectStore;
+    use object_store::{ObjectStore, ObjectStoreExt};
 
     pub(super) struct StoreReader {
         store: Arc<dyn ObjectStore>,

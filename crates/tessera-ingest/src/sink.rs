@@ -131,7 +131,7 @@ pub(crate) struct EventSink {
     lake: Arc<Lake>,
     dedup: Option<Dedup>,
     /// Fingerprint → events version, from `imported_files`.
-    imported: HashMap<String, i64>,
+    imported: HashMap<String, u64>,
     events_table: tessera_lake::deltalake::DeltaTable,
     source: String,
     max_errors: Option<u64>,
@@ -162,7 +162,7 @@ impl EventSink {
             let fp = fp.as_string::<i32>();
             let v = b.column(1).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
-                imported.insert(fp.value(i).to_owned(), v.value(i));
+                imported.insert(fp.value(i).to_owned(), v.value(i).max(0) as u64);
             }
         }
         Ok(EventSink {
@@ -182,7 +182,7 @@ impl EventSink {
     /// The events version that already holds `file`, if it was imported before.
     /// `Some(version)` when it was recorded, `Some(None)` when its events were committed
     /// but the record was not (a crash between the two commits).
-    pub(crate) async fn already_imported(&self, file: &InputFile) -> Result<Option<Option<i64>>> {
+    pub(crate) async fn already_imported(&self, file: &InputFile) -> Result<Option<Option<u64>>> {
         let fp = file.fingerprint();
         if let Some(v) = self.imported.get(&fp) {
             return Ok(Some(Some(*v)));
@@ -249,7 +249,7 @@ impl EventSink {
                 n(r.rows_imported),
                 n(r.rows_duplicate),
                 n(r.rows_rejected),
-                Arc::new(Int64Array::from(vec![r.events_version])),
+                Arc::new(Int64Array::from(vec![r.events_version.map(|v| v as i64)])),
                 t(Some(now)),
             ],
         )

@@ -51,7 +51,7 @@ pub struct Lake {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableStats {
     pub name: String,
-    pub version: i64,
+    pub version: u64,
     pub files: usize,
     pub rows: u64,
     pub bytes: u64,
@@ -128,7 +128,7 @@ impl Lake {
     }
 
     /// Opens table `name` as of `version` (time travel).
-    pub async fn open_version(&self, name: &str, version: i64) -> Result<DeltaTable> {
+    pub async fn open_version(&self, name: &str, version: u64) -> Result<DeltaTable> {
         let mut table = self.open(name).await?;
         table
             .load_version(version)

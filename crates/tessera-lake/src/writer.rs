@@ -112,7 +112,7 @@ impl AppendWriter {
     pub(crate) fn new(name: &str, table: DeltaTable) -> Result<Self> {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_size(ROW_GROUP_ROWS)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| LakeError::delta(name, "write to", e))?
@@ -174,7 +174,7 @@ impl AppendWriter {
     /// Commits every file written, atomically, with `note`. Returns the new table
     /// version. A note with a transaction is committed even when no row was written, so
     /// that the transaction is recorded.
-    pub async fn commit(mut self, note: CommitNote) -> Result<Option<i64>> {
+    pub async fn commit(mut self, note: CommitNote) -> Result<Option<u64>> {
         self.flush_files().await?;
         if self.adds.is_empty() && note.transaction.is_none() {
             return Ok(None);

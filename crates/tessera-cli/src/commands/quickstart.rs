@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use tessera_bench::gen::{generate_with_progress, GenConfig};
+use tessera_bench::synth::{generate_with_progress, GenConfig};
 
 use super::import::{print_report, ImportArgs};
 use crate::output::{bytes, thousands};

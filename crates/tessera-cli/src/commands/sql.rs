@@ -46,11 +46,11 @@ pub async fn run(opened: &Opened, args: SqlArgs) -> anyhow::Result<()> {
     }
     let mut stream = opened.engine.query(&query).await?;
     let schema = stream.schema();
-    let mut out: Box<dyn Write> = match &args.output {
+    let mut out: Box<dyn Write + Send> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let mut rows = 0usize;
     match args.format {

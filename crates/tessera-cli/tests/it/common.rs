@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use tessera_bench::gen::{generate, GenConfig, GenSummary};
+use tessera_bench::synth::{generate, GenConfig, GenSummary};
 
 /// A `tessera` command.
 pub fn tessera() -> Command {

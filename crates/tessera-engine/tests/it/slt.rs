@@ -75,6 +75,7 @@ mod async_trait_free {
         Ok(rows)
     }
 
+    #[async_trait::async_trait]
     impl sqllogictest::AsyncDB for Db {
         type Error = DbError;
         type ColumnType = DefaultColumnType;
@@ -93,6 +94,8 @@ mod async_trait_free {
                 rows: render(&batches)?,
             })
         }
+
+        async fn shutdown(&mut self) {}
 
         fn engine_name(&self) -> &str {
             "tessera"

@@ -251,7 +251,7 @@ impl Person {
     fn surname(seed: u64, index: u64) -> &'static str {
         let mut r = Rng::new(seed, 1, index, 0);
         let _ = r.pick(FIRST);
-        r.pick(LAST)
+        *r.pick(LAST)
     }
 
     fn person_id(&self) -> String {
