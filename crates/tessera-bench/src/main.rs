@@ -13,12 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use tessera_bench::synth::{generate_with_progress, GenConfig};
+use tessera_bench::synth::{GenConfig, generate_with_progress};
 
 #[derive(Debug, Parser)]
-#[command(name = "tessera-bench", about = "Synthetic customers and Tessera's benchmarks")]
+#[command(
+    name = "tessera-bench",
+    about = "Synthetic customers and Tessera's benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -55,8 +58,18 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Gen { out, events, seed, days } => {
-            let config = GenConfig { events, seed, days, ..GenConfig::default() };
+        Cmd::Gen {
+            out,
+            events,
+            seed,
+            days,
+        } => {
+            let config = GenConfig {
+                events,
+                seed,
+                days,
+                ..GenConfig::default()
+            };
             let started = Instant::now();
             let s = generate_with_progress(&config, &out, |_, _| {})?;
             println!(
@@ -83,7 +96,10 @@ fn tessera_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("tessera");
     if !bin.exists() {
-        bail!("{} not found: build it first (cargo build --release -p tessera-cli)", bin.display());
+        bail!(
+            "{} not found: build it first (cargo build --release -p tessera-cli)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -99,13 +115,19 @@ fn python() -> anyhow::Result<PathBuf> {
         .output()
         .context("running tests/clients/venv.sh")?;
     if !out.status.success() {
-        bail!("tests/clients/venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "tests/clients/venv.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
 fn ensure_data(events: u64, dir: &Path) -> anyhow::Result<()> {
-    let config = GenConfig { events, ..GenConfig::default() };
+    let config = GenConfig {
+        events,
+        ..GenConfig::default()
+    };
     let want = serde_json::to_value(&config)?;
     let have: Option<serde_json::Value> = std::fs::read_to_string(dir.join("manifest.json"))
         .ok()
@@ -122,11 +144,18 @@ fn bench_import(events: u64, work: &Path, runs: u32) -> anyhow::Result<()> {
     let python = python()?;
     let data = work.join("data");
     ensure_data(events, &data)?;
-    let inputs: Vec<PathBuf> = ["events-web.ndjson", "events-app.ndjson", "events-pos.ndjson"]
+    let inputs: Vec<PathBuf> = [
+        "events-web.ndjson",
+        "events-app.ndjson",
+        "events-pos.ndjson",
+    ]
+    .iter()
+    .map(|f| data.join(f))
+    .collect();
+    let input_bytes: u64 = inputs
         .iter()
-        .map(|f| data.join(f))
-        .collect();
-    let input_bytes: u64 = inputs.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
     let lines: u64 = inputs
         .iter()
         .map(|p| std::fs::read(p).map(|b| bytecount(&b)).unwrap_or(0))
@@ -138,9 +167,15 @@ fn bench_import(events: u64, work: &Path, runs: u32) -> anyhow::Result<()> {
         // Tessera: a fresh project, `tessera import` of the folder, timed around the process.
         let project = work.join(format!("project-{run}"));
         let _ = std::fs::remove_dir_all(&project);
-        let status = Command::new(&tessera).args(["init"]).arg(&project).output()?;
+        let status = Command::new(&tessera)
+            .args(["init"])
+            .arg(&project)
+            .output()?;
         if !status.status.success() {
-            bail!("tessera init failed: {}", String::from_utf8_lossy(&status.stderr));
+            bail!(
+                "tessera init failed: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
         }
         let started = Instant::now();
         let out = Command::new(&tessera)
@@ -151,7 +186,10 @@ fn bench_import(events: u64, work: &Path, runs: u32) -> anyhow::Result<()> {
             .output()?;
         let secs = started.elapsed().as_secs_f64();
         if !out.status.success() {
-            bail!("tessera import failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "tessera import failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let rss = report["peak_rss_bytes"].as_u64().unwrap_or(0);
@@ -174,7 +212,9 @@ secs = time.perf_counter() - t
 rows = con.execute("SELECT count(*) FROM '{out}'").fetchone()[0]
 print(json.dumps({{"seconds": secs, "rows": rows, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
 "#,
-            threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             glob = data.join("events-*.ndjson").display(),
             out = out_file.display(),
         );
@@ -192,12 +232,30 @@ print(json.dumps({{"seconds": secs, "rows": rows, "peak_rss_bytes": resource.get
     let (t_secs, t_rss, imported) = best_tessera.unwrap_or_default();
     let (d_secs, d_rss) = best_duck.unwrap_or_default();
     let mb = input_bytes as f64 / 1e6;
-    println!("import benchmark: {lines} events, {mb:.0} MB of NDJSON, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "import benchmark: {lines} events, {mb:.0} MB of NDJSON, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("| engine | seconds | events/s | MB/s | peak RSS |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    println!("| Tessera `tessera import` → Delta `events` | {t_secs:.2} | {:.0} | {:.1} | {} MB |", lines as f64 / t_secs, mb / t_secs, t_rss >> 20);
-    println!("| DuckDB `read_json` → Parquet | {d_secs:.2} | {:.0} | {:.1} | {} MB |", lines as f64 / d_secs, mb / d_secs, d_rss >> 20);
-    println!("ratio (DuckDB time / Tessera time): {:.2}x", d_secs / t_secs);
+    println!(
+        "| Tessera `tessera import` → Delta `events` | {t_secs:.2} | {:.0} | {:.1} | {} MB |",
+        lines as f64 / t_secs,
+        mb / t_secs,
+        t_rss >> 20
+    );
+    println!(
+        "| DuckDB `read_json` → Parquet | {d_secs:.2} | {:.0} | {:.1} | {} MB |",
+        lines as f64 / d_secs,
+        mb / d_secs,
+        d_rss >> 20
+    );
+    println!(
+        "ratio (DuckDB time / Tessera time): {:.2}x",
+        d_secs / t_secs
+    );
     if imported != lines {
         bail!("Tessera imported {imported} events of {lines}");
     }

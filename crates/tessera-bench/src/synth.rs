@@ -89,7 +89,9 @@ struct Rng(u64);
 
 impl Rng {
     fn new(seed: u64, stream: u64, a: u64, b: u64) -> Rng {
-        Rng(splitmix(seed ^ splitmix(stream ^ splitmix(a ^ splitmix(b)))))
+        Rng(splitmix(
+            seed ^ splitmix(stream ^ splitmix(a ^ splitmix(b))),
+        ))
     }
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -122,25 +124,161 @@ impl Rng {
 }
 
 const FIRST: &[&str] = &[
-    "James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "William", "Elizabeth",
-    "David", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Charles", "Karen",
-    "Daniel", "Nancy", "Matthew", "Lisa", "Anthony", "Betty", "Mark", "Margaret", "Steven", "Sandra",
-    "Paul", "Ashley", "Andrew", "Emily", "Joshua", "Donna", "Kevin", "Michelle", "Brian", "Carol",
-    "Amara", "Kenji", "Zofia", "Mateo", "Ingrid", "Ravi", "Chloe", "Tariq", "Yuki", "Lucia",
+    "James",
+    "Mary",
+    "John",
+    "Patricia",
+    "Robert",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "William",
+    "Elizabeth",
+    "David",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Charles",
+    "Karen",
+    "Daniel",
+    "Nancy",
+    "Matthew",
+    "Lisa",
+    "Anthony",
+    "Betty",
+    "Mark",
+    "Margaret",
+    "Steven",
+    "Sandra",
+    "Paul",
+    "Ashley",
+    "Andrew",
+    "Emily",
+    "Joshua",
+    "Donna",
+    "Kevin",
+    "Michelle",
+    "Brian",
+    "Carol",
+    "Amara",
+    "Kenji",
+    "Zofia",
+    "Mateo",
+    "Ingrid",
+    "Ravi",
+    "Chloe",
+    "Tariq",
+    "Yuki",
+    "Lucia",
 ];
 const LAST: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-    "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
-    "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
-    "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores",
-    "Kowalski", "Okafor", "Nakamura", "Lindqvist", "Patel", "Dubois", "Rossi", "Haddad", "Silva", "Novak",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Kowalski",
+    "Okafor",
+    "Nakamura",
+    "Lindqvist",
+    "Patel",
+    "Dubois",
+    "Rossi",
+    "Haddad",
+    "Silva",
+    "Novak",
 ];
-const DOMAINS: &[&str] = &["gmail.com", "yahoo.com", "outlook.com", "icloud.com", "proton.me", "example.org"];
-const STREETS: &[&str] = &["High St", "Main Street", "Oak Avenue", "Park Road", "Elm St", "Maple Drive", "Church Lane"];
-const CITIES: &[&str] = &["Springfield", "Riverton", "Lakeside", "Fairview", "Georgetown", "Salem", "Franklin"];
-const CATEGORIES: &[&str] = &["shoes", "outerwear", "accessories", "bags", "denim", "knitwear", "sportswear", "home"];
-const PAGES: &[&str] = &["/", "/new-arrivals", "/sale", "/about", "/stores", "/help/returns", "/blog/style-guide"];
-const CAMPAIGNS: &[&str] = &["spring_sale", "newsletter_weekly", "back_in_stock", "winback", "vip_preview"];
+const DOMAINS: &[&str] = &[
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "icloud.com",
+    "proton.me",
+    "example.org",
+];
+const STREETS: &[&str] = &[
+    "High St",
+    "Main Street",
+    "Oak Avenue",
+    "Park Road",
+    "Elm St",
+    "Maple Drive",
+    "Church Lane",
+];
+const CITIES: &[&str] = &[
+    "Springfield",
+    "Riverton",
+    "Lakeside",
+    "Fairview",
+    "Georgetown",
+    "Salem",
+    "Franklin",
+];
+const CATEGORIES: &[&str] = &[
+    "shoes",
+    "outerwear",
+    "accessories",
+    "bags",
+    "denim",
+    "knitwear",
+    "sportswear",
+    "home",
+];
+const PAGES: &[&str] = &[
+    "/",
+    "/new-arrivals",
+    "/sale",
+    "/about",
+    "/stores",
+    "/help/returns",
+    "/blog/style-guide",
+];
+const CAMPAIGNS: &[&str] = &[
+    "spring_sale",
+    "newsletter_weekly",
+    "back_in_stock",
+    "winback",
+    "vip_preview",
+];
 
 /// The fixed facts about one person, derived from the seed and the person's index alone.
 struct Person {
@@ -204,13 +342,31 @@ impl Person {
         let registered = r.chance(0.72);
         let user_id = format!("u{:08}", index + 1);
         let domain = *r.pick(DOMAINS);
-        let mut email = format!("{}.{}{}@{}", first.to_lowercase(), last.to_lowercase(), r.below(100), domain);
+        let mut email = format!(
+            "{}.{}{}@{}",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            r.below(100),
+            domain
+        );
         if shares_mailbox(seed, index) {
             let pair_last = Person::surname(seed, index & !1);
-            email = format!("family.{}{}@{}", pair_last.to_lowercase(), index / 2 % 1000, "example.org");
+            email = format!(
+                "family.{}{}@{}",
+                pair_last.to_lowercase(),
+                index / 2 % 1000,
+                "example.org"
+            );
         }
-        let phone_digits = format!("{}{:03}{:04}", 200 + r.below(700), r.below(1000), r.below(10_000));
-        let loyalty_id = r.chance(0.4).then(|| format!("L{:09}", splitmix(seed ^ index) % 1_000_000_000));
+        let phone_digits = format!(
+            "{}{:03}{:04}",
+            200 + r.below(700),
+            r.below(1000),
+            r.below(10_000)
+        );
+        let loyalty_id = r
+            .chance(0.4)
+            .then(|| format!("L{:09}", splitmix(seed ^ index) % 1_000_000_000));
         let n_devices = 1 + r.below(3);
         let mut devices: Vec<Device> = (0..n_devices)
             .map(|_| {
@@ -219,7 +375,10 @@ impl Person {
                     6..=7 => DeviceKind::Ios,
                     _ => DeviceKind::Android,
                 };
-                Device { anonymous_id: r.uuid(), kind }
+                Device {
+                    anonymous_id: r.uuid(),
+                    kind,
+                }
             })
             .collect();
         if household_partner(seed, index).is_some_and(|p| p < persons) {
@@ -266,7 +425,11 @@ fn messy_email(r: &mut Rng, email: &str) -> String {
         s.push(' ');
     }
     for c in email.chars() {
-        if r.chance(0.1) { s.extend(c.to_uppercase()) } else { s.push(c) }
+        if r.chance(0.1) {
+            s.extend(c.to_uppercase())
+        } else {
+            s.push(c)
+        }
     }
     if r.chance(0.2) {
         s.push_str("  ");
@@ -346,14 +509,25 @@ impl DayCtx<'_> {
 
 fn context(kind: DeviceKind, r: &mut Rng, campaign: Option<&str>) -> String {
     let (lib, ua) = match kind {
-        DeviceKind::Web => ("analytics.js", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"),
+        DeviceKind::Web => (
+            "analytics.js",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15",
+        ),
         DeviceKind::Ios => ("analytics-ios", "Shop/4.2 CFNetwork/1494 Darwin/23.4.0"),
-        DeviceKind::Android => ("analytics-android", "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8)"),
+        DeviceKind::Android => (
+            "analytics-android",
+            "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8)",
+        ),
     };
     let ip = format!("203.0.{}.{}", r.below(256), r.below(256));
-    let mut s = format!(r#"{{"library":{{"name":"{lib}","version":"4.4.1"}},"ip":"{ip}","userAgent":"{ua}","locale":"en-US""#);
+    let mut s = format!(
+        r#"{{"library":{{"name":"{lib}","version":"4.4.1"}},"ip":"{ip}","userAgent":"{ua}","locale":"en-US""#
+    );
     if let Some(c) = campaign {
-        let _ = write!(s, r#","campaign":{{"name":"{c}","source":"newsletter","medium":"email"}}"#);
+        let _ = write!(
+            s,
+            r#","campaign":{{"name":"{c}","source":"newsletter","medium":"email"}}"#
+        );
     }
     s.push('}');
     s
@@ -374,7 +548,10 @@ pub fn generate_with_progress(
     let persons = (config.events / EVENTS_PER_PERSON).max(10);
     let seed = config.seed;
     let open = |name: &str| -> std::io::Result<BufWriter<File>> {
-        Ok(BufWriter::with_capacity(1 << 20, File::create(out_dir.join(name))?))
+        Ok(BufWriter::with_capacity(
+            1 << 20,
+            File::create(out_dir.join(name))?,
+        ))
     };
     let mut out = Writers {
         web: open("events-web.ndjson")?,
@@ -418,7 +595,13 @@ pub fn generate_with_progress(
             if pre > person.activity * scale {
                 continue;
             }
-            session(&mut ctx, &person, day, &mut logged_in[index as usize], &mut orders[index as usize])?;
+            session(
+                &mut ctx,
+                &person,
+                day,
+                &mut logged_in[index as usize],
+                &mut orders[index as usize],
+            )?;
         }
         progress(ctx.summary.events, config.events);
     }
@@ -429,7 +612,10 @@ pub fn generate_with_progress(
     // CRM export and ground truth.
     let mut crm = open("crm.csv")?;
     let mut truth = open("truth.csv")?;
-    writeln!(crm, "crm_id,first_name,last_name,email,phone,street,city,birth_date,updated_at")?;
+    writeln!(
+        crm,
+        "crm_id,first_name,last_name,email,phone,street,city,birth_date,updated_at"
+    )?;
     writeln!(truth, "person_id,id_type,id_value")?;
     for index in 0..persons {
         let p = Person::new(seed, index, persons);
@@ -462,8 +648,16 @@ pub fn generate_with_progress(
             "{crm_id},{},{},{},{},{} {},{},{}-{:02}-{:02},{}",
             typo(&mut r, p.first, 0.15),
             typo(&mut r, p.last, 0.15),
-            if r.chance(0.85) { typo(&mut r, &p.email, 0.05) } else { String::new() },
-            if r.chance(0.7) { messy_phone(&mut r, &p.phone_digits) } else { String::new() },
+            if r.chance(0.85) {
+                typo(&mut r, &p.email, 0.05)
+            } else {
+                String::new()
+            },
+            if r.chance(0.7) {
+                messy_phone(&mut r, &p.phone_digits)
+            } else {
+                String::new()
+            },
             p.street_no,
             typo(&mut r, p.street, 0.1),
             p.city,
@@ -477,10 +671,17 @@ pub fn generate_with_progress(
     crm.flush()?;
     truth.flush()?;
 
-    summary.files = ["events-web.ndjson", "events-app.ndjson", "events-pos.ndjson", "crm.csv", "truth.csv", "manifest.json"]
-        .iter()
-        .map(|f| out_dir.join(f))
-        .collect();
+    summary.files = [
+        "events-web.ndjson",
+        "events-app.ndjson",
+        "events-pos.ndjson",
+        "crm.csv",
+        "truth.csv",
+        "manifest.json",
+    ]
+    .iter()
+    .map(|f| out_dir.join(f))
+    .collect();
     let manifest = serde_json::json!({ "config": config, "summary": summary });
     std::fs::write(
         out_dir.join("manifest.json"),
@@ -489,7 +690,13 @@ pub fn generate_with_progress(
     Ok(summary)
 }
 
-fn session(ctx: &mut DayCtx<'_>, p: &Person, day: u32, logged_in: &mut u8, orders: &mut u16) -> std::io::Result<()> {
+fn session(
+    ctx: &mut DayCtx<'_>,
+    p: &Person,
+    day: u32,
+    logged_in: &mut u8,
+    orders: &mut u16,
+) -> std::io::Result<()> {
     let mut r = Rng::new(ctx.seed, 3, p.index, u64::from(day));
     let mut t = ctx.day_start + Duration::seconds(r.below(86_000) as i64);
 
@@ -537,7 +744,11 @@ fn session(ctx: &mut DayCtx<'_>, p: &Person, day: u32, logged_in: &mut u8, order
         *logged_in |= bit;
         user = Some(p.user_id.as_str());
         let email = messy_email(&mut r, &p.email);
-        let phone = if r.chance(0.6) { format!(r#","phone":"{}""#, messy_phone(&mut r, &p.phone_digits)) } else { String::new() };
+        let phone = if r.chance(0.6) {
+            format!(r#","phone":"{}""#, messy_phone(&mut r, &p.phone_digits))
+        } else {
+            String::new()
+        };
         let _ = write!(
             ctx.line,
             r#"{{"type":"identify","messageId":"{}","anonymousId":"{anon}","userId":"{}","traits":{{"email":"{email}","first_name":"{}","last_name":"{}"{phone},"city":"{}","newsletter":{}}},"context":{},"timestamp":"{}"}}"#,
@@ -650,22 +861,45 @@ mod tests {
     fn deterministic_and_close_to_target() {
         let a = tempfile_dir("a");
         let b = tempfile_dir("b");
-        let config = GenConfig { events: 5_000, days: 60, ..GenConfig::default() };
+        let config = GenConfig {
+            events: 5_000,
+            days: 60,
+            ..GenConfig::default()
+        };
         let sa = generate(&config, &a).unwrap();
         let sb = generate(&config, &b).unwrap();
         assert_eq!(sa.events, sb.events);
-        for f in ["events-web.ndjson", "events-app.ndjson", "events-pos.ndjson", "crm.csv", "truth.csv"] {
-            assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+        for f in [
+            "events-web.ndjson",
+            "events-app.ndjson",
+            "events-pos.ndjson",
+            "crm.csv",
+            "truth.csv",
+        ] {
+            assert_eq!(
+                std::fs::read(a.join(f)).unwrap(),
+                std::fs::read(b.join(f)).unwrap(),
+                "{f}"
+            );
         }
         let ratio = sa.events as f64 / 5_000.0;
-        assert!((0.5..2.0).contains(&ratio), "generated {} events for a target of 5000", sa.events);
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "generated {} events for a target of 5000",
+            sa.events
+        );
         assert!(sa.orders > 0 && sa.crm_rows > 0 && sa.events_pos > 0 && sa.events_app > 0);
         // Every line is a valid Segment event.
         let ctx = tessera_core::event::ParseContext::import(0);
-        for f in ["events-web.ndjson", "events-app.ndjson", "events-pos.ndjson"] {
+        for f in [
+            "events-web.ndjson",
+            "events-app.ndjson",
+            "events-pos.ndjson",
+        ] {
             let text = std::fs::read_to_string(a.join(f)).unwrap();
             for (i, line) in text.lines().enumerate() {
-                tessera_core::event::parse_event(line, &ctx).unwrap_or_else(|e| panic!("{f}:{}: {e}: {line}", i + 1));
+                tessera_core::event::parse_event(line, &ctx)
+                    .unwrap_or_else(|e| panic!("{f}:{}: {e}: {line}", i + 1));
             }
         }
         let _ = std::fs::remove_dir_all(&a);

@@ -24,7 +24,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 /// One line about one imported file.
@@ -38,7 +42,10 @@ pub fn file_line(r: &FileReport) -> String {
         thousands(r.rows_imported)
     );
     if r.rows_duplicate > 0 {
-        s.push_str(&format!(", {} duplicates skipped", thousands(r.rows_duplicate)));
+        s.push_str(&format!(
+            ", {} duplicates skipped",
+            thousands(r.rows_duplicate)
+        ));
     }
     if r.rows_rejected > 0 {
         s.push_str(&format!(", {} rejected", thousands(r.rows_rejected)));

@@ -26,9 +26,11 @@ impl ImportBars {
 }
 
 fn style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix} {wide_msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
+    ProgressStyle::with_template(
+        "{prefix} {wide_msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
 }
 
 impl ImportProgress for ImportBars {

@@ -191,9 +191,15 @@ impl Config {
         if self.lake.url.trim().is_empty() {
             return Err(invalid("lake.url", "must not be empty".into()));
         }
-        for (key, addr) in [("server.http", &self.server.http), ("server.grpc", &self.server.grpc)] {
+        for (key, addr) in [
+            ("server.http", &self.server.http),
+            ("server.grpc", &self.server.grpc),
+        ] {
             addr.parse::<SocketAddr>().map_err(|_| {
-                invalid(key, format!("{addr:?} is not a listen address such as 127.0.0.1:8088"))
+                invalid(
+                    key,
+                    format!("{addr:?} is not a listen address such as 127.0.0.1:8088"),
+                )
             })?;
         }
         let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
@@ -206,10 +212,16 @@ impl Config {
                 ));
             }
             if source.write_key.trim().len() < 8 {
-                return Err(invalid(&key, "write keys must be at least 8 characters".into()));
+                return Err(invalid(
+                    &key,
+                    "write keys must be at least 8 characters".into(),
+                ));
             }
             if let Some(other) = keys.insert(source.write_key.as_str(), name.as_str()) {
-                return Err(invalid(&key, format!("the same write key is used by source {other:?}")));
+                return Err(invalid(
+                    &key,
+                    format!("the same write key is used by source {other:?}"),
+                ));
             }
         }
         if !valid_name(&self.import.default_source) {
@@ -261,7 +273,9 @@ impl Project {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(CoreError::ProjectNotFound { dir: dir.to_owned() });
+                return Err(CoreError::ProjectNotFound {
+                    dir: dir.to_owned(),
+                });
             }
             Err(source) => return Err(CoreError::ReadConfig { path, source }),
         };
@@ -281,7 +295,11 @@ impl Project {
             url.to_owned()
         } else {
             let p = Path::new(url);
-            let abs = if p.is_absolute() { p.to_owned() } else { self.dir.join(p) };
+            let abs = if p.is_absolute() {
+                p.to_owned()
+            } else {
+                self.dir.join(p)
+            };
             abs.to_string_lossy().into_owned()
         }
     }
@@ -291,7 +309,10 @@ impl Project {
 pub fn is_url(s: &str) -> bool {
     match s.split_once("://") {
         Some((scheme, _)) => {
-            scheme.len() > 1 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+            scheme.len() > 1
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+')
         }
         None => false,
     }
@@ -356,7 +377,8 @@ mod tests {
     #[test]
     fn env_overrides() {
         let mut c = Config::default();
-        c.apply_env(|k| (k == "TESSERA_LAKE_URL").then(|| "s3://b/p".to_owned())).unwrap();
+        c.apply_env(|k| (k == "TESSERA_LAKE_URL").then(|| "s3://b/p".to_owned()))
+            .unwrap();
         assert_eq!(c.lake.url, "s3://b/p");
     }
 

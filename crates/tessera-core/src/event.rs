@@ -80,9 +80,7 @@ pub enum EventError {
     #[error("missing \"type\" (one of identify, track, page, screen, group, alias)")]
     MissingType,
     /// `type` is not one of the six.
-    #[error(
-        "unknown type \"{0}\" (expected one of identify, track, page, screen, group, alias)"
-    )]
+    #[error("unknown type \"{0}\" (expected one of identify, track, page, screen, group, alias)")]
     UnknownType(String),
     /// Neither `userId` nor `anonymousId`.
     #[error("event has neither \"userId\" nor \"anonymousId\"; every event needs at least one")]
@@ -488,12 +486,21 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_micros());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, fmt) {
             return Some(t.timestamp_micros());
         }
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc().timestamp_micros());
         }
@@ -512,7 +519,10 @@ pub fn format_timestamp(micros: i64) -> String {
 }
 
 /// Shallow-merges batch-level defaults under an event's own object (the event wins).
-fn merge_defaults<'a>(own: Option<Cow<'a, str>>, default: Option<&RawValue>) -> Option<Cow<'a, str>> {
+fn merge_defaults<'a>(
+    own: Option<Cow<'a, str>>,
+    default: Option<&RawValue>,
+) -> Option<Cow<'a, str>> {
     let Some(default) = default.filter(|d| d.get().starts_with('{')) else {
         return own;
     };
@@ -551,8 +561,8 @@ fn validate<'a>(
     defaults: BatchDefaults<'_>,
 ) -> Result<Event<'a>, EventError> {
     let type_name = string_field(raw.event_type, "type")?.ok_or(EventError::MissingType)?;
-    let event_type =
-        EventType::parse(&type_name).ok_or_else(|| EventError::UnknownType(type_name.into_owned()))?;
+    let event_type = EventType::parse(&type_name)
+        .ok_or_else(|| EventError::UnknownType(type_name.into_owned()))?;
 
     let user_id = id_field(raw.user_id, "userId")?;
     let anonymous_id = id_field(raw.anonymous_id, "anonymousId")?;
@@ -566,13 +576,22 @@ fn validate<'a>(
 
     match event_type {
         EventType::Track if event.is_none() => {
-            return Err(EventError::MissingField { event_type, field: "event" });
+            return Err(EventError::MissingField {
+                event_type,
+                field: "event",
+            });
         }
         EventType::Alias if previous_id.is_none() => {
-            return Err(EventError::MissingField { event_type, field: "previousId" });
+            return Err(EventError::MissingField {
+                event_type,
+                field: "previousId",
+            });
         }
         EventType::Group if group_id.is_none() => {
-            return Err(EventError::MissingField { event_type, field: "groupId" });
+            return Err(EventError::MissingField {
+                event_type,
+                field: "groupId",
+            });
         }
         _ => {}
     }
@@ -583,10 +602,11 @@ fn validate<'a>(
     let integrations = object_field(raw.integrations, "integrations")?;
 
     // Some SDKs (rudder-sdk-python) put identify traits only in context.traits.
-    if traits.is_none() && matches!(event_type, EventType::Identify | EventType::Group) {
-        if let Some(ctx_text) = context.as_deref() {
-            traits = context_traits(ctx_text).map(Cow::Owned);
-        }
+    if traits.is_none()
+        && matches!(event_type, EventType::Identify | EventType::Group)
+        && let Some(ctx_text) = context.as_deref()
+    {
+        traits = context_traits(ctx_text).map(Cow::Owned);
     }
     let context = merge_defaults(context, defaults.context);
     let integrations = merge_defaults(integrations, defaults.integrations);

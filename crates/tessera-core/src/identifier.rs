@@ -82,7 +82,9 @@ pub const REGIONS: &[Region] = &[
 
 /// Looks a region up by its ISO 3166-1 alpha-2 code (case-insensitive).
 pub fn region_by_code(code: &str) -> Option<&'static Region> {
-    REGIONS.iter().find(|r| r.code.eq_ignore_ascii_case(code.trim()))
+    REGIONS
+        .iter()
+        .find(|r| r.code.eq_ignore_ascii_case(code.trim()))
 }
 
 /// Normalizes a phone number to E.164 (`+` and up to 15 digits).
@@ -181,7 +183,9 @@ pub fn sha256_normalized(kind: &str, value: &str) -> Result<Option<String>, Unkn
     let normalized = match kind.trim().to_ascii_lowercase().as_str() {
         "email" => normalize_email(value),
         "phone" => normalize_phone(value, None),
-        "phone_digits" => normalize_phone(value, None).map(|p| p.trim_start_matches('+').to_owned()),
+        "phone_digits" => {
+            normalize_phone(value, None).map(|p| p.trim_start_matches('+').to_owned())
+        }
         "first_name" | "last_name" | "name" | "city" | "state" => {
             let s: String = value
                 .chars()
@@ -228,7 +232,10 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(normalize_email("  Jane.Doe@Example.COM "), Some("jane.doe@example.com".into()));
+        assert_eq!(
+            normalize_email("  Jane.Doe@Example.COM "),
+            Some("jane.doe@example.com".into())
+        );
         assert_eq!(normalize_email("no-at-sign"), None);
         assert_eq!(normalize_email("@example.com"), None);
         assert_eq!(normalize_email("a b@example.com"), None);
@@ -237,7 +244,13 @@ mod tests {
 
     #[test]
     fn phones_us_default() {
-        for p in ["(415) 555-0100", "415.555.0100", "1-415-555-0100", "+1 415 555 0100", "415-555-0100 x12"] {
+        for p in [
+            "(415) 555-0100",
+            "415.555.0100",
+            "1-415-555-0100",
+            "+1 415 555 0100",
+            "415-555-0100 x12",
+        ] {
             assert_eq!(normalize_phone(p, None), Some("+14155550100".into()), "{p}");
         }
         assert_eq!(normalize_phone("555-0100", None), None);
@@ -246,11 +259,26 @@ mod tests {
 
     #[test]
     fn phones_other_regions() {
-        assert_eq!(normalize_phone("020 7946 0958", Some("GB")), Some("+442079460958".into()));
-        assert_eq!(normalize_phone("+44 (0)20 7946 0958", None), Some("+442079460958".into()));
-        assert_eq!(normalize_phone("0044 20 7946 0958", Some("us")), Some("+442079460958".into()));
-        assert_eq!(normalize_phone("030 123456", Some("DE")), Some("+4930123456".into()));
-        assert_eq!(normalize_phone("06 12 34 56 78", Some("FR")), Some("+33612345678".into()));
+        assert_eq!(
+            normalize_phone("020 7946 0958", Some("GB")),
+            Some("+442079460958".into())
+        );
+        assert_eq!(
+            normalize_phone("+44 (0)20 7946 0958", None),
+            Some("+442079460958".into())
+        );
+        assert_eq!(
+            normalize_phone("0044 20 7946 0958", Some("us")),
+            Some("+442079460958".into())
+        );
+        assert_eq!(
+            normalize_phone("030 123456", Some("DE")),
+            Some("+4930123456".into())
+        );
+        assert_eq!(
+            normalize_phone("06 12 34 56 78", Some("FR")),
+            Some("+33612345678".into())
+        );
         assert_eq!(normalize_phone("06 12 34 56 78", Some("XX")), None);
     }
 

@@ -90,11 +90,17 @@ impl Engine {
             let table = self.lake.open(&name).await?;
             table
                 .update_datafusion_session(&ctx.state())
-                .map_err(|e| EngineError::Register { table: name.clone(), message: e.to_string() })?;
+                .map_err(|e| EngineError::Register {
+                    table: name.clone(),
+                    message: e.to_string(),
+                })?;
             let provider = table
                 .table_provider()
                 .await
-                .map_err(|e| EngineError::Register { table: name.clone(), message: e.to_string() })?;
+                .map_err(|e| EngineError::Register {
+                    table: name.clone(),
+                    message: e.to_string(),
+                })?;
             ctx.register_table(name.as_str(), provider)?;
         }
         Ok(ctx)

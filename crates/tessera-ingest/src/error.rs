@@ -17,7 +17,9 @@ pub enum ImportError {
     Input { location: String, message: String },
 
     /// The format cannot be told from the file name.
-    #[error("cannot tell the format of {location} from its name: pass --format ndjson|json|csv|parquet")]
+    #[error(
+        "cannot tell the format of {location} from its name: pass --format ndjson|json|csv|parquet"
+    )]
     UnknownFormat { location: String },
 
     /// An option is not acceptable.

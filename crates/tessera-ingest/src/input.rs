@@ -162,7 +162,10 @@ fn is_importable(path: &Path) -> bool {
 /// Lists the files `input` names: a single file (any name), a folder (every file with
 /// a known extension below it, recursively) or a glob (`data/*.ndjson`,
 /// `s3://bucket/2024-*/events-*.json.gz`). Sorted by location.
-pub async fn resolve_inputs(input: &str, options: &HashMap<String, String>) -> Result<Vec<InputFile>> {
+pub async fn resolve_inputs(
+    input: &str,
+    options: &HashMap<String, String>,
+) -> Result<Vec<InputFile>> {
     let (base, store, path_text): (Url, Arc<dyn ObjectStore>, String) =
         if tessera_core::config::is_url(input) {
             let url = Url::parse(input).map_err(|e| input_error(input, e))?;
@@ -181,7 +184,9 @@ pub async fn resolve_inputs(input: &str, options: &HashMap<String, String>) -> R
             let abs = if p.is_absolute() {
                 p.to_owned()
             } else {
-                std::env::current_dir().map_err(|e| input_error(input, e))?.join(p)
+                std::env::current_dir()
+                    .map_err(|e| input_error(input, e))?
+                    .join(p)
             };
             let base = Url::parse("file:///").map_err(|e| input_error(input, e))?;
             let text = abs.to_string_lossy().trim_start_matches('/').to_owned();

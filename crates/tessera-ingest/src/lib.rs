@@ -20,8 +20,8 @@
 
 mod error;
 mod input;
-mod ndjson;
 mod mapping;
+mod ndjson;
 mod sink;
 
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use tessera_engine::Engine;
 use tessera_lake::Lake;
 
 pub use error::{ImportError, Result};
-pub use input::{resolve_inputs, Format, InputFile};
+pub use input::{Format, InputFile, resolve_inputs};
 pub use sink::RowError;
 
 /// How to import.
@@ -198,7 +198,17 @@ impl Importer {
                 Format::Ndjson | Format::Json if self.options.mapping.is_none() => {
                     ndjson::import_file(file, format, &self.options, &mut run, progress).await
                 }
-                _ => mapping::import_file(&self.engine, file, format, &self.options, &mut run, progress).await,
+                _ => {
+                    mapping::import_file(
+                        &self.engine,
+                        file,
+                        format,
+                        &self.options,
+                        &mut run,
+                        progress,
+                    )
+                    .await
+                }
             };
             let file_report = match outcome {
                 Ok(()) => sink.finish_file(run).await?,

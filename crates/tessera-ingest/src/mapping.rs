@@ -39,7 +39,10 @@ fn mapping_error(file: &InputFile, message: impl ToString) -> ImportError {
 pub(crate) fn check_mapping(sql: &str) -> std::result::Result<(), String> {
     let statements = DFParser::parse_sql(sql).map_err(|e| e.to_string())?;
     if statements.len() != 1 {
-        return Err(format!("expected exactly one SELECT statement, found {}", statements.len()));
+        return Err(format!(
+            "expected exactly one SELECT statement, found {}",
+            statements.len()
+        ));
     }
     match statements.front() {
         Some(DFStatement::Statement(s)) if matches!(**s, Statement::Query(_)) => Ok(()),
@@ -69,7 +72,11 @@ pub(crate) async fn import_file(
     // The listing must accept this exact file name, whatever its extension.
     let name = file.file_name();
     let ext = name.find('.').map(|i| &name[i..]).unwrap_or("");
-    let compression = if file.gzip() { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED };
+    let compression = if file.gzip() {
+        FileCompressionType::GZIP
+    } else {
+        FileCompressionType::UNCOMPRESSED
+    };
     let url = file.url.as_str();
     let registered = match format {
         Format::Csv => {
@@ -95,7 +102,10 @@ pub(crate) async fn import_file(
         message: e.strip_backtrace(),
     })?;
 
-    let df = ctx.sql(sql).await.map_err(|e| mapping_error(file, e.strip_backtrace()))?;
+    let df = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| mapping_error(file, e.strip_backtrace()))?;
     let mut stream = df
         .execute_stream()
         .await
@@ -141,8 +151,16 @@ mod tests {
     #[test]
     fn mapping_must_be_one_query() {
         assert!(check_mapping("SELECT * FROM input").is_ok());
-        assert!(check_mapping("SELECT 1; SELECT 2").unwrap_err().contains("exactly one"));
-        assert!(check_mapping("DROP TABLE input").unwrap_err().contains("single SELECT"));
+        assert!(
+            check_mapping("SELECT 1; SELECT 2")
+                .unwrap_err()
+                .contains("exactly one")
+        );
+        assert!(
+            check_mapping("DROP TABLE input")
+                .unwrap_err()
+                .contains("single SELECT")
+        );
         assert!(check_mapping("SELEC 1").is_err());
     }
 }

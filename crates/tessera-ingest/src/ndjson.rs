@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use bytes_compat::StoreReader;
 use flate2::read::MultiGzDecoder;
 use serde_json::value::RawValue;
 use tessera_core::batch::EventBatchBuilder;
-use tessera_core::event::{parse_event, EventError, ParseContext};
+use tessera_core::event::{EventError, ParseContext, parse_event};
 
 use crate::error::{ImportError, Result};
 use crate::input::{Format, InputFile};
@@ -54,7 +54,10 @@ pub(crate) fn parse_lines(
             Err(e) => {
                 out.errors.push(RowError::new(
                     line_no,
-                    &EventError::MalformedJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())),
+                    &EventError::MalformedJson(format!(
+                        "invalid UTF-8 at byte {}",
+                        e.valid_up_to()
+                    )),
                 ));
                 continue;
             }
@@ -77,16 +80,26 @@ pub(crate) fn parse_lines(
 
 /// Parses a JSON array of events (`[{...}, ...]`) or a Segment batch document
 /// (`{"batch": [...]}`); element `i` is reported as row `i + 1`.
-fn parse_document(data: &[u8], source: &str, ctx: &ParseContext, batch_rows: usize) -> std::result::Result<Parsed, String> {
+fn parse_document(
+    data: &[u8],
+    source: &str,
+    ctx: &ParseContext,
+    batch_rows: usize,
+) -> std::result::Result<Parsed, String> {
     #[derive(serde::Deserialize)]
     struct BatchDoc<'a> {
         #[serde(borrow)]
         batch: Vec<&'a RawValue>,
     }
-    let text = std::str::from_utf8(data).map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
+    let text = std::str::from_utf8(data)
+        .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
     let elements: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
         Some(b'[') => serde_json::from_str(text).map_err(|e| e.to_string())?,
-        _ => serde_json::from_str::<BatchDoc<'_>>(text).map_err(|e| e.to_string())?.batch,
+        _ => {
+            serde_json::from_str::<BatchDoc<'_>>(text)
+                .map_err(|e| e.to_string())?
+                .batch
+        }
     };
     let mut out = Parsed::default();
     let mut builder = EventBatchBuilder::new(source, batch_rows.min(8192));
@@ -122,7 +135,11 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn open_reader(file: &InputFile, handle: tokio::runtime::Handle, count: Arc<AtomicU64>) -> std::io::Result<Box<dyn Read + Send>> {
+fn open_reader(
+    file: &InputFile,
+    handle: tokio::runtime::Handle,
+    count: Arc<AtomicU64>,
+) -> std::io::Result<Box<dyn Read + Send>> {
     let raw: Box<dyn Read + Send> = match file.url.scheme() {
         "file" => {
             let path = file
@@ -131,11 +148,18 @@ fn open_reader(file: &InputFile, handle: tokio::runtime::Handle, count: Arc<Atom
                 .map_err(|_| std::io::Error::other("not a local path"))?;
             Box::new(std::fs::File::open(path)?)
         }
-        _ => Box::new(StoreReader::new(file.store.clone(), file.path.clone(), handle)),
+        _ => Box::new(StoreReader::new(
+            file.store.clone(),
+            file.path.clone(),
+            handle,
+        )),
     };
     let counted = BufReader::with_capacity(1 << 20, Counting { inner: raw, count });
     Ok(if file.gzip() {
-        Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(counted)))
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            MultiGzDecoder::new(counted),
+        ))
     } else {
         Box::new(counted)
     })
@@ -189,7 +213,14 @@ fn read_blocks(mut reader: Box<dyn Read + Send>, tx: SyncSender<Block>) -> std::
         let rest = buf.split_off(cut);
         let data = std::mem::replace(&mut buf, rest);
         let lines = data.iter().filter(|b| **b == b'\n').count() as u64;
-        if tx.send(Block { seq, first_line: line, data }).is_err() {
+        if tx
+            .send(Block {
+                seq,
+                first_line: line,
+                data,
+            })
+            .is_err()
+        {
             return Ok(()); // the consumer stopped
         }
         seq += 1;
@@ -212,10 +243,13 @@ pub(crate) async fn import_file(
 ) -> Result<()> {
     let ctx = ParseContext::import(chrono::Utc::now().timestamp_micros());
     let count = Arc::new(AtomicU64::new(0));
-    let reader = open_reader(file, tokio::runtime::Handle::current(), count.clone()).map_err(|e| ImportError::Input {
-        location: file.location(),
-        message: e.to_string(),
-    })?;
+    let reader =
+        open_reader(file, tokio::runtime::Handle::current(), count.clone()).map_err(|e| {
+            ImportError::Input {
+                location: file.location(),
+                message: e.to_string(),
+            }
+        })?;
     let source = run.source.clone();
     let batch_rows = options.batch_rows;
 
@@ -223,7 +257,11 @@ pub(crate) async fn import_file(
     if format == Format::Json {
         let mut peek = reader;
         let mut data = Vec::new();
-        peek.read_to_end(&mut data).map_err(|e| ImportError::Input { location: file.location(), message: e.to_string() })?;
+        peek.read_to_end(&mut data)
+            .map_err(|e| ImportError::Input {
+                location: file.location(),
+                message: e.to_string(),
+            })?;
         progress.bytes(count.load(Ordering::Relaxed));
         let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
         let is_document = first == Some(b'[') || (first == Some(b'{') && looks_like_batch(&data));
@@ -231,7 +269,10 @@ pub(crate) async fn import_file(
             tokio::task::spawn_blocking(move || parse_document(&data, &source, &ctx, batch_rows))
                 .await
                 .map_err(|e| ImportError::Worker(e.to_string()))?
-                .map_err(|message| ImportError::Input { location: file.location(), message: format!("not a JSON array of events: {message}") })?
+                .map_err(|message| ImportError::Input {
+                    location: file.location(),
+                    message: format!("not a JSON array of events: {message}"),
+                })?
         } else {
             tokio::task::spawn_blocking(move || parse_lines(&data, 1, &source, &ctx, batch_rows))
                 .await
@@ -242,7 +283,11 @@ pub(crate) async fn import_file(
 
     let threads = options
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
         .max(1);
     let (block_tx, block_rx) = sync_channel::<Block>(threads * 2);
     let block_rx: Arc<Mutex<Receiver<Block>>> = Arc::new(Mutex::new(block_rx));
@@ -253,17 +298,19 @@ pub(crate) async fn import_file(
         let rx = block_rx.clone();
         let tx = out_tx.clone();
         let source = source.clone();
-        tokio::task::spawn_blocking(move || loop {
-            let block = match rx.lock() {
-                Ok(guard) => match guard.recv() {
-                    Ok(b) => b,
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let block = match rx.lock() {
+                    Ok(guard) => match guard.recv() {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    },
                     Err(_) => return,
-                },
-                Err(_) => return,
-            };
-            let parsed = parse_lines(&block.data, block.first_line, &source, &ctx, batch_rows);
-            if tx.blocking_send((block.seq, parsed)).is_err() {
-                return;
+                };
+                let parsed = parse_lines(&block.data, block.first_line, &source, &ctx, batch_rows);
+                if tx.blocking_send((block.seq, parsed)).is_err() {
+                    return;
+                }
             }
         });
     }
@@ -316,8 +363,18 @@ mod bytes_compat {
     }
 
     impl StoreReader {
-        pub(super) fn new(store: Arc<dyn ObjectStore>, path: Path, handle: tokio::runtime::Handle) -> Self {
-            StoreReader { store, path, handle, stream: None, current: bytes::Bytes::new() }
+        pub(super) fn new(
+            store: Arc<dyn ObjectStore>,
+            path: Path,
+            handle: tokio::runtime::Handle,
+        ) -> Self {
+            StoreReader {
+                store,
+                path,
+                handle,
+                stream: None,
+                current: bytes::Bytes::new(),
+            }
         }
     }
 

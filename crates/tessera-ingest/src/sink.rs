@@ -6,7 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, AsArray, BooleanBufferBuilder, BooleanArray, Int64Array, RecordBatch, StringArray,
+    Array, AsArray, BooleanArray, BooleanBufferBuilder, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow::compute::filter_record_batch;
@@ -14,7 +14,7 @@ use arrow::datatypes::{Date32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use tessera_core::event::EventError;
-use tessera_core::schema::{self, events_col, EVENTS, IMPORTED_FILES};
+use tessera_core::schema::{self, EVENTS, IMPORTED_FILES, events_col};
 use tessera_engine::Engine;
 use tessera_lake::{AppendWriter, CommitNote, Lake};
 
@@ -82,13 +82,19 @@ impl Dedup {
             return Ok(());
         }
         self.loaded_dates.extend(&new);
-        let Some(ctx) = &self.events else { return Ok(()) };
+        let Some(ctx) = &self.events else {
+            return Ok(());
+        };
         let list: Vec<String> = new.iter().map(|d| format!("CAST({d} AS DATE)")).collect();
         let sql = format!(
             "SELECT message_id FROM {EVENTS} WHERE event_date IN ({})",
             list.join(", ")
         );
-        let batches: Vec<RecordBatch> = tessera_engine::execute(ctx, &sql).await?.try_collect().await.map_err(tessera_engine::EngineError::from)?;
+        let batches: Vec<RecordBatch> = tessera_engine::execute(ctx, &sql)
+            .await?
+            .try_collect()
+            .await
+            .map_err(tessera_engine::EngineError::from)?;
         for batch in batches {
             let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
                 .map_err(|e| ImportError::Worker(e.to_string()))?;
@@ -121,7 +127,8 @@ impl Dedup {
             return Ok((batch, 0));
         }
         let mask = BooleanArray::new(keep.finish(), None);
-        let kept = filter_record_batch(&batch, &mask).map_err(|e| ImportError::Worker(e.to_string()))?;
+        let kept =
+            filter_record_batch(&batch, &mask).map_err(|e| ImportError::Worker(e.to_string()))?;
         Ok((kept, dropped))
     }
 }
@@ -187,12 +194,16 @@ impl EventSink {
         if let Some(v) = self.imported.get(&fp) {
             return Ok(Some(Some(*v)));
         }
-        let txn = tessera_lake::transaction_version(EVENTS, &self.events_table, &app_id(&fp)).await?;
+        let txn =
+            tessera_lake::transaction_version(EVENTS, &self.events_table, &app_id(&fp)).await?;
         Ok(txn.map(|_| None))
     }
 
     pub(crate) async fn start_file(&mut self, file: &InputFile, format: Format) -> Result<FileRun> {
-        let writer = self.lake.append_writer(&schema::table(EVENTS).expect("events table")).await?;
+        let writer = self
+            .lake
+            .append_writer(&schema::table(EVENTS).expect("events table"))
+            .await?;
         Ok(FileRun {
             writer: Some(writer),
             dedup: self.dedup.take().expect("one file at a time"),
@@ -234,7 +245,10 @@ impl EventSink {
         let now = chrono::Utc::now().timestamp_micros();
         let s = |v: &str| Arc::new(StringArray::from(vec![v])) as Arc<dyn Array>;
         let n = |v: u64| Arc::new(Int64Array::from(vec![v as i64])) as Arc<dyn Array>;
-        let t = |v: Option<i64>| Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC")) as Arc<dyn Array>;
+        let t = |v: Option<i64>| {
+            Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC"))
+                as Arc<dyn Array>
+        };
         let batch = RecordBatch::try_new(
             schema::imported_files_schema(),
             vec![
@@ -254,9 +268,16 @@ impl EventSink {
             ],
         )
         .map_err(|e| ImportError::Worker(e.to_string()))?;
-        let mut w = self.lake.append_writer(&schema::table(IMPORTED_FILES).expect("imported_files table")).await?;
+        let mut w = self
+            .lake
+            .append_writer(&schema::table(IMPORTED_FILES).expect("imported_files table"))
+            .await?;
         w.write(batch).await?;
-        w.commit(CommitNote::new("import", "tessera import").detail("fingerprint", fingerprint.to_owned())).await?;
+        w.commit(
+            CommitNote::new("import", "tessera import")
+                .detail("fingerprint", fingerprint.to_owned()),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -277,7 +298,9 @@ impl FileRun {
         self.report.rows_read += parsed.rows_read;
         self.report.rows_rejected += parsed.errors.len() as u64;
         let room = MAX_REPORTED_ERRORS.saturating_sub(self.report.errors.len());
-        self.report.errors.extend(parsed.errors.into_iter().take(room));
+        self.report
+            .errors
+            .extend(parsed.errors.into_iter().take(room));
         if let Some(max) = self.max_errors {
             if self.report.rows_rejected > max {
                 return Err(ImportError::TooManyErrors {

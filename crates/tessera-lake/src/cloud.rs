@@ -5,14 +5,14 @@
 use std::sync::{Arc, Once};
 
 use deltalake::logstore::{
-    default_logstore, logstore_factories, object_store_factories, LogStore, LogStoreFactory,
-    ObjectStoreFactory, ObjectStoreRef, StorageConfig,
+    LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+    logstore_factories, object_store_factories,
 };
 use deltalake::{DeltaResult, DeltaTableError, Path};
+use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::ObjectStore;
 use url::Url;
 
 const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"];
@@ -40,7 +40,10 @@ fn store_error(url: &Url, e: object_store::Error) -> DeltaTableError {
 
 /// Builds the object store for a cloud URL from the environment and `options`. Options
 /// the store does not know are ignored (Delta Lake passes its own options through too).
-pub fn build_store(url: &Url, options: &std::collections::HashMap<String, String>) -> DeltaResult<Arc<dyn ObjectStore>> {
+pub fn build_store(
+    url: &Url,
+    options: &std::collections::HashMap<String, String>,
+) -> DeltaResult<Arc<dyn ObjectStore>> {
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "s3" | "s3a" => {
             let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
@@ -74,7 +77,11 @@ pub fn build_store(url: &Url, options: &std::collections::HashMap<String, String
 }
 
 impl ObjectStoreFactory for CloudStores {
-    fn parse_url_opts(&self, url: &Url, config: &StorageConfig) -> DeltaResult<(ObjectStoreRef, Path)> {
+    fn parse_url_opts(
+        &self,
+        url: &Url,
+        config: &StorageConfig,
+    ) -> DeltaResult<(ObjectStoreRef, Path)> {
         let store = build_store(url, &config.raw)?;
         let path = Path::from_url_path(url.path())
             .map_err(|e| DeltaTableError::InvalidTableLocation(format!("{url}: {e}")))?;
@@ -92,6 +99,11 @@ impl LogStoreFactory for CloudLogs {
         location: &Url,
         options: &StorageConfig,
     ) -> DeltaResult<Arc<dyn LogStore>> {
-        Ok(default_logstore(prefixed_store, root_store, location, options))
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
     }
 }

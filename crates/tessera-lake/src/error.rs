@@ -11,7 +11,9 @@ pub enum LakeError {
     InvalidLocation { location: String, reason: String },
 
     /// A table that should exist does not.
-    #[error("table {name} does not exist at {location}: run `tessera init` or import some events first")]
+    #[error(
+        "table {name} does not exist at {location}: run `tessera init` or import some events first"
+    )]
     TableNotFound { name: String, location: String },
 
     /// A schema could not be expressed in Delta.

@@ -21,15 +21,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use tessera_core::schema::{self, TableDef};
 use url::Url;
 
 pub use deltalake;
 pub use error::{LakeError, Result};
-pub use writer::{transaction_version, AppendWriter, CommitNote};
+pub use writer::{AppendWriter, CommitNote, transaction_version};
 
 /// The object store for a cloud URL (`s3://`, `gs://`, `az://`), credentials from the
 /// environment and `options`.
@@ -106,7 +106,10 @@ impl Lake {
 
     /// Whether table `name` exists (has a Delta log).
     pub async fn exists(&self, name: &str) -> Result<bool> {
-        let table = self.builder(name)?.build().map_err(|e| LakeError::delta(name, "open", e))?;
+        let table = self
+            .builder(name)?
+            .build()
+            .map_err(|e| LakeError::delta(name, "open", e))?;
         table
             .verify_deltatable_existence()
             .await
@@ -142,15 +145,18 @@ impl Lake {
         if self.exists(def.name).await? {
             return self.open(def.name).await;
         }
-        let struct_type: StructType = def
-            .schema
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|e| LakeError::Schema {
-                table: def.name.to_owned(),
-                message: e.to_string(),
-            })?;
-        let table = self.builder(def.name)?.build().map_err(|e| LakeError::delta(def.name, "create", e))?;
+        let struct_type: StructType =
+            def.schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| LakeError::Schema {
+                    table: def.name.to_owned(),
+                    message: e.to_string(),
+                })?;
+        let table = self
+            .builder(def.name)?
+            .build()
+            .map_err(|e| LakeError::delta(def.name, "create", e))?;
         let created = table
             .create()
             .with_table_name(def.name)
@@ -212,7 +218,9 @@ impl Lake {
 
 /// Statistics of an open table.
 pub fn table_stats(name: &str, table: &DeltaTable) -> Result<TableStats> {
-    let snapshot = table.snapshot().map_err(|e| LakeError::delta(name, "read", e))?;
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| LakeError::delta(name, "read", e))?;
     let mut stats = TableStats {
         name: name.to_owned(),
         version: snapshot.version(),

@@ -1,17 +1,35 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use tessera_core::schema::{imported_files_schema, IMPORTED_FILES};
+use tessera_core::schema::{IMPORTED_FILES, imported_files_schema};
 
 use super::*;
 
 fn row(fingerprint: &str) -> RecordBatch {
     let s = |v: &str| Arc::new(StringArray::from(vec![v])) as _;
     let n = |v: i64| Arc::new(Int64Array::from(vec![v])) as _;
-    let t = || Arc::new(TimestampMicrosecondArray::from(vec![Some(1_700_000_000_000_000)]).with_timezone("UTC")) as _;
+    let t = || {
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_700_000_000_000_000)]).with_timezone("UTC"),
+        ) as _
+    };
     RecordBatch::try_new(
         imported_files_schema(),
-        vec![s(fingerprint), s("file:///x"), n(1), t(), s("e"), s("ndjson"), s("import"), n(1), n(1), n(0), n(0), n(1), t()],
+        vec![
+            s(fingerprint),
+            s("file:///x"),
+            n(1),
+            t(),
+            s("e"),
+            s("ndjson"),
+            s("import"),
+            n(1),
+            n(1),
+            n(0),
+            n(0),
+            n(1),
+            t(),
+        ],
     )
     .unwrap()
 }
@@ -22,15 +40,31 @@ async fn create_append_and_transaction_ids() {
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
     let created = lake.create_missing_tables().await.unwrap();
     assert!(created.contains(&"events"));
-    assert!(lake.create_missing_tables().await.unwrap().is_empty(), "second call creates nothing");
+    assert!(
+        lake.create_missing_tables().await.unwrap().is_empty(),
+        "second call creates nothing"
+    );
 
     let def = schema::table(IMPORTED_FILES).unwrap();
     let mut w = lake.append_writer(&def).await.unwrap();
     w.write(row("a")).await.unwrap();
-    let v = w.commit(CommitNote::new("test", "unit").transaction("app-1", 7)).await.unwrap();
+    let v = w
+        .commit(CommitNote::new("test", "unit").transaction("app-1", 7))
+        .await
+        .unwrap();
     assert_eq!(v, Some(1));
-    assert_eq!(lake.transaction_version(IMPORTED_FILES, "app-1").await.unwrap(), Some(7));
-    assert_eq!(lake.transaction_version(IMPORTED_FILES, "app-2").await.unwrap(), None);
+    assert_eq!(
+        lake.transaction_version(IMPORTED_FILES, "app-1")
+            .await
+            .unwrap(),
+        Some(7)
+    );
+    assert_eq!(
+        lake.transaction_version(IMPORTED_FILES, "app-2")
+            .await
+            .unwrap(),
+        None
+    );
 
     let stats = lake.stats(IMPORTED_FILES).await.unwrap();
     assert_eq!((stats.rows, stats.files, stats.version), (1, 1, 1));
@@ -52,7 +86,8 @@ async fn wrong_schema_is_a_clear_error() {
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
     let def = schema::table(IMPORTED_FILES).unwrap();
     let mut w = lake.append_writer(&def).await.unwrap();
-    let batch = RecordBatch::try_from_iter(vec![("x", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
+    let batch =
+        RecordBatch::try_from_iter(vec![("x", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
     let err = w.write(batch).await.unwrap_err().to_string();
     assert!(err.contains(IMPORTED_FILES), "{err}");
 }
@@ -62,8 +97,14 @@ async fn missing_table_and_bad_locations() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
     let err = lake.open("events").await.unwrap_err().to_string();
-    assert!(err.contains("does not exist") && err.contains("tessera init"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("tessera init"),
+        "{err}"
+    );
     let err = location_url("ftp://host/x").unwrap_err().to_string();
     assert!(err.contains("unsupported scheme"), "{err}");
-    assert_eq!(location_url("s3://bucket/prefix").unwrap().as_str(), "s3://bucket/prefix/");
+    assert_eq!(
+        location_url("s3://bucket/prefix").unwrap().as_str(),
+        "s3://bucket/prefix/"
+    );
 }

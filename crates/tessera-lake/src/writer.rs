@@ -1,5 +1,6 @@
 //! Streaming, atomic, idempotent appends.
 
+use deltalake::DeltaTable;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
@@ -7,7 +8,6 @@ use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::DeltaTable;
 use serde_json::{Map, Value};
 
 use crate::error::{LakeError, Result};
@@ -77,8 +77,14 @@ impl CommitNote {
 }
 
 /// The version recorded for application transaction `app_id` in `table`.
-pub async fn transaction_version(name: &str, table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
-    let snapshot = table.snapshot().map_err(|e| LakeError::delta(name, "read", e))?;
+pub async fn transaction_version(
+    name: &str,
+    table: &DeltaTable,
+    app_id: &str,
+) -> Result<Option<i64>> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| LakeError::delta(name, "read", e))?;
     snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
         .await

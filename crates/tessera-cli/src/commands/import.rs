@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tessera_ingest::{Format, ImportOptions, ImportReport, Importer};
 
-use super::{peak_rss_bytes, Opened};
+use super::{Opened, peak_rss_bytes};
 use crate::output::{bytes, thousands};
 use crate::progress::ImportBars;
 
@@ -38,7 +38,8 @@ pub struct ImportArgs {
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
-    Format::parse(s).ok_or_else(|| format!("unknown format {s:?}: use ndjson, json, csv or parquet"))
+    Format::parse(s)
+        .ok_or_else(|| format!("unknown format {s:?}: use ndjson, json, csv or parquet"))
 }
 
 pub async fn run(opened: &Opened, args: ImportArgs) -> anyhow::Result<()> {
@@ -63,7 +64,10 @@ pub async fn import(opened: &Opened, args: &ImportArgs) -> anyhow::Result<Import
     let config = &opened.project.config;
     let options = ImportOptions {
         format: args.format,
-        source: args.source.clone().unwrap_or_else(|| config.import.default_source.clone()),
+        source: args
+            .source
+            .clone()
+            .unwrap_or_else(|| config.import.default_source.clone()),
         mapping,
         max_errors: args.max_errors,
         batch_rows: config.import.batch_rows,
@@ -118,10 +122,16 @@ pub fn print_report(report: &ImportReport) {
         bytes((report.bytes() as f64 / secs) as u64),
     );
     if report.files_skipped() > 0 {
-        println!("  {} file(s) skipped: imported before (use --force to re-read them)", report.files_skipped());
+        println!(
+            "  {} file(s) skipped: imported before (use --force to re-read them)",
+            report.files_skipped()
+        );
     }
     if report.rows_duplicate() > 0 {
-        println!("  {} duplicate events skipped (same message_id)", thousands(report.rows_duplicate()));
+        println!(
+            "  {} duplicate events skipped (same message_id)",
+            thousands(report.rows_duplicate())
+        );
     }
     if report.rows_rejected() > 0 {
         println!("  {} rows rejected:", thousands(report.rows_rejected()));

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use tessera_core::config::{template, CONFIG_FILE};
+use tessera_core::config::{CONFIG_FILE, template};
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
@@ -19,7 +19,9 @@ pub struct InitArgs {
 pub fn new_write_key() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok();
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
     if !ok {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -68,12 +70,18 @@ pub async fn run(project: &Path, args: InitArgs) -> anyhow::Result<()> {
     if created {
         println!("Created a Tessera project in {}", dir.display());
     } else {
-        println!("{} already has a {CONFIG_FILE}; left it as it is", dir.display());
+        println!(
+            "{} already has a {CONFIG_FILE}; left it as it is",
+            dir.display()
+        );
     }
     println!("  lake: {}", opened.lake.root());
     if !tables.is_empty() {
         println!("  tables created: {}", tables.join(", "));
     }
-    println!("\nNext: tessera --project {} import FILE.ndjson", dir.display());
+    println!(
+        "\nNext: tessera --project {} import FILE.ndjson",
+        dir.display()
+    );
     Ok(())
 }

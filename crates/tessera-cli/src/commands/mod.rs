@@ -38,10 +38,22 @@ pub struct Opened {
 pub fn open_project(dir: &Path) -> anyhow::Result<Opened> {
     let project = Project::load(dir)?;
     let location = project.lake_location();
-    let options = project.config.lake.storage_options.clone().into_iter().collect();
-    let lake = Arc::new(Lake::new(&location, options).with_context(|| format!("opening the lake at {location}"))?);
+    let options = project
+        .config
+        .lake
+        .storage_options
+        .clone()
+        .into_iter()
+        .collect();
+    let lake = Arc::new(
+        Lake::new(&location, options).with_context(|| format!("opening the lake at {location}"))?,
+    );
     let engine = Engine::new(lake.clone(), EngineConfig::default());
-    Ok(Opened { project, lake, engine })
+    Ok(Opened {
+        project,
+        lake,
+        engine,
+    })
 }
 
 /// Peak resident memory of this process in bytes (Linux), for reports.

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use tessera_bench::synth::{generate_with_progress, GenConfig};
+use tessera_bench::synth::{GenConfig, generate_with_progress};
 
-use super::import::{print_report, ImportArgs};
+use super::import::{ImportArgs, print_report};
 use crate::output::{bytes, thousands};
 use crate::progress::counter;
 
@@ -31,7 +31,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     super::init::scaffold(&dir, Some("quickstart"))?;
     let opened = super::open_project(&dir)?;
     opened.lake.create_missing_tables().await?;
-    println!("1. Project ready: {} (lake at {})", dir.join("tessera.toml").display(), opened.lake.root());
+    println!(
+        "1. Project ready: {} (lake at {})",
+        dir.join("tessera.toml").display(),
+        opened.lake.root()
+    );
 
     // 2. Sample customers.
     let data = dir.join("sample-data");
@@ -46,7 +50,10 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     if existing.as_ref().map(|m| &m["config"]) == Some(&expected) {
-        println!("2. Sample data already in {} (same seed and size)", data.display());
+        println!(
+            "2. Sample data already in {} (same seed and size)",
+            data.display()
+        );
     } else {
         let bar = counter(args.events, "generating events");
         let summary = generate_with_progress(&config, &data, |done, _| bar.set_position(done))
@@ -62,7 +69,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 
     // 3. Import, one source per channel.
     println!("3. Importing into the events table:");
-    for (file, source) in [("events-web.ndjson", "web"), ("events-app.ndjson", "app"), ("events-pos.ndjson", "pos")] {
+    for (file, source) in [
+        ("events-web.ndjson", "web"),
+        ("events-app.ndjson", "app"),
+        ("events-pos.ndjson", "pos"),
+    ] {
         let args = ImportArgs {
             input: data.join(file).to_string_lossy().into_owned(),
             format: None,
@@ -81,7 +92,14 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     println!("\n4. The lake:");
     for name in opened.lake.table_names().await? {
         let s = opened.lake.stats(&name).await?;
-        println!("   {:<16} {:>12} rows {:>6} files {:>10}  version {}", s.name, thousands(s.rows), s.files, bytes(s.bytes), s.version);
+        println!(
+            "   {:<16} {:>12} rows {:>6} files {:>10}  version {}",
+            s.name,
+            thousands(s.rows),
+            s.files,
+            bytes(s.bytes),
+            s.version
+        );
     }
 
     let p = dir.display();
@@ -94,7 +112,12 @@ Try next:
   tessera --project {p} tables
   python -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM delta_scan('{lake}events')\"))"
 "#,
-        lake = opened.lake.root().to_file_path().map(|p| format!("{}/", p.display())).unwrap_or_default(),
+        lake = opened
+            .lake
+            .root()
+            .to_file_path()
+            .map(|p| format!("{}/", p.display()))
+            .unwrap_or_default(),
     );
     Ok(())
 }

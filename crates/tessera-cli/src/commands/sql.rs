@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
 
@@ -36,7 +36,8 @@ pub struct SqlArgs {
 pub async fn run(opened: &Opened, args: SqlArgs) -> anyhow::Result<()> {
     let query = if args.query == "-" {
         let mut q = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut q).context("reading the query from stdin")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut q)
+            .context("reading the query from stdin")?;
         q
     } else {
         args.query.clone()
@@ -66,7 +67,9 @@ pub async fn run(opened: &Opened, args: SqlArgs) -> anyhow::Result<()> {
             writeln!(out, "{rows} row(s)")?;
         }
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             while let Some(b) = stream.next().await {
                 w.write(&b?)?;
             }

@@ -26,10 +26,16 @@ pub async fn run(opened: &Opened, args: TablesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("The lake at {} has no tables yet: run `tessera init`.", opened.lake.root());
+        println!(
+            "The lake at {} has no tables yet: run `tessera init`.",
+            opened.lake.root()
+        );
         return Ok(());
     }
-    println!("{:<20} {:>14} {:>8} {:>12} {:>8}", "table", "rows", "files", "size", "version");
+    println!(
+        "{:<20} {:>14} {:>8} {:>12} {:>8}",
+        "table", "rows", "files", "size", "version"
+    );
     for s in rows {
         println!(
             "{:<20} {:>14} {:>8} {:>12} {:>8}",

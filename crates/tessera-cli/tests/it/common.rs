@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use tessera_bench::synth::{generate, GenConfig, GenSummary};
+use tessera_bench::synth::{GenConfig, GenSummary, generate};
 
 /// A `tessera` command.
 pub fn tessera() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    c.env_remove("TESSERA_PROJECT").env_remove("TESSERA_LAKE_URL");
+    c.env_remove("TESSERA_PROJECT")
+        .env_remove("TESSERA_LAKE_URL");
     c
 }
 
@@ -29,7 +30,11 @@ pub fn ok(cmd: &mut Command) -> Output {
 /// Runs a command that must fail; returns its stderr.
 pub fn fails(cmd: &mut Command) -> String {
     let out = cmd.output().expect("running tessera");
-    assert!(!out.status.success(), "{cmd:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -76,7 +81,9 @@ impl TestProject {
     /// A single integer from `SELECT … AS n`.
     pub fn count(&self, query: &str) -> i64 {
         let rows = self.sql(query);
-        rows[0]["n"].as_i64().unwrap_or_else(|| panic!("{query}: {rows:?}"))
+        rows[0]["n"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{query}: {rows:?}"))
     }
 
     /// The lake folder.
@@ -90,7 +97,11 @@ pub fn sample_data() -> &'static (PathBuf, GenSummary) {
     static DATA: OnceLock<(PathBuf, GenSummary)> = OnceLock::new();
     DATA.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let config = GenConfig { events: 20_000, days: 90, ..GenConfig::default() };
+        let config = GenConfig {
+            events: 20_000,
+            days: 90,
+            ..GenConfig::default()
+        };
         let summary = generate(&config, &dir).expect("generate");
         (dir, summary)
     })
@@ -101,8 +112,15 @@ pub fn python() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/venv.sh");
-        let out = Command::new("bash").arg(&script).output().expect("running venv.sh");
-        assert!(out.status.success(), "venv.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("running venv.sh");
+        assert!(
+            out.status.success(),
+            "venv.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     })
     .clone()
@@ -110,7 +128,16 @@ pub fn python() -> PathBuf {
 
 /// Runs a Python snippet with the test clients; returns its stdout.
 pub fn run_python(code: &str) -> String {
-    let out = Command::new(python()).arg("-c").arg(code).output().expect("running python");
-    assert!(out.status.success(), "python failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), code);
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(code)
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        code
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::common::{fails, ok, sample_data, TestProject};
+use crate::common::{TestProject, fails, ok, sample_data};
 
 #[test]
 fn generated_ndjson_lands_once() {
@@ -10,10 +10,20 @@ fn generated_ndjson_lands_once() {
     let p = TestProject::new();
     let glob = data.join("events-*.ndjson");
     let report = p.import(&[glob.to_str().unwrap()]);
-    assert_eq!(report["rows_imported"].as_u64(), Some(summary.events), "{report}");
+    assert_eq!(
+        report["rows_imported"].as_u64(),
+        Some(summary.events),
+        "{report}"
+    );
     assert_eq!(report["rows_rejected"].as_u64(), Some(0));
-    assert_eq!(p.count("SELECT count(*) AS n FROM events"), summary.events as i64);
-    assert_eq!(p.count("SELECT count(DISTINCT message_id) AS n FROM events"), summary.events as i64);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events"),
+        summary.events as i64
+    );
+    assert_eq!(
+        p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        summary.events as i64
+    );
 
     // Running the same command again lands nothing: the files are skipped.
     let again = p.import(&[glob.to_str().unwrap()]);
@@ -24,7 +34,10 @@ fn generated_ndjson_lands_once() {
     let forced = p.import(&["--force", glob.to_str().unwrap()]);
     assert_eq!(forced["rows_imported"].as_u64(), Some(0), "{forced}");
     assert_eq!(forced["rows_duplicate"].as_u64(), Some(summary.events));
-    assert_eq!(p.count("SELECT count(*) AS n FROM events"), summary.events as i64);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events"),
+        summary.events as i64
+    );
 
     // Fields survive: a known event type mix and JSON properties are queryable.
     assert_eq!(
@@ -32,7 +45,10 @@ fn generated_ndjson_lands_once() {
         summary.orders as i64
     );
     assert_eq!(p.count("SELECT count(*) AS n FROM events WHERE type = 'alias' AND previous_id IS NOT NULL AND user_id IS NOT NULL") > 0, true);
-    assert_eq!(p.count("SELECT count(*) AS n FROM events WHERE extra LIKE '%\"channel\"%'") > 0, true);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE extra LIKE '%\"channel\"%'") > 0,
+        true
+    );
 }
 
 #[test]
@@ -51,7 +67,10 @@ fn a_copied_file_deduplicates_on_message_id() {
     let second = p.import(&[copy.to_str().unwrap()]);
     assert_eq!(second["rows_imported"].as_u64(), Some(0), "{second}");
     assert_eq!(second["rows_duplicate"].as_u64(), Some(n));
-    assert_eq!(p.count("SELECT count(*) AS n FROM events WHERE source = 'pos'"), n as i64);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE source = 'pos'"),
+        n as i64
+    );
 }
 
 fn flate2_writer(path: &std::path::Path) -> impl Write {
@@ -101,7 +120,12 @@ fn bad_lines_are_named_and_good_lines_land() {
     let errors = report["files"][0]["errors"].as_array().unwrap();
     let summary: Vec<(u64, String)> = errors
         .iter()
-        .map(|e| (e["line"].as_u64().unwrap(), e["code"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -126,7 +150,11 @@ fn bad_lines_are_named_and_good_lines_land() {
 fn max_errors_aborts_without_committing_the_file() {
     let p = TestProject::new();
     let good = p.path().join("good.ndjson");
-    std::fs::write(&good, "{\"type\":\"track\",\"messageId\":\"g1\",\"userId\":\"u\",\"event\":\"E\"}\n").unwrap();
+    std::fs::write(
+        &good,
+        "{\"type\":\"track\",\"messageId\":\"g1\",\"userId\":\"u\",\"event\":\"E\"}\n",
+    )
+    .unwrap();
     p.import(&[good.to_str().unwrap()]);
     let file = p.path().join("mixed.ndjson");
     std::fs::write(&file, MIXED).unwrap();
@@ -155,7 +183,13 @@ fn csv_through_a_mapping_query() {
         "SELECT order_id AS message_id, 'track' AS type, 'Order Completed' AS event,\n       normalize_email(email) AS user_id, ordered_at AS timestamp,\n       named_struct('revenue', total, 'order_id', order_id) AS properties\nFROM input",
     )
     .unwrap();
-    let report = p.import(&["--source", "shop", "--mapping", mapping.to_str().unwrap(), csv.to_str().unwrap()]);
+    let report = p.import(&[
+        "--source",
+        "shop",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]);
     assert_eq!(report["rows_imported"].as_u64(), Some(2), "{report}");
     // Row A-2 has no e-mail, hence no user id: CSV line 3.
     let err = &report["files"][0]["errors"][0];
@@ -167,10 +201,22 @@ fn csv_through_a_mapping_query() {
 
     // A mapping that is not a query is refused before anything runs.
     std::fs::write(&mapping, "DROP TABLE events").unwrap();
-    let err = fails(&mut p.cmd(&["import", "--force", "--mapping", mapping.to_str().unwrap(), csv.to_str().unwrap()]));
+    let err = fails(&mut p.cmd(&[
+        "import",
+        "--force",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]));
     assert!(err.contains("single SELECT"), "{err}");
     std::fs::write(&mapping, "SELECT nope FROM input").unwrap();
-    let err = fails(&mut p.cmd(&["import", "--force", "--mapping", mapping.to_str().unwrap(), csv.to_str().unwrap()]));
+    let err = fails(&mut p.cmd(&[
+        "import",
+        "--force",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]));
     assert!(err.contains("nope"), "{err}");
     assert_eq!(p.count("SELECT count(*) AS n FROM events"), 2);
 }
@@ -185,21 +231,31 @@ fn json_array_documents_and_folders() {
         r#"[{"type":"track","messageId":"j1","userId":"u","event":"A"},{"type":"track","messageId":"j2","userId":"u"}]"#,
     )
     .unwrap();
-    std::fs::write(dir.join("one.jsonl"), "{\"type\":\"page\",\"messageId\":\"j3\",\"anonymousId\":\"a\"}\n").unwrap();
+    std::fs::write(
+        dir.join("one.jsonl"),
+        "{\"type\":\"page\",\"messageId\":\"j3\",\"anonymousId\":\"a\"}\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("_SUCCESS"), "").unwrap();
     std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
     let report = p.import(&[dir.to_str().unwrap()]);
     assert_eq!(report["files"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(report["rows_imported"].as_u64(), Some(2));
     assert_eq!(report["rows_rejected"].as_u64(), Some(1));
-    assert_eq!(report["files"][0]["errors"][0]["reason"].as_str().unwrap(), "track event without \"event\"");
+    assert_eq!(
+        report["files"][0]["errors"][0]["reason"].as_str().unwrap(),
+        "track event without \"event\""
+    );
 }
 
 #[test]
 fn missing_input_and_bad_options() {
     let p = TestProject::new();
     let err = fails(&mut p.cmd(&["import", "/nonexistent/nothing-here.ndjson"]));
-    assert!(err.contains("no input files found at /nonexistent/nothing-here.ndjson"), "{err}");
+    assert!(
+        err.contains("no input files found at /nonexistent/nothing-here.ndjson"),
+        "{err}"
+    );
     let err = fails(&mut p.cmd(&["import", "--format", "xml", "x"]));
     assert!(err.contains("unknown format \"xml\""), "{err}");
     let f = p.path().join("data.bin");
@@ -210,6 +266,14 @@ fn missing_input_and_bad_options() {
     assert!(err.contains("source name"), "{err}");
     // No project here.
     let empty = tempfile::tempdir().unwrap();
-    let err = fails(crate::common::tessera().arg("--project").arg(empty.path()).args(["import", "x.ndjson"]));
-    assert!(err.contains("no tessera.toml") && err.contains("tessera init"), "{err}");
+    let err = fails(
+        crate::common::tessera()
+            .arg("--project")
+            .arg(empty.path())
+            .args(["import", "x.ndjson"]),
+    );
+    assert!(
+        err.contains("no tessera.toml") && err.contains("tessera init"),
+        "{err}"
+    );
 }

@@ -6,18 +6,36 @@ use crate::common::{ok, tessera};
 fn quickstart_runs_and_reruns() {
     let dir = tempfile::tempdir().unwrap();
     let qs = dir.path().join("qs");
-    let out = ok(tessera().args(["quickstart", "--events", "3000", "--dir"]).arg(&qs));
+    let out = ok(tessera()
+        .args(["quickstart", "--events", "3000", "--dir"])
+        .arg(&qs));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Generated") && text.contains("Try next"), "{text}");
+    assert!(
+        text.contains("Generated") && text.contains("Try next"),
+        "{text}"
+    );
     let count = |q: &str| -> String {
-        String::from_utf8(ok(tessera().arg("--project").arg(&qs).args(["sql", "--format", "csv", q])).stdout).unwrap()
+        String::from_utf8(
+            ok(tessera()
+                .arg("--project")
+                .arg(&qs)
+                .args(["sql", "--format", "csv", q]))
+            .stdout,
+        )
+        .unwrap()
     };
     let before = count("SELECT count(*) AS n FROM events");
-    let sources = count("SELECT source, count(*) > 0 AS some FROM events GROUP BY source ORDER BY source");
+    let sources =
+        count("SELECT source, count(*) > 0 AS some FROM events GROUP BY source ORDER BY source");
     assert_eq!(sources, "source,some\napp,true\npos,true\nweb,true\n");
 
-    let out = ok(tessera().args(["quickstart", "--events", "3000", "--dir"]).arg(&qs));
+    let out = ok(tessera()
+        .args(["quickstart", "--events", "3000", "--dir"])
+        .arg(&qs));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("already in") && text.contains("skipped"), "{text}");
+    assert!(
+        text.contains("already in") && text.contains("skipped"),
+        "{text}"
+    );
     assert_eq!(count("SELECT count(*) AS n FROM events"), before);
 }

@@ -1,14 +1,18 @@
 //! Every table is readable by other tools without Tessera running: Python `deltalake`
 //! and DuckDB (its `delta` extension) read the row counts Tessera reports.
 
-use crate::common::{ok, run_python, sample_data, TestProject};
+use crate::common::{TestProject, ok, run_python, sample_data};
 
 #[test]
 fn deltalake_and_duckdb_read_what_tessera_reports() {
     let (data, summary) = sample_data();
     let p = TestProject::new();
     p.import(&[data.join("events-web.ndjson").to_str().unwrap()]);
-    p.import(&["--source", "app", data.join("events-app.ndjson").to_str().unwrap()]);
+    p.import(&[
+        "--source",
+        "app",
+        data.join("events-app.ndjson").to_str().unwrap(),
+    ]);
 
     let out = ok(&mut p.cmd(&["tables", "--json"]));
     let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -52,7 +56,13 @@ print(json.dumps({{"deltalake_rows": arrow.num_rows, "deltalake_version": dt.ver
     assert_eq!(v["by_source"]["app"].as_u64(), Some(summary.events_app));
     assert_eq!(v["by_source"]["import"].as_u64(), Some(summary.events_web));
     assert_eq!(v["partitions"], serde_json::json!(["event_date"]));
-    assert!(v["timestamp_type"].as_str().unwrap().starts_with("timestamp[us"), "{v}");
+    assert!(
+        v["timestamp_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("timestamp[us"),
+        "{v}"
+    );
     let tessera_orders = p.count(
         "SELECT count(*) AS n FROM events WHERE event = 'Order Completed' AND json_get_float(properties, 'revenue') > 0",
     );

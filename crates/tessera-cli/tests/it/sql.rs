@@ -1,6 +1,6 @@
 //! `tessera sql` and `tessera tables`: formats, errors.
 
-use crate::common::{fails, ok, TestProject};
+use crate::common::{TestProject, fails, ok};
 
 fn project_with_events() -> TestProject {
     let p = TestProject::new();
@@ -20,14 +20,24 @@ fn formats() {
     let p = project_with_events();
     let q = "SELECT message_id, normalize_email(json_get_str(traits, 'email')) AS email, normalize_phone(json_get_str(traits, 'phone')) AS phone FROM events WHERE type = 'identify'";
     let table = String::from_utf8(ok(&mut p.cmd(&["sql", q])).stdout).unwrap();
-    assert!(table.contains("ann@x.io") && table.contains("+14155550100") && table.contains("1 row(s)"), "{table}");
+    assert!(
+        table.contains("ann@x.io") && table.contains("+14155550100") && table.contains("1 row(s)"),
+        "{table}"
+    );
     let csv = String::from_utf8(ok(&mut p.cmd(&["sql", "--format", "csv", q])).stdout).unwrap();
     assert_eq!(csv, "message_id,email,phone\n1,ann@x.io,+14155550100\n");
     let rows = p.sql(q);
     assert_eq!(rows[0]["email"], "ann@x.io");
 
     let out = p.path().join("out.parquet");
-    ok(&mut p.cmd(&["sql", "--format", "parquet", "--output", out.to_str().unwrap(), "SELECT * FROM events"]));
+    ok(&mut p.cmd(&[
+        "sql",
+        "--format",
+        "parquet",
+        "--output",
+        out.to_str().unwrap(),
+        "SELECT * FROM events",
+    ]));
     assert!(std::fs::metadata(&out).unwrap().len() > 0);
     let err = fails(&mut p.cmd(&["sql", "--format", "parquet", "SELECT 1"]));
     assert!(err.contains("--output"), "{err}");
@@ -53,9 +63,18 @@ fn sql_errors_name_the_problem() {
 fn tables_lists_rows_and_versions() {
     let p = project_with_events();
     let out = String::from_utf8(ok(&mut p.cmd(&["tables"])).stdout).unwrap();
-    assert!(out.contains("events") && out.contains("imported_files"), "{out}");
-    let v: serde_json::Value = serde_json::from_slice(&ok(&mut p.cmd(&["tables", "--json"])).stdout).unwrap();
-    let events = v.as_array().unwrap().iter().find(|t| t["table"] == "events").unwrap();
+    assert!(
+        out.contains("events") && out.contains("imported_files"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&ok(&mut p.cmd(&["tables", "--json"])).stdout).unwrap();
+    let events = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "events")
+        .unwrap();
     assert_eq!(events["rows"].as_u64(), Some(2));
     assert_eq!(events["version"].as_u64(), Some(1));
 }
@@ -63,10 +82,18 @@ fn tables_lists_rows_and_versions() {
 #[test]
 fn config_errors_are_precise() {
     let p = TestProject::new();
-    std::fs::write(p.path().join("tessera.toml"), "[server]\nhttp = \"localhost\"\n").unwrap();
+    std::fs::write(
+        p.path().join("tessera.toml"),
+        "[server]\nhttp = \"localhost\"\n",
+    )
+    .unwrap();
     let err = fails(&mut p.cmd(&["tables"]));
     assert!(err.contains("server.http"), "{err}");
-    std::fs::write(p.path().join("tessera.toml"), "[lake]\nurl = \"ftp://x/y\"\n").unwrap();
+    std::fs::write(
+        p.path().join("tessera.toml"),
+        "[lake]\nurl = \"ftp://x/y\"\n",
+    )
+    .unwrap();
     let err = fails(&mut p.cmd(&["tables"]));
     assert!(err.contains("unsupported scheme"), "{err}");
 }

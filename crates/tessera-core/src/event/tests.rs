@@ -18,26 +18,59 @@ fn track_with_every_field() {
     assert_eq!(e.event_type, EventType::Track);
     assert_eq!(e.message_id, "m1");
     assert_eq!(e.event.as_deref(), Some("Order Completed"));
-    assert_eq!(e.properties.as_deref(), Some(r#"{"revenue":12.5,"items":[1,2]}"#));
+    assert_eq!(
+        e.properties.as_deref(),
+        Some(r#"{"revenue":12.5,"items":[1,2]}"#)
+    );
     assert_eq!(format_timestamp(e.timestamp), "2024-03-01T09:00:00.123456Z");
     assert_eq!(e.received_at, NOW);
-    assert_eq!(e.extra.as_deref(), Some(r#"{"channel":"server","_metadata":{"x":1}}"#));
+    assert_eq!(
+        e.extra.as_deref(),
+        Some(r#"{"channel":"server","_metadata":{"x":1}}"#)
+    );
     assert_eq!(e.event_date(), 19783);
 }
 
 #[test]
 fn precise_reasons() {
     let cases: &[(&str, &str)] = &[
-        (r#"{"type":"track","event":"x"}"#, "neither \"userId\" nor \"anonymousId\""),
-        (r#"{"type":"purchase","userId":"u"}"#, "unknown type \"purchase\""),
+        (
+            r#"{"type":"track","event":"x"}"#,
+            "neither \"userId\" nor \"anonymousId\"",
+        ),
+        (
+            r#"{"type":"purchase","userId":"u"}"#,
+            "unknown type \"purchase\"",
+        ),
         (r#"{"userId":"u"}"#, "missing \"type\""),
-        (r#"{"type":"track","userId":"u"}"#, "track event without \"event\""),
-        (r#"{"type":"alias","userId":"u"}"#, "alias event without \"previousId\""),
-        (r#"{"type":"group","userId":"u"}"#, "group event without \"groupId\""),
-        (r#"{"type":"page","userId":"u","timestamp":"yesterday"}"#, "\"timestamp\" is not an ISO-8601 timestamp"),
-        (r#"{"type":"page","userId":{"a":1}}"#, "\"userId\" must be a string or a number, found an object"),
-        (r#"{"type":"track","userId":"u","event":"e","properties":[1]}"#, "\"properties\" must be an object, found an array"),
-        (r#"{"type":"track","userId":"u","event":5}"#, "\"event\" must be a string, found a number"),
+        (
+            r#"{"type":"track","userId":"u"}"#,
+            "track event without \"event\"",
+        ),
+        (
+            r#"{"type":"alias","userId":"u"}"#,
+            "alias event without \"previousId\"",
+        ),
+        (
+            r#"{"type":"group","userId":"u"}"#,
+            "group event without \"groupId\"",
+        ),
+        (
+            r#"{"type":"page","userId":"u","timestamp":"yesterday"}"#,
+            "\"timestamp\" is not an ISO-8601 timestamp",
+        ),
+        (
+            r#"{"type":"page","userId":{"a":1}}"#,
+            "\"userId\" must be a string or a number, found an object",
+        ),
+        (
+            r#"{"type":"track","userId":"u","event":"e","properties":[1]}"#,
+            "\"properties\" must be an object, found an array",
+        ),
+        (
+            r#"{"type":"track","userId":"u","event":5}"#,
+            "\"event\" must be a string, found a number",
+        ),
         (r#"{"type":"page","userId":"u""#, "malformed JSON"),
         (r#"[1,2]"#, "must be a JSON object, found an array"),
         (r#"{"type":"page","userId":"u"} trailing"#, "malformed JSON"),
@@ -50,7 +83,9 @@ fn precise_reasons() {
 
 #[test]
 fn snake_case_and_numeric_ids() {
-    let e = import(r#"{"type":"identify","user_id":42,"message_id":"m","traits":{"email":"A@B.C"}}"#).unwrap();
+    let e =
+        import(r#"{"type":"identify","user_id":42,"message_id":"m","traits":{"email":"A@B.C"}}"#)
+            .unwrap();
     assert_eq!(e.user_id.as_deref(), Some("42"));
     assert_eq!(e.message_id, "m");
     assert_eq!(e.traits.as_deref(), Some(r#"{"email":"A@B.C"}"#));
@@ -58,7 +93,9 @@ fn snake_case_and_numeric_ids() {
 
 #[test]
 fn rudder_identify_traits_in_context() {
-    let e = import(r#"{"type":"identify","userId":"u","context":{"traits":{"plan":"pro"},"ip":"x"}}"#).unwrap();
+    let e =
+        import(r#"{"type":"identify","userId":"u","context":{"traits":{"plan":"pro"},"ip":"x"}}"#)
+            .unwrap();
     assert_eq!(e.traits.as_deref(), Some(r#"{"plan":"pro"}"#));
 }
 
@@ -74,7 +111,10 @@ fn clock_skew_is_corrected_for_live_traffic() {
     )
     .unwrap();
     assert_eq!(format_timestamp(e.timestamp), "2024-01-01T11:59:55.000000Z");
-    assert_eq!(e.received_at, received, "live traffic ignores a client receivedAt");
+    assert_eq!(
+        e.received_at, received,
+        "live traffic ignores a client receivedAt"
+    );
 }
 
 #[test]
@@ -84,16 +124,23 @@ fn original_timestamp_and_missing_message_id() {
     assert_eq!(format_timestamp(e.timestamp), "2024-01-02T03:04:05.000000Z");
     let again = import(text).unwrap();
     assert!(e.message_id.starts_with("gen-"));
-    assert_eq!(e.message_id, again.message_id, "derived ids are deterministic");
+    assert_eq!(
+        e.message_id, again.message_id,
+        "derived ids are deterministic"
+    );
 }
 
 #[test]
 fn batch_defaults_merge_under_the_event() {
-    let ctx_default: Box<RawValue> = serde_json::from_str(r#"{"library":{"name":"sdk"},"ip":"1"}"#).unwrap();
+    let ctx_default: Box<RawValue> =
+        serde_json::from_str(r#"{"library":{"name":"sdk"},"ip":"1"}"#).unwrap();
     let e = parse_event_with(
         r#"{"type":"page","userId":"u","context":{"ip":"2"}}"#,
         &ParseContext::import(NOW),
-        BatchDefaults { context: Some(&ctx_default), integrations: None },
+        BatchDefaults {
+            context: Some(&ctx_default),
+            integrations: None,
+        },
     )
     .unwrap();
     let merged: serde_json::Value = serde_json::from_str(e.context.as_deref().unwrap()).unwrap();
@@ -103,9 +150,11 @@ fn batch_defaults_merge_under_the_event() {
 
 #[test]
 fn json_string_properties_are_unwrapped() {
-    let e = import(r#"{"type":"track","userId":"u","event":"e","properties":"{\"a\":1}"}"#).unwrap();
+    let e =
+        import(r#"{"type":"track","userId":"u","event":"e","properties":"{\"a\":1}"}"#).unwrap();
     assert_eq!(e.properties.as_deref(), Some(r#"{"a":1}"#));
-    let err = import(r#"{"type":"track","userId":"u","event":"e","properties":"abc"}"#).unwrap_err();
+    let err =
+        import(r#"{"type":"track","userId":"u","event":"e","properties":"abc"}"#).unwrap_err();
     assert_eq!(err.code(), "wrong_type");
 }
 
@@ -127,7 +176,10 @@ fn timestamp_formats() {
     ] {
         assert_eq!(parse_timestamp(s), Some(want), "{s}");
     }
-    assert_eq!(parse_timestamp("2024-05-06"), parse_timestamp("2024-05-06T00:00:00Z"));
+    assert_eq!(
+        parse_timestamp("2024-05-06"),
+        parse_timestamp("2024-05-06T00:00:00Z")
+    );
     assert_eq!(parse_timestamp("not a time"), None);
 }
 

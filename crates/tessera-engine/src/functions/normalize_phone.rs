@@ -3,13 +3,13 @@
 use std::sync::LazyLock;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{exec_err, Result};
+use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_STRING;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
 };
-use tessera_core::identifier::{normalize_phone, region_by_code, REGIONS};
+use tessera_core::identifier::{REGIONS, normalize_phone, region_by_code};
 
 use super::strings::map_strings;
 
@@ -71,14 +71,14 @@ impl ScalarUDFImpl for NormalizePhone {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         map_strings(&args.args, args.number_rows, |v| {
             let region = v.get(1).copied();
-            if let Some(r) = region {
-                if region_by_code(r).is_none() {
-                    let known: Vec<&str> = REGIONS.iter().map(|r| r.code).collect();
-                    return exec_err!(
-                        "normalize_phone: unknown region {r:?}; known regions: {}",
-                        known.join(", ")
-                    );
-                }
+            if let Some(r) = region
+                && region_by_code(r).is_none()
+            {
+                let known: Vec<&str> = REGIONS.iter().map(|r| r.code).collect();
+                return exec_err!(
+                    "normalize_phone: unknown region {r:?}; known regions: {}",
+                    known.join(", ")
+                );
             }
             Ok(normalize_phone(v[0], region))
         })

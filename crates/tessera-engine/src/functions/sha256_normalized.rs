@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{exec_err, Result};
+use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_HASHING;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -67,9 +67,11 @@ impl ScalarUDFImpl for Sha256Normalized {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        map_strings(&args.args, args.number_rows, |v| match sha256_normalized(v[0], v[1]) {
-            Ok(h) => Ok(h),
-            Err(e) => exec_err!("sha256_normalized: {e}"),
+        map_strings(&args.args, args.number_rows, |v| {
+            match sha256_normalized(v[0], v[1]) {
+                Ok(h) => Ok(h),
+                Err(e) => exec_err!("sha256_normalized: {e}"),
+            }
         })
     }
 

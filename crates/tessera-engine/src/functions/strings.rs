@@ -18,7 +18,10 @@ where
     let n = if all_scalar { 1 } else { rows };
     let arrays: Vec<ArrayRef> = args
         .iter()
-        .map(|a| a.to_array(n).and_then(|arr| Ok(cast(&arr, &DataType::Utf8)?)))
+        .map(|a| {
+            a.to_array(n)
+                .and_then(|arr| Ok(cast(&arr, &DataType::Utf8)?))
+        })
         .collect::<Result<_>>()?;
     let strings: Vec<&StringArray> = arrays
         .iter()
@@ -37,7 +40,9 @@ where
     }
     let array = out.finish();
     if all_scalar {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?))
     } else {
         Ok(ColumnarValue::Array(Arc::new(array)))
     }

@@ -7,7 +7,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use futures::TryStreamExt;
 use tessera_core::batch::EventBatchBuilder;
-use tessera_core::event::{parse_event, ParseContext};
+use tessera_core::event::{ParseContext, parse_event};
 use tessera_core::schema;
 use tessera_engine::{Engine, EngineConfig, EngineError};
 use tessera_lake::{CommitNote, Lake};
@@ -20,7 +20,13 @@ pub fn empty_engine() -> Engine {
 }
 
 async fn collect(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
-    engine.query(sql).await.expect(sql).try_collect().await.expect(sql)
+    engine
+        .query(sql)
+        .await
+        .expect(sql)
+        .try_collect()
+        .await
+        .expect(sql)
 }
 
 #[tokio::test]
@@ -38,7 +44,10 @@ async fn lake_tables_are_queryable_with_json_and_cdp_functions() {
     ] {
         b.append(&parse_event(line, &ctx).unwrap());
     }
-    let mut w = lake.append_writer(&schema::table(schema::EVENTS).unwrap()).await.unwrap();
+    let mut w = lake
+        .append_writer(&schema::table(schema::EVENTS).unwrap())
+        .await
+        .unwrap();
     w.write(b.finish()).await.unwrap();
     w.commit(CommitNote::new("test", "it")).await.unwrap();
 
@@ -49,17 +58,27 @@ async fn lake_tables_are_queryable_with_json_and_cdp_functions() {
     )
     .await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 2);
-    assert_eq!(batches[0].column(1).as_primitive::<Int64Type>().value(0), 40);
+    assert_eq!(
+        batches[0].column(1).as_primitive::<Int64Type>().value(0),
+        40
+    );
 
     let batches = collect(
         &engine,
         "SELECT normalize_email(json_get_str(traits, 'email')) FROM events WHERE type = 'identify'",
     )
     .await;
-    assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "ann@x.com");
+    assert_eq!(
+        batches[0].column(0).as_string::<i32>().value(0),
+        "ann@x.com"
+    );
 
     // Partition pruning on event_date works as a plain predicate.
-    let batches = collect(&engine, "SELECT count(*) FROM events WHERE event_date = DATE '2024-01-02'").await;
+    let batches = collect(
+        &engine,
+        "SELECT count(*) FROM events WHERE event_date = DATE '2024-01-02'",
+    )
+    .await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 2);
 }
 

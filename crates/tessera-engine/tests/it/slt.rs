@@ -38,9 +38,10 @@ mod async_trait_free {
             | DataType::UInt16
             | DataType::UInt32
             | DataType::UInt64 => DefaultColumnType::Integer,
-            DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
-                DefaultColumnType::FloatingPoint
-            }
+            DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(..) => DefaultColumnType::FloatingPoint,
             _ => DefaultColumnType::Text,
         }
     }
@@ -65,7 +66,11 @@ mod async_trait_free {
                                 "NULL".to_owned()
                             } else {
                                 let s = f.value(row).to_string();
-                                if s.is_empty() { "(empty)".to_owned() } else { s }
+                                if s.is_empty() {
+                                    "(empty)".to_owned()
+                                } else {
+                                    s
+                                }
                             }
                         })
                         .collect(),
@@ -81,16 +86,31 @@ mod async_trait_free {
         type ColumnType = DefaultColumnType;
 
         async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-            let df = self.ctx.sql(sql).await.map_err(|e| DbError(e.strip_backtrace()))?;
+            let df = self
+                .ctx
+                .sql(sql)
+                .await
+                .map_err(|e| DbError(e.strip_backtrace()))?;
             let schema = df.schema().as_arrow().clone();
-            let batches = df.collect().await.map_err(|e| DbError(e.strip_backtrace()))?;
-            let is_statement = schema.fields().len() == 1 && schema.field(0).name() == "count"
-                && sql.trim_start().to_ascii_lowercase().starts_with(|c: char| c == 'i' || c == 'c');
+            let batches = df
+                .collect()
+                .await
+                .map_err(|e| DbError(e.strip_backtrace()))?;
+            let is_statement = schema.fields().len() == 1
+                && schema.field(0).name() == "count"
+                && sql
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with(|c: char| c == 'i' || c == 'c');
             if is_statement {
                 return Ok(DBOutput::StatementComplete(0));
             }
             Ok(DBOutput::Rows {
-                types: schema.fields().iter().map(|f| column_type(f.data_type())).collect(),
+                types: schema
+                    .fields()
+                    .iter()
+                    .map(|f| column_type(f.data_type()))
+                    .collect(),
                 rows: render(&batches)?,
             })
         }
@@ -123,18 +143,30 @@ async fn sqllogictest_files() {
     for file in files {
         let make_db = || async {
             let engine = crate::lake_session::empty_engine();
-            Ok::<_, async_trait_free::DbError>(Db { ctx: engine.bare_session().expect("session") })
+            Ok::<_, async_trait_free::DbError>(Db {
+                ctx: engine.bare_session().expect("session"),
+            })
         };
         let mut runner = sqllogictest::Runner::new(make_db);
         if complete {
             let col_sep = " ";
             runner
-                .update_test_file(&file, col_sep, sqllogictest::default_validator, sqllogictest::default_normalizer, sqllogictest::default_column_validator)
+                .update_test_file(
+                    &file,
+                    col_sep,
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
                 .await
                 .unwrap_or_else(|e| panic!("completing {}: {e}", file.display()));
         } else if let Err(e) = runner.run_file_async(&file).await {
             failures.push(format!("{}: {}", file.display(), e.display(true)));
         }
     }
-    assert!(failures.is_empty(), "sqllogictest failures:\n{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "sqllogictest failures:\n{}",
+        failures.join("\n\n")
+    );
 }
