@@ -106,8 +106,8 @@ impl Rng {
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+    fn pick(&mut self, items: &[&'static str]) -> &'static str {
+        items[self.below(items.len() as u64) as usize]
     }
     fn uuid(&mut self) -> String {
         let a = self.next();
@@ -337,11 +337,11 @@ fn shared_device_id(seed: u64, index: u64) -> String {
 impl Person {
     fn new(seed: u64, index: u64, persons: u64) -> Person {
         let mut r = Rng::new(seed, 1, index, 0);
-        let first = *r.pick(FIRST);
-        let last = *r.pick(LAST);
+        let first = r.pick(FIRST);
+        let last = r.pick(LAST);
         let registered = r.chance(0.72);
         let user_id = format!("u{:08}", index + 1);
-        let domain = *r.pick(DOMAINS);
+        let domain = r.pick(DOMAINS);
         let mut email = format!(
             "{}.{}{}@{}",
             first.to_lowercase(),
@@ -400,9 +400,9 @@ impl Person {
             activity: 0.01 + r.unit().powi(2) * 0.12,
             buyer: 0.15 + r.unit() * 0.6,
             newsletter: r.chance(0.3),
-            city: *r.pick(CITIES),
+            city: r.pick(CITIES),
             street_no: 1 + r.below(200),
-            street: *r.pick(STREETS),
+            street: r.pick(STREETS),
             birth_year: 1950 + r.below(55),
         }
     }
@@ -410,7 +410,7 @@ impl Person {
     fn surname(seed: u64, index: u64) -> &'static str {
         let mut r = Rng::new(seed, 1, index, 0);
         let _ = r.pick(FIRST);
-        *r.pick(LAST)
+        r.pick(LAST)
     }
 
     fn person_id(&self) -> String {
@@ -704,7 +704,7 @@ fn session(
     if let Some(loyalty) = p.loyalty_id.as_deref().filter(|_| r.chance(0.12)) {
         let receipt = format!("pos-{}", r.uuid());
         let revenue = 15.0 + (r.below(20_000) as f64) / 100.0;
-        let category = *r.pick(CATEGORIES);
+        let category = r.pick(CATEGORIES);
         let _ = write!(
             ctx.line,
             r#"{{"type":"track","messageId":"{}","anonymousId":"{receipt}","event":"Order Completed","properties":{{"order_id":"{}","revenue":{revenue:.2},"currency":"USD","loyalty_id":"{loyalty}","store_id":"S{:03}","category":"{category}"}},"context":{{"library":{{"name":"pos-export","version":"2.0"}}}},"timestamp":"{}"}}"#,
@@ -722,7 +722,7 @@ fn session(
     let device = &p.devices[device_no];
     let kind = device.kind;
     let anon = device.anonymous_id.as_str();
-    let campaign = (p.newsletter && r.chance(0.25)).then(|| *r.pick(CAMPAIGNS));
+    let campaign = (p.newsletter && r.chance(0.25)).then(|| r.pick(CAMPAIGNS));
 
     if let Some(c) = campaign {
         let _ = write!(
@@ -787,7 +787,7 @@ fn session(
         t += Duration::seconds(10 + r.below(120) as i64);
         let ctx_json = context(kind, &mut r, campaign);
         if kind == DeviceKind::Web {
-            let path = *r.pick(PAGES);
+            let path = r.pick(PAGES);
             let _ = write!(
                 ctx.line,
                 r#"{{"type":"page","messageId":"{}",{ids},"name":"{path}","properties":{{"path":"{path}","url":"https://shop.example.com{path}","referrer":""}},"context":{ctx_json},"timestamp":"{}","channel":"client"}}"#,
@@ -806,7 +806,7 @@ fn session(
         ctx.emit(kind, false)?;
     }
 
-    let category = *r.pick(CATEGORIES);
+    let category = r.pick(CATEGORIES);
     let products = r.below(4);
     let mut cart = Vec::new();
     for _ in 0..products {

@@ -56,10 +56,10 @@ impl ImportProgress for ImportBars {
     }
 
     fn bytes(&self, done: u64) {
-        if let Ok(slot) = self.bar.lock() {
-            if let Some(bar) = slot.as_ref() {
-                bar.set_position(done);
-            }
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.set_position(done);
         }
     }
 
@@ -67,10 +67,10 @@ impl ImportProgress for ImportBars {
         if let Ok(mut n) = self.done_files.lock() {
             *n += 1;
         }
-        if let Ok(mut slot) = self.bar.lock() {
-            if let Some(bar) = slot.take() {
-                bar.finish_and_clear();
-            }
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
         }
         if self.enabled {
             eprintln!("{}", crate::output::file_line(report));

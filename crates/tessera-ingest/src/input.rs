@@ -69,10 +69,10 @@ const KNOWN_EXTENSIONS: &[&str] = &["ndjson", "jsonl", "json", "csv", "parquet"]
 impl InputFile {
     /// The location as shown to people: a local path, or the URL.
     pub fn location(&self) -> String {
-        if self.url.scheme() == "file" {
-            if let Ok(p) = self.url.to_file_path() {
-                return p.display().to_string();
-            }
+        if self.url.scheme() == "file"
+            && let Ok(p) = self.url.to_file_path()
+        {
+            return p.display().to_string();
         }
         self.url.to_string()
     }
@@ -243,12 +243,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

@@ -178,20 +178,20 @@ impl Importer {
                 Some(f) => f,
                 None => file.format_from_name(self.options.mapping.is_some())?,
             };
-            if !self.options.force {
-                if let Some(version) = sink.already_imported(file).await? {
-                    let r = FileReport {
-                        location: file.location(),
-                        format: format.name().into(),
-                        skipped: true,
-                        bytes: file.size,
-                        events_version: version,
-                        ..FileReport::default()
-                    };
-                    progress.finish_file(&r);
-                    report.files.push(r);
-                    continue;
-                }
+            if !self.options.force
+                && let Some(version) = sink.already_imported(file).await?
+            {
+                let r = FileReport {
+                    location: file.location(),
+                    format: format.name().into(),
+                    skipped: true,
+                    bytes: file.size,
+                    events_version: version,
+                    ..FileReport::default()
+                };
+                progress.finish_file(&r);
+                report.files.push(r);
+                continue;
             }
             let mut run = sink.start_file(file, format).await?;
             let outcome = match format {

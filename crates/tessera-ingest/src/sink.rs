@@ -301,15 +301,15 @@ impl FileRun {
         self.report
             .errors
             .extend(parsed.errors.into_iter().take(room));
-        if let Some(max) = self.max_errors {
-            if self.report.rows_rejected > max {
-                return Err(ImportError::TooManyErrors {
-                    location: self.report.location.clone(),
-                    rejected: self.report.rows_rejected,
-                    max,
-                    first: self.report.errors.clone(),
-                });
-            }
+        if let Some(max) = self.max_errors
+            && self.report.rows_rejected > max
+        {
+            return Err(ImportError::TooManyErrors {
+                location: self.report.location.clone(),
+                rejected: self.report.rows_rejected,
+                max,
+                first: self.report.errors.clone(),
+            });
         }
         for batch in parsed.batches {
             let (batch, dropped) = self.dedup.filter(batch).await?;

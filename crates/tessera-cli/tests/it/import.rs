@@ -44,11 +44,8 @@ fn generated_ndjson_lands_once() {
         p.count("SELECT count(*) AS n FROM events WHERE type = 'track' AND event = 'Order Completed' AND json_get_float(properties, 'revenue') > 0"),
         summary.orders as i64
     );
-    assert_eq!(p.count("SELECT count(*) AS n FROM events WHERE type = 'alias' AND previous_id IS NOT NULL AND user_id IS NOT NULL") > 0, true);
-    assert_eq!(
-        p.count("SELECT count(*) AS n FROM events WHERE extra LIKE '%\"channel\"%'") > 0,
-        true
-    );
+    assert!(p.count("SELECT count(*) AS n FROM events WHERE type = 'alias' AND previous_id IS NOT NULL AND user_id IS NOT NULL") > 0);
+    assert!(p.count("SELECT count(*) AS n FROM events WHERE extra LIKE '%\"channel\"%'") > 0);
 }
 
 #[test]

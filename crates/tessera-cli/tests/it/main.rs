@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `tessera` binary on real Delta tables in temporary
 //! folders, read back by real third-party clients (Python `deltalake`, DuckDB).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod import;
 mod quickstart;

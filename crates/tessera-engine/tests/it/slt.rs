@@ -101,7 +101,7 @@ mod async_trait_free {
                 && sql
                     .trim_start()
                     .to_ascii_lowercase()
-                    .starts_with(|c: char| c == 'i' || c == 'c');
+                    .starts_with(['i', 'c']);
             if is_statement {
                 return Ok(DBOutput::StatementComplete(0));
             }
