@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use tessera_bench::synth::{GenConfig, generate_with_progress};
+use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,11 +128,7 @@ fn ensure_data(events: u64, dir: &Path) -> anyhow::Result<()> {
         events,
         ..GenConfig::default()
     };
-    let want = serde_json::to_value(&config)?;
-    let have: Option<serde_json::Value> = std::fs::read_to_string(dir.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    if have.as_ref().map(|m| &m["config"]) != Some(&want) {
+    if !is_current(dir, &config) {
         eprintln!("generating {events} events into {} ...", dir.display());
         generate_with_progress(&config, dir, |_, _| {})?;
     }
@@ -206,6 +202,7 @@ fn bench_import(events: u64, work: &Path, runs: u32) -> anyhow::Result<()> {
 import duckdb, json, resource, time
 con = duckdb.connect()
 con.execute("SET threads TO {threads}")
+con.execute("SET enable_progress_bar = false")
 t = time.perf_counter()
 con.execute("COPY (SELECT * FROM read_json('{glob}', format='newline_delimited')) TO '{out}' (FORMAT parquet)")
 secs = time.perf_counter() - t

@@ -69,6 +69,21 @@ pub struct GenSummary {
     pub files: Vec<PathBuf>,
 }
 
+/// Bumped whenever the same configuration would generate different data.
+pub const GENERATOR_VERSION: u32 = 2;
+
+/// Whether `dir` already holds data generated with `config` by this generator version.
+pub fn is_current(dir: &Path, config: &GenConfig) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("manifest.json")) else {
+        return false;
+    };
+    let Ok(manifest) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    manifest["generator_version"] == GENERATOR_VERSION
+        && serde_json::to_value(config).is_ok_and(|c| manifest["config"] == c)
+}
+
 /// Average events a person produces over the whole history (used to size the population).
 const EVENTS_PER_PERSON: u64 = 60;
 
@@ -569,8 +584,8 @@ pub fn generate_with_progress(
 
     // Scale activity so the expected total is close to the target.
     let first_day = config.end_date - Duration::days(i64::from(config.days) - 1);
-    // Empirically a session yields ~7 events; a person has activity ≈ 0.05 on average.
-    let sessions_wanted = config.events as f64 / 7.0;
+    // Measured: a session yields ~4.85 events; a person has activity ≈ 0.05 on average.
+    let sessions_wanted = config.events as f64 / 4.85;
     let sessions_natural = persons as f64 * f64::from(config.days) * 0.05;
     let scale = sessions_wanted / sessions_natural;
 
@@ -682,7 +697,11 @@ pub fn generate_with_progress(
     .iter()
     .map(|f| out_dir.join(f))
     .collect();
-    let manifest = serde_json::json!({ "config": config, "summary": summary });
+    let manifest = serde_json::json!({
+        "generator_version": GENERATOR_VERSION,
+        "config": config,
+        "summary": summary,
+    });
     std::fs::write(
         out_dir.join("manifest.json"),
         serde_json::to_string_pretty(&manifest).unwrap_or_default(),

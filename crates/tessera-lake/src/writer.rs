@@ -14,7 +14,7 @@ use crate::error::{LakeError, Result};
 
 /// Rows written between two flushes of open Parquet files: bounds the memory an append
 /// holds no matter how large its input.
-const FLUSH_ROWS: u64 = 1_000_000;
+const FLUSH_ROWS: u64 = 200_000;
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Files roll over at this size.

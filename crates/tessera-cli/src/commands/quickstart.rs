@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use tessera_bench::synth::{GenConfig, generate_with_progress};
+use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 
 use super::import::{ImportArgs, print_report};
 use crate::output::{bytes, thousands};
@@ -44,12 +44,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..GenConfig::default()
     };
-    let manifest = data.join("manifest.json");
-    let expected = serde_json::to_value(&config)?;
-    let existing: Option<serde_json::Value> = std::fs::read_to_string(&manifest)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    if existing.as_ref().map(|m| &m["config"]) == Some(&expected) {
+    if is_current(&data, &config) {
         println!(
             "2. Sample data already in {} (same seed and size)",
             data.display()

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod examples;
 mod import;
 mod quickstart;
 mod readers;
+mod s3;
 mod sql;
