@@ -188,6 +188,7 @@ pub async fn resolve_inputs(
                     .map_err(|e| input_error(input, e))?
                     .join(p)
             };
+            let abs = normalize_path(&abs);
             let base = Url::parse("file:///").map_err(|e| input_error(input, e))?;
             let text = abs.to_string_lossy().trim_start_matches('/').to_owned();
             (base, Arc::new(LocalFileSystem::new()) as _, text)
@@ -236,6 +237,23 @@ pub async fn resolve_inputs(
     }
     files.sort_by(|a, b| a.url.as_str().cmp(b.url.as_str()));
     Ok(files)
+}
+
+/// Removes `.` and `..` components without touching the file system (object-store
+/// paths cannot hold them).
+fn normalize_path(path: &StdPath) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> String {
