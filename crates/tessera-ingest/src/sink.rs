@@ -200,12 +200,14 @@ impl EventSink {
     }
 
     pub(crate) async fn start_file(&mut self, file: &InputFile, format: Format) -> Result<FileRun> {
-        let writer = self
-            .lake
-            .append_writer(&schema::table(EVENTS).expect("events table"))
-            .await?;
+        let def = schema::table(EVENTS).expect("events table");
+        let mut lanes = Vec::with_capacity(WRITE_LANES);
+        for _ in 0..WRITE_LANES {
+            lanes.push(Lane::start(self.lake.append_writer(&def).await?));
+        }
         Ok(FileRun {
-            writer: Some(writer),
+            lanes,
+            next_lane: 0,
             dedup: self.dedup.take().expect("one file at a time"),
             file: file.clone(),
             max_errors: self.max_errors,
@@ -229,7 +231,14 @@ impl EventSink {
             .detail("rows_imported", r.rows_imported)
             .detail("rows_rejected", r.rows_rejected)
             .transaction(app_id(&fp), 0);
-        let writer = run.writer.take().expect("writer present until finished");
+        let mut writers = Vec::with_capacity(run.lanes.len());
+        for lane in run.lanes.drain(..) {
+            writers.push(lane.finish().await?);
+        }
+        let mut writer = writers.pop().expect("at least one lane");
+        for other in writers {
+            writer.absorb(other).await?;
+        }
         let version = writer.commit(note).await?;
         run.report.events_version = version;
         self.record_import(&run, &fp).await?;
@@ -284,7 +293,8 @@ impl EventSink {
 
 /// One file being imported.
 pub(crate) struct FileRun {
-    writer: Option<AppendWriter>,
+    lanes: Vec<Lane>,
+    next_lane: usize,
     dedup: Dedup,
     file: InputFile,
     max_errors: Option<u64>,
@@ -315,17 +325,63 @@ impl FileRun {
             let (batch, dropped) = self.dedup.filter(batch).await?;
             self.report.rows_duplicate += dropped;
             self.report.rows_imported += batch.num_rows() as u64;
-            if let Some(w) = self.writer.as_mut() {
-                w.write(batch).await?;
-            }
+            let lane = self.next_lane % self.lanes.len();
+            self.next_lane += 1;
+            self.lanes[lane].write(batch).await?;
         }
         Ok(())
     }
 
     /// Abandons this file: nothing of it is committed.
-    pub(crate) fn abort(mut self) {
-        if let Some(w) = self.writer.take() {
-            w.abort();
+    pub(crate) fn abort(self) {
+        for lane in self.lanes {
+            lane.task.abort();
         }
+    }
+}
+
+/// Parquet encoding is the costliest step of an import, so batches are spread over
+/// several appends that encode in parallel; their files land in one commit.
+const WRITE_LANES: usize = 2;
+
+/// One parallel append: a task that writes the batches it is sent.
+struct Lane {
+    tx: tokio::sync::mpsc::Sender<RecordBatch>,
+    task: tokio::task::JoinHandle<Result<AppendWriter>>,
+}
+
+impl Lane {
+    fn start(mut writer: AppendWriter) -> Lane {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+        let task = tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                writer.write(batch).await?;
+            }
+            Ok(writer)
+        });
+        Lane { tx, task }
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if self.tx.send(batch).await.is_err() {
+            // The task ended early: its error says why.
+            return Err(self.failure().await);
+        }
+        Ok(())
+    }
+
+    async fn failure(&mut self) -> ImportError {
+        match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => ImportError::Worker("a writer stopped early".into()),
+            Err(e) => ImportError::Worker(e.to_string()),
+        }
+    }
+
+    async fn finish(self) -> Result<AppendWriter> {
+        drop(self.tx);
+        self.task
+            .await
+            .map_err(|e| ImportError::Worker(e.to_string()))?
     }
 }

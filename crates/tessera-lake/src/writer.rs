@@ -5,7 +5,8 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use serde_json::{Map, Value};
@@ -17,6 +18,15 @@ use crate::error::{LakeError, Result};
 const FLUSH_ROWS: u64 = 200_000;
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Columns of high-cardinality text (raw JSON, unique ids) in any table.
+const UNIQUE_TEXT_COLUMNS: &[&str] = &[
+    "message_id",
+    "properties",
+    "traits",
+    "context",
+    "integrations",
+    "extra",
+];
 /// Files roll over at this size.
 const TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -116,10 +126,18 @@ impl std::fmt::Debug for AppendWriter {
 
 impl AppendWriter {
     pub(crate) fn new(name: &str, table: DeltaTable) -> Result<Self> {
-        let props = WriterProperties::builder()
+        let mut builder = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        // Raw JSON text and unique ids never repeat enough for a dictionary, and min/max
+        // statistics over them help no query: skip both work items for such columns.
+        for column in UNIQUE_TEXT_COLUMNS {
+            let path = ColumnPath::from(*column);
+            builder = builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+        let props = builder.build();
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| LakeError::delta(name, "write to", e))?
             .with_writer_properties(props)
@@ -174,6 +192,15 @@ impl AppendWriter {
             .map_err(|e| LakeError::delta(&self.name, "write to", e))?;
         self.adds.extend(adds);
         self.rows_since_flush = 0;
+        Ok(())
+    }
+
+    /// Takes over the files `other` wrote (same table), so that one commit adds the files
+    /// of appends that ran in parallel.
+    pub async fn absorb(&mut self, mut other: AppendWriter) -> Result<()> {
+        other.flush_files().await?;
+        self.rows += other.rows;
+        self.adds.append(&mut other.adds);
         Ok(())
     }
 
