@@ -105,13 +105,17 @@ Try next:
   tessera --project {p} sql "SELECT source, count(DISTINCT user_id) AS users, round(sum(json_get_float(properties, 'revenue')), 2) AS revenue FROM events WHERE event = 'Order Completed' GROUP BY source"
   tessera --project {p} sql "SELECT normalize_email(json_get_str(traits, 'email')) AS email, normalize_phone(json_get_str(traits, 'phone')) AS phone FROM events WHERE type = 'identify' LIMIT 5"
   tessera --project {p} tables
-  python -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM delta_scan('{lake}events')\"))"
+  python -c "from deltalake import DeltaTable; print(DeltaTable('{lake}events').to_pyarrow_table().num_rows)"
+(`tessera` is {exe}; `cargo install --path crates/tessera-cli` puts it on your PATH.)
 "#,
+        exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "tessera".into()),
         lake = opened
             .lake
             .root()
             .to_file_path()
-            .map(|p| format!("{}/", p.display()))
+            .map(|p| format!("{}/", p.display().to_string().trim_end_matches('/')))
             .unwrap_or_default(),
     );
     Ok(())
