@@ -94,7 +94,7 @@ impl InputFile {
     }
 
     /// The format implied by the file name.
-    pub fn format_from_name(&self, _has_mapping: bool) -> Result<Format> {
+    pub fn format_from_name(&self) -> Result<Format> {
         match self.extension().map(str::to_ascii_lowercase).as_deref() {
             Some("ndjson" | "jsonl") => Ok(Format::Ndjson),
             Some("json") => Ok(Format::Json),

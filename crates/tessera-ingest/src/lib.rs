@@ -176,7 +176,7 @@ impl Importer {
             progress.start_file(file);
             let format = match self.options.format {
                 Some(f) => f,
-                None => file.format_from_name(self.options.mapping.is_some())?,
+                None => file.format_from_name()?,
             };
             if !self.options.force
                 && let Some(version) = sink.already_imported(file).await?

@@ -196,24 +196,21 @@ fn csv_through_a_mapping_query() {
     assert_eq!(rows[0]["user_id"], "ann@example.com");
     assert_eq!(rows[0]["revenue"], 19.5);
 
-    // A mapping that is not a query is refused before anything runs.
-    std::fs::write(&mapping, "DROP TABLE events").unwrap();
-    let err = fails(&mut p.cmd(&[
-        "import",
-        "--force",
-        "--mapping",
-        mapping.to_str().unwrap(),
-        csv.to_str().unwrap(),
-    ]));
+    // A mapping that is not a query, or that names an unknown column, is refused
+    // before anything is written.
+    let import_with = |sql: &str| {
+        std::fs::write(&mapping, sql).unwrap();
+        fails(&mut p.cmd(&[
+            "import",
+            "--force",
+            "--mapping",
+            mapping.to_str().unwrap(),
+            csv.to_str().unwrap(),
+        ]))
+    };
+    let err = import_with("DROP TABLE events");
     assert!(err.contains("single SELECT"), "{err}");
-    std::fs::write(&mapping, "SELECT nope FROM input").unwrap();
-    let err = fails(&mut p.cmd(&[
-        "import",
-        "--force",
-        "--mapping",
-        mapping.to_str().unwrap(),
-        csv.to_str().unwrap(),
-    ]));
+    let err = import_with("SELECT nope FROM input");
     assert!(err.contains("nope"), "{err}");
     assert_eq!(p.count("SELECT count(*) AS n FROM events"), 2);
 }
