@@ -35,6 +35,8 @@ pub enum Command {
     Sql(commands::sql::SqlArgs),
     /// List the lake's tables with rows, files, size and version.
     Tables(commands::tables::TablesArgs),
+    /// Manage the sources (write keys) events are collected from.
+    Source(commands::source::SourceArgs),
     /// Generate sample customers into a fresh project and run every stage on them.
     Quickstart(commands::quickstart::QuickstartArgs),
 }

@@ -3,6 +3,7 @@
 pub mod import;
 pub mod init;
 pub mod quickstart;
+pub mod source;
 pub mod sql;
 pub mod tables;
 
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(args) => sql::run(&open_project(&cli.project)?, args).await,
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Source(args) => source::run(&cli.project, args),
     }
 }
 

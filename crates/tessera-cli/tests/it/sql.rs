@@ -97,3 +97,26 @@ fn config_errors_are_precise() {
     let err = fails(&mut p.cmd(&["tables"]));
     assert!(err.contains("unsupported scheme"), "{err}");
 }
+
+#[test]
+fn sources_get_fresh_write_keys() {
+    let p = TestProject::new();
+    let out = String::from_utf8(
+        ok(&mut p.cmd(&["source", "add", "ios", "--description", "iPhone \"app\""])).stdout,
+    )
+    .unwrap();
+    let key = out.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(key.starts_with("wk_") && key.len() == 35, "{out}");
+    let list = String::from_utf8(ok(&mut p.cmd(&["source", "list"])).stdout).unwrap();
+    assert!(
+        list.contains("ios") && list.contains(&key) && list.contains("web"),
+        "{list}"
+    );
+    let err = fails(&mut p.cmd(&["source", "add", "ios"]));
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(&mut p.cmd(&["source", "add", "bad name"]));
+    assert!(err.contains("letters, digits"), "{err}");
+    // The comments of tessera.toml survive.
+    let text = std::fs::read_to_string(p.path().join("tessera.toml")).unwrap();
+    assert!(text.contains("# Where the Delta tables live"), "{text}");
+}

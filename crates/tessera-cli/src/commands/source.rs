@@ -1,0 +1,79 @@
+//! `tessera source add NAME` / `tessera source list`: the write keys SDKs authenticate with.
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use tessera_core::config::{CONFIG_FILE, Project, valid_name};
+
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    #[command(subcommand)]
+    pub action: SourceAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceAction {
+    /// Add a source with a freshly generated write key (appended to tessera.toml).
+    Add {
+        /// Letters, digits, '_' and '-'.
+        name: String,
+        /// A description kept next to the key.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the configured sources and their write keys.
+    List,
+}
+
+pub fn run(project_dir: &std::path::Path, args: SourceArgs) -> anyhow::Result<()> {
+    let project = Project::load(project_dir)?;
+    match args.action {
+        SourceAction::List => {
+            if project.config.sources.is_empty() {
+                println!("No sources yet: tessera source add NAME");
+            }
+            for (name, s) in &project.config.sources {
+                println!("{name:<20} {}", s.write_key);
+            }
+            Ok(())
+        }
+        SourceAction::Add { name, description } => {
+            if !valid_name(&name) {
+                bail!("source name {name:?}: use letters, digits, '_' and '-' only (at most 64)");
+            }
+            if project.config.sources.contains_key(&name) {
+                bail!("a source named {name:?} already exists in {CONFIG_FILE}");
+            }
+            let key = super::init::new_write_key();
+            let mut section = format!("\n[sources.{name}]\nwrite_key = \"{key}\"\n");
+            if let Some(d) = description {
+                section.push_str(&format!("description = {}\n", toml_string(&d)));
+            }
+            let path = project_dir.join(CONFIG_FILE);
+            // Append, so the user's comments and layout stay as they are.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(section.as_bytes()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            // The file must still be valid; fail loudly if not.
+            Project::load(project_dir).context("tessera.toml after adding the source")?;
+            println!("Added source {name}; SDKs send write key {key}");
+            Ok(())
+        }
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    let escaped: String = s
+        .chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            '\n' => vec!['\\', 'n'],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
