@@ -32,6 +32,52 @@ struct Block {
     data: Vec<u8>,
 }
 
+/// Gathers parse results into batches of at most `batch_rows` events.
+struct Collector<'c> {
+    out: Parsed,
+    builder: EventBatchBuilder,
+    batch_rows: usize,
+    ctx: &'c ParseContext,
+}
+
+impl<'c> Collector<'c> {
+    fn new(source: &str, ctx: &'c ParseContext, batch_rows: usize) -> Self {
+        Collector {
+            out: Parsed::default(),
+            builder: EventBatchBuilder::new(source, batch_rows.min(8192)),
+            batch_rows,
+            ctx,
+        }
+    }
+
+    /// Parses one event (row `row` of the input).
+    fn push(&mut self, text: &str, row: u64) {
+        self.out.rows_read += 1;
+        match parse_event(text, self.ctx) {
+            Ok(event) => {
+                self.builder.append(&event);
+                if self.builder.len() >= self.batch_rows {
+                    self.out.batches.push(self.builder.finish());
+                }
+            }
+            Err(e) => self.out.errors.push(RowError::new(row, &e)),
+        }
+    }
+
+    /// Counts row `row` as read and rejected.
+    fn reject(&mut self, row: u64, error: &EventError) {
+        self.out.rows_read += 1;
+        self.out.errors.push(RowError::new(row, error));
+    }
+
+    fn finish(mut self) -> Parsed {
+        if !self.builder.is_empty() {
+            self.out.batches.push(self.builder.finish());
+        }
+        self.out
+    }
+}
+
 /// Parses lines of Segment JSON into event batches; bad lines become [`RowError`]s.
 pub(crate) fn parse_lines(
     data: &[u8],
@@ -40,42 +86,22 @@ pub(crate) fn parse_lines(
     ctx: &ParseContext,
     batch_rows: usize,
 ) -> Parsed {
-    let mut out = Parsed::default();
-    let mut builder = EventBatchBuilder::new(source, batch_rows.min(8192));
+    let mut collector = Collector::new(source, ctx, batch_rows);
     for (i, raw_line) in data.split(|b| *b == b'\n').enumerate() {
         let line_no = first_line + i as u64;
         let raw_line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
         if raw_line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        out.rows_read += 1;
-        let text = match std::str::from_utf8(raw_line) {
-            Ok(t) => t,
-            Err(e) => {
-                out.errors.push(RowError::new(
-                    line_no,
-                    &EventError::MalformedJson(format!(
-                        "invalid UTF-8 at byte {}",
-                        e.valid_up_to()
-                    )),
-                ));
-                continue;
-            }
-        };
-        match parse_event(text, ctx) {
-            Ok(event) => {
-                builder.append(&event);
-                if builder.len() >= batch_rows {
-                    out.batches.push(builder.finish());
-                }
-            }
-            Err(e) => out.errors.push(RowError::new(line_no, &e)),
+        match std::str::from_utf8(raw_line) {
+            Ok(text) => collector.push(text, line_no),
+            Err(e) => collector.reject(
+                line_no,
+                &EventError::MalformedJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())),
+            ),
         }
     }
-    if !builder.is_empty() {
-        out.batches.push(builder.finish());
-    }
-    out
+    collector.finish()
 }
 
 /// Parses a JSON array of events (`[{...}, ...]`) or a Segment batch document
@@ -101,24 +127,11 @@ fn parse_document(
                 .batch
         }
     };
-    let mut out = Parsed::default();
-    let mut builder = EventBatchBuilder::new(source, batch_rows.min(8192));
+    let mut collector = Collector::new(source, ctx, batch_rows);
     for (i, el) in elements.iter().enumerate() {
-        out.rows_read += 1;
-        match parse_event(el.get(), ctx) {
-            Ok(e) => {
-                builder.append(&e);
-                if builder.len() >= batch_rows {
-                    out.batches.push(builder.finish());
-                }
-            }
-            Err(e) => out.errors.push(RowError::new(i as u64 + 1, &e)),
-        }
+        collector.push(el.get(), i as u64 + 1);
     }
-    if !builder.is_empty() {
-        out.batches.push(builder.finish());
-    }
-    Ok(out)
+    Ok(collector.finish())
 }
 
 /// Counts bytes as they are read from the source (before decompression).
@@ -165,68 +178,66 @@ fn open_reader(
     })
 }
 
+/// Reads from `reader` until `buf` holds `want` bytes; returns whether the input ended.
+fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+    while buf.len() < want {
+        let start = buf.len();
+        buf.resize(want, 0);
+        let n = reader.read(&mut buf[start..])?;
+        buf.truncate(start + n);
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Reads `reader` into blocks of whole lines.
 fn read_blocks(mut reader: Box<dyn Read + Send>, tx: SyncSender<Block>) -> std::io::Result<()> {
     let mut seq = 0;
     let mut line = 1u64;
     let mut buf: Vec<u8> = Vec::with_capacity(BLOCK_BYTES * 2);
-    let mut eof = false;
-    while !eof {
-        // Fill up to the block size.
-        let target = buf.len().max(BLOCK_BYTES);
-        while buf.len() < target {
-            let start = buf.len();
-            buf.resize(target, 0);
-            let n = reader.read(&mut buf[start..])?;
-            buf.truncate(start + n);
-            if n == 0 {
-                eof = true;
-                break;
-            }
-        }
+    let mut want = BLOCK_BYTES;
+    loop {
+        let eof = fill(reader.as_mut(), &mut buf, want)?;
         let cut = if eof {
             buf.len()
         } else {
             match memrchr_newline(&buf) {
                 Some(i) => i + 1,
-                None if buf.len() > MAX_LINE_BYTES => {
+                None if buf.len() >= MAX_LINE_BYTES => {
                     return Err(std::io::Error::other(format!(
                         "line {line} is longer than {} MB",
                         MAX_LINE_BYTES >> 20
                     )));
                 }
-                // One line longer than a block: read more.
+                // One line longer than a block: read more of it.
                 None => {
-                    buf.reserve(BLOCK_BYTES);
-                    let start = buf.len();
-                    buf.resize(start + BLOCK_BYTES, 0);
-                    let n = reader.read(&mut buf[start..])?;
-                    buf.truncate(start + n);
-                    eof = n == 0;
+                    want = buf.len() + BLOCK_BYTES;
                     continue;
                 }
             }
         };
-        if cut == 0 {
-            continue;
-        }
-        let rest = buf.split_off(cut);
-        let data = std::mem::replace(&mut buf, rest);
-        let lines = data.iter().filter(|b| **b == b'\n').count() as u64;
-        if tx
-            .send(Block {
+        want = BLOCK_BYTES;
+        if cut > 0 {
+            let rest = buf.split_off(cut);
+            let data = std::mem::replace(&mut buf, rest);
+            let lines = data.iter().filter(|b| **b == b'\n').count() as u64;
+            let block = Block {
                 seq,
                 first_line: line,
                 data,
-            })
-            .is_err()
-        {
-            return Ok(()); // the consumer stopped
+            };
+            if tx.send(block).is_err() {
+                return Ok(()); // the consumer stopped
+            }
+            seq += 1;
+            line += lines;
         }
-        seq += 1;
-        line += lines;
+        if eof {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 fn memrchr_newline(buf: &[u8]) -> Option<usize> {
@@ -243,41 +254,33 @@ pub(crate) async fn import_file(
 ) -> Result<()> {
     let ctx = ParseContext::import(chrono::Utc::now().timestamp_micros());
     let count = Arc::new(AtomicU64::new(0));
-    let reader =
-        open_reader(file, tokio::runtime::Handle::current(), count.clone()).map_err(|e| {
-            ImportError::Input {
-                location: file.location(),
-                message: e.to_string(),
-            }
-        })?;
+    let reader = open_reader(file, tokio::runtime::Handle::current(), count.clone())
+        .map_err(|e| input_error(&file.location(), e))?;
     let source = run.source.clone();
     let batch_rows = options.batch_rows;
 
-    // A JSON document (array or {"batch": [...]}) is parsed whole.
+    // A JSON document (array or {"batch": [...]}) is read and parsed whole, off the
+    // async runtime (reading an object store blocks on it).
     if format == Format::Json {
-        let mut peek = reader;
-        let mut data = Vec::new();
-        peek.read_to_end(&mut data)
-            .map_err(|e| ImportError::Input {
-                location: file.location(),
-                message: e.to_string(),
-            })?;
+        let location = file.location();
+        let parsed = tokio::task::spawn_blocking(move || {
+            let mut data = Vec::new();
+            let mut reader = reader;
+            reader
+                .read_to_end(&mut data)
+                .map_err(|e| input_error(&location, e))?;
+            let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
+            if first == Some(b'[') || (first == Some(b'{') && looks_like_batch(&data)) {
+                parse_document(&data, &source, &ctx, batch_rows).map_err(|message| {
+                    input_error(&location, format!("not a JSON array of events: {message}"))
+                })
+            } else {
+                Ok(parse_lines(&data, 1, &source, &ctx, batch_rows))
+            }
+        })
+        .await
+        .map_err(|e| ImportError::Worker(e.to_string()))??;
         progress.bytes(count.load(Ordering::Relaxed));
-        let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
-        let is_document = first == Some(b'[') || (first == Some(b'{') && looks_like_batch(&data));
-        let parsed = if is_document {
-            tokio::task::spawn_blocking(move || parse_document(&data, &source, &ctx, batch_rows))
-                .await
-                .map_err(|e| ImportError::Worker(e.to_string()))?
-                .map_err(|message| ImportError::Input {
-                    location: file.location(),
-                    message: format!("not a JSON array of events: {message}"),
-                })?
-        } else {
-            tokio::task::spawn_blocking(move || parse_lines(&data, 1, &source, &ctx, batch_rows))
-                .await
-                .map_err(|e| ImportError::Worker(e.to_string()))?
-        };
         return run.accept(parsed).await;
     }
 
@@ -329,12 +332,16 @@ pub(crate) async fn import_file(
     reader_task
         .await
         .map_err(|e| ImportError::Worker(e.to_string()))?
-        .map_err(|e| ImportError::Input {
-            location: file.location(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| input_error(&file.location(), e))?;
     debug_assert!(pending.is_empty());
     Ok(())
+}
+
+fn input_error(location: &str, message: impl ToString) -> ImportError {
+    ImportError::Input {
+        location: location.to_owned(),
+        message: message.to_string(),
+    }
 }
 
 fn looks_like_batch(data: &[u8]) -> bool {
@@ -402,5 +409,58 @@ mod bytes_compat {
             self.current = self.current.slice(n..);
             Ok(n)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks_of(input: Vec<u8>) -> Vec<Block> {
+        let (tx, rx) = sync_channel(1024);
+        read_blocks(Box::new(std::io::Cursor::new(input)), tx).unwrap();
+        rx.into_iter().collect()
+    }
+
+    #[test]
+    fn blocks_hold_whole_lines_and_lose_nothing() {
+        // Lines of every size around the block size, the last one without a newline and
+        // longer than a block.
+        let mut input = Vec::new();
+        let mut lines = Vec::new();
+        for (i, len) in [
+            10,
+            BLOCK_BYTES - 3,
+            5,
+            BLOCK_BYTES + 7,
+            1,
+            BLOCK_BYTES * 2 + 1,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let line = vec![b'a' + i as u8; len];
+            input.extend_from_slice(&line);
+            lines.push(line);
+            if i < 5 {
+                input.push(b'\n');
+            }
+        }
+        let blocks = blocks_of(input.clone());
+        let joined: Vec<u8> = blocks.iter().flat_map(|b| b.data.clone()).collect();
+        assert_eq!(joined, input);
+        let mut next_line = 1;
+        for (seq, b) in blocks.iter().enumerate() {
+            assert_eq!(b.seq, seq as u64);
+            assert_eq!(b.first_line, next_line);
+            assert!(b.data.ends_with(b"\n") || seq == blocks.len() - 1);
+            next_line += b.data.iter().filter(|c| **c == b'\n').count() as u64;
+        }
+        assert_eq!(blocks.last().unwrap().data, lines[5]);
+    }
+
+    #[test]
+    fn empty_input_gives_no_block() {
+        assert!(blocks_of(Vec::new()).is_empty());
     }
 }
