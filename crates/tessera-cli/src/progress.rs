@@ -8,19 +8,28 @@ use tessera_ingest::{FileReport, ImportProgress, InputFile};
 
 /// Draws one bar per imported file.
 pub struct ImportBars {
-    bar: Mutex<Option<ProgressBar>>,
     enabled: bool,
-    total_files: Mutex<usize>,
-    done_files: Mutex<usize>,
+    state: Mutex<BarState>,
+}
+
+#[derive(Default)]
+struct BarState {
+    bar: Option<ProgressBar>,
+    total_files: usize,
+    done_files: usize,
 }
 
 impl ImportBars {
     pub fn new(quiet: bool) -> Self {
         ImportBars {
-            bar: Mutex::new(None),
             enabled: !quiet && std::io::stderr().is_terminal(),
-            total_files: Mutex::new(0),
-            done_files: Mutex::new(0),
+            state: Mutex::new(BarState::default()),
+        }
+    }
+
+    fn with_state(&self, f: impl FnOnce(&mut BarState)) {
+        if let Ok(mut state) = self.state.lock() {
+            f(&mut state);
         }
     }
 }
@@ -35,43 +44,37 @@ fn style() -> ProgressStyle {
 
 impl ImportProgress for ImportBars {
     fn files(&self, files: &[InputFile]) {
-        if let Ok(mut n) = self.total_files.lock() {
-            *n = files.len();
-        }
+        self.with_state(|s| s.total_files = files.len());
     }
 
     fn start_file(&self, file: &InputFile) {
         if !self.enabled {
             return;
         }
-        let done = self.done_files.lock().map(|n| *n).unwrap_or(0);
-        let total = self.total_files.lock().map(|n| *n).unwrap_or(0);
-        let bar = ProgressBar::with_draw_target(Some(file.size), ProgressDrawTarget::stderr());
-        bar.set_style(style());
-        bar.set_prefix(format!("[{}/{}]", done + 1, total));
-        bar.set_message(file.file_name().to_owned());
-        if let Ok(mut slot) = self.bar.lock() {
-            *slot = Some(bar);
-        }
+        self.with_state(|s| {
+            let bar = ProgressBar::with_draw_target(Some(file.size), ProgressDrawTarget::stderr());
+            bar.set_style(style());
+            bar.set_prefix(format!("[{}/{}]", s.done_files + 1, s.total_files));
+            bar.set_message(file.file_name().to_owned());
+            s.bar = Some(bar);
+        });
     }
 
     fn bytes(&self, done: u64) {
-        if let Ok(slot) = self.bar.lock()
-            && let Some(bar) = slot.as_ref()
-        {
-            bar.set_position(done);
-        }
+        self.with_state(|s| {
+            if let Some(bar) = &s.bar {
+                bar.set_position(done);
+            }
+        });
     }
 
     fn finish_file(&self, report: &FileReport) {
-        if let Ok(mut n) = self.done_files.lock() {
-            *n += 1;
-        }
-        if let Ok(mut slot) = self.bar.lock()
-            && let Some(bar) = slot.take()
-        {
-            bar.finish_and_clear();
-        }
+        self.with_state(|s| {
+            s.done_files += 1;
+            if let Some(bar) = s.bar.take() {
+                bar.finish_and_clear();
+            }
+        });
         if self.enabled {
             eprintln!("{}", crate::output::file_line(report));
         }

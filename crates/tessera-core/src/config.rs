@@ -243,11 +243,6 @@ impl Config {
             .find(|(_, s)| s.write_key == write_key)
             .map(|(name, _)| name.as_str())
     }
-
-    /// The configuration as TOML text.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
-    }
 }
 
 /// Whether `name` is usable as a source or table name.

@@ -186,31 +186,6 @@ impl Event<'_> {
     pub fn event_date(&self) -> i32 {
         self.timestamp.div_euclid(86_400_000_000) as i32
     }
-
-    /// An owned copy that no longer borrows the input.
-    pub fn into_owned(self) -> Event<'static> {
-        fn own(c: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
-            c.map(|c| Cow::Owned(c.into_owned()))
-        }
-        Event {
-            message_id: Cow::Owned(self.message_id.into_owned()),
-            event_type: self.event_type,
-            event: own(self.event),
-            name: own(self.name),
-            user_id: own(self.user_id),
-            anonymous_id: own(self.anonymous_id),
-            previous_id: own(self.previous_id),
-            group_id: own(self.group_id),
-            timestamp: self.timestamp,
-            sent_at: self.sent_at,
-            received_at: self.received_at,
-            properties: own(self.properties),
-            traits: own(self.traits),
-            context: own(self.context),
-            integrations: own(self.integrations),
-            extra: self.extra,
-        }
-    }
 }
 
 /// Fields shared by every event of a batch request (`context`, `integrations`).
@@ -233,15 +208,6 @@ pub fn parse_event_with<'a>(
 ) -> Result<Event<'a>, EventError> {
     let raw = parse_raw(text)?;
     validate(raw, text, ctx, defaults)
-}
-
-/// Parses one event that is already a [`RawValue`] inside a larger document (a batch).
-pub fn parse_raw_event<'a>(
-    value: &'a RawValue,
-    ctx: &ParseContext,
-    defaults: BatchDefaults<'_>,
-) -> Result<Event<'a>, EventError> {
-    parse_event_with(value.get(), ctx, defaults)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -86,22 +86,19 @@ impl Engine {
     /// A session with every lake table registered at its latest version.
     pub async fn session(&self) -> Result<SessionContext> {
         let ctx = self.bare_session()?;
-        for name in self.lake.table_names().await? {
-            let table = self.lake.open(&name).await?;
+        for (name, table) in self.lake.open_all().await? {
+            let register = |message: String| EngineError::Register {
+                table: name.to_owned(),
+                message,
+            };
             table
                 .update_datafusion_session(&ctx.state())
-                .map_err(|e| EngineError::Register {
-                    table: name.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| register(e.to_string()))?;
             let provider = table
                 .table_provider()
                 .await
-                .map_err(|e| EngineError::Register {
-                    table: name.clone(),
-                    message: e.to_string(),
-                })?;
-            ctx.register_table(name.as_str(), provider)?;
+                .map_err(|e| register(e.to_string()))?;
+            ctx.register_table(name, provider)?;
         }
         Ok(ctx)
     }

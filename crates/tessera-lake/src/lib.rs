@@ -116,18 +116,40 @@ impl Lake {
             .map_err(|e| LakeError::delta(name, "open", e))
     }
 
-    /// Opens table `name` at its latest version.
-    pub async fn open(&self, name: &str) -> Result<DeltaTable> {
+    /// Opens table `name` at its latest version, or `None` when it does not exist.
+    pub async fn try_open(&self, name: &str) -> Result<Option<DeltaTable>> {
         if !self.exists(name).await? {
-            return Err(LakeError::TableNotFound {
-                name: name.to_owned(),
-                location: self.table_url(name)?.to_string(),
-            });
+            return Ok(None);
         }
-        self.builder(name)?
+        let table = self
+            .builder(name)?
             .load()
             .await
-            .map_err(|e| LakeError::delta(name, "open", e))
+            .map_err(|e| LakeError::delta(name, "open", e))?;
+        Ok(Some(table))
+    }
+
+    /// Opens table `name` at its latest version.
+    pub async fn open(&self, name: &str) -> Result<DeltaTable> {
+        match self.try_open(name).await? {
+            Some(table) => Ok(table),
+            None => Err(LakeError::TableNotFound {
+                name: name.to_owned(),
+                location: self.table_url(name)?.to_string(),
+            }),
+        }
+    }
+
+    /// Every standard table that exists, opened once, in the order of
+    /// [`tessera_core::schema::tables`].
+    pub async fn open_all(&self) -> Result<Vec<(&'static str, DeltaTable)>> {
+        let mut tables = Vec::new();
+        for def in schema::tables() {
+            if let Some(table) = self.try_open(def.name).await? {
+                tables.push((def.name, table));
+            }
+        }
+        Ok(tables)
     }
 
     /// Opens table `name` as of `version` (time travel).
@@ -142,9 +164,13 @@ impl Lake {
 
     /// Opens table `def.name`, creating it with its schema if it does not exist yet.
     pub async fn open_or_create(&self, def: &TableDef) -> Result<DeltaTable> {
-        if self.exists(def.name).await? {
-            return self.open(def.name).await;
+        match self.try_open(def.name).await? {
+            Some(table) => Ok(table),
+            None => self.create(def).await,
         }
+    }
+
+    async fn create(&self, def: &TableDef) -> Result<DeltaTable> {
         let struct_type: StructType =
             def.schema
                 .as_ref()
@@ -179,22 +205,20 @@ impl Lake {
         let mut created = Vec::new();
         for def in schema::tables() {
             if !self.exists(def.name).await? {
-                self.open_or_create(&def).await?;
+                self.create(&def).await?;
                 created.push(def.name);
             }
         }
         Ok(created)
     }
 
-    /// The names of the tables that exist in this lake, standard ones first.
-    pub async fn table_names(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        for def in schema::tables() {
-            if self.exists(def.name).await? {
-                names.push(def.name.to_owned());
-            }
-        }
-        Ok(names)
+    /// Statistics of every table that exists, standard ones first.
+    pub async fn stats_all(&self) -> Result<Vec<TableStats>> {
+        self.open_all()
+            .await?
+            .iter()
+            .map(|(name, table)| table_stats(name, table))
+            .collect()
     }
 
     /// Rows, files, bytes and version of table `name`, from its Delta log.

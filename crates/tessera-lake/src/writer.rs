@@ -35,7 +35,6 @@ const TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// through [`transaction_version`] before it is attempted.
 #[derive(Debug, Clone)]
 pub struct CommitNote {
-    operation: String,
     details: Map<String, Value>,
     transaction: Option<(String, i64)>,
 }
@@ -48,7 +47,6 @@ impl CommitNote {
         details.insert("tessera.actor".into(), actor.into());
         details.insert("tessera.version".into(), env!("CARGO_PKG_VERSION").into());
         CommitNote {
-            operation: operation.to_owned(),
             details,
             transaction: None,
         }
@@ -64,11 +62,6 @@ impl CommitNote {
     pub fn transaction(mut self, app_id: impl Into<String>, version: i64) -> Self {
         self.transaction = Some((app_id.into(), version));
         self
-    }
-
-    /// The operation name.
-    pub fn operation(&self) -> &str {
-        &self.operation
     }
 
     /// The Delta commit properties carrying this note.
@@ -150,16 +143,6 @@ impl AppendWriter {
             rows: 0,
             rows_since_flush: 0,
         })
-    }
-
-    /// The table as it was when the append started.
-    pub fn table(&self) -> &DeltaTable {
-        &self.table
-    }
-
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 
     /// Streams one batch to storage. Its schema must be the table's.

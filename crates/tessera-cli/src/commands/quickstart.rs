@@ -85,8 +85,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 
     // 4. What the lake holds now.
     println!("\n4. The lake:");
-    for name in opened.lake.table_names().await? {
-        let s = opened.lake.stats(&name).await?;
+    for s in opened.lake.stats_all().await? {
         println!(
             "   {:<16} {:>12} rows {:>6} files {:>10}  version {}",
             s.name,

@@ -13,10 +13,7 @@ pub struct TablesArgs {
 }
 
 pub async fn run(opened: &Opened, args: TablesArgs) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    for name in opened.lake.table_names().await? {
-        rows.push(opened.lake.stats(&name).await?);
-    }
+    let rows = opened.lake.stats_all().await?;
     if args.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
