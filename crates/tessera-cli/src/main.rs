@@ -31,6 +31,12 @@ pub enum Command {
     Init(commands::init::InitArgs),
     /// Import events from files (NDJSON, JSON, CSV, Parquet), local or in an object store.
     Import(commands::import::ImportArgs),
+    /// Resolve identities into profiles (incremental; --full rebuilds), then rebuild
+    /// the golden profiles.
+    Stitch(commands::stitch::StitchArgs),
+    /// Show the profile holding an identifier (TYPE:VALUE), with its identifiers,
+    /// traits and merge history.
+    Profile(commands::profile::ProfileArgs),
     /// Run a SQL query over the lake.
     Sql(commands::sql::SqlArgs),
     /// List the lake's tables with rows, files, size and version.

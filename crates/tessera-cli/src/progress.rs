@@ -95,3 +95,36 @@ pub fn counter(total: u64, what: &str) -> ProgressBar {
     bar.set_message(what.to_owned());
     bar
 }
+
+/// A spinner naming the current stage of a multi-stage job (stitching), or nothing
+/// when stderr is not a terminal.
+pub struct Stages {
+    bar: ProgressBar,
+}
+
+impl Stages {
+    pub fn new(quiet: bool) -> Self {
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        };
+        Stages { bar }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl tessera_identity::StitchProgress for Stages {
+    fn stage(&self, message: &str) {
+        self.bar.set_message(message.to_owned());
+    }
+}

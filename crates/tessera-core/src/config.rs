@@ -42,6 +42,8 @@ pub struct Config {
     pub server: ServerSection,
     #[serde(default)]
     pub import: ImportSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
 }
 
 /// `[project]`
@@ -157,6 +159,170 @@ fn default_batch_rows() -> usize {
     16_384
 }
 
+/// `[identity]`: identifier types, their limits and priorities, and how the golden
+/// profile picks each trait.
+///
+/// ```toml
+/// [identity.types.loyalty_id]
+/// fields = ["properties.loyalty_id", "traits.loyalty_id"]
+/// limit = 1
+/// priority = 4
+///
+/// [identity.traits]
+/// first_name = "most_frequent"
+/// plan = { source_priority = ["crm", "web"] }
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Identifier types beyond (or overriding) the built-in `user_id`, `anonymous_id`,
+    /// `email` and `phone`.
+    #[serde(default)]
+    pub types: BTreeMap<String, IdentifierTypeSection>,
+    /// Survivorship rule per trait of the golden profile (default `latest`).
+    #[serde(default)]
+    pub traits: BTreeMap<String, Survivorship>,
+}
+
+/// `[identity.types.NAME]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierTypeSection {
+    /// At most this many identifiers of the type in one profile (0 = no limit). An edge
+    /// that would exceed it is not merged and is recorded as rejected.
+    #[serde(default)]
+    pub limit: u32,
+    /// Lower numbers win when edges are seen at the same time (1 = most trusted).
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// Event fields carrying the identifier (`properties.KEY`, `traits.KEY`,
+    /// `context.KEY.KEY`, or a column such as `group_id`); each one found is linked to
+    /// the event's `user_id`, or its `anonymous_id` when it has no `user_id`.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+fn default_priority() -> u32 {
+    10
+}
+
+/// How the golden profile picks one value of a trait among a person's identify calls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Survivorship {
+    /// `"latest"` (latest non-null, the default), `"first"` (earliest non-null) or
+    /// `"most_frequent"`.
+    Rule(SurvivorshipRule),
+    /// `{ source_priority = ["crm", "web"] }`: the latest value from the first source in
+    /// the list that has one; other sources after those listed.
+    SourcePriority { source_priority: Vec<String> },
+}
+
+/// The named survivorship rules.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SurvivorshipRule {
+    Latest,
+    First,
+    MostFrequent,
+}
+
+impl Default for Survivorship {
+    fn default() -> Self {
+        Survivorship::Rule(SurvivorshipRule::Latest)
+    }
+}
+
+impl IdentitySection {
+    /// Every identifier type: the built-in ones (`user_id` limit 1 priority 1, `email`
+    /// limit 5 priority 2, `phone` limit 5 priority 3, `anonymous_id` no limit priority
+    /// 5), replaced or extended by `[identity.types]`.
+    pub fn identifier_types(&self) -> BTreeMap<String, IdentifierTypeSection> {
+        let builtin = |limit, priority| IdentifierTypeSection {
+            limit,
+            priority,
+            fields: Vec::new(),
+        };
+        let mut types = BTreeMap::from([
+            ("user_id".to_owned(), builtin(1, 1)),
+            ("email".to_owned(), builtin(5, 2)),
+            ("phone".to_owned(), builtin(5, 3)),
+            ("anonymous_id".to_owned(), builtin(0, 5)),
+        ]);
+        for (name, t) in &self.types {
+            types.insert(name.clone(), t.clone());
+        }
+        types
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, t) in &self.types {
+            let key = format!("identity.types.{name}");
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                || name.is_empty()
+            {
+                return Err(CoreError::InvalidConfig {
+                    key,
+                    message: "identifier type names use lower-case letters, digits and '_'".into(),
+                });
+            }
+            for field in &t.fields {
+                if !valid_field_path(field) {
+                    return Err(CoreError::InvalidConfig {
+                        key: format!("{key}.fields"),
+                        message: format!(
+                            "{field:?} is not an event field: use a column (user_id, group_id, ...) or \
+                             properties.KEY, traits.KEY, context.KEY[.KEY...]"
+                        ),
+                    });
+                }
+            }
+        }
+        for (name, rule) in &self.traits {
+            if let Survivorship::SourcePriority { source_priority } = rule
+                && source_priority.is_empty()
+            {
+                return Err(CoreError::InvalidConfig {
+                    key: format!("identity.traits.{name}"),
+                    message: "source_priority needs at least one source".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Event columns an identifier can be read from directly.
+pub const IDENTIFIER_COLUMNS: &[&str] = &[
+    "user_id",
+    "anonymous_id",
+    "previous_id",
+    "group_id",
+    "message_id",
+];
+/// Event columns holding JSON objects an identifier can be read from by key path.
+pub const JSON_COLUMNS: &[&str] = &["properties", "traits", "context", "integrations", "extra"];
+
+/// Whether `path` names an event column or a key path inside one of its JSON columns.
+pub fn valid_field_path(path: &str) -> bool {
+    let mut parts = path.split('.');
+    let Some(column) = parts.next() else {
+        return false;
+    };
+    let keys: Vec<&str> = parts.collect();
+    if keys.is_empty() {
+        return IDENTIFIER_COLUMNS.contains(&column);
+    }
+    JSON_COLUMNS.contains(&column)
+        && keys.iter().all(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+}
+
 impl Config {
     /// Parses a configuration from TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
@@ -233,7 +399,7 @@ impl Config {
         if self.import.batch_rows == 0 {
             return Err(invalid("import.batch_rows", "must be at least 1".into()));
         }
-        Ok(())
+        self.identity.validate()
     }
 
     /// The source a write key belongs to.
@@ -337,6 +503,21 @@ grpc = "127.0.0.1:50051"  # Arrow Flight SQL and the tessera.v1 API
 
 [import]
 default_source = "import"
+
+# Identity resolution. Built in: user_id (at most 1 per profile), email (5), phone (5),
+# anonymous_id (no limit); lower priority numbers are trusted first. Rules linking them
+# are the SQL files in sql/identity/. An identifier carried in event fields is one
+# section away:
+[identity.types.loyalty_id]
+fields = ["properties.loyalty_id", "traits.loyalty_id"]
+limit = 1
+priority = 4
+
+# How the golden profile picks each trait: "latest" (default), "first",
+# "most_frequent", or {{ source_priority = ["crm", "web"] }}.
+[identity.traits]
+first_name = "most_frequent"
+last_name = "most_frequent"
 "#
     )
 }
@@ -367,6 +548,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("sources.b.write_key"), "{e}");
+    }
+
+    #[test]
+    fn identity_section() {
+        let c = Config::from_toml(&template("demo", "wk_0123456789"), Path::new("t.toml")).unwrap();
+        let types = c.identity.identifier_types();
+        assert_eq!(types["user_id"].limit, 1);
+        assert_eq!(types["loyalty_id"].fields.len(), 2);
+        assert_eq!(
+            c.identity.traits["first_name"],
+            Survivorship::Rule(SurvivorshipRule::MostFrequent)
+        );
+        let e = Config::from_toml(
+            "[identity.types.x]\nfields = [\"properties\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("identity.types.x.fields"), "{e}");
+        let c = Config::from_toml(
+            "[identity.traits]\nplan = { source_priority = [\"crm\"] }\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.identity.traits["plan"],
+            Survivorship::SourcePriority { .. }
+        ));
+        let e = Config::from_toml(
+            "[identity.traits]\nplan = \"newest\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("plan"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,15 @@ pub const EVENTS: &str = "events";
 /// Name of the table that records every imported file (path, size, modification time).
 pub const IMPORTED_FILES: &str = "imported_files";
 
+/// Name of the table of identifier pairs seen together.
+pub const IDENTITY_EDGES: &str = "identity_edges";
+/// Name of the table mapping each identifier to its profile.
+pub const IDENTITY_MAP: &str = "identity_map";
+/// Name of the table recording which profile merged into which.
+pub const PROFILE_MERGES: &str = "profile_merges";
+/// Name of the golden-profile table.
+pub const PROFILES: &str = "profiles";
+
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
 pub struct TableDef {
@@ -110,6 +119,91 @@ pub fn imported_files_schema() -> SchemaRef {
     IMPORTED_FILES_SCHEMA.clone()
 }
 
+static IDENTITY_EDGES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("a_type", false),
+        utf8("a_value", false),
+        utf8("b_type", false),
+        utf8("b_value", false),
+        utf8("rule", false),
+        utf8("source", true),
+        ts("first_seen", false),
+        ts("last_seen", false),
+        Field::new("events", DataType::Int64, false),
+        Field::new("score", DataType::Float64, false),
+        utf8("status", false),
+        utf8("reason", true),
+        utf8("profile_id", true),
+        Field::new("stitch_run", DataType::Int64, false),
+    ]))
+});
+
+/// The `identity_edges` table: one row per pair of identifiers seen together by a rule
+/// in one stitching run, with whether the pair was `merged` (joined two profiles),
+/// `linked` (joined a new identifier or confirmed a known link) or `rejected` (would
+/// have broken an identifier limit; `reason` says which).
+pub fn identity_edges_schema() -> SchemaRef {
+    IDENTITY_EDGES_SCHEMA.clone()
+}
+
+static IDENTITY_MAP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("id_type", false),
+        utf8("id_value", false),
+        utf8("profile_id", false),
+        ts("first_seen", false),
+        ts("last_seen", false),
+    ]))
+});
+
+/// The `identity_map` table: every identifier (type and normalized value) and the
+/// profile it belongs to.
+pub fn identity_map_schema() -> SchemaRef {
+    IDENTITY_MAP_SCHEMA.clone()
+}
+
+static PROFILE_MERGES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("from_profile_id", false),
+        utf8("into_profile_id", false),
+        ts("merged_at", false),
+        ts("edge_seen_at", true),
+        utf8("a_type", true),
+        utf8("a_value", true),
+        utf8("b_type", true),
+        utf8("b_value", true),
+        utf8("rule", true),
+        Field::new("stitch_run", DataType::Int64, false),
+    ]))
+});
+
+/// The `profile_merges` table: profile `from_profile_id` merged into `into_profile_id`
+/// at `merged_at` because of the edge `(a_type, a_value)`–`(b_type, b_value)` seen at
+/// `edge_seen_at` (no edge for merges found by a full rebuild).
+pub fn profile_merges_schema() -> SchemaRef {
+    PROFILE_MERGES_SCHEMA.clone()
+}
+
+static PROFILES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("profile_id", false),
+        ts("first_seen", false),
+        ts("last_seen", false),
+        Field::new("identifiers", DataType::Int64, false),
+        utf8("user_id", true),
+        utf8("email", true),
+        utf8("phone", true),
+        utf8("traits", true),
+    ]))
+});
+
+/// The base columns of the `profiles` table. Stitching writes these plus one column
+/// per computed trait of `sql/traits/*.sql`, so the table's full schema follows the
+/// project's trait files.
+pub fn profiles_base_schema() -> SchemaRef {
+    PROFILES_SCHEMA.clone()
+}
+
 /// Every table Tessera creates in a new lake.
 pub fn tables() -> Vec<TableDef> {
     vec![
@@ -124,6 +218,30 @@ pub fn tables() -> Vec<TableDef> {
             schema: imported_files_schema(),
             partition_columns: &[],
             description: "files imported into events (for incremental imports)",
+        },
+        TableDef {
+            name: IDENTITY_EDGES,
+            schema: identity_edges_schema(),
+            partition_columns: &[],
+            description: "identifier pairs seen together, per stitching run",
+        },
+        TableDef {
+            name: IDENTITY_MAP,
+            schema: identity_map_schema(),
+            partition_columns: &[],
+            description: "identifier (type, normalized value) to profile_id",
+        },
+        TableDef {
+            name: PROFILE_MERGES,
+            schema: profile_merges_schema(),
+            partition_columns: &[],
+            description: "which profile merged into which, when, and why",
+        },
+        TableDef {
+            name: PROFILES,
+            schema: profiles_base_schema(),
+            partition_columns: &[],
+            description: "golden profiles: identify traits and computed traits",
         },
     ]
 }

@@ -43,7 +43,7 @@ pub enum LakeError {
 }
 
 impl LakeError {
-    pub(crate) fn delta(table: &str, action: &str, source: deltalake::DeltaTableError) -> Self {
+    pub fn delta(table: &str, action: &str, source: deltalake::DeltaTableError) -> Self {
         LakeError::Delta {
             table: table.to_owned(),
             action: action.to_owned(),

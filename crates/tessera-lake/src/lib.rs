@@ -233,6 +233,40 @@ impl Lake {
         AppendWriter::new(def.name, table)
     }
 
+    /// Starts a write whose commit replaces every row of table `def.name` (created if
+    /// missing) with the rows written, in one atomic commit: readers see the old rows or
+    /// the new ones, never a mix. The table takes `def.schema` if it had another one.
+    pub async fn replace_writer(&self, def: &TableDef) -> Result<AppendWriter> {
+        let table = self.open_or_create(def).await?;
+        let wanted: StructType =
+            def.schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| LakeError::Schema {
+                    table: def.name.to_owned(),
+                    message: e.to_string(),
+                })?;
+        let current = table
+            .snapshot()
+            .map_err(|e| LakeError::delta(def.name, "open", e))?
+            .schema();
+        let new_schema = if current.as_ref() == &wanted {
+            None
+        } else {
+            let metadata = deltalake::kernel::new_metadata(
+                &wanted,
+                def.partition_columns.iter().copied(),
+                std::iter::empty::<(String, String)>(),
+            )
+            .map_err(|e| LakeError::Schema {
+                table: def.name.to_owned(),
+                message: e.to_string(),
+            })?;
+            Some((def.schema.clone(), metadata))
+        };
+        AppendWriter::replacing(def.name, table, new_schema, &self.options)
+    }
+
     /// The version recorded for application transaction `app_id` in table `name`, if any.
     pub async fn transaction_version(&self, name: &str, app_id: &str) -> Result<Option<i64>> {
         let table = self.open(name).await?;

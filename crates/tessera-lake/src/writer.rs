@@ -3,7 +3,7 @@
 use deltalake::DeltaTable;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add, Metadata, Transaction};
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
@@ -105,6 +105,10 @@ pub struct AppendWriter {
     adds: Vec<Add>,
     rows: u64,
     rows_since_flush: u64,
+    /// Replace every file of the table at commit (an overwrite) instead of appending.
+    replace: bool,
+    /// A new table schema committed with the files (overwrite with schema change).
+    new_metadata: Option<Metadata>,
 }
 
 impl std::fmt::Debug for AppendWriter {
@@ -117,23 +121,26 @@ impl std::fmt::Debug for AppendWriter {
     }
 }
 
+fn writer_properties() -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Raw JSON text and unique ids never repeat enough for a dictionary, and min/max
+    // statistics over them help no query: skip both work items for such columns.
+    for column in UNIQUE_TEXT_COLUMNS {
+        let path = ColumnPath::from(*column);
+        builder = builder
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    builder.build()
+}
+
 impl AppendWriter {
     pub(crate) fn new(name: &str, table: DeltaTable) -> Result<Self> {
-        let mut builder = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
-        // Raw JSON text and unique ids never repeat enough for a dictionary, and min/max
-        // statistics over them help no query: skip both work items for such columns.
-        for column in UNIQUE_TEXT_COLUMNS {
-            let path = ColumnPath::from(*column);
-            builder = builder
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_statistics_enabled(path, EnabledStatistics::None);
-        }
-        let props = builder.build();
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| LakeError::delta(name, "write to", e))?
-            .with_writer_properties(props)
+            .with_writer_properties(writer_properties())
             .with_target_file_size(TARGET_FILE_BYTES);
         Ok(AppendWriter {
             name: name.to_owned(),
@@ -142,7 +149,53 @@ impl AppendWriter {
             adds: Vec::new(),
             rows: 0,
             rows_since_flush: 0,
+            replace: false,
+            new_metadata: None,
         })
+    }
+
+    /// A writer whose commit replaces every file of `table` with the rows written. When
+    /// `new_schema` is given, the commit also changes the table's schema to it.
+    pub(crate) fn replacing(
+        name: &str,
+        table: DeltaTable,
+        new_schema: Option<(deltalake::arrow::datatypes::SchemaRef, Metadata)>,
+        options: &std::collections::HashMap<String, String>,
+    ) -> Result<Self> {
+        let (writer, new_metadata) = match new_schema {
+            None => (
+                RecordBatchWriter::for_table(&table)
+                    .map_err(|e| LakeError::delta(name, "write to", e))?,
+                None,
+            ),
+            Some((schema, metadata)) => (
+                RecordBatchWriter::try_new(
+                    table.table_url().as_str(),
+                    schema,
+                    None,
+                    Some(options.clone()),
+                )
+                .map_err(|e| LakeError::delta(name, "write to", e))?,
+                Some(metadata),
+            ),
+        };
+        Ok(AppendWriter {
+            name: name.to_owned(),
+            table,
+            writer: writer
+                .with_writer_properties(writer_properties())
+                .with_target_file_size(TARGET_FILE_BYTES),
+            adds: Vec::new(),
+            rows: 0,
+            rows_since_flush: 0,
+            replace: true,
+            new_metadata,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 
     /// Streams one batch to storage. Its schema must be the table's.
@@ -192,7 +245,7 @@ impl AppendWriter {
     /// that the transaction is recorded.
     pub async fn commit(mut self, note: CommitNote) -> Result<Option<u64>> {
         self.flush_files().await?;
-        if self.adds.is_empty() && note.transaction.is_none() {
+        if self.adds.is_empty() && note.transaction.is_none() && !self.replace {
             return Ok(None);
         }
         let snapshot = self
@@ -201,11 +254,27 @@ impl AppendWriter {
             .map_err(|e| LakeError::delta(&self.name, "commit to", e))?;
         let partition_cols: Vec<String> = snapshot.metadata().partition_columns().to_vec();
         let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
+            mode: if self.replace {
+                SaveMode::Overwrite
+            } else {
+                SaveMode::Append
+            },
             partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
             predicate: None,
         };
-        let actions: Vec<Action> = self.adds.drain(..).map(Action::Add).collect();
+        let mut actions: Vec<Action> = Vec::new();
+        if let Some(metadata) = self.new_metadata.take() {
+            actions.push(Action::Metadata(metadata));
+        }
+        if self.replace {
+            actions.extend(
+                snapshot
+                    .log_data()
+                    .iter()
+                    .map(|file| Action::Remove(file.remove_action(true))),
+            );
+        }
+        actions.extend(self.adds.drain(..).map(Action::Add));
         let finalized = CommitBuilder::from(note.into_properties())
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)

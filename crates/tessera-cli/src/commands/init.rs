@@ -15,6 +15,34 @@ pub struct InitArgs {
     pub name: Option<String>,
 }
 
+/// The default SQL a new project starts with (the files of the repository's `sql/`).
+pub const DEFAULT_SQL: &[(&str, &str)] = &[
+    (
+        "sql/identity/10_devices.sql",
+        include_str!("../../../../sql/identity/10_devices.sql"),
+    ),
+    (
+        "sql/identity/20_identify_traits.sql",
+        include_str!("../../../../sql/identity/20_identify_traits.sql"),
+    ),
+    (
+        "sql/identity/30_alias.sql",
+        include_str!("../../../../sql/identity/30_alias.sql"),
+    ),
+    (
+        "sql/traits/activity.sql",
+        include_str!("../../../../sql/traits/activity.sql"),
+    ),
+    (
+        "sql/traits/orders.sql",
+        include_str!("../../../../sql/traits/orders.sql"),
+    ),
+    (
+        "sql/traits/top_category.sql",
+        include_str!("../../../../sql/traits/top_category.sql"),
+    ),
+];
+
 /// A fresh random write key, from the OS's randomness.
 pub fn new_write_key() -> String {
     use std::io::Read;
@@ -51,6 +79,12 @@ pub fn scaffold(dir: &Path, name: Option<&str>) -> anyhow::Result<bool> {
     for sub in ["sql/identity", "sql/traits", "sql/segments"] {
         std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {sub}"))?;
     }
+    for (path, text) in DEFAULT_SQL {
+        let path = dir.join(path);
+        if !path.exists() {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
     let readme = dir.join("sql/README.md");
     if !readme.exists() {
         std::fs::write(
@@ -80,7 +114,7 @@ pub async fn run(project: &Path, args: InitArgs) -> anyhow::Result<()> {
         println!("  tables created: {}", tables.join(", "));
     }
     println!(
-        "\nNext: tessera --project {} import FILE.ndjson",
+        "\nNext: tessera --project {0} import FILE.ndjson, then tessera --project {0} stitch",
         dir.display()
     );
     Ok(())

@@ -2,9 +2,11 @@
 
 pub mod import;
 pub mod init;
+pub mod profile;
 pub mod quickstart;
 pub mod source;
 pub mod sql;
+pub mod stitch;
 pub mod tables;
 
 use std::path::Path;
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => init::run(&cli.project, args).await,
         Command::Import(args) => import::run(&open_project(&cli.project)?, args).await,
         Command::Sql(args) => sql::run(&open_project(&cli.project)?, args).await,
+        Command::Stitch(args) => stitch::run(&open_project(&cli.project)?, args).await,
+        Command::Profile(args) => profile::run(&open_project(&cli.project)?, args).await,
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Source(args) => source::run(&cli.project, args),

@@ -83,8 +83,14 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         print_report(&report);
     }
 
-    // 4. What the lake holds now.
-    println!("\n4. The lake:");
+    // 4. Identity resolution and golden profiles.
+    println!("\n4. Stitching identities into profiles:");
+    let started = std::time::Instant::now();
+    let report = super::stitch::stitch(&opened, false, false).await?;
+    super::stitch::print_report(&report, started.elapsed().as_secs_f64());
+
+    // 5. What the lake holds now.
+    println!("\n5. The lake:");
     for s in opened.lake.stats_all().await? {
         println!(
             "   {:<16} {:>12} rows {:>6} files {:>10}  version {}",
@@ -103,6 +109,9 @@ Try next:
   tessera --project {p} sql "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY n DESC"
   tessera --project {p} sql "SELECT source, count(DISTINCT user_id) AS users, round(sum(json_get_float(properties, 'revenue')), 2) AS revenue FROM events WHERE event = 'Order Completed' GROUP BY source"
   tessera --project {p} sql "SELECT normalize_email(json_get_str(traits, 'email')) AS email, normalize_phone(json_get_str(traits, 'phone')) AS phone FROM events WHERE type = 'identify' LIMIT 5"
+  tessera --project {p} sql "SELECT profile_id, user_id, email, orders, total_revenue, channels FROM profiles ORDER BY total_revenue DESC NULLS LAST LIMIT 5"
+  tessera --project {p} profile user_id:u00000001
+  tessera --project {p} sql "SELECT status, reason, count(*) FROM identity_edges GROUP BY 1, 2"
   tessera --project {p} tables
   python -c "from deltalake import DeltaTable; print(DeltaTable('{lake}events').to_pyarrow_table().num_rows)"
 (`tessera` is {exe}; `cargo install --path crates/tessera-cli` puts it on your PATH.)

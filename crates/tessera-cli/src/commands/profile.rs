@@ -1,0 +1,80 @@
+//! `tessera profile TYPE:VALUE`
+
+use clap::Args;
+use serde_json::Value;
+
+use super::Opened;
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// The identifier to look up: email:jane@example.com, user_id:u123,
+    /// anonymous_id:…, phone:+15551234567, profile_id:p_… (merged ids resolve).
+    pub identifier: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn run(opened: &Opened, args: ProfileArgs) -> anyhow::Result<()> {
+    let Some(view) = tessera_identity::lookup(&opened.engine, &args.identifier).await? else {
+        anyhow::bail!(
+            "no profile holds {}: check the value, or run `tessera stitch` after importing",
+            args.identifier
+        );
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    if let Some(from) = &view.merged_from {
+        println!("{from} was merged into {}\n", view.profile_id);
+    }
+    println!("profile {}", view.profile_id);
+    for (key, value) in &view.profile {
+        if key == "profile_id" || key == "traits" {
+            continue;
+        }
+        println!("  {key:<22} {}", show(value));
+    }
+    if let Some(Value::Object(traits)) = view.profile.get("traits") {
+        println!("\ntraits (golden record)");
+        for (key, value) in traits {
+            println!("  {key:<22} {}", show(value));
+        }
+    }
+    println!("\nidentifiers ({})", view.identifiers.len());
+    for id in &view.identifiers {
+        println!(
+            "  {:<14} {:<40} first {}  last {}",
+            show(&id["id_type"]),
+            show(&id["id_value"]),
+            show(&id["first_seen"]),
+            show(&id["last_seen"])
+        );
+    }
+    if !view.merges.is_empty() {
+        println!("\nmerge history");
+        for m in &view.merges {
+            println!(
+                "  {} → {} at {} by {} ({}:{} ~ {}:{})",
+                show(&m["from_profile_id"]),
+                show(&m["into_profile_id"]),
+                show(&m["merged_at"]),
+                show(&m["rule"]),
+                show(m.get("a_type").unwrap_or(&Value::Null)),
+                show(m.get("a_value").unwrap_or(&Value::Null)),
+                show(m.get("b_type").unwrap_or(&Value::Null)),
+                show(m.get("b_value").unwrap_or(&Value::Null)),
+            );
+        }
+    }
+    Ok(())
+}

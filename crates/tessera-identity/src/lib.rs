@@ -1,0 +1,27 @@
+//! Tessera's identity resolution: one profile per person from the identifiers events
+//! carry, without ever merging two people.
+//!
+//! - [`rules`]: which fields are identifiers and which co-occurrences link them, as SQL
+//!   files in `sql/identity/` (plus one line of config per extra identifier type);
+//! - [`resolve`]: the identity graph — a union-find under per-type limits and
+//!   priorities, applied in a deterministic order, with stable profile ids and merge
+//!   history (pure, no I/O);
+//! - [`stitch`]: an incremental run over the lake writing `identity_edges`,
+//!   `identity_map` and `profile_merges`;
+//! - [`profiles`]: the golden `profiles` table (survivorship per trait, computed traits
+//!   from `sql/traits/`);
+//! - [`lookup`]: a profile by any identifier, following merges.
+//!
+//! This crate knows nothing of HTTP or gRPC.
+
+pub mod lookup;
+pub mod profiles;
+pub mod resolve;
+pub mod rules;
+pub mod stitch;
+
+mod error;
+
+pub use error::{IdentityError, Result};
+pub use lookup::{ProfileView, lookup};
+pub use stitch::{StitchOptions, StitchProgress, StitchReport, stitch};

@@ -1,0 +1,733 @@
+//! A stitching run: rules → observations → graph → `identity_edges`, `profile_merges`,
+//! `identity_map`, then the golden `profiles`.
+//!
+//! Incremental by default: the `identity_map` commit records, as Delta application
+//! transaction `tessera-stitch`, the `events` version it consumed; the next run reads
+//! only the event files added since, loads the map, and applies the new observations
+//! on top. `--full` reads every event and rebuilds from scratch, keeping the ids of
+//! profiles that still exist and recording the ones that no longer do as merges.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, Int64Array, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use chrono::Utc;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use tessera_core::config::IdentitySection;
+use tessera_core::identifier::{normalize_email, normalize_phone};
+use tessera_core::schema::{self, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, PROFILE_MERGES};
+use tessera_engine::Engine;
+use tessera_lake::CommitNote;
+
+use crate::error::{IdentityError, Result};
+use crate::profiles;
+use crate::resolve::{Applied, Graph, MapRow, NodeKey, Observation, TypeRules};
+use crate::rules::{self, Rule};
+
+/// Application transaction id of stitching commits.
+pub const STITCH_APP: &str = "tessera-stitch";
+const BATCH_ROWS: usize = 65_536;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct StitchOptions {
+    /// Rebuild from every event instead of only the new ones.
+    pub full: bool,
+    /// Who runs it (recorded in commits).
+    pub actor: String,
+}
+
+/// Stages of a run, for progress display.
+pub trait StitchProgress: Send + Sync {
+    /// A stage starts.
+    fn stage(&self, message: &str);
+}
+
+impl StitchProgress for () {
+    fn stage(&self, _: &str) {}
+}
+
+/// Per-rule counts.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuleReport {
+    pub rule: String,
+    /// Distinct identifier pairs (or single identifiers) the rule produced.
+    pub observations: u64,
+    /// Values dropped because they do not normalize (an e-mail without `@`, ...).
+    pub invalid_values: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StitchReport {
+    pub full: bool,
+    /// Nothing new since the last run: nothing was written.
+    pub up_to_date: bool,
+    pub events_version: u64,
+    pub previous_events_version: Option<u64>,
+    /// Event files read.
+    pub event_files: usize,
+    pub rules: Vec<RuleReport>,
+    pub edges: u64,
+    pub edges_merged: u64,
+    pub edges_rejected: u64,
+    pub merges: u64,
+    pub identifiers: u64,
+    pub new_identifiers: u64,
+    pub profiles: u64,
+    pub traits: Vec<String>,
+}
+
+/// Runs stitching for the project in `project_dir`, then rebuilds `profiles`.
+pub async fn stitch(
+    engine: &Engine,
+    project_dir: &Path,
+    config: &IdentitySection,
+    options: &StitchOptions,
+    progress: &dyn StitchProgress,
+) -> Result<StitchReport> {
+    let lake = engine.lake();
+    let Some(events) = lake.try_open(EVENTS).await? else {
+        return Err(IdentityError::NoEvents);
+    };
+    let events_version = events
+        .version()
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
+    let map_exists = lake.exists(IDENTITY_MAP).await?;
+    let previous = if map_exists {
+        lake.transaction_version(IDENTITY_MAP, STITCH_APP)
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+    } else {
+        None
+    };
+    let mut report = StitchReport {
+        full: options.full || previous.is_none(),
+        events_version,
+        previous_events_version: previous,
+        ..StitchReport::default()
+    };
+    if !report.full && previous == Some(events_version) {
+        report.up_to_date = true;
+        let stats = lake.stats(IDENTITY_MAP).await?;
+        report.identifiers = stats.rows;
+        return Ok(report);
+    }
+
+    let types = config.identifier_types();
+    let rules = rules::load_rules(&project_dir.join(rules::RULES_DIR), &types)?;
+    let mut rules_types: Vec<(String, u32, u32)> = types
+        .iter()
+        .map(|(n, t)| (n.clone(), t.limit, t.priority))
+        .collect();
+
+    // The session reads only the new event files when incremental.
+    progress.stage("reading identifiers from events");
+    let ctx = engine.session().await?;
+    let current_files = event_files(&events)?;
+    let files: Vec<String> = match (report.full, previous) {
+        (false, Some(v)) => {
+            let old: HashSet<String> = event_files(&lake.open_version(EVENTS, v).await?)?
+                .into_iter()
+                .collect();
+            let new: Vec<String> = current_files
+                .into_iter()
+                .filter(|f| !old.contains(f))
+                .collect();
+            ctx.deregister_table(EVENTS)?;
+            let provider = events
+                .table_provider()
+                .with_file_paths(new.clone())
+                .await
+                .map_err(|e| IdentityError::Query {
+                    file: EVENTS.into(),
+                    source: e,
+                })?;
+            ctx.register_table(EVENTS, provider)?;
+            new
+        }
+        _ => current_files,
+    };
+    report.event_files = files.len();
+
+    // Observations from every rule.
+    let mut previous_map: Vec<(String, MapRow)> = Vec::new();
+    if map_exists {
+        progress.stage("loading the identity map");
+        previous_map = load_map(&ctx).await?;
+        for (type_name, _) in &previous_map {
+            if !rules_types.iter().any(|(n, _, _)| n == type_name) {
+                // A type no longer configured: kept, without limit.
+                rules_types.push((type_name.clone(), 0, u32::MAX));
+            }
+        }
+    }
+    let type_rules = TypeRules::new(rules_types.iter().map(|(n, l, p)| (n.as_str(), *l, *p)));
+    let previous_rows: Vec<MapRow> = previous_map
+        .into_iter()
+        .filter_map(|(type_name, mut row)| {
+            row.key.id_type = type_rules.id(&type_name)?;
+            Some(row)
+        })
+        .collect();
+
+    let mut observations = Vec::new();
+    if !files.is_empty() {
+        for (index, rule) in rules.iter().enumerate() {
+            progress.stage(&format!("rule {}", rule.name));
+            let (obs, rule_report) = run_rule(&ctx, rule, index as u32, &type_rules).await?;
+            observations.extend(obs);
+            report.rules.push(rule_report);
+        }
+    }
+    let observations = dedup_observations(observations);
+
+    progress.stage("resolving identities");
+    let (mut graph, reconcile_against) = if report.full {
+        (Graph::new(type_rules.clone()), previous_rows)
+    } else {
+        (Graph::load(type_rules.clone(), previous_rows), Vec::new())
+    };
+    let known_before = graph.len();
+    let applied = graph.apply(observations);
+    let rows = graph.map_rows();
+    report.identifiers = rows.len() as u64;
+    report.new_identifiers = (graph.len() - known_before.min(graph.len())) as u64;
+    let mut merges = edge_merges(&applied);
+    if report.full {
+        merges.extend(reconcile(&reconcile_against, &rows));
+    }
+    report.merges = merges.len() as u64;
+
+    // Writes: edges and merges first, the map last (its transaction marks the run done).
+    let now = Utc::now().timestamp_micros();
+    let run = events_version as i64;
+    let note = |op: &str| {
+        CommitNote::new(op, &options.actor)
+            .detail("events_version", run)
+            .detail("full", report.full)
+    };
+    progress.stage("writing identity_edges");
+    let edges_def = table_def(IDENTITY_EDGES)?;
+    let mut writer = if report.full {
+        lake.replace_writer(&edges_def).await?
+    } else {
+        lake.append_writer(&edges_def).await?
+    };
+    let mut already =
+        !report.full && lake.transaction_version(IDENTITY_EDGES, STITCH_APP).await? == Some(run);
+    if !already {
+        for batch in edge_batches(&applied, &rules, &mut graph, &type_rules, run)? {
+            let (merged, rejected) = count_status(&batch);
+            report.edges += batch.num_rows() as u64;
+            report.edges_merged += merged;
+            report.edges_rejected += rejected;
+            writer.write(batch).await?;
+        }
+        writer
+            .commit(note("stitch").transaction(STITCH_APP, run))
+            .await?;
+    } else {
+        writer.abort();
+    }
+
+    progress.stage("writing profile_merges");
+    let merges_def = table_def(PROFILE_MERGES)?;
+    let mut writer = lake.append_writer(&merges_def).await?;
+    already =
+        !report.full && lake.transaction_version(PROFILE_MERGES, STITCH_APP).await? == Some(run);
+    if !already {
+        writer
+            .write(merge_batch(
+                &merges,
+                &applied,
+                &rules,
+                &type_rules,
+                now,
+                run,
+            )?)
+            .await?;
+        writer
+            .commit(note("stitch").transaction(STITCH_APP, run))
+            .await?;
+    } else {
+        writer.abort();
+    }
+
+    progress.stage("writing identity_map");
+    let mut writer = lake.replace_writer(&table_def(IDENTITY_MAP)?).await?;
+    for chunk in rows.chunks(BATCH_ROWS) {
+        writer.write(map_batch(chunk, &type_rules)?).await?;
+    }
+    writer
+        .commit(
+            note("stitch")
+                .detail("identifiers", report.identifiers)
+                .transaction(STITCH_APP, run),
+        )
+        .await?;
+
+    progress.stage("building profiles");
+    let built = profiles::build(engine, project_dir, config, &options.actor, run).await?;
+    report.profiles = built.profiles;
+    report.traits = built.traits;
+    Ok(report)
+}
+
+fn table_def(name: &str) -> Result<schema::TableDef> {
+    schema::table(name).ok_or_else(|| IdentityError::BadFile {
+        file: name.into(),
+        message: "unknown table".into(),
+    })
+}
+
+/// Paths of the files of an events table version.
+fn event_files(table: &tessera_lake::deltalake::DeltaTable) -> Result<Vec<String>> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| tessera_lake::LakeError::delta(EVENTS, "read", e))?;
+    Ok(snapshot
+        .log_data()
+        .iter()
+        .map(|f| f.path().into_owned())
+        .collect())
+}
+
+/// Normalizes a value of identifier type `type_name`; `None` when it is not usable.
+pub fn normalize_identifier(type_name: &str, value: &str) -> Option<String> {
+    match type_name {
+        "email" => normalize_email(value),
+        "phone" => normalize_phone(value, None),
+        _ => {
+            let v = value.trim();
+            (!v.is_empty()).then(|| v.to_owned())
+        }
+    }
+}
+
+async fn run_rule(
+    ctx: &SessionContext,
+    rule: &Rule,
+    index: u32,
+    types: &TypeRules,
+) -> Result<(Vec<Observation>, RuleReport)> {
+    let query_err = |source| IdentityError::Query {
+        file: rule.name.clone(),
+        source,
+    };
+    let planned = ctx.sql(&rule.sql).await.map_err(query_err)?;
+    let columns: Vec<String> = planned
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().to_lowercase())
+        .collect();
+    for needed in ["a_type", "a_value", "b_type", "b_value", "seen_at"] {
+        if !columns.iter().any(|c| c == needed) {
+            return Err(IdentityError::BadFile {
+                file: rule.name.clone(),
+                message: format!(
+                    "the rule returns no {needed} column; it must return a_type, a_value, \
+                     b_type, b_value, seen_at (and optionally source); it returns {}",
+                    columns.join(", ")
+                ),
+            });
+        }
+    }
+    let source = if columns.iter().any(|c| c == "source") {
+        "min(CAST(source AS VARCHAR))"
+    } else {
+        "CAST(NULL AS VARCHAR)"
+    };
+    let sql = format!(
+        "SELECT CAST(a_type AS VARCHAR) AS a_type, CAST(a_value AS VARCHAR) AS a_value, \
+                CAST(b_type AS VARCHAR) AS b_type, CAST(b_value AS VARCHAR) AS b_value, \
+                CAST(min(seen_at) AS TIMESTAMP) AS first_seen, \
+                CAST(max(seen_at) AS TIMESTAMP) AS last_seen, \
+                count(*) AS events, {source} AS source \
+         FROM ({}) AS rule_rows \
+         WHERE seen_at IS NOT NULL AND (a_value IS NOT NULL OR b_value IS NOT NULL) \
+         GROUP BY 1, 2, 3, 4",
+        rule.sql
+    );
+    let mut stream = ctx
+        .sql(&sql)
+        .await
+        .map_err(query_err)?
+        .execute_stream()
+        .await
+        .map_err(query_err)?;
+    let mut report = RuleReport {
+        rule: rule.name.clone(),
+        ..RuleReport::default()
+    };
+    let mut out = Vec::new();
+    let mut type_ids: HashMap<String, u16> = HashMap::new();
+    while let Some(batch) = stream.try_next().await.map_err(query_err)? {
+        let text = |i: usize| -> Result<ArrayRef> { Ok(cast(batch.column(i), &DataType::Utf8)?) };
+        let (at, av, bt, bv) = (text(0)?, text(1)?, text(2)?, text(3)?);
+        let (at, av, bt, bv) = (
+            at.as_string::<i32>(),
+            av.as_string::<i32>(),
+            bt.as_string::<i32>(),
+            bv.as_string::<i32>(),
+        );
+        let micros = |i: usize| -> Result<ArrayRef> {
+            let t = cast(
+                batch.column(i),
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
+            Ok(cast(&t, &DataType::Int64)?)
+        };
+        let (first, last) = (micros(4)?, micros(5)?);
+        let (first, last) = (
+            first.as_primitive::<Int64Type>(),
+            last.as_primitive::<Int64Type>(),
+        );
+        let events = batch.column(6).as_any().downcast_ref::<Int64Array>();
+        let src = text(7)?;
+        let src = src.as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            let mut side = |t: &arrow::array::StringArray,
+                            v: &arrow::array::StringArray|
+             -> Result<Option<NodeKey>> {
+                if t.is_null(row) || v.is_null(row) {
+                    return Ok(None);
+                }
+                let type_name = t.value(row);
+                let id_type = match type_ids.get(type_name) {
+                    Some(&id) => id,
+                    None => {
+                        let id = types
+                            .id(type_name)
+                            .ok_or_else(|| IdentityError::UnknownType {
+                                file: rule.name.clone(),
+                                id_type: type_name.to_owned(),
+                                known: types.names().join(", "),
+                            })?;
+                        type_ids.insert(type_name.to_owned(), id);
+                        id
+                    }
+                };
+                match normalize_identifier(type_name, v.value(row)) {
+                    Some(value) => Ok(Some(NodeKey {
+                        id_type,
+                        value: value.into_boxed_str(),
+                    })),
+                    None => {
+                        report.invalid_values += 1;
+                        Ok(None)
+                    }
+                }
+            };
+            let a = side(at, av)?;
+            let b = side(bt, bv)?;
+            let (a, b) = match (a, b) {
+                (Some(a), b) => (a, b),
+                (None, Some(b)) => (b, None),
+                (None, None) => continue,
+            };
+            if first.is_null(row) {
+                continue;
+            }
+            out.push(Observation {
+                a,
+                b,
+                first_seen: first.value(row),
+                last_seen: last.value(row),
+                events: events.map_or(1, |e| e.value(row)),
+                rule: index,
+                source: src.is_valid(row).then(|| src.value(row).to_owned()),
+            });
+        }
+    }
+    report.observations = out.len() as u64;
+    Ok((out, report))
+}
+
+/// Folds observations that normalization made identical (same rule, same pair, in
+/// either order).
+fn dedup_observations(observations: Vec<Observation>) -> Vec<Observation> {
+    let mut index: HashMap<(u32, NodeKey, Option<NodeKey>), usize> = HashMap::new();
+    let mut out: Vec<Observation> = Vec::with_capacity(observations.len());
+    for mut o in observations {
+        if let Some(b) = &o.b {
+            if *b == o.a {
+                o.b = None;
+            } else if *b < o.a {
+                let b = o.b.take().unwrap_or_else(|| o.a.clone());
+                o.b = Some(std::mem::replace(&mut o.a, b));
+            }
+        }
+        let k = (o.rule, o.a.clone(), o.b.clone());
+        match index.get(&k) {
+            Some(&i) => {
+                let e = &mut out[i];
+                e.first_seen = e.first_seen.min(o.first_seen);
+                e.last_seen = e.last_seen.max(o.last_seen);
+                e.events += o.events;
+                if e.source.is_none() {
+                    e.source = o.source;
+                }
+            }
+            None => {
+                index.insert(k, out.len());
+                out.push(o);
+            }
+        }
+    }
+    out
+}
+
+async fn load_map(ctx: &SessionContext) -> Result<Vec<(String, MapRow)>> {
+    let mut stream = tessera_engine::execute(
+        ctx,
+        "SELECT id_type, id_value, profile_id, \
+                CAST(first_seen AS BIGINT) AS first_seen, CAST(last_seen AS BIGINT) AS last_seen \
+         FROM identity_map",
+    )
+    .await?;
+    let mut rows = Vec::new();
+    let mut ids: HashMap<String, Arc<str>> = HashMap::new();
+    while let Some(batch) = stream.try_next().await.map_err(|e| IdentityError::Query {
+        file: IDENTITY_MAP.into(),
+        source: e,
+    })? {
+        let text = |i: usize| -> Result<ArrayRef> { Ok(cast(batch.column(i), &DataType::Utf8)?) };
+        let (t, v, p) = (text(0)?, text(1)?, text(2)?);
+        let (t, v, p) = (
+            t.as_string::<i32>(),
+            v.as_string::<i32>(),
+            p.as_string::<i32>(),
+        );
+        let first = batch.column(3).as_primitive::<Int64Type>();
+        let last = batch.column(4).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            let pid = match ids.get(p.value(row)) {
+                Some(id) => id.clone(),
+                None => {
+                    let id: Arc<str> = Arc::from(p.value(row));
+                    ids.insert(p.value(row).to_owned(), id.clone());
+                    id
+                }
+            };
+            rows.push((
+                t.value(row).to_owned(),
+                MapRow {
+                    key: NodeKey {
+                        id_type: 0,
+                        value: v.value(row).into(),
+                    },
+                    profile_id: pid,
+                    first_seen: first.value(row),
+                    last_seen: last.value(row),
+                },
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+/// A merge to record: `(from, into, edge index in the applied observations)`.
+type MergeRecord = (Arc<str>, Arc<str>, Option<usize>);
+
+fn edge_merges(applied: &Applied) -> Vec<MergeRecord> {
+    applied
+        .merges
+        .iter()
+        .map(|m| (m.from.clone(), m.into.clone(), Some(m.edge)))
+        .collect()
+}
+
+/// After a rebuild: every profile of the previous map that no longer exists merged
+/// into the profile now holding most of its identifiers.
+fn reconcile(previous: &[MapRow], now: &[MapRow]) -> Vec<MergeRecord> {
+    if previous.is_empty() {
+        return Vec::new();
+    }
+    let current: HashMap<&NodeKey, &Arc<str>> =
+        now.iter().map(|r| (&r.key, &r.profile_id)).collect();
+    let alive: HashSet<&Arc<str>> = now.iter().map(|r| &r.profile_id).collect();
+    let mut votes: HashMap<&Arc<str>, HashMap<&Arc<str>, u64>> = HashMap::new();
+    for r in previous {
+        if alive.contains(&r.profile_id) {
+            continue;
+        }
+        if let Some(into) = current.get(&r.key) {
+            *votes
+                .entry(&r.profile_id)
+                .or_default()
+                .entry(into)
+                .or_default() += 1;
+        }
+    }
+    let mut merges: Vec<MergeRecord> = votes
+        .into_iter()
+        .filter_map(|(from, to)| {
+            to.into_iter()
+                .max_by(|x, y| x.1.cmp(&y.1).then_with(|| y.0.cmp(x.0)))
+                .map(|(into, _)| (from.clone(), into.clone(), None))
+        })
+        .collect();
+    merges.sort();
+    merges
+}
+
+fn edge_batches(
+    applied: &Applied,
+    rules: &[Rule],
+    graph: &mut Graph,
+    types: &TypeRules,
+    run: i64,
+) -> Result<Vec<RecordBatch>> {
+    let schema = schema::identity_edges_schema();
+    let edges: Vec<&(Observation, Option<crate::resolve::EdgeStatus>)> = applied
+        .observations
+        .iter()
+        .filter(|(o, s)| o.b.is_some() && s.is_some())
+        .collect();
+    let mut batches = Vec::new();
+    for chunk in edges.chunks(BATCH_ROWS) {
+        let n = chunk.len();
+        let mut cols: Vec<StringBuilder> = (0..5)
+            .map(|_| StringBuilder::with_capacity(n, n * 16))
+            .collect();
+        let mut source = StringBuilder::new();
+        let mut first = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut last = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut events = Int64Builder::with_capacity(n);
+        let mut score = Float64Builder::with_capacity(n);
+        let mut status = StringBuilder::new();
+        let mut reason = StringBuilder::new();
+        let mut profile = StringBuilder::new();
+        let mut stitch_run = Int64Builder::with_capacity(n);
+        for (o, s) in chunk {
+            let (Some(b), Some(s)) = (&o.b, s) else {
+                continue;
+            };
+            cols[0].append_value(types.name(o.a.id_type));
+            cols[1].append_value(&o.a.value);
+            cols[2].append_value(types.name(b.id_type));
+            cols[3].append_value(&b.value);
+            cols[4].append_value(&rules[o.rule as usize].name);
+            source.append_option(o.source.as_deref());
+            first.append_value(o.first_seen);
+            last.append_value(o.last_seen);
+            events.append_value(o.events);
+            score.append_value(1.0);
+            status.append_value(s.as_str());
+            reason.append_option(s.reason());
+            profile.append_option(graph.profile_of(&o.a).as_deref());
+            stitch_run.append_value(run);
+        }
+        let mut columns: Vec<ArrayRef> = cols
+            .iter_mut()
+            .map(|c| Arc::new(c.finish()) as ArrayRef)
+            .collect();
+        columns.extend([
+            Arc::new(source.finish()) as ArrayRef,
+            Arc::new(first.finish()),
+            Arc::new(last.finish()),
+            Arc::new(events.finish()),
+            Arc::new(score.finish()),
+            Arc::new(status.finish()),
+            Arc::new(reason.finish()),
+            Arc::new(profile.finish()),
+            Arc::new(stitch_run.finish()),
+        ]);
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(batches)
+}
+
+fn count_status(batch: &RecordBatch) -> (u64, u64) {
+    let status = batch.column(10).as_string::<i32>();
+    let mut merged = 0;
+    let mut rejected = 0;
+    for i in 0..status.len() {
+        match status.value(i) {
+            "merged" => merged += 1,
+            "rejected" => rejected += 1,
+            _ => {}
+        }
+    }
+    (merged, rejected)
+}
+
+fn merge_batch(
+    merges: &[MergeRecord],
+    applied: &Applied,
+    rules: &[Rule],
+    types: &TypeRules,
+    now: i64,
+    run: i64,
+) -> Result<RecordBatch> {
+    let mut from = StringBuilder::new();
+    let mut into = StringBuilder::new();
+    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut seen = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut text: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+    let mut stitch_run = Int64Builder::new();
+    for (f, i, edge) in merges {
+        from.append_value(f);
+        into.append_value(i);
+        at.append_value(now);
+        let o = edge.map(|e| &applied.observations[e].0);
+        seen.append_option(o.map(|o| o.first_seen));
+        text[0].append_option(o.map(|o| types.name(o.a.id_type)));
+        text[1].append_option(o.map(|o| &*o.a.value));
+        text[2].append_option(o.and_then(|o| o.b.as_ref()).map(|b| types.name(b.id_type)));
+        text[3].append_option(o.and_then(|o| o.b.as_ref()).map(|b| &*b.value));
+        text[4].append_value(match o {
+            Some(o) => rules[o.rule as usize].name.as_str(),
+            None => "full rebuild",
+        });
+        stitch_run.append_value(run);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(from.finish()),
+        Arc::new(into.finish()),
+        Arc::new(at.finish()),
+        Arc::new(seen.finish()),
+    ];
+    columns.extend(text.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
+    columns.push(Arc::new(stitch_run.finish()));
+    Ok(RecordBatch::try_new(
+        schema::profile_merges_schema(),
+        columns,
+    )?)
+}
+
+fn map_batch(rows: &[MapRow], types: &TypeRules) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut t = StringBuilder::with_capacity(n, n * 8);
+    let mut v = StringBuilder::with_capacity(n, n * 24);
+    let mut p = StringBuilder::with_capacity(n, n * 22);
+    let mut first = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut last = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    for r in rows {
+        t.append_value(types.name(r.key.id_type));
+        v.append_value(&r.key.value);
+        p.append_value(&r.profile_id);
+        first.append_value(r.first_seen);
+        last.append_value(r.last_seen);
+    }
+    Ok(RecordBatch::try_new(
+        schema::identity_map_schema(),
+        vec![
+            Arc::new(t.finish()),
+            Arc::new(v.finish()),
+            Arc::new(p.finish()),
+            Arc::new(first.finish()),
+            Arc::new(last.finish()),
+        ],
+    )?)
+}
