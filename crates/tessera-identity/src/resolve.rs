@@ -7,8 +7,8 @@
 //!   then the identifiers themselves), so the result never depends on input order;
 //! - an edge that would put more identifiers of a type into one profile than the
 //!   type's limit allows is not applied, and says why;
-//! - a profile's id is derived from its founding identifier (earliest seen, then most
-//!   trusted type, then value), so rebuilding from scratch gives the same ids; an id
+//! - a profile's id is derived from its founding identifier (earliest seen, then a
+//!   fixed hash of the identifier), so rebuilding from scratch gives the same ids; an id
 //!   published by an earlier run is kept, and when two published profiles merge the
 //!   older one (founded earlier) survives.
 
@@ -245,16 +245,15 @@ impl Graph {
         id
     }
 
-    /// Founding order of nodes: earliest seen, then most trusted type, then value.
+    /// Founding order of nodes: earliest seen, then a fixed hash of the identifier.
+    /// A minimum under this order does not depend on the order nodes were joined in,
+    /// so a set's founder — and with it the profile id — is the same whether the data
+    /// came in one run or many.
     fn founder_order(&self, x: u32, y: u32) -> Ordering {
         let (kx, ky) = (self.nodes.key(x), self.nodes.key(y));
         self.first_seen[x as usize]
             .cmp(&self.first_seen[y as usize])
-            .then_with(|| {
-                self.types
-                    .priority(kx.id_type)
-                    .cmp(&self.types.priority(ky.id_type))
-            })
+            .then_with(|| fnv1a(kx).cmp(&fnv1a(ky)))
             .then_with(|| kx.cmp(ky))
     }
 
@@ -399,6 +398,16 @@ impl Graph {
         rows.sort_by(|x, y| x.key.cmp(&y.key));
         rows
     }
+}
+
+/// FNV-1a over an identifier: a stable (platform- and release-independent) hash.
+fn fnv1a(key: &NodeKey) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.id_type.to_le_bytes().iter().chain(key.value.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// The id of a profile founded by identifier `(id_type, value)`: stable across runs and

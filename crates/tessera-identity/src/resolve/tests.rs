@@ -133,7 +133,18 @@ proptest! {
         // The data as it arrives: in time order, in any number of runs.
         let mut ordered = obs;
         Graph::new(types(1)).canonical_sort(&mut ordered);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(ordered.len())).collect();
+        // A run consumes whole instants: observations of one timestamp (one event's
+        // identifiers, say) never straddle two runs.
+        let mut cuts: Vec<usize> = cuts
+            .into_iter()
+            .map(|c| {
+                let mut c = c.min(ordered.len());
+                while c > 0 && c < ordered.len() && ordered[c].first_seen == ordered[c - 1].first_seen {
+                    c += 1;
+                }
+                c
+            })
+            .collect();
         cuts.sort_unstable();
         cuts.push(ordered.len());
         let mut rows: Vec<MapRow> = Vec::new();
