@@ -5,4 +5,5 @@
 //! realistic inputs, and the `tessera-bench` binary measures Tessera against the
 //! reference tools on it.
 
+pub mod accuracy;
 pub mod synth;

@@ -34,7 +34,7 @@ pub enum IdentityError {
     },
 
     /// There are no events to stitch.
-    #[error("the lake has no events table yet: import events first (tessera import FILE)")]
+    #[error("the lake has no events yet: import events first (tessera import FILE)")]
     NoEvents,
 
     /// An identifier given on the command line is malformed.

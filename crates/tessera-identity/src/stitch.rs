@@ -133,6 +133,9 @@ pub async fn stitch(
     progress.stage("reading identifiers from events");
     let ctx = engine.session().await?;
     let current_files = event_files(&events)?;
+    if current_files.is_empty() {
+        return Err(IdentityError::NoEvents);
+    }
     let files: Vec<String> = match (report.full, previous) {
         (false, Some(v)) => {
             let old: HashSet<String> = event_files(&lake.open_version(EVENTS, v).await?)?

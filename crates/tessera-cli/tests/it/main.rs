@@ -5,6 +5,7 @@
 
 mod common;
 mod examples;
+mod identity;
 mod import;
 mod quickstart;
 mod readers;

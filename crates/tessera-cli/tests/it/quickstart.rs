@@ -14,6 +14,10 @@ fn quickstart_runs_and_reruns() {
         text.contains("Generated") && text.contains("Try next"),
         "{text}"
     );
+    assert!(
+        text.contains("Stitched events version") && text.contains("computed traits"),
+        "{text}"
+    );
     let count = |q: &str| -> String {
         String::from_utf8(
             ok(tessera()
@@ -37,5 +41,6 @@ fn quickstart_runs_and_reruns() {
         text.contains("already in") && text.contains("skipped"),
         "{text}"
     );
+    assert!(text.contains("Identities are up to date"), "{text}");
     assert_eq!(count("SELECT count(*) AS n FROM events"), before);
 }

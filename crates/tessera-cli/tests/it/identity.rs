@@ -1,0 +1,299 @@
+//! Identity resolution end to end: `tessera stitch` on generated customers, scored
+//! against the generator's ground truth; incremental runs; `--full` equality; merge
+//! history and `tessera profile`; bad rules and trait files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tessera_bench::accuracy;
+use tessera_engine::{Engine, EngineConfig};
+use tessera_lake::Lake;
+
+use crate::common::{TestProject, fails, ok, sample_data};
+
+fn stitch(p: &TestProject, extra: &[&str]) -> Value {
+    let mut args = vec!["stitch", "--json"];
+    args.extend_from_slice(extra);
+    let out = ok(&mut p.cmd(&args));
+    serde_json::from_slice(&out.stdout).expect("stitch --json prints JSON")
+}
+
+fn score(p: &TestProject, truth: &Path) -> accuracy::Accuracy {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let lake = Arc::new(Lake::new(p.lake().to_str().unwrap(), Default::default()).unwrap());
+        let engine = Engine::new(lake, EngineConfig::default());
+        let (map, edges) = accuracy::load_from_lake(&engine).await.unwrap();
+        let truth = accuracy::read_truth(truth).unwrap();
+        accuracy::evaluate(&truth, &map, &edges)
+    })
+}
+
+fn map_of(p: &TestProject) -> BTreeMap<(String, String), String> {
+    p.sql("SELECT id_type, id_value, profile_id FROM identity_map")
+        .into_iter()
+        .map(|r| {
+            (
+                (
+                    r["id_type"].as_str().unwrap().to_owned(),
+                    r["id_value"].as_str().unwrap().to_owned(),
+                ),
+                r["profile_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Splits each event file at the same instant: lines before `cut` (a timestamp) and
+/// from it on, so that a later import brings strictly newer events.
+fn split_at(src: &Path, dir: &Path, cut: &str) -> (Vec<String>, Vec<String>) {
+    let mut heads = Vec::new();
+    let mut tails = Vec::new();
+    for name in [
+        "events-web.ndjson",
+        "events-app.ndjson",
+        "events-pos.ndjson",
+    ] {
+        let text = std::fs::read_to_string(src.join(name)).unwrap();
+        let (mut head, mut tail) = (String::new(), String::new());
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let target = if v["timestamp"].as_str().unwrap() < cut {
+                &mut head
+            } else {
+                &mut tail
+            };
+            target.push_str(line);
+            target.push('\n');
+        }
+        let h = dir.join(format!("head-{name}"));
+        let t = dir.join(format!("tail-{name}"));
+        std::fs::write(&h, head).unwrap();
+        std::fs::write(&t, tail).unwrap();
+        heads.push(h.to_string_lossy().into_owned());
+        tails.push(t.to_string_lossy().into_owned());
+    }
+    (heads, tails)
+}
+
+#[test]
+fn stitching_is_accurate_incremental_and_stable() {
+    let (data, summary) = sample_data();
+    let p = TestProject::new();
+    let work = tempfile::tempdir().unwrap();
+    // The last ~10 days arrive later.
+    let (heads, tails) = split_at(data, work.path(), "2026-09-20");
+
+    for (f, s) in heads.iter().zip(["web", "app", "pos"]) {
+        p.import(&[f, "--source", s]);
+    }
+    let first = stitch(&p, &[]);
+    assert_eq!(first["full"], true, "{first}");
+    assert!(first["identifiers"].as_u64().unwrap() > summary.persons);
+    assert!(
+        first["edges_rejected"].as_u64().unwrap() > 0,
+        "shared devices and mailboxes are refused: {first}"
+    );
+
+    // Nothing new: nothing to do.
+    let again = stitch(&p, &[]);
+    assert_eq!(again["up_to_date"], true, "{again}");
+
+    for (f, s) in tails.iter().zip(["web", "app", "pos"]) {
+        p.import(&[f, "--source", s]);
+    }
+    let second = stitch(&p, &[]);
+    assert_eq!(second["full"], false, "{second}");
+    assert!(
+        second["event_files"].as_u64().unwrap() < first["event_files"].as_u64().unwrap(),
+        "an incremental run reads only the new files: {second}"
+    );
+    let incremental = map_of(&p);
+
+    // Accuracy against the ground truth.
+    let acc = score(&p, &data.join("truth.csv"));
+    assert_eq!(acc.profiles_with_two_persons_user_ids, 0, "{acc:?}");
+    assert!(acc.precision >= 0.999, "{acc:?}");
+    assert!(acc.recall >= 0.99, "{acc:?}");
+    assert!(acc.identifiers_scored > summary.persons, "{acc:?}");
+
+    // A full rebuild gives the same map, ids included.
+    let full = stitch(&p, &["--full"]);
+    assert_eq!(full["full"], true);
+    assert_eq!(map_of(&p), incremental);
+    assert_eq!(full["merges"], 0, "nothing changed, so no merge: {full}");
+
+    // Every event maps to a profile; profiles hold computed traits.
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM profile_events WHERE profile_id IS NULL"),
+        0
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM profiles"),
+        p.count("SELECT count(DISTINCT profile_id) AS n FROM identity_map")
+    );
+    assert!(
+        p.count("SELECT count(*) AS n FROM profiles WHERE orders > 0 AND total_revenue > 0") > 0
+    );
+    assert!(p.count("SELECT count(*) AS n FROM profiles WHERE array_has(channels, 'pos')") > 0);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM profiles WHERE email IS NOT NULL AND email <> lower(trim(email))"),
+        0
+    );
+}
+
+#[test]
+fn merges_are_recorded_and_profiles_found_by_any_identifier() {
+    let p = TestProject::new();
+    let dir = tempfile::tempdir().unwrap();
+    let day1 = dir.path().join("day1.ndjson");
+    let day2 = dir.path().join("day2.ndjson");
+    std::fs::write(
+        &day1,
+        concat!(
+            r#"{"type":"identify","messageId":"m1","anonymousId":"phone-1","userId":"u1","traits":{"email":"  Jane@Example.COM ","first_name":"Jane","plan":"free"},"timestamp":"2026-01-01T10:00:00Z"}"#, "\n",
+            r#"{"type":"page","messageId":"m2","anonymousId":"laptop-1","name":"Home","timestamp":"2026-01-02T10:00:00Z"}"#, "\n",
+            r#"{"type":"track","messageId":"m3","anonymousId":"laptop-1","event":"Order Completed","properties":{"revenue":30},"timestamp":"2026-01-02T11:00:00Z"}"#, "\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &day2,
+        concat!(
+            r#"{"type":"identify","messageId":"m4","anonymousId":"laptop-1","userId":"u1","traits":{"plan":"pro","first_name":null},"timestamp":"2026-01-03T10:00:00Z"}"#, "\n",
+            r#"{"type":"identify","messageId":"m5","anonymousId":"laptop-1","userId":"u2","traits":{"email":"kid@example.com"},"timestamp":"2026-01-04T10:00:00Z"}"#, "\n",
+        ),
+    )
+    .unwrap();
+    p.import(&[day1.to_str().unwrap()]);
+    stitch(&p, &[]);
+    let laptop_profile = p.sql("SELECT profile_id FROM identity_map WHERE id_value = 'laptop-1'")
+        [0]["profile_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jane = p.sql("SELECT profile_id FROM identity_map WHERE id_value = 'u1'")[0]["profile_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(laptop_profile, jane);
+
+    p.import(&[day2.to_str().unwrap()]);
+    let report = stitch(&p, &[]);
+    assert_eq!(report["merges"], 1, "{report}");
+    assert_eq!(
+        report["edges_rejected"], 1,
+        "the second user on the laptop: {report}"
+    );
+    let merges = p.sql("SELECT * FROM profile_merges");
+    assert_eq!(merges.len(), 1);
+    assert_eq!(merges[0]["from_profile_id"], laptop_profile.as_str());
+    assert_eq!(
+        merges[0]["into_profile_id"],
+        jane.as_str(),
+        "the older profile survives"
+    );
+    assert_eq!(merges[0]["rule"], "sql/identity/10_devices.sql");
+    let rejected = p.sql("SELECT reason FROM identity_edges WHERE status = 'rejected'");
+    assert_eq!(
+        rejected[0]["reason"],
+        "would put 2 user_id identifiers in one profile (limit 1)"
+    );
+
+    // Look-ups by e-mail (as typed), by device, and by the merged-away profile id.
+    for id in [
+        "email: JANE@example.com".to_owned(),
+        "anonymous_id:laptop-1".to_owned(),
+        format!("profile_id:{laptop_profile}"),
+    ] {
+        let out = ok(&mut p.cmd(&["profile", "--json", &id]));
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(view["profile_id"], jane.as_str(), "{id}: {view}");
+        assert_eq!(view["profile"]["orders"], 1, "{view}");
+        assert_eq!(
+            view["profile"]["traits"]["plan"], "pro",
+            "latest wins: {view}"
+        );
+        assert_eq!(
+            view["profile"]["traits"]["first_name"], "Jane",
+            "nulls never win: {view}"
+        );
+        assert_eq!(view["profile"]["email"], "jane@example.com");
+        assert_eq!(view["merges"].as_array().unwrap().len(), 1, "{view}");
+    }
+    let out = ok(&mut p.cmd(&["profile", &format!("profile_id:{laptop_profile}")]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{laptop_profile} was merged into {jane}")),
+        "{text}"
+    );
+    let kid = ok(&mut p.cmd(&["profile", "--json", "user_id:u2"]));
+    let kid: Value = serde_json::from_slice(&kid.stdout).unwrap();
+    assert_ne!(kid["profile_id"], jane.as_str());
+
+    let e = fails(&mut p.cmd(&["profile", "email:nobody@example.com"]));
+    assert!(e.contains("no profile holds"), "{e}");
+    let e = fails(&mut p.cmd(&["profile", "jane"]));
+    assert!(e.contains("is not TYPE:VALUE"), "{e}");
+    let e = fails(&mut p.cmd(&["profile", "email:not-an-address"]));
+    assert!(e.contains("not a valid email"), "{e}");
+}
+
+#[test]
+fn bad_rules_and_traits_are_named() {
+    let p = TestProject::new();
+    let e = fails(&mut p.cmd(&["stitch"]));
+    assert!(e.contains("no events") || e.contains("import"), "{e}");
+
+    let (data, _) = sample_data();
+    p.import(&[data.join("events-pos.ndjson").to_str().unwrap()]);
+    let rules = p.path().join("sql/identity");
+    let bad = rules.join("40_bad.sql");
+    let cases = [
+        (
+            "SELECT 'device' AS a_type, anonymous_id AS a_value, NULL AS b_type, NULL AS b_value, timestamp AS seen_at FROM events",
+            "identifier type \"device\" is not configured",
+        ),
+        (
+            "SELECT anonymous_id AS a_value FROM events",
+            "the rule returns no a_type column",
+        ),
+        ("SELECT * FROM nowhere", "nowhere"),
+        ("SELECT 1; SELECT 2", "one SELECT statement"),
+    ];
+    for (sql, expected) in cases {
+        std::fs::write(&bad, sql).unwrap();
+        let e = fails(&mut p.cmd(&["stitch"]));
+        assert!(e.contains("sql/identity/40_bad.sql"), "{e}");
+        assert!(e.contains(expected), "{expected}: {e}");
+    }
+    std::fs::remove_file(&bad).unwrap();
+    assert!(
+        !p.lake()
+            .join("identity_map/_delta_log/00000000000000000001.json")
+            .exists()
+    );
+
+    let traits = p.path().join("sql/traits/zz_bad.sql");
+    std::fs::write(&traits, "SELECT count(*) AS n FROM events").unwrap();
+    let e = fails(&mut p.cmd(&["stitch"]));
+    assert!(
+        e.contains("sql/traits/zz_bad.sql") && e.contains("must return profile_id"),
+        "{e}"
+    );
+    std::fs::write(&traits, "SELECT profile_id, 1 AS email FROM identity_map").unwrap();
+    let e = fails(&mut p.cmd(&["stitch", "--full"]));
+    assert!(e.contains("already a profile column"), "{e}");
+    std::fs::remove_file(&traits).unwrap();
+    let report = stitch(&p, &["--full"]);
+    assert!(report["profiles"].as_u64().unwrap() > 0, "{report}");
+
+    // A configured identifier from event fields: the loyalty card links POS receipts.
+    assert!(p.count("SELECT count(*) AS n FROM identity_map WHERE id_type = 'loyalty_id'") > 0);
+    assert!(
+        p.count("SELECT count(*) AS n FROM (SELECT profile_id FROM identity_map WHERE id_type = 'anonymous_id' GROUP BY profile_id HAVING count(*) > 1)") > 0,
+        "receipts of one loyalty card share a profile"
+    );
+}
