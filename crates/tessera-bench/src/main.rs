@@ -3,6 +3,7 @@
 //! ```text
 //! tessera-bench gen --out DIR [--events N] [--seed S] [--days D]
 //! tessera-bench import [--events N] [--work DIR]     # Tessera vs DuckDB, NDJSON → Parquet
+//! tessera-bench identity [--events N] [--edges M]    # accuracy; stitching vs Splink and SciPy
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -16,6 +17,8 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
+
+mod identity;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,6 +57,21 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         runs: u32,
     },
+    /// Identity resolution: accuracy against the ground truth and full/incremental
+    /// `tessera stitch` times on generated events; connected components over string
+    /// edges, Tessera vs Splink's SQL on DuckDB vs SciPy.
+    Identity {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Identifier edges for the connected-components comparison (0 skips it).
+        #[arg(long, default_value_t = 10_000_000)]
+        edges: u64,
+        /// Skip Splink (slow on large inputs).
+        #[arg(long)]
+        no_splink: bool,
+        #[arg(long, default_value = "target/bench-identity")]
+        work: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +106,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Import { events, work, runs } => bench_import(events, &work, runs),
+        Cmd::Identity {
+            events,
+            edges,
+            no_splink,
+            work,
+        } => identity::run(events, edges, !no_splink, &work),
     }
 }
 
