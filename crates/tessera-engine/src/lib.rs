@@ -113,7 +113,7 @@ impl Engine {
             ctx.register_table(name, provider)?;
         }
         if registered.contains(&EVENTS) && registered.contains(&IDENTITY_MAP) {
-            ctx.sql(PROFILE_EVENTS_VIEW).await?;
+            register_profile_events(&ctx).await?;
         }
         Ok(ctx)
     }
@@ -130,6 +130,14 @@ impl Engine {
 pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream> {
     let df = ctx.sql(sql).await.map_err(EngineError::sql)?;
     df.execute_stream().await.map_err(EngineError::sql)
+}
+
+/// (Re-)creates the `profile_events` view over the `events` and `identity_map` tables
+/// currently registered in `ctx`.
+pub async fn register_profile_events(ctx: &SessionContext) -> Result<()> {
+    ctx.deregister_table("profile_events")?;
+    ctx.sql(PROFILE_EVENTS_VIEW).await?;
+    Ok(())
 }
 
 /// Every event with the `profile_id` of its person: the event's `user_id` when it has

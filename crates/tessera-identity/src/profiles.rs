@@ -33,19 +33,48 @@ pub const TRAITS_DIR: &str = "sql/traits";
 #[derive(Debug, Clone, Default)]
 pub struct Built {
     pub profiles: u64,
+    /// Profiles recomputed (all of them in a full build).
+    pub rebuilt: u64,
     /// Computed trait columns, in order.
     pub traits: Vec<String>,
 }
 
-/// Rebuilds `profiles` from `identity_map`, identify events and `sql/traits/`.
+/// Which profiles a build recomputes.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every profile, from every event.
+    All,
+    /// Only `touched` profiles (their events are read, nobody else's); rows of `removed`
+    /// profiles (merged away) are dropped; every other row is kept as it was.
+    Touched {
+        touched: Vec<String>,
+        removed: Vec<String>,
+    },
+}
+
+/// Rebuilds `profiles` from `identity_map`, identify events and `sql/traits/`, for
+/// every profile or only for those a run touched.
 pub async fn build(
     engine: &Engine,
     project_dir: &Path,
     config: &IdentitySection,
     actor: &str,
     run: i64,
+    scope: Scope,
 ) -> Result<Built> {
-    let ctx = engine.session().await?;
+    let full_ctx = engine.session().await?;
+    let (ctx, keep) = match &scope {
+        Scope::All => (full_ctx.clone(), None),
+        Scope::Touched { touched, removed } => {
+            if !engine.lake().exists(PROFILES).await? {
+                return Box::pin(build(engine, project_dir, config, actor, run, Scope::All)).await;
+            }
+            let ctx = restricted_session(engine, touched).await?;
+            let mut gone: Vec<String> = touched.clone();
+            gone.extend(removed.iter().cloned());
+            (ctx, Some(gone))
+        }
+    };
     let golden = golden_traits(&ctx, config).await?;
     ctx.register_table("golden_traits", Arc::new(golden))?;
 
@@ -119,39 +148,122 @@ pub async fn build(
         source: e,
     })?;
     let target = delta_schema(df.schema().as_arrow());
+    let query_err = |e| IdentityError::Query {
+        file: "profiles".into(),
+        source: e,
+    };
+    // Rows kept from the current table (incremental builds): only when its columns are
+    // still the ones the trait files produce; otherwise everything is rebuilt.
+    let mut kept: Option<datafusion::physical_plan::SendableRecordBatchStream> = None;
+    if let Some(gone) = keep {
+        let current = full_ctx.table(PROFILES).await.map_err(query_err)?;
+        if delta_schema(current.schema().as_arrow()).fields() != target.fields() {
+            return Box::pin(build(engine, project_dir, config, actor, run, Scope::All)).await;
+        }
+        let gone_table = one_column_table("profile_id", &gone)?;
+        full_ctx.register_table("rebuilt_profiles", Arc::new(gone_table))?;
+        kept = Some(
+            full_ctx
+                .sql(&format!(
+                    "SELECT * FROM {PROFILES} WHERE profile_id NOT IN (SELECT profile_id FROM rebuilt_profiles)"
+                ))
+                .await
+                .map_err(query_err)?
+                .execute_stream()
+                .await
+                .map_err(query_err)?,
+        );
+    }
     let def = schema::TableDef {
         name: PROFILES,
         schema: target.clone(),
         partition_columns: &[],
         description: "golden profiles: identify traits and computed traits",
     };
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| IdentityError::Query {
-            file: "profiles".into(),
-            source: e,
-        })?;
     let mut writer = engine.lake().replace_writer(&def).await?;
     let mut rows = 0u64;
-    while let Some(batch) = stream.try_next().await.map_err(|e| IdentityError::Query {
-        file: "profiles".into(),
-        source: e,
-    })? {
+    let mut stream = df.execute_stream().await.map_err(query_err)?;
+    while let Some(batch) = stream.try_next().await.map_err(query_err)? {
         rows += batch.num_rows() as u64;
         writer.write(conform(&batch, &target)?).await?;
+    }
+    let rebuilt = rows;
+    if let Some(mut kept) = kept {
+        while let Some(batch) = kept.try_next().await.map_err(query_err)? {
+            rows += batch.num_rows() as u64;
+            writer.write(conform(&batch, &target)?).await?;
+        }
     }
     writer
         .commit(
             CommitNote::new("profiles", actor)
                 .detail("events_version", run)
+                .detail("rebuilt", rebuilt)
                 .detail("traits", traits.join(",")),
         )
         .await?;
     Ok(Built {
         profiles: rows,
+        rebuilt,
         traits,
     })
+}
+
+/// A one-column text table.
+fn one_column_table(name: &str, values: &[String]) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
+    let mut b = StringBuilder::new();
+    for v in values {
+        b.append_value(v);
+    }
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(b.finish())])?;
+    MemTable::try_new(schema, vec![vec![batch]]).map_err(IdentityError::DataFusion)
+}
+
+/// A session whose `events`, `identity_map` and `profile_events` hold only the
+/// touched profiles: their identifiers, and the events carrying those identifiers
+/// (read once, filtered on the id columns before any JSON is parsed).
+async fn restricted_session(engine: &Engine, touched: &[String]) -> Result<SessionContext> {
+    let query_err = |e| IdentityError::Query {
+        file: "profiles (touched events)".into(),
+        source: e,
+    };
+    let ctx = engine.session().await?;
+    ctx.register_table(
+        "touched_profiles",
+        Arc::new(one_column_table("profile_id", touched)?),
+    )?;
+    let map = ctx
+        .sql(
+            "SELECT * FROM identity_map \
+             WHERE profile_id IN (SELECT profile_id FROM touched_profiles)",
+        )
+        .await
+        .map_err(query_err)?;
+    let map_schema = Arc::new(map.schema().as_arrow().clone());
+    let map_rows = map.collect().await.map_err(query_err)?;
+    let map_table = MemTable::try_new(map_schema, vec![map_rows]).map_err(query_err)?;
+    ctx.register_table("touched_map", Arc::new(map_table))?;
+    let events = ctx
+        .sql(
+            "SELECT * FROM events \
+             WHERE trim(coalesce(user_id, anonymous_id)) IN \
+                   (SELECT id_value FROM touched_map WHERE id_type IN ('user_id', 'anonymous_id'))",
+        )
+        .await
+        .map_err(query_err)?;
+    let events_schema = Arc::new(events.schema().as_arrow().clone());
+    let event_rows = events.collect().await.map_err(query_err)?;
+    let events_table = MemTable::try_new(events_schema, vec![event_rows]).map_err(query_err)?;
+    let map_table = ctx.deregister_table("touched_map")?;
+    ctx.deregister_table("events")?;
+    ctx.deregister_table("identity_map")?;
+    ctx.register_table("events", Arc::new(events_table))?;
+    if let Some(map_table) = map_table {
+        ctx.register_table("identity_map", map_table)?;
+    }
+    tessera_engine::register_profile_events(&ctx).await?;
+    Ok(ctx)
 }
 
 /// The trait files of a project, in name order, as `(name, sql)`.

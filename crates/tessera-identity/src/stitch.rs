@@ -82,7 +82,32 @@ pub struct StitchReport {
     pub identifiers: u64,
     pub new_identifiers: u64,
     pub profiles: u64,
+    /// Profiles recomputed by this run (all in a full run; those touched otherwise).
+    pub profiles_rebuilt: u64,
     pub traits: Vec<String>,
+    /// Seconds spent in each stage, in order.
+    pub stages: Vec<(String, f64)>,
+}
+
+/// Times stages and forwards them to the progress display.
+struct Clock<'a> {
+    progress: &'a dyn StitchProgress,
+    current: Option<(String, std::time::Instant)>,
+    done: Vec<(String, f64)>,
+}
+
+impl Clock<'_> {
+    fn stage(&mut self, name: &str) {
+        self.stop();
+        self.progress.stage(name);
+        self.current = Some((name.to_owned(), std::time::Instant::now()));
+    }
+
+    fn stop(&mut self) {
+        if let Some((name, started)) = self.current.take() {
+            self.done.push((name, started.elapsed().as_secs_f64()));
+        }
+    }
 }
 
 /// Runs stitching for the project in `project_dir`, then rebuilds `profiles`.
@@ -115,6 +140,11 @@ pub async fn stitch(
         previous_events_version: previous,
         ..StitchReport::default()
     };
+    let mut clock = Clock {
+        progress,
+        current: None,
+        done: Vec::new(),
+    };
     if !report.full && previous == Some(events_version) {
         report.up_to_date = true;
         let stats = lake.stats(IDENTITY_MAP).await?;
@@ -130,7 +160,7 @@ pub async fn stitch(
         .collect();
 
     // The session reads only the new event files when incremental.
-    progress.stage("reading identifiers from events");
+    clock.stage("reading identifiers from events");
     let ctx = engine.session().await?;
     let current_files = event_files(&events)?;
     if current_files.is_empty() {
@@ -164,7 +194,7 @@ pub async fn stitch(
     // Observations from every rule.
     let mut previous_map: Vec<(String, MapRow)> = Vec::new();
     if map_exists {
-        progress.stage("loading the identity map");
+        clock.stage("loading the identity map");
         previous_map = load_map(&ctx).await?;
         for (type_name, _) in &previous_map {
             if !rules_types.iter().any(|(n, _, _)| n == type_name) {
@@ -185,7 +215,7 @@ pub async fn stitch(
     let mut observations = Vec::new();
     if !files.is_empty() {
         for (index, rule) in rules.iter().enumerate() {
-            progress.stage(&format!("rule {}", rule.name));
+            clock.stage(&format!("rule {}", rule.name));
             let (obs, rule_report) = run_rule(&ctx, rule, index as u32, &type_rules).await?;
             observations.extend(obs);
             report.rules.push(rule_report);
@@ -193,7 +223,7 @@ pub async fn stitch(
     }
     let observations = dedup_observations(observations);
 
-    progress.stage("resolving identities");
+    clock.stage("resolving identities");
     let (mut graph, reconcile_against) = if report.full {
         (Graph::new(type_rules.clone()), previous_rows)
     } else {
@@ -218,7 +248,7 @@ pub async fn stitch(
             .detail("events_version", run)
             .detail("full", report.full)
     };
-    progress.stage("writing identity_edges");
+    clock.stage("writing identity_edges");
     let edges_def = table_def(IDENTITY_EDGES)?;
     let mut writer = if report.full {
         lake.replace_writer(&edges_def).await?
@@ -242,7 +272,7 @@ pub async fn stitch(
         writer.abort();
     }
 
-    progress.stage("writing profile_merges");
+    clock.stage("writing profile_merges");
     let merges_def = table_def(PROFILE_MERGES)?;
     let mut writer = lake.append_writer(&merges_def).await?;
     already =
@@ -265,7 +295,7 @@ pub async fn stitch(
         writer.abort();
     }
 
-    progress.stage("writing identity_map");
+    clock.stage("writing identity_map");
     let mut writer = lake.replace_writer(&table_def(IDENTITY_MAP)?).await?;
     for chunk in rows.chunks(BATCH_ROWS) {
         writer.write(map_batch(chunk, &type_rules)?).await?;
@@ -278,10 +308,28 @@ pub async fn stitch(
         )
         .await?;
 
-    progress.stage("building profiles");
-    let built = profiles::build(engine, project_dir, config, &options.actor, run).await?;
+    clock.stage("building profiles");
+    let scope = if report.full {
+        profiles::Scope::All
+    } else {
+        // Both ends: a rejected edge still brings an event to each side's profile.
+        let mut touched: Vec<String> = applied
+            .observations
+            .iter()
+            .flat_map(|(o, _)| std::iter::once(&o.a).chain(o.b.as_ref()))
+            .filter_map(|k| graph.profile_of(k).map(|p| p.to_string()))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let removed = merges.iter().map(|(from, _, _)| from.to_string()).collect();
+        profiles::Scope::Touched { touched, removed }
+    };
+    let built = profiles::build(engine, project_dir, config, &options.actor, run, scope).await?;
     report.profiles = built.profiles;
+    report.profiles_rebuilt = built.rebuilt;
     report.traits = built.traits;
+    clock.stop();
+    report.stages = clock.done;
     Ok(report)
 }
 

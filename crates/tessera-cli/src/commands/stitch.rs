@@ -86,6 +86,12 @@ pub fn print_report(report: &StitchReport, seconds: f64) {
     if !report.traits.is_empty() {
         println!("  computed traits: {}", report.traits.join(", "));
     }
+    let stages: Vec<String> = report
+        .stages
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.2}s"))
+        .collect();
+    println!("  time: {}", stages.join(", "));
 }
 
 pub async fn run(opened: &Opened, args: StitchArgs) -> anyhow::Result<()> {
