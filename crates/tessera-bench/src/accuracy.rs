@@ -149,56 +149,6 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 1.0 } else { a as f64 / b as f64 }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn k(t: &str, v: &str) -> Key {
-        (t.into(), v.into())
-    }
-
-    #[test]
-    fn scores_pairs() {
-        let mut truth = HashMap::new();
-        for (p, t, v) in [
-            ("p1", "anonymous_id", "a1"),
-            ("p1", "user_id", "u1"),
-            ("p1", "email", "e1"),
-            ("p2", "user_id", "u2"),
-            ("p2", "anonymous_id", "tablet"),
-            ("p1", "anonymous_id", "tablet"),
-        ] {
-            truth
-                .entry(k(t, v))
-                .or_insert_with(Vec::new)
-                .push(p.to_owned());
-        }
-        let edges = vec![
-            (k("anonymous_id", "a1"), k("user_id", "u1")),
-            (k("user_id", "u1"), k("email", "e1")),
-            (k("anonymous_id", "tablet"), k("user_id", "u2")),
-        ];
-        // a1+u1 together, e1 apart: 1 of 3 linkable pairs; u2 alone.
-        let map = vec![
-            (k("anonymous_id", "a1"), "x".to_owned()),
-            (k("user_id", "u1"), "x".to_owned()),
-            (k("email", "e1"), "y".to_owned()),
-            (k("user_id", "u2"), "z".to_owned()),
-            (k("anonymous_id", "tablet"), "z".to_owned()),
-        ];
-        let a = evaluate(&truth, &map, &edges);
-        assert_eq!(a.identifiers_scored, 4);
-        assert_eq!((a.correct_pairs, a.same_profile_pairs), (1, 1));
-        assert_eq!((a.linked_pairs, a.linkable_pairs), (1, 3));
-        assert_eq!(a.profiles_with_two_persons_user_ids, 0);
-        // Fusing both users is caught.
-        let bad: Vec<(Key, String)> = map.iter().map(|(k, _)| (k.clone(), "x".into())).collect();
-        let a = evaluate(&truth, &bad, &edges);
-        assert_eq!(a.profiles_with_two_persons_user_ids, 1);
-        assert!(a.precision < 0.5);
-    }
-}
-
 /// The identity map and the distinct observed edges of a lake, for [`evaluate`].
 pub async fn load_from_lake(
     engine: &tessera_engine::Engine,
@@ -261,4 +211,54 @@ pub async fn load_from_lake(
         })
         .collect();
     Ok((map, edges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(t: &str, v: &str) -> Key {
+        (t.into(), v.into())
+    }
+
+    #[test]
+    fn scores_pairs() {
+        let mut truth = HashMap::new();
+        for (p, t, v) in [
+            ("p1", "anonymous_id", "a1"),
+            ("p1", "user_id", "u1"),
+            ("p1", "email", "e1"),
+            ("p2", "user_id", "u2"),
+            ("p2", "anonymous_id", "tablet"),
+            ("p1", "anonymous_id", "tablet"),
+        ] {
+            truth
+                .entry(k(t, v))
+                .or_insert_with(Vec::new)
+                .push(p.to_owned());
+        }
+        let edges = vec![
+            (k("anonymous_id", "a1"), k("user_id", "u1")),
+            (k("user_id", "u1"), k("email", "e1")),
+            (k("anonymous_id", "tablet"), k("user_id", "u2")),
+        ];
+        // a1+u1 together, e1 apart: 1 of 3 linkable pairs; u2 alone.
+        let map = vec![
+            (k("anonymous_id", "a1"), "x".to_owned()),
+            (k("user_id", "u1"), "x".to_owned()),
+            (k("email", "e1"), "y".to_owned()),
+            (k("user_id", "u2"), "z".to_owned()),
+            (k("anonymous_id", "tablet"), "z".to_owned()),
+        ];
+        let a = evaluate(&truth, &map, &edges);
+        assert_eq!(a.identifiers_scored, 4);
+        assert_eq!((a.correct_pairs, a.same_profile_pairs), (1, 1));
+        assert_eq!((a.linked_pairs, a.linkable_pairs), (1, 3));
+        assert_eq!(a.profiles_with_two_persons_user_ids, 0);
+        // Fusing both users is caught.
+        let bad: Vec<(Key, String)> = map.iter().map(|(k, _)| (k.clone(), "x".into())).collect();
+        let a = evaluate(&truth, &bad, &edges);
+        assert_eq!(a.profiles_with_two_persons_user_ids, 1);
+        assert!(a.precision < 0.5);
+    }
 }

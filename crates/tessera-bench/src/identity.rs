@@ -16,7 +16,9 @@ use super::{ensure_data, python, tessera_binary};
 
 pub fn run(events: u64, edges: u64, splink: bool, work: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(work)?;
-    stitch_on_events(events, work)?;
+    if events > 0 {
+        stitch_on_events(events, work)?;
+    }
     if edges > 0 {
         components(edges, splink, work)?;
     }
@@ -277,6 +279,10 @@ fn components(n: u64, splink: bool, work: &Path) -> anyhow::Result<()> {
             .sql("SELECT * FROM connected_components('SELECT a, b FROM edges')")
             .await?;
         let batches = df.collect().await?;
+        eprintln!(
+            "  tessera: components computed in {:.2}s",
+            started.elapsed().as_secs_f64()
+        );
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let file = std::fs::File::create(&out)?;
         let mut w = tessera_engine::datafusion::parquet::arrow::ArrowWriter::try_new(
@@ -295,7 +301,9 @@ fn components(n: u64, splink: bool, work: &Path) -> anyhow::Result<()> {
 
     let scipy = format!(
         r#"
-import json, resource, time
+import json, time
+def peak():
+    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) * 1024
 import numpy as np, pyarrow.parquet as pq, pyarrow as pa, pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -313,7 +321,7 @@ k, labels = connected_components(g, directed=False)
 t_cc = time.perf_counter() - t_int
 pq.write_table(pa.table({{'node': uniques, 'component': labels}}), '{out}')
 secs = time.perf_counter() - t
-print(json.dumps({{"seconds": secs, "cc_seconds": t_cc, "components": int(k), "nodes": n, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+print(json.dumps({{"seconds": secs, "cc_seconds": t_cc, "components": int(k), "nodes": n, "peak_rss_bytes": peak()}}))
 "#,
         edges = edges.display(),
         out = work.join("scipy-components.parquet").display()
@@ -323,7 +331,9 @@ print(json.dumps({{"seconds": secs, "cc_seconds": t_cc, "components": int(k), "n
     let splink_result = if splink {
         let script = format!(
             r#"
-import json, resource, time, duckdb
+import json, time, duckdb
+def peak():
+    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) * 1024
 from splink import DuckDBAPI
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 con = duckdb.connect()
@@ -336,7 +346,7 @@ clusters = cluster_pairwise_predictions_at_threshold(nodes=con.table('n'), edges
 con.execute("COPY (SELECT * FROM " + clusters.physical_name + ") TO '{out}' (FORMAT parquet)")
 secs = time.perf_counter() - t
 rows = con.execute("SELECT count(*), count(DISTINCT cluster_id) FROM '{out}'").fetchone()
-print(json.dumps({{"seconds": secs, "nodes": rows[0], "components": rows[1], "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+print(json.dumps({{"seconds": secs, "nodes": rows[0], "components": rows[1], "peak_rss_bytes": peak()}}))
 "#,
             edges = edges.display(),
             out = work.join("splink-components.parquet").display()

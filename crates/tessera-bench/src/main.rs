@@ -223,7 +223,9 @@ fn bench_import(events: u64, work: &Path, runs: u32) -> anyhow::Result<()> {
         let out_file = work.join("duckdb-out.parquet");
         let script = format!(
             r#"
-import duckdb, json, resource, time
+import duckdb, json, time
+def peak():
+    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) * 1024
 con = duckdb.connect()
 con.execute("SET threads TO {threads}")
 con.execute("SET enable_progress_bar = false")
@@ -231,7 +233,7 @@ t = time.perf_counter()
 con.execute("COPY (SELECT * FROM read_json('{glob}', format='newline_delimited')) TO '{out}' (FORMAT parquet)")
 secs = time.perf_counter() - t
 rows = con.execute("SELECT count(*) FROM '{out}'").fetchone()[0]
-print(json.dumps({{"seconds": secs, "rows": rows, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+print(json.dumps({{"seconds": secs, "rows": rows, "peak_rss_bytes": peak()}}))
 "#,
             threads = std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -11,6 +11,12 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use foldhash::fast::FixedState;
+
+/// The hasher of graph maps: fast and fixed (no per-process seed), so runs are
+/// reproducible.
+pub type GraphHasher = FixedState;
+
 /// A disjoint-set forest over nodes `0..len()`.
 #[derive(Debug, Clone, Default)]
 pub struct UnionFind {
@@ -112,14 +118,14 @@ impl UnionFind {
 /// Assigns dense `u32` ids to keys in order of first appearance.
 #[derive(Debug, Clone)]
 pub struct Interner<K> {
-    ids: HashMap<K, u32>,
+    ids: HashMap<K, u32, GraphHasher>,
     keys: Vec<K>,
 }
 
 impl<K> Default for Interner<K> {
     fn default() -> Self {
         Interner {
-            ids: HashMap::new(),
+            ids: HashMap::with_hasher(GraphHasher::default()),
             keys: Vec::new(),
         }
     }
@@ -129,6 +135,14 @@ impl<K: Hash + Eq + Clone> Interner<K> {
     /// An empty interner.
     pub fn new() -> Self {
         Interner::default()
+    }
+
+    /// An empty interner with room for `n` keys.
+    pub fn with_capacity(n: usize) -> Self {
+        Interner {
+            ids: HashMap::with_capacity_and_hasher(n, GraphHasher::default()),
+            keys: Vec::with_capacity(n),
+        }
     }
 
     /// The id of `key`, assigning the next one if it is new; the flag says whether it
@@ -164,44 +178,61 @@ impl<K: Hash + Eq + Clone> Interner<K> {
     }
 }
 
-/// Connected components of an edge list over string nodes: each node with the
-/// smallest node of its component as the component's label. An edge whose second end
-/// is `None` only declares its first end.
+/// Connected components of an edge list over string nodes: the distinct nodes in order
+/// of first appearance, and for each its component's label, the index (into the nodes)
+/// of the smallest node of its component. An edge whose second end is `None` only
+/// declares its first end.
+pub fn components<'a>(edges: &[(&'a str, Option<&'a str>)]) -> (Vec<&'a str>, Vec<u32>) {
+    let mut interner: Interner<&'a str> = Interner::with_capacity(edges.len() * 5 / 4);
+    let mut ends: Vec<(u32, u32)> = Vec::with_capacity(edges.len());
+    for (a, b) in edges {
+        let ia = interner.intern(a).0;
+        let ib = b.map_or(ia, |b| interner.intern(&b).0);
+        ends.push((ia, ib));
+    }
+    let nodes = interner.keys;
+    let n = nodes.len();
+    let mut uf = UnionFind::with_capacity(n);
+    uf.grow_to(n);
+    for (a, b) in ends {
+        if a != b {
+            uf.union(a, b);
+        }
+    }
+    // The label of a component is its smallest node, kept at its root; comparing
+    // 8-byte prefixes first avoids most string reads.
+    let prefix = |s: &str| -> u64 {
+        let mut p = [0u8; 8];
+        let len = s.len().min(8);
+        p[..len].copy_from_slice(&s.as_bytes()[..len]);
+        u64::from_be_bytes(p)
+    };
+    let prefixes: Vec<u64> = nodes.iter().map(|s| prefix(s)).collect();
+    let mut best: Vec<u32> = (0..n as u32).collect();
+    for id in 0..n as u32 {
+        let root = uf.find(id) as usize;
+        let current = best[root];
+        let (p, q) = (prefixes[id as usize], prefixes[current as usize]);
+        if p < q || (p == q && nodes[id as usize] < nodes[current as usize]) {
+            best[root] = id;
+        }
+    }
+    let labels = (0..n as u32)
+        .map(|id| best[uf.find_const(id) as usize])
+        .collect();
+    (nodes, labels)
+}
+
+/// [`components`] as `(node, label)` strings.
 pub fn connected_components<'a>(
     edges: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Vec<(String, String)> {
-    let mut nodes: Interner<&'a str> = Interner::new();
-    let mut uf = UnionFind::new();
-    for (a, b) in edges {
-        let (ia, new) = nodes.intern(&a);
-        if new {
-            uf.push();
-        }
-        if let Some(b) = b {
-            let (ib, new) = nodes.intern(&b);
-            if new {
-                uf.push();
-            }
-            uf.union(ia, ib);
-        }
-    }
-    // The label of a component is its smallest node.
-    let mut label: HashMap<u32, u32> = HashMap::new();
-    for id in 0..nodes.len() as u32 {
-        let root = uf.find(id);
-        let entry = label.entry(root).or_insert(id);
-        if nodes.key(id) < nodes.key(*entry) {
-            *entry = id;
-        }
-    }
-    (0..nodes.len() as u32)
-        .map(|id| {
-            let root = uf.find_const(id);
-            (
-                (*nodes.key(id)).to_owned(),
-                (*nodes.key(label[&root])).to_owned(),
-            )
-        })
+    let edges: Vec<(&'a str, Option<&'a str>)> = edges.into_iter().collect();
+    let (nodes, labels) = components(&edges);
+    nodes
+        .iter()
+        .zip(&labels)
+        .map(|(n, l)| ((*n).to_owned(), nodes[*l as usize].to_owned()))
         .collect()
 }
 

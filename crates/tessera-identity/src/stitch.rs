@@ -122,10 +122,7 @@ pub async fn stitch(
     let Some(events) = lake.try_open(EVENTS).await? else {
         return Err(IdentityError::NoEvents);
     };
-    let events_version = events
-        .version()
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(0);
+    let events_version = events.version().unwrap_or(0);
     let map_exists = lake.exists(IDENTITY_MAP).await?;
     let previous = if map_exists {
         lake.transaction_version(IDENTITY_MAP, STITCH_APP)

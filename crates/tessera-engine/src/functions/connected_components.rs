@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringBuilder,
+    StringViewArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -59,6 +62,48 @@ impl TableFunctionImpl for ConnectedComponents {
     }
 }
 
+/// A text column as it comes (no copy for `Utf8`, `LargeUtf8`, `Utf8View`), other
+/// types cast to text.
+fn text(column: &ArrayRef) -> Result<ArrayRef> {
+    Ok(match column.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => column.clone(),
+        _ => cast(column, &DataType::Utf8)?,
+    })
+}
+
+/// Read access to any text column.
+enum Strings<'a> {
+    Utf8(&'a StringArray),
+    Large(&'a LargeStringArray),
+    View(&'a StringViewArray),
+}
+
+impl<'a> Strings<'a> {
+    fn of(array: &'a ArrayRef) -> Self {
+        match array.data_type() {
+            DataType::LargeUtf8 => Strings::Large(array.as_string::<i64>()),
+            DataType::Utf8View => Strings::View(array.as_string_view()),
+            _ => Strings::Utf8(array.as_string::<i32>()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Strings::Utf8(a) => a.len(),
+            Strings::Large(a) => a.len(),
+            Strings::View(a) => a.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Strings::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Strings::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Strings::View(a) => a.is_valid(i).then(|| a.value(i)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ComponentsTable {
     query: String,
@@ -95,29 +140,32 @@ impl TableProvider for ComponentsTable {
         }
         let physical = state.create_physical_plan(&plan).await?;
         let batches = collect(physical, state.task_ctx()).await?;
-        let mut ends: Vec<(Arc<dyn Array>, Arc<dyn Array>)> = Vec::with_capacity(batches.len());
+        let mut ends: Vec<(ArrayRef, ArrayRef)> = Vec::with_capacity(batches.len());
+        let mut rows = 0;
         for batch in &batches {
-            ends.push((
-                cast(batch.column(0), &DataType::Utf8)?,
-                cast(batch.column(1), &DataType::Utf8)?,
-            ));
+            rows += batch.num_rows();
+            ends.push((text(batch.column(0))?, text(batch.column(1))?));
         }
-        let edges = ends.iter().flat_map(|(a, b)| {
-            let (a, b) = (a.as_string::<i32>(), b.as_string::<i32>());
-            (0..a.len()).filter_map(move |i| {
-                let first = a.is_valid(i).then(|| a.value(i));
-                let second = b.is_valid(i).then(|| b.value(i));
-                match (first, second) {
-                    (Some(x), y) | (y, Some(x)) => Some((x, y)),
-                    (None, None) => None,
-                }
-            })
-        });
-        let rows = graph::connected_components(edges);
-        let nodes: StringArray = rows.iter().map(|(n, _)| Some(n.as_str())).collect();
-        let labels: StringArray = rows.iter().map(|(_, c)| Some(c.as_str())).collect();
-        let batch =
-            RecordBatch::try_new(self.schema.clone(), vec![Arc::new(nodes), Arc::new(labels)])?;
+        let mut edges: Vec<(&str, Option<&str>)> = Vec::with_capacity(rows);
+        for (a, b) in &ends {
+            let (a, b) = (Strings::of(a), Strings::of(b));
+            edges.extend((0..a.len()).filter_map(|i| match (a.get(i), b.get(i)) {
+                (Some(x), y) | (y, Some(x)) => Some((x, y)),
+                (None, None) => None,
+            }));
+        }
+        let (nodes, labels) = graph::components(&edges);
+        let bytes: usize = nodes.iter().map(|n| n.len()).sum();
+        let mut node_col = StringBuilder::with_capacity(nodes.len(), bytes);
+        let mut label_col = StringBuilder::with_capacity(nodes.len(), bytes);
+        for (node, label) in nodes.iter().zip(&labels) {
+            node_col.append_value(node);
+            label_col.append_value(nodes[*label as usize]);
+        }
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![Arc::new(node_col.finish()), Arc::new(label_col.finish())],
+        )?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             self.schema.clone(),

@@ -105,3 +105,39 @@ fn labels_are_the_smallest_node() {
     assert_eq!(out["x"], "x");
     assert_eq!(out.len(), 4);
 }
+
+proptest! {
+    #[test]
+    fn components_do_not_depend_on_edge_order(
+        raw in proptest::collection::vec((0u8..40, proptest::option::of(0u8..40)), 0..120),
+        seed in any::<u64>(),
+    ) {
+        let names: Vec<(String, Option<String>)> = raw
+            .iter()
+            .map(|(a, b)| (format!("node-{a}"), b.map(|b| format!("node-{b}"))))
+            .collect();
+        let edges: Vec<(&str, Option<&str>)> =
+            names.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
+        let labelled = |edges: &[(&str, Option<&str>)]| -> BTreeMap<String, String> {
+            let (nodes, labels) = components(edges);
+            nodes
+                .iter()
+                .zip(&labels)
+                .map(|(n, l)| ((*n).to_owned(), nodes[*l as usize].to_owned()))
+                .collect()
+        };
+        let one = labelled(&edges);
+        let mut reversed = edges.clone();
+        reversed.rotate_left((seed as usize) % edges.len().max(1));
+        reversed.reverse();
+        prop_assert_eq!(&one, &labelled(&reversed));
+        // Labels are the smallest member, as BFS would group them.
+        let mut by_label: BTreeMap<&String, BTreeSet<&String>> = BTreeMap::new();
+        for (n, l) in &one {
+            by_label.entry(l).or_default().insert(n);
+        }
+        for (l, members) in by_label {
+            prop_assert_eq!(members.iter().next().copied(), Some(l));
+        }
+    }
+}
