@@ -259,6 +259,7 @@ mod tests {
         let bad: Vec<(Key, String)> = map.iter().map(|(k, _)| (k.clone(), "x".into())).collect();
         let a = evaluate(&truth, &bad, &edges);
         assert_eq!(a.profiles_with_two_persons_user_ids, 1);
-        assert!(a.precision < 0.5);
+        assert_eq!((a.correct_pairs, a.same_profile_pairs), (3, 6));
+        assert!((a.precision - 0.5).abs() < 1e-12);
     }
 }
