@@ -15,6 +15,7 @@
 
 mod cloud;
 mod error;
+pub mod wal;
 mod writer;
 
 use std::collections::HashMap;
