@@ -4,6 +4,7 @@
 //! tessera-bench gen --out DIR [--events N] [--seed S] [--days D]
 //! tessera-bench import [--events N] [--work DIR]     # Tessera vs DuckDB, NDJSON → Parquet
 //! tessera-bench identity [--events N] [--edges M]    # accuracy; stitching vs Splink and SciPy
+//! tessera-bench collect [--clients C] [--seconds S]  # `tessera serve` ingest vs parse-only
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -18,6 +19,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 
+mod collect;
 mod identity;
 
 #[derive(Debug, Parser)]
@@ -56,6 +58,16 @@ enum Cmd {
         /// Timed repetitions of each side (the best is reported).
         #[arg(long, default_value_t = 1)]
         runs: u32,
+    },
+    /// Sustained ingest into `tessera serve` over loopback: events/s, ack latency, RSS,
+    /// against a serde_json parse-only ceiling.
+    Collect {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value = "target/bench-collect")]
+        work: PathBuf,
     },
     /// Identity resolution: accuracy against the ground truth and full/incremental
     /// `tessera stitch` times on generated events; connected components over string
@@ -106,6 +118,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Import { events, work, runs } => bench_import(events, &work, runs),
+        Cmd::Collect {
+            clients,
+            seconds,
+            work,
+        } => collect::run(clients, seconds, &work),
         Cmd::Identity {
             events,
             edges,

@@ -37,6 +37,9 @@ pub enum Command {
     /// Show the profile holding an identifier (TYPE:VALUE), with its identifiers,
     /// traits and merge history.
     Profile(commands::profile::ProfileArgs),
+    /// Run the server: the Segment-compatible HTTP collector (with its write-ahead log),
+    /// /health, /metrics, and the gRPC port.
+    Serve(commands::serve::ServeArgs),
     /// Run a SQL query over the lake.
     Sql(commands::sql::SqlArgs),
     /// List the lake's tables with rows, files, size and version.

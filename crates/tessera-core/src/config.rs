@@ -111,6 +111,21 @@ pub struct ServerSection {
     /// Listen address of the gRPC port (Flight SQL and `tessera.v1`).
     #[serde(default = "default_grpc")]
     pub grpc: String,
+    /// Folder of the collector's write-ahead log (local disk; relative to the project).
+    #[serde(default = "default_wal_dir")]
+    pub wal_dir: String,
+    /// How often collected events are committed to `events`, in milliseconds.
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    /// Largest event accepted, in bytes.
+    #[serde(default = "default_max_event")]
+    pub max_event_bytes: usize,
+    /// Largest request accepted (after decompression), in bytes.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_bytes: usize,
+    /// `messageId`s are deduplicated over this many hours.
+    #[serde(default = "default_dedup_hours")]
+    pub dedup_window_hours: u64,
 }
 
 impl Default for ServerSection {
@@ -118,8 +133,33 @@ impl Default for ServerSection {
         ServerSection {
             http: default_http(),
             grpc: default_grpc(),
+            wal_dir: default_wal_dir(),
+            flush_interval_ms: default_flush_ms(),
+            max_event_bytes: default_max_event(),
+            max_batch_bytes: default_max_batch(),
+            dedup_window_hours: default_dedup_hours(),
         }
     }
+}
+
+fn default_wal_dir() -> String {
+    "wal".into()
+}
+
+fn default_flush_ms() -> u64 {
+    2000
+}
+
+fn default_max_event() -> usize {
+    32 * 1024
+}
+
+fn default_max_batch() -> usize {
+    500 * 1024
+}
+
+fn default_dedup_hours() -> u64 {
+    24
 }
 
 fn default_http() -> String {
@@ -390,6 +430,20 @@ impl Config {
                 ));
             }
         }
+        if self.server.flush_interval_ms == 0 {
+            return Err(invalid(
+                "server.flush_interval_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.server.max_event_bytes < 1024
+            || self.server.max_event_bytes > self.server.max_batch_bytes
+        {
+            return Err(invalid(
+                "server.max_event_bytes",
+                "must be at least 1024 and at most server.max_batch_bytes".into(),
+            ));
+        }
         if !valid_name(&self.import.default_source) {
             return Err(invalid(
                 "import.default_source",
@@ -500,6 +554,11 @@ write_key = "{write_key}"
 [server]
 http = "127.0.0.1:8088"   # Segment-compatible collector, /health, /metrics
 grpc = "127.0.0.1:50051"  # Arrow Flight SQL and the tessera.v1 API
+wal_dir = "wal"           # the collector's write-ahead log (local disk)
+flush_interval_ms = 2000  # collected events reach the events table this often
+max_event_bytes = 32768
+max_batch_bytes = 512000
+dedup_window_hours = 24
 
 [import]
 default_source = "import"

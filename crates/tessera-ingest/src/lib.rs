@@ -18,6 +18,7 @@
 //! line and reason while the good rows land; `max_errors` aborts a file, uncommitted,
 //! once it has more bad rows than allowed.
 
+pub mod collector;
 mod error;
 mod input;
 mod mapping;

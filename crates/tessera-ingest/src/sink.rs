@@ -59,7 +59,7 @@ struct Dedup {
     events: Option<SessionContext>,
 }
 
-fn id_hash(id: &str) -> u128 {
+pub(crate) fn id_hash(id: &str) -> u128 {
     let mut a = DefaultHasher::new();
     id.hash(&mut a);
     let mut b = DefaultHasher::new();

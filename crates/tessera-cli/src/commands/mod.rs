@@ -4,6 +4,7 @@ pub mod import;
 pub mod init;
 pub mod profile;
 pub mod quickstart;
+pub mod serve;
 pub mod source;
 pub mod sql;
 pub mod stitch;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => init::run(&cli.project, args).await,
         Command::Import(args) => import::run(&open_project(&cli.project)?, args).await,
         Command::Sql(args) => sql::run(&open_project(&cli.project)?, args).await,
+        Command::Serve(args) => serve::run(&open_project(&cli.project)?, args).await,
         Command::Stitch(args) => stitch::run(&open_project(&cli.project)?, args).await,
         Command::Profile(args) => profile::run(&open_project(&cli.project)?, args).await,
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,

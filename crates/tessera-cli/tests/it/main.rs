@@ -10,4 +10,5 @@ mod import;
 mod quickstart;
 mod readers;
 mod s3;
+mod serve;
 mod sql;

@@ -1,0 +1,106 @@
+//! `tessera serve`
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tessera_ingest::collector::CollectorConfig;
+use tessera_server::{ServeOptions, Server};
+
+use super::Opened;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address (overrides [server] http).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// gRPC listen address (overrides [server] grpc).
+    #[arg(long)]
+    pub grpc: Option<String>,
+}
+
+fn addr(value: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    value
+        .parse()
+        .with_context(|| format!("{what} {value:?} is not a listen address such as 127.0.0.1:8088"))
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
+    let config = &opened.project.config;
+    let http = addr(
+        args.http.as_deref().unwrap_or(&config.server.http),
+        "--http",
+    )?;
+    let grpc = addr(
+        args.grpc.as_deref().unwrap_or(&config.server.grpc),
+        "--grpc",
+    )?;
+    let wal = Path::new(&config.server.wal_dir);
+    let wal_dir = if wal.is_absolute() {
+        wal.to_owned()
+    } else {
+        opened.project.dir.join(wal)
+    };
+    let sources = config
+        .sources
+        .iter()
+        .map(|(name, s)| (s.write_key.clone(), name.clone()))
+        .collect::<std::collections::HashMap<_, _>>();
+    if sources.is_empty() {
+        eprintln!(
+            "warning: no sources in tessera.toml: every request will get 401; add one with `tessera source add NAME`"
+        );
+    }
+    let options = ServeOptions {
+        http,
+        grpc,
+        collector: CollectorConfig {
+            wal_dir,
+            flush_interval: Duration::from_millis(config.server.flush_interval_ms),
+            max_event_bytes: config.server.max_event_bytes,
+            max_batch_bytes: config.server.max_batch_bytes,
+            dedup_window: Duration::from_secs(config.server.dedup_window_hours * 3600),
+            ..CollectorConfig::default()
+        },
+        sources,
+    };
+    let server = Server::start(opened.engine.clone(), options).await?;
+    let http = server
+        .http_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let grpc = server
+        .grpc_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!(
+        "HTTP collector listening on http://{http} (POST /v1/batch, /v1/track, ...; GET /health, /metrics)"
+    );
+    println!("gRPC listening on {grpc} (health)");
+    println!("lake: {}", opened.lake.root());
+    let _ = std::io::stdout().flush();
+    let flushed = server.run(stop_signal()).await?;
+    println!("Stopped: committed the last {flushed} buffered events to events.");
+    Ok(())
+}

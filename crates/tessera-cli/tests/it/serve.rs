@@ -1,0 +1,486 @@
+//! `tessera serve` end to end: the real binary on loopback, driven by the unmodified
+//! Segment and RudderStack Python SDKs, raw HTTP for bad input, and a crash (SIGKILL)
+//! in the middle of a stream of requests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{TestProject, python};
+
+const KEY: &str = "wk_test_0123456789";
+
+/// A project with a source and fast flushes.
+fn project() -> TestProject {
+    let p = TestProject::new();
+    let toml = p.path().join("tessera.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let text = text
+        .replace("flush_interval_ms = 2000", "flush_interval_ms = 200")
+        .replacen(
+            "[sources.web]",
+            "[sources.app]\nwrite_key = \"wk_test_0123456789\"\n\n[sources.web]",
+            1,
+        );
+    std::fs::write(&toml, text).unwrap();
+    p
+}
+
+/// A running `tessera serve`.
+struct Served {
+    child: Child,
+    http: SocketAddr,
+}
+
+impl Served {
+    fn start(p: &TestProject, http: &str) -> Served {
+        let mut child = crate::common::tessera()
+            .arg("--project")
+            .arg(p.path())
+            .args(["serve", "--http", http, "--grpc", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting tessera serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a line").expect("stdout");
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        std::thread::spawn(move || for _ in lines {});
+        Served {
+            http: addr.parse().unwrap(),
+            child,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "tessera serve exited with {status}");
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; returns status and body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn auth() -> String {
+    // base64("wk_test_0123456789:")
+    let raw = format!("{KEY}:");
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = raw.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(table[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
+}
+
+fn post(served: &Served, path: &str, body: &[u8], extra: &[(&str, &str)]) -> (u16, Value) {
+    let a = auth();
+    let mut headers = vec![
+        ("Authorization", a.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    let (status, body) = request(served.http, "POST", path, &headers, body);
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn track(id: &str) -> String {
+    format!(
+        r#"{{"type":"track","messageId":"{id}","userId":"u1","event":"Signed Up","properties":{{"plan":"pro"}},"timestamp":"2026-11-01T10:00:00.000Z"}}"#
+    )
+}
+
+#[test]
+fn bad_input_gets_its_status_and_never_disturbs_what_is_stored() {
+    let p = project();
+    let s = Served::start(&p, "127.0.0.1:0");
+
+    let good = format!(
+        r#"{{"batch":[{},{}],"sentAt":"2026-11-01T10:00:01Z"}}"#,
+        track("good-1"),
+        track("good-2")
+    );
+    let (status, v) = post(&s, "/v1/batch", good.as_bytes(), &[]);
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(2)), "{v}");
+
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "/v1/batch",
+            b"{\"batch\": [".to_vec(),
+            vec![],
+            400,
+            "malformed_json",
+        ),
+        (
+            "/v1/batch",
+            b"[1, 2]".to_vec(),
+            vec![],
+            400,
+            "malformed_json",
+        ),
+        (
+            "/v1/batch",
+            gzip(good.as_bytes())[..20].to_vec(),
+            vec![("Content-Encoding", "gzip")],
+            400,
+            "malformed_gzip",
+        ),
+        (
+            "/v1/batch",
+            format!(r#"{{"batch":[{}]}}"#, "x".repeat(600 * 1024)).into_bytes(),
+            vec![],
+            400,
+            "batch_too_large",
+        ),
+        (
+            "/v1/track",
+            format!(
+                r#"{{"userId":"u","event":"e","properties":{{"pad":"{}"}}}}"#,
+                "x".repeat(40 * 1024)
+            )
+            .into_bytes(),
+            vec![],
+            400,
+            "event_too_large",
+        ),
+        (
+            "/v1/batch",
+            br#"{"batch":[{"type":"track","event":"e","messageId":"no-ids"}]}"#.to_vec(),
+            vec![],
+            400,
+            "missing_identity",
+        ),
+        (
+            "/v1/batch",
+            br#"{"batch":[{"type":"purchase","userId":"u","messageId":"t"}]}"#.to_vec(),
+            vec![],
+            400,
+            "unknown_type",
+        ),
+        (
+            "/v1/batch",
+            br#"{"batch":[{"type":"track","userId":{"a":1},"event":"e"}]}"#.to_vec(),
+            vec![],
+            400,
+            "wrong_type",
+        ),
+    ];
+    for (path, body, extra, want, code) in cases {
+        let (status, v) = post(&s, path, &body, &extra);
+        assert_eq!(status, want, "{path} {code}: {v}");
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+
+    // One bad event in a batch: the others are stored, the response names it.
+    let mixed = format!(
+        r#"{{"batch":[{},{{"type":"track","userId":"u"}},{}]}}"#,
+        track("mixed-1"),
+        track("mixed-2")
+    );
+    let (status, v) = post(&s, "/v1/batch", mixed.as_bytes(), &[]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepted"], 2, "{v}");
+    assert_eq!(v["rejected"][0]["index"], 1, "{v}");
+    assert_eq!(v["rejected"][0]["code"], "missing_field", "{v}");
+
+    // Single-event endpoints, gzip by header, write key in the body, duplicates.
+    let (status, v) = post(
+        &s,
+        "/v1/identify",
+        br#"{"userId":"u2","traits":{"email":"a@b.io"},"messageId":"ident-1"}"#,
+        &[],
+    );
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    let zipped = gzip(format!(r#"{{"batch":[{}]}}"#, track("zipped-1")).as_bytes());
+    let (status, v) = post(&s, "/v1/import", &zipped, &[("Content-Encoding", "gzip")]);
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    let (status, v) = post(&s, "/v1/batch", good.as_bytes(), &[]);
+    assert_eq!(
+        (status, v["duplicates"].as_u64()),
+        (200, Some(2)),
+        "a retry is not stored twice: {v}"
+    );
+    let body_key = format!(r#"{{"writeKey":"{KEY}","batch":[{}]}}"#, track("bodykey-1"));
+    let (status, _) = request(s.http, "POST", "/v1/batch", &[], body_key.as_bytes());
+    assert_eq!(status, 200);
+
+    // Auth, paths, methods.
+    let (status, body) = request(s.http, "POST", "/v1/batch", &[], good.as_bytes());
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = request(
+        s.http,
+        "POST",
+        "/v1/batch",
+        &[("Authorization", "Basic bm9wZTo=")],
+        good.as_bytes(),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("unknown write key"), "{body}");
+    let (status, _) = request(s.http, "GET", "/v1/batch", &[], b"");
+    assert_eq!(status, 405);
+    let (status, _) = request(s.http, "POST", "/v2/batch", &[], b"{}");
+    assert_eq!(status, 404);
+    let (status, body) = request(s.http, "GET", "/health", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = request(s.http, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body.contains("tessera_events_accepted_total 7"), "{body}");
+    assert!(
+        body.contains("tessera_events_rejected_total{reason=\"malformed_json\"} 2"),
+        "{body}"
+    );
+    assert!(body.contains("tessera_wal_bytes"), "{body}");
+    s.stop();
+
+    let ids = p.sql("SELECT message_id, source FROM events ORDER BY message_id");
+    let ids: Vec<&str> = ids
+        .iter()
+        .map(|r| r["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "bodykey-1",
+            "good-1",
+            "good-2",
+            "ident-1",
+            "mixed-1",
+            "mixed-2",
+            "zipped-1"
+        ]
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE source = 'app'"),
+        7
+    );
+}
+
+#[test]
+fn segment_and_rudderstack_sdks_land_every_event_once() {
+    let p = project();
+    let s = Served::start(&p, "127.0.0.1:0");
+    let script = format!(
+        r#"
+import segment.analytics as seg
+import rudderstack.analytics as rudder
+seg.write_key = "{KEY}"
+seg.host = "{url}"
+seg.sync_mode = False
+for i in range(30):
+    seg.track(user_id="seg-user", event="Item Viewed", properties={{"i": i, "plan": "pro"}}, message_id=f"seg-{{i}}")
+seg.identify(user_id="seg-user", traits={{"email": "seg@example.com"}}, message_id="seg-identify")
+seg.page(user_id="seg-user", name="Home", message_id="seg-page")
+seg.alias(previous_id="anon-seg", user_id="seg-user", message_id="seg-alias")
+seg.group(user_id="seg-user", group_id="acme", traits={{"plan": "team"}}, message_id="seg-group")
+seg.screen(user_id="seg-user", name="Settings", message_id="seg-screen")
+seg.flush()
+seg.shutdown()
+rudder.write_key = "{KEY}"
+rudder.dataPlaneUrl = "{url}"
+for i in range(30):
+    rudder.track(user_id="rs-user", event="Item Viewed", properties={{"i": i}}, message_id=f"rs-{{i}}")
+rudder.identify(user_id="rs-user", traits={{"email": "rs@example.com"}}, message_id="rs-identify")
+rudder.flush()
+rudder.shutdown()
+print("sent")
+"#,
+        url = s.url()
+    );
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Visible to SQL within the flush interval.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.count("SELECT count(*) AS n FROM events") < 66 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s.stop();
+    assert_eq!(p.count("SELECT count(*) AS n FROM events"), 66);
+    assert_eq!(
+        p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        66
+    );
+    let rows = p.sql(
+        "SELECT message_id, type, event, user_id, previous_id, group_id, source, \
+                json_get_str(traits, 'email') AS email, json_get_int(properties, 'i') AS i, \
+                json_get_str(context, 'library', 'name') AS library \
+         FROM events WHERE message_id IN ('seg-7', 'rs-identify', 'seg-alias', 'seg-group', 'rs-3') \
+         ORDER BY message_id",
+    );
+    let by: std::collections::HashMap<&str, &Value> = rows
+        .iter()
+        .map(|r| (r["message_id"].as_str().unwrap(), r))
+        .collect();
+    assert_eq!(by["seg-7"]["event"], "Item Viewed");
+    assert_eq!(by["seg-7"]["i"], 7);
+    assert_eq!(by["seg-7"]["source"], "app");
+    assert_eq!(by["seg-7"]["library"], "analytics-python");
+    assert_eq!(by["rs-3"]["user_id"], "rs-user");
+    assert_eq!(
+        by["rs-identify"]["email"], "rs@example.com",
+        "rudder's context.traits"
+    );
+    assert_eq!(by["seg-alias"]["previous_id"], "anon-seg");
+    assert_eq!(by["seg-group"]["group_id"], "acme");
+}
+
+#[test]
+fn a_crash_mid_stream_loses_and_duplicates_nothing() {
+    let p = project();
+    // A fixed port, so that clients find the restarted server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = Served::start(&p, &addr);
+    let acked = p.path().join("acked.txt");
+    let client = format!(
+        r#"
+import base64, json, time, urllib.request, uuid
+auth = "Basic " + base64.b64encode(b"{KEY}:").decode()
+acked = open("{acked}", "w")
+for b in range(120):
+    ids = [f"crash-{{b}}-{{i}}" for i in range(25)]
+    body = json.dumps({{"batch": [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]}}).encode()
+    while True:
+        try:
+            req = urllib.request.Request("http://{addr}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    acked.write("\n".join(ids) + "\n"); acked.flush()
+                    break
+        except Exception:
+            time.sleep(0.05)
+    time.sleep(0.01)
+print("done")
+"#,
+        acked = acked.display()
+    );
+    let mut c = Command::new(python())
+        .arg("-c")
+        .arg(&client)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let some batches land, then kill the server without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&acked)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 500
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let s = Served::start(&p, &addr);
+    let status = c.wait().unwrap();
+    assert!(status.success());
+    s.stop();
+    let acked_ids: std::collections::BTreeSet<String> = std::fs::read_to_string(&acked)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        acked_ids.len(),
+        3000,
+        "every batch was eventually acknowledged"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events"),
+        3000,
+        "no loss, no duplicate"
+    );
+    assert_eq!(
+        p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        3000
+    );
+}

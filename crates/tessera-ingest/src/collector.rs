@@ -1,0 +1,874 @@
+//! Live collection: Segment-shaped requests → validated events → the write-ahead log
+//! (acknowledged once fsynced) → `events` through periodic Delta commits.
+//!
+//! Exactly once: each WAL record is one request's accepted events as an Arrow IPC
+//! batch with a sequence number. The flusher commits records to `events` with Delta
+//! application transaction `tessera-collector-<id>` = the last sequence included, in the
+//! same commit as the rows, so after a crash the records above the committed sequence
+//! are replayed and the ones below are not. `messageId`s are deduplicated over a
+//! window (24 h by default) across retries and restarts.
+//!
+//! This module knows nothing of HTTP: the server hands it request bodies and maps its
+//! results and [`CollectError`]s to responses.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::TimestampMicrosecondType;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tessera_core::batch::EventBatchBuilder;
+use tessera_core::event::{BatchDefaults, ParseContext, parse_event_with, parse_timestamp};
+use tessera_core::schema::{self, EVENTS, events_col};
+use tessera_engine::Engine;
+use tessera_lake::CommitNote;
+use tessera_lake::wal::Wal;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sink::id_hash;
+
+/// Settings of a collector.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Folder of the write-ahead log (local disk).
+    pub wal_dir: PathBuf,
+    /// How often buffered events are committed to `events`.
+    pub flush_interval: Duration,
+    /// A commit is started early once this many events are buffered.
+    pub flush_events: usize,
+    /// Largest accepted event (JSON bytes).
+    pub max_event_bytes: usize,
+    /// Largest accepted request body (JSON bytes, after decompression).
+    pub max_batch_bytes: usize,
+    /// `messageId`s seen within this window are dropped as duplicates.
+    pub dedup_window: Duration,
+    /// At most this many recent `messageId`s are remembered (bounds memory: ~40 bytes
+    /// each); the window is the shorter of `dedup_window` and this many ids.
+    pub dedup_capacity: usize,
+    /// Names this collector's transactions (`tessera-collector-<id>`).
+    pub collector_id: String,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            wal_dir: PathBuf::from("wal"),
+            flush_interval: Duration::from_secs(2),
+            flush_events: 200_000,
+            max_event_bytes: 32 * 1024,
+            max_batch_bytes: 500 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+            dedup_capacity: 5_000_000,
+            collector_id: "default".into(),
+        }
+    }
+}
+
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/batch` or `/v1/import`: `{"batch": [...]}`.
+    Batch,
+    /// `/v1/track`, `/v1/identify`, ...: one event whose type is the endpoint's.
+    Single(&'static str),
+}
+
+/// An event of a request that was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejected {
+    /// Position in the batch (0 for single-event endpoints).
+    pub index: usize,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// What happened to a request whose events were (at least partly) stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    /// Events now durable (in the write-ahead log).
+    pub accepted: usize,
+    /// Events dropped because their `messageId` was already collected.
+    pub duplicates: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Why a request was refused as a whole (nothing of it stored).
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The body is larger than the batch limit.
+    #[error("request body is {size} bytes, over the limit of {limit} bytes per request")]
+    BatchTooLarge { size: usize, limit: usize },
+    /// A single-event request is larger than the event limit.
+    #[error("event is {size} bytes, over the limit of {limit} bytes per event")]
+    EventTooLarge { size: usize, limit: usize },
+    /// The body is not JSON, or not the JSON the endpoint takes.
+    #[error("{0}")]
+    BadBody(String),
+    /// Every event of the request was invalid.
+    #[error("no valid event in the request: {}", first_reason(.0))]
+    NoValidEvent(Vec<Rejected>),
+    /// The write-ahead log could not be written: nothing was acknowledged.
+    #[error("cannot store events: {0}")]
+    Unavailable(String),
+    /// The collector is shutting down.
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+}
+
+fn first_reason(r: &[Rejected]) -> String {
+    r.first()
+        .map(|r| format!("event {}: {}", r.index, r.message))
+        .unwrap_or_default()
+}
+
+impl CollectError {
+    /// A stable code for responses and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CollectError::BatchTooLarge { .. } => "batch_too_large",
+            CollectError::EventTooLarge { .. } => "event_too_large",
+            CollectError::BadBody(_) => "malformed_json",
+            CollectError::NoValidEvent(r) => r.first().map_or("invalid_event", |r| r.code),
+            CollectError::Unavailable(_) => "unavailable",
+            CollectError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    pub events_received: AtomicU64,
+    pub events_accepted: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub events_flushed: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_micros_total: AtomicU64,
+    pub flush_micros_last: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub wal_fsyncs: AtomicU64,
+    pub buffered_events: AtomicU64,
+    rejected: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts a rejected event (or request) by reason code.
+    pub fn reject(&self, code: &'static str, n: u64) {
+        if let Ok(mut m) = self.rejected.lock() {
+            *m.entry(code).or_default() += n;
+        }
+    }
+
+    /// Rejections by reason code.
+    pub fn rejected(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .rejected
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// `messageId` hashes seen within the window, oldest first for expiry.
+struct Dedup {
+    seen: HashMap<u128, i64>,
+    order: VecDeque<(i64, u128)>,
+    capacity: usize,
+}
+
+impl Default for Dedup {
+    fn default() -> Self {
+        Dedup {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: usize::MAX,
+        }
+    }
+}
+
+impl Dedup {
+    fn expire(&mut self, before: i64) {
+        while let Some(&(t, h)) = self.order.front() {
+            if t >= before {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&h) == Some(&t) {
+                self.seen.remove(&h);
+            }
+        }
+    }
+
+    fn insert(&mut self, h: u128, t: i64) -> bool {
+        if self.seen.contains_key(&h) {
+            return false;
+        }
+        self.seen.insert(h, t);
+        self.order.push_back((t, h));
+        while self.order.len() > self.capacity {
+            if let Some((old_t, old_h)) = self.order.pop_front()
+                && self.seen.get(&old_h) == Some(&old_t)
+            {
+                self.seen.remove(&old_h);
+            }
+        }
+        true
+    }
+}
+
+/// A request for the WAL writer: payload, and where to say it is durable.
+struct WalWrite {
+    payload: Vec<u8>,
+    done: oneshot::Sender<Result<u64, String>>,
+}
+
+enum WalCommand {
+    Write(WalWrite),
+    Release(u64),
+}
+
+/// Events acknowledged but not yet in `events`: `(sequence, batch)`.
+#[derive(Default)]
+struct Buffer {
+    batches: VecDeque<(u64, RecordBatch)>,
+    events: usize,
+}
+
+/// The live collector.
+pub struct Collector {
+    engine: Engine,
+    config: CollectorConfig,
+    wal: mpsc::UnboundedSender<WalCommand>,
+    buffer: Mutex<Buffer>,
+    dedup: Mutex<Dedup>,
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Highest sequence committed to `events`.
+    committed: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("wal_dir", &self.config.wal_dir)
+            .finish()
+    }
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Body of `/v1/batch`.
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Vec<&'a RawValue>,
+    #[serde(default, rename = "sentAt", alias = "sent_at", borrow)]
+    sent_at: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    context: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    integrations: Option<&'a RawValue>,
+}
+
+/// The fields of a single-event body the endpoint needs to look at.
+#[derive(Deserialize)]
+struct SingleBody<'a> {
+    #[serde(default, rename = "type", borrow)]
+    event_type: Option<&'a RawValue>,
+    #[serde(default, rename = "sentAt", alias = "sent_at", borrow)]
+    sent_at: Option<&'a RawValue>,
+}
+
+/// The write key a body carries (`writeKey`), for clients that do not use basic auth.
+pub fn body_write_key(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Key {
+        #[serde(default, rename = "writeKey", alias = "write_key")]
+        write_key: Option<String>,
+    }
+    serde_json::from_slice::<Key>(body).ok()?.write_key
+}
+
+fn sent_at(raw: Option<&RawValue>) -> Option<i64> {
+    let raw = raw?;
+    let s: &str = serde_json::from_str(raw.get()).ok()?;
+    parse_timestamp(s)
+}
+
+impl Collector {
+    /// Opens the write-ahead log, replays what the lake does not hold yet, loads the
+    /// recent `messageId`s, and starts the WAL writer and the flusher.
+    pub async fn start(engine: Engine, config: CollectorConfig) -> crate::Result<Arc<Collector>> {
+        let lake = engine.lake().clone();
+        lake.create_missing_tables().await?;
+        let app = format!("tessera-collector-{}", config.collector_id);
+        let committed = lake
+            .transaction_version(EVENTS, &app)
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        let dir = config.wal_dir.clone();
+        let (wal, records) = tokio::task::spawn_blocking(move || Wal::open(&dir, 64 << 20))
+            .await
+            .map_err(|e| {
+                crate::ImportError::BadOption(format!("opening the write-ahead log: {e}"))
+            })??;
+        let mut buffer = Buffer::default();
+        let mut dedup = Dedup {
+            capacity: config.dedup_capacity.max(1),
+            ..Dedup::default()
+        };
+        for r in records {
+            if r.seq <= committed {
+                continue;
+            }
+            let batch = decode(&r.payload).map_err(|e| {
+                crate::ImportError::BadOption(format!(
+                    "write-ahead log record {} in {} is unreadable: {e}",
+                    r.seq,
+                    config.wal_dir.display()
+                ))
+            })?;
+            remember(&mut dedup, &batch);
+            buffer.events += batch.num_rows();
+            buffer.batches.push_back((r.seq, batch));
+        }
+        let replayed = buffer.events;
+        // messageIds the lake received within the window.
+        let since = now_micros() - config.dedup_window.as_micros() as i64;
+        let ctx = engine.session().await?;
+        let mut stream = tessera_engine::execute(
+            &ctx,
+            &format!(
+                "SELECT message_id, received_at FROM events \
+                 WHERE CAST(received_at AS BIGINT) >= {since}"
+            ),
+        )
+        .await?;
+        while let Some(batch) = stream.try_next().await.map_err(|e| {
+            crate::ImportError::BadOption(format!("reading recent message ids: {e}"))
+        })? {
+            let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| {
+                    crate::ImportError::BadOption(format!("reading recent message ids: {e}"))
+                })?;
+            let ids = ids.as_string::<i32>();
+            let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..batch.num_rows() {
+                dedup.insert(id_hash(ids.value(i)), at.value(i));
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Metrics::default();
+        metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
+        metrics
+            .buffered_events
+            .store(replayed as u64, Ordering::Relaxed);
+        let collector = Arc::new(Collector {
+            engine,
+            config,
+            wal: tx,
+            buffer: Mutex::new(buffer),
+            dedup: Mutex::new(dedup),
+            flush_lock: tokio::sync::Mutex::new(()),
+            committed: AtomicU64::new(committed),
+            closed: false.into(),
+            metrics,
+        });
+        let weak = Arc::downgrade(&collector);
+        std::thread::Builder::new()
+            .name("tessera-wal".into())
+            .spawn(move || wal_writer(wal, rx, weak))
+            .map_err(|e| crate::ImportError::BadOption(format!("starting the WAL writer: {e}")))?;
+        let flusher = Arc::downgrade(&collector);
+        let interval = collector.config.flush_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(c) = flusher.upgrade() else { break };
+                if c.closed.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(e) = c.flush().await {
+                    tracing::error!("flushing collected events failed (will retry): {e}");
+                }
+            }
+        });
+        if replayed > 0 {
+            tracing::info!("replayed {replayed} events from the write-ahead log");
+            collector.flush().await?;
+        }
+        Ok(collector)
+    }
+
+    /// The transaction id of this collector's commits.
+    pub fn app_id(&self) -> String {
+        format!("tessera-collector-{}", self.config.collector_id)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CollectorConfig {
+        &self.config
+    }
+
+    /// Validates a request body from `source` and makes its valid events durable.
+    pub async fn collect(
+        &self,
+        source: &str,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Result<Outcome, CollectError> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let result = self.collect_inner(source, endpoint, body).await;
+        match &result {
+            Ok(o) => {
+                self.metrics
+                    .events_accepted
+                    .fetch_add(o.accepted as u64, Ordering::Relaxed);
+                self.metrics
+                    .events_duplicate
+                    .fetch_add(o.duplicates as u64, Ordering::Relaxed);
+                for r in &o.rejected {
+                    self.metrics.reject(r.code, 1);
+                }
+            }
+            Err(CollectError::NoValidEvent(r)) => {
+                for r in r {
+                    self.metrics.reject(r.code, 1);
+                }
+            }
+            Err(e) => self.metrics.reject(e.code(), 1),
+        }
+        result
+    }
+
+    async fn collect_inner(
+        &self,
+        source: &str,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Result<Outcome, CollectError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(CollectError::ShuttingDown);
+        }
+        if body.len() > self.config.max_batch_bytes {
+            return Err(CollectError::BatchTooLarge {
+                size: body.len(),
+                limit: self.config.max_batch_bytes,
+            });
+        }
+        let text = std::str::from_utf8(body)
+            .map_err(|e| CollectError::BadBody(format!("the body is not UTF-8 text: {e}")))?;
+        let received_at = now_micros();
+        let mut builder = EventBatchBuilder::new(source, 128);
+        let mut outcome = Outcome::default();
+        let mut ids: Vec<u128> = Vec::new();
+        match endpoint {
+            Endpoint::Batch => {
+                let parsed: BatchBody<'_> = serde_json::from_str(text).map_err(|e| {
+                    CollectError::BadBody(format!(
+                        "the body must be a JSON object {{\"batch\": [events...]}}: {e}"
+                    ))
+                })?;
+                self.metrics
+                    .events_received
+                    .fetch_add(parsed.batch.len() as u64, Ordering::Relaxed);
+                let ctx = ParseContext::live(received_at, sent_at(parsed.sent_at));
+                let defaults = BatchDefaults {
+                    context: parsed.context,
+                    integrations: parsed.integrations,
+                };
+                for (index, raw) in parsed.batch.iter().enumerate() {
+                    self.one(
+                        index,
+                        raw.get(),
+                        &ctx,
+                        defaults,
+                        &mut builder,
+                        &mut outcome,
+                        &mut ids,
+                    );
+                }
+            }
+            Endpoint::Single(kind) => {
+                self.metrics.events_received.fetch_add(1, Ordering::Relaxed);
+                if body.len() > self.config.max_event_bytes {
+                    return Err(CollectError::EventTooLarge {
+                        size: body.len(),
+                        limit: self.config.max_event_bytes,
+                    });
+                }
+                let head: SingleBody<'_> = serde_json::from_str(text).map_err(|e| {
+                    CollectError::BadBody(format!("the body must be one JSON event object: {e}"))
+                })?;
+                let ctx = ParseContext::live(received_at, sent_at(head.sent_at));
+                let with_type;
+                let event_text = if head.event_type.is_some() {
+                    text
+                } else {
+                    // The endpoint names the type.
+                    let rest = text.trim_start().strip_prefix('{').unwrap_or(text);
+                    with_type = if rest.trim_start().starts_with('}') {
+                        format!("{{\"type\":\"{kind}\"{rest}")
+                    } else {
+                        format!("{{\"type\":\"{kind}\",{rest}")
+                    };
+                    &with_type
+                };
+                self.one(
+                    0,
+                    event_text,
+                    &ctx,
+                    BatchDefaults::default(),
+                    &mut builder,
+                    &mut outcome,
+                    &mut ids,
+                );
+            }
+        }
+        if builder.is_empty() {
+            if outcome.duplicates > 0 || outcome.rejected.is_empty() {
+                return Ok(outcome);
+            }
+            return Err(CollectError::NoValidEvent(outcome.rejected));
+        }
+        let batch = builder.finish();
+        let rows = batch.num_rows();
+        let payload = encode(&batch).map_err(|e| CollectError::Unavailable(e.to_string()))?;
+        let (done, wait) = oneshot::channel();
+        let sent = self.wal.send(WalCommand::Write(WalWrite { payload, done }));
+        let seq = match sent {
+            Ok(()) => wait
+                .await
+                .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))
+                .and_then(|r| r.map_err(CollectError::Unavailable)),
+            Err(_) => Err(CollectError::Unavailable("the WAL writer stopped".into())),
+        };
+        let seq = match seq {
+            Ok(seq) => seq,
+            Err(e) => {
+                // Not durable: forget the ids so a retry is accepted.
+                if let Ok(mut d) = self.dedup.lock() {
+                    for h in &ids {
+                        d.seen.remove(h);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        outcome.accepted = rows;
+        let buffered = {
+            let mut b = self
+                .buffer
+                .lock()
+                .map_err(|_| CollectError::Unavailable("buffer poisoned".into()))?;
+            b.batches.push_back((seq, batch));
+            b.events += rows;
+            b.events
+        };
+        self.metrics
+            .buffered_events
+            .store(buffered as u64, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn one(
+        &self,
+        index: usize,
+        text: &str,
+        ctx: &ParseContext,
+        defaults: BatchDefaults<'_>,
+        builder: &mut EventBatchBuilder,
+        outcome: &mut Outcome,
+        ids: &mut Vec<u128>,
+    ) {
+        if text.len() > self.config.max_event_bytes {
+            outcome.rejected.push(Rejected {
+                index,
+                code: "event_too_large",
+                message: format!(
+                    "event is {} bytes, over the limit of {} bytes per event",
+                    text.len(),
+                    self.config.max_event_bytes
+                ),
+            });
+            return;
+        }
+        match parse_event_with(text, ctx, defaults) {
+            Ok(event) => {
+                let h = id_hash(&event.message_id);
+                let fresh = self
+                    .dedup
+                    .lock()
+                    .map(|mut d| {
+                        d.expire(ctx.received_at - self.config.dedup_window.as_micros() as i64);
+                        d.insert(h, ctx.received_at)
+                    })
+                    .unwrap_or(true);
+                if fresh {
+                    ids.push(h);
+                    builder.append(&event);
+                } else {
+                    outcome.duplicates += 1;
+                }
+            }
+            Err(e) => outcome.rejected.push(Rejected {
+                index,
+                code: e.code(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// A query session whose `events` (and `profile_events`) also hold the events
+    /// acknowledged but not yet committed: the committed table at one version plus the
+    /// buffered batches above that version's collector transaction, so no event is
+    /// missing or counted twice while a flush is under way.
+    pub async fn session(&self) -> crate::Result<datafusion::prelude::SessionContext> {
+        let buffered: Vec<(u64, RecordBatch)> = self
+            .buffer
+            .lock()
+            .map(|b| b.batches.iter().cloned().collect())
+            .unwrap_or_default();
+        let lake = self.engine.lake();
+        let table = lake.open(EVENTS).await?;
+        let committed = tessera_lake::transaction_version(EVENTS, &table, &self.app_id())
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        let ctx = self.engine.session().await?;
+        let df_err = |e: datafusion::error::DataFusionError| {
+            crate::ImportError::BadOption(format!("building the live session: {e}"))
+        };
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| crate::ImportError::BadOption(e.to_string()))?;
+        let provider = table.table_provider().await.map_err(df_err)?;
+        let live: Vec<RecordBatch> = buffered
+            .into_iter()
+            .filter(|(seq, _)| *seq > committed)
+            .map(|(_, b)| b)
+            .collect();
+        let memory = datafusion::datasource::MemTable::try_new(schema::events_schema(), vec![live])
+            .map_err(df_err)?;
+        ctx.deregister_table(EVENTS).map_err(df_err)?;
+        ctx.register_table("events_committed", provider)
+            .map_err(df_err)?;
+        ctx.register_table("events_buffered", Arc::new(memory))
+            .map_err(df_err)?;
+        ctx.sql(
+            "CREATE VIEW events AS \
+             SELECT * FROM events_committed UNION ALL SELECT * FROM events_buffered",
+        )
+        .await
+        .map_err(df_err)?;
+        if ctx.table_exist("identity_map").map_err(df_err)? {
+            tessera_engine::register_profile_events(&ctx).await?;
+        }
+        Ok(ctx)
+    }
+
+    /// Acknowledged events not yet committed to `events`, for queries that must see
+    /// them: every buffered batch above the committed sequence.
+    pub fn buffered(&self) -> Vec<RecordBatch> {
+        let committed = self.committed.load(Ordering::Acquire);
+        self.buffer
+            .lock()
+            .map(|b| {
+                b.batches
+                    .iter()
+                    .filter(|(seq, _)| *seq > committed)
+                    .map(|(_, batch)| batch.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Commits every buffered batch to `events` (one Delta commit carrying the last
+    /// sequence as its transaction), then releases the WAL. Returns the events written.
+    pub async fn flush(&self) -> crate::Result<usize> {
+        let _guard = self.flush_lock.lock().await;
+        let last = self
+            .buffer
+            .lock()
+            .map_err(|_| crate::ImportError::BadOption("buffer poisoned".into()))?
+            .batches
+            .back()
+            .map(|(s, _)| *s);
+        let Some(last) = last else { return Ok(0) };
+        let started = Instant::now();
+        let lake = self.engine.lake();
+        let app = self.app_id();
+        // A crash after a commit and before the WAL release leaves records the lake
+        // holds: never commit a sequence twice.
+        let done = lake
+            .transaction_version(EVENTS, &app)
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        let mut rows = 0;
+        if last > done {
+            let def = schema::table(EVENTS)
+                .ok_or_else(|| crate::ImportError::BadOption("no events table".into()))?;
+            let mut writer = lake.append_writer(&def).await?;
+            let pending: Vec<RecordBatch> = self
+                .buffer
+                .lock()
+                .map(|b| {
+                    b.batches
+                        .iter()
+                        .filter(|(s, _)| *s > done && *s <= last)
+                        .map(|(_, x)| x.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for batch in pending {
+                rows += batch.num_rows();
+                writer.write(batch).await?;
+            }
+            writer
+                .commit(
+                    CommitNote::new("collect", "tessera serve")
+                        .detail("events", rows as u64)
+                        .transaction(&app, last as i64),
+                )
+                .await?;
+        }
+        self.committed.store(last, Ordering::Release);
+        let remaining = {
+            let mut b = self
+                .buffer
+                .lock()
+                .map_err(|_| crate::ImportError::BadOption("buffer poisoned".into()))?;
+            while b.batches.front().is_some_and(|(s, _)| *s <= last) {
+                if let Some((_, x)) = b.batches.pop_front() {
+                    b.events -= x.num_rows();
+                }
+            }
+            b.events
+        };
+        let _ = self.wal.send(WalCommand::Release(last));
+        let micros = started.elapsed().as_micros() as u64;
+        self.metrics
+            .events_flushed
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .flush_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
+        self.metrics
+            .flush_micros_last
+            .store(micros, Ordering::Relaxed);
+        self.metrics
+            .buffered_events
+            .store(remaining as u64, Ordering::Relaxed);
+        Ok(rows)
+    }
+
+    /// Stops accepting, commits what is buffered.
+    pub async fn shutdown(&self) -> crate::Result<usize> {
+        self.closed.store(true, Ordering::Relaxed);
+        self.flush().await
+    }
+
+    /// Whether enough is buffered to commit before the next tick.
+    pub fn wants_flush(&self) -> bool {
+        self.buffer
+            .lock()
+            .map(|b| b.events >= self.config.flush_events)
+            .unwrap_or(false)
+    }
+}
+
+fn remember(dedup: &mut Dedup, batch: &RecordBatch) {
+    let ids = batch.column(events_col::MESSAGE_ID).as_string::<i32>();
+    let at = batch
+        .column(events_col::RECEIVED_AT)
+        .as_primitive::<TimestampMicrosecondType>();
+    for i in 0..batch.num_rows() {
+        dedup.insert(id_hash(ids.value(i)), at.value(i));
+    }
+}
+
+fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
+    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+fn decode(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let reader = StreamReader::try_new(bytes, None)?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b?);
+    }
+    arrow::compute::concat_batches(&schema::events_schema(), &batches)
+}
+
+/// The WAL writer thread: takes every waiting write, appends them with one fsync,
+/// answers each; releases segments the lake holds.
+fn wal_writer(
+    mut wal: Wal,
+    mut rx: mpsc::UnboundedReceiver<WalCommand>,
+    collector: std::sync::Weak<Collector>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut writes = Vec::new();
+        let mut release = None;
+        let mut take = |cmd| match cmd {
+            WalCommand::Write(w) => writes.push(w),
+            WalCommand::Release(s) => release = Some(s),
+        };
+        take(first);
+        while let Ok(cmd) = rx.try_recv() {
+            take(cmd);
+        }
+        if !writes.is_empty() {
+            let payloads: Vec<&[u8]> = writes.iter().map(|w| w.payload.as_slice()).collect();
+            let result = wal.append(&payloads);
+            if let Some(c) = collector.upgrade() {
+                c.metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+                c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
+            }
+            match result {
+                Ok(first_seq) => {
+                    for (i, w) in writes.into_iter().enumerate() {
+                        let _ = w.done.send(Ok(first_seq + i as u64));
+                    }
+                }
+                Err(e) => {
+                    for w in writes {
+                        let _ = w.done.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        if let Some(seq) = release {
+            if let Err(e) = wal.release_through(seq) {
+                tracing::error!("releasing the write-ahead log: {e}");
+            }
+            if let Some(c) = collector.upgrade() {
+                c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Tessera's network face: the only crate that knows HTTP and gRPC.
+//!
+//! - [`http`]: the Segment-compatible collector (`/v1/batch`, `/v1/import`,
+//!   `/v1/track`, `/v1/identify`, `/v1/page`, `/v1/screen`, `/v1/group`, `/v1/alias`)
+//!   with write-key auth, gzip bodies and limits; `/health`; Prometheus `/metrics`. It
+//!   hands bodies to [`tessera_ingest::collector::Collector`] and maps its results to
+//!   responses.
+//! - the gRPC port: the standard health service (Flight SQL and `tessera.v1` come next).
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tessera_ingest::collector::{Collector, CollectorConfig};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The collector could not start (WAL, lake).
+    #[error(transparent)]
+    Collector(#[from] tessera_ingest::ImportError),
+    /// Serving failed.
+    #[error("{0}")]
+    Serve(String),
+}
+
+/// Where to listen and how to collect.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub collector: CollectorConfig,
+    /// Write key → source name.
+    pub sources: HashMap<String, String>,
+}
+
+/// A started server: ports bound, collector running.
+pub struct Server {
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    state: Arc<http::AppState>,
+}
+
+impl Server {
+    /// Binds both ports and starts the collector (replaying its write-ahead log).
+    pub async fn start(
+        engine: tessera_engine::Engine,
+        options: ServeOptions,
+    ) -> Result<Server, ServerError> {
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let http = bind(options.http).await?;
+        let grpc = bind(options.grpc).await?;
+        let max_body = options.collector.max_batch_bytes;
+        let collector = Collector::start(engine, options.collector).await?;
+        Ok(Server {
+            http,
+            grpc,
+            state: Arc::new(http::AppState {
+                collector,
+                sources: options.sources,
+                max_body,
+            }),
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.local_addr().ok()
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.local_addr().ok()
+    }
+
+    /// The collector (for in-process queries over buffered events).
+    pub fn collector(&self) -> Arc<Collector> {
+        self.state.collector.clone()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, commits buffered events
+    /// and returns how many the final commit wrote.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<usize, ServerError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut http_stop = stop_rx.clone();
+        let mut grpc_stop = stop_rx;
+        let app = http::router(self.state.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(self.http, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
+        let grpc = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = grpc_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let http_result = http.await;
+        let flushed = self.state.collector.shutdown().await?;
+        let grpc_result = grpc.await;
+        match http_result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Serve(format!("HTTP: {e}"))),
+            Err(e) => return Err(ServerError::Serve(format!("HTTP: {e}"))),
+        }
+        match grpc_result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Serve(format!("gRPC: {e}"))),
+            Err(e) => return Err(ServerError::Serve(format!("gRPC: {e}"))),
+        }
+        Ok(flushed)
+    }
+}

@@ -1,0 +1,91 @@
+//! The server in process: events are queryable the moment they are acknowledged,
+//! before any commit to the lake.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tessera_engine::datafusion::arrow::array::AsArray;
+use tessera_engine::datafusion::arrow::datatypes::Int64Type;
+use tessera_engine::{Engine, EngineConfig};
+use tessera_ingest::collector::CollectorConfig;
+use tessera_lake::Lake;
+use tessera_server::{ServeOptions, Server};
+
+async fn count(ctx: &tessera_engine::datafusion::prelude::SessionContext) -> i64 {
+    let batches: Vec<_> = ctx
+        .sql("SELECT count(*) AS n FROM events")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_are_queryable_before_any_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake =
+        Arc::new(Lake::new(dir.path().join("lake").to_str().unwrap(), HashMap::new()).unwrap());
+    let engine = Engine::new(lake, EngineConfig::default());
+    let server = Server::start(
+        engine.clone(),
+        ServeOptions {
+            http: "127.0.0.1:0".parse().unwrap(),
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            collector: CollectorConfig {
+                wal_dir: dir.path().join("wal"),
+                flush_interval: Duration::from_secs(3600),
+                ..CollectorConfig::default()
+            },
+            sources: HashMap::from([("wk_live_0123456789".to_owned(), "live".to_owned())]),
+        },
+    )
+    .await
+    .unwrap();
+    let addr = server.http_addr().unwrap();
+    let collector = server.collector();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let body = br#"{"writeKey":"wk_live_0123456789","batch":[{"type":"track","messageId":"live-1","userId":"u","event":"e"},{"type":"track","messageId":"live-2","userId":"u","event":"e"}]}"#;
+    let response = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /v1/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // Acknowledged: visible through the collector's session, not yet in the lake.
+    assert_eq!(count(&collector.session().await.unwrap()).await, 2);
+    assert_eq!(count(&engine.session().await.unwrap()).await, 0);
+
+    // After a flush: in the lake, and still counted once.
+    assert_eq!(collector.flush().await.unwrap(), 2);
+    assert_eq!(count(&collector.session().await.unwrap()).await, 2);
+    assert_eq!(count(&engine.session().await.unwrap()).await, 2);
+
+    stop.send(()).unwrap();
+    assert_eq!(running.await.unwrap().unwrap(), 0);
+}
