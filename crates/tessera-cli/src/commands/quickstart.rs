@@ -21,6 +21,9 @@ pub struct QuickstartArgs {
     /// Seed of the sample data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Stop after the pipeline instead of starting the server.
+    #[arg(long)]
+    pub no_serve: bool,
 }
 
 pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
@@ -126,5 +129,35 @@ Try next:
             .map(|p| format!("{}/", p.display().to_string().trim_end_matches('/')))
             .unwrap_or_default(),
     );
-    Ok(())
+    if args.no_serve {
+        return Ok(());
+    }
+
+    // 6. The server, until Ctrl-C.
+    let key = opened
+        .project
+        .config
+        .sources
+        .get("web")
+        .map(|s| s.write_key.clone())
+        .unwrap_or_default();
+    println!(
+        r#"6. Serving (Ctrl-C to stop). Send an event the way the Segment SDKs do:
+  curl -u {key}: -H 'Content-Type: application/json' http://{http}/v1/track \
+       -d '{{"userId":"u00000001","event":"Signed Up","properties":{{"plan":"pro"}}}}'
+then `tessera --project {p} sql "SELECT * FROM events WHERE event = 'Signed Up'"` sees it
+within {flush} ms.
+"#,
+        http = opened.project.config.server.http,
+        flush = opened.project.config.server.flush_interval_ms,
+    );
+    super::serve::run(
+        &opened,
+        super::serve::ServeArgs {
+            http: None,
+            grpc: None,
+        },
+    )
+    .await
+    .context("starting the server (use --no-serve to skip it, or free the ports in tessera.toml [server])")
 }

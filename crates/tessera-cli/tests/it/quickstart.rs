@@ -7,7 +7,7 @@ fn quickstart_runs_and_reruns() {
     let dir = tempfile::tempdir().unwrap();
     let qs = dir.path().join("qs");
     let out = ok(tessera()
-        .args(["quickstart", "--events", "3000", "--dir"])
+        .args(["quickstart", "--no-serve", "--events", "3000", "--dir"])
         .arg(&qs));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -34,7 +34,7 @@ fn quickstart_runs_and_reruns() {
     assert_eq!(sources, "source,some\napp,true\npos,true\nweb,true\n");
 
     let out = ok(tessera()
-        .args(["quickstart", "--events", "3000", "--dir"])
+        .args(["quickstart", "--no-serve", "--events", "3000", "--dir"])
         .arg(&qs));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
