@@ -8,7 +8,7 @@
 //! `profiles`, so segments can say `WHERE total_revenue > 200`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringBuilder};
@@ -268,20 +268,7 @@ async fn restricted_session(engine: &Engine, touched: &[String]) -> Result<Sessi
 
 /// The trait files of a project, in name order, as `(name, sql)`.
 pub fn load_trait_files(dir: &Path) -> Result<Vec<(String, String)>> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(IdentityError::ReadFile {
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    files.sort();
+    let files = crate::rules::sql_files(dir)?;
     let mut out = Vec::new();
     for path in files {
         let sql = std::fs::read_to_string(&path).map_err(|source| IdentityError::ReadFile {

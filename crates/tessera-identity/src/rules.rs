@@ -34,20 +34,7 @@ pub fn load_rules(
     types: &BTreeMap<String, IdentifierTypeSection>,
 ) -> Result<Vec<Rule>> {
     let mut rules = Vec::new();
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(IdentityError::ReadFile {
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    files.sort();
+    let files = sql_files(dir)?;
     for path in files {
         let sql = std::fs::read_to_string(&path).map_err(|source| IdentityError::ReadFile {
             path: path.clone(),
@@ -88,6 +75,25 @@ pub fn load_rules(
         });
     }
     Ok(rules)
+}
+
+/// The `*.sql` files of `dir` in name order (none when it does not exist).
+pub(crate) fn sql_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(IdentityError::ReadFile {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    files.sort();
+    Ok(files)
 }
 
 /// SQL text without `--` comments (for the statement count only).
