@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::tessera_binary;
 
@@ -127,15 +127,7 @@ fn rss_of(pid: u32, field: &str) -> u64 {
 }
 
 pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
-    let project = work.join("project");
-    let _ = std::fs::remove_dir_all(&project);
-    let out = Command::new(tessera_binary()?)
-        .arg("init")
-        .arg(&project)
-        .output()?;
-    if !out.status.success() {
-        bail!("tessera init: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let project = super::fresh_project(work)?;
     let toml = project.join("tessera.toml");
     let text = std::fs::read_to_string(&toml)?;
     std::fs::write(

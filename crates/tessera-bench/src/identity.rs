@@ -92,15 +92,7 @@ fn stitch_on_events(events: u64, work: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&parts)?;
     let (heads, tails) = split(&data, &parts, &cut)?;
 
-    let project = work.join("project");
-    let _ = std::fs::remove_dir_all(&project);
-    let out = Command::new(tessera_binary()?)
-        .arg("init")
-        .arg(&project)
-        .output()?;
-    if !out.status.success() {
-        bail!("tessera init: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let project = super::fresh_project(work)?;
     let import = |files: &[PathBuf]| -> anyhow::Result<u64> {
         let mut n = 0;
         for (f, s) in files.iter().zip(["web", "app", "pos"]) {

@@ -145,6 +145,20 @@ fn tessera_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// `WORK/project`, emptied and initialised with `tessera init`.
+fn fresh_project(work: &Path) -> anyhow::Result<PathBuf> {
+    let project = work.join("project");
+    let _ = std::fs::remove_dir_all(&project);
+    let out = Command::new(tessera_binary()?)
+        .arg("init")
+        .arg(&project)
+        .output()?;
+    if !out.status.success() {
+        bail!("tessera init: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(project)
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

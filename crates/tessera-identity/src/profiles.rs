@@ -268,28 +268,7 @@ async fn restricted_session(engine: &Engine, touched: &[String]) -> Result<Sessi
 
 /// The trait files of a project, in name order, as `(name, sql)`.
 pub fn load_trait_files(dir: &Path) -> Result<Vec<(String, String)>> {
-    let files = crate::rules::sql_files(dir)?;
-    let mut out = Vec::new();
-    for path in files {
-        let sql = std::fs::read_to_string(&path).map_err(|source| IdentityError::ReadFile {
-            path: path.clone(),
-            source,
-        })?;
-        let name = format!(
-            "{TRAITS_DIR}/{}",
-            path.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        );
-        let sql = sql.trim().trim_end_matches(';').trim().to_owned();
-        if sql
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim().starts_with("--"))
-        {
-            continue;
-        }
-        out.push((name, sql));
-    }
-    Ok(out)
+    crate::rules::read_sql_files(dir, TRAITS_DIR)
 }
 
 /// The type Delta stores for `dt`: text as `Utf8`, integers as `Int64`, floats as

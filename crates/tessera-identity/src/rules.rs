@@ -34,31 +34,14 @@ pub fn load_rules(
     types: &BTreeMap<String, IdentifierTypeSection>,
 ) -> Result<Vec<Rule>> {
     let mut rules = Vec::new();
-    let files = sql_files(dir)?;
-    for path in files {
-        let sql = std::fs::read_to_string(&path).map_err(|source| IdentityError::ReadFile {
-            path: path.clone(),
-            source,
-        })?;
-        let name = format!(
-            "{RULES_DIR}/{}",
-            path.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        );
-        let body = strip_comments(&sql);
-        if body.trim().trim_end_matches(';').trim().is_empty() {
-            continue;
-        }
-        if body.trim().trim_end_matches(';').contains(';') {
+    for (name, sql) in read_sql_files(dir, RULES_DIR)? {
+        if strip_comments(&sql).contains(';') {
             return Err(IdentityError::BadFile {
                 file: name,
                 message: "a rule is one SELECT statement; split several into several files".into(),
             });
         }
-        rules.push(Rule {
-            name,
-            sql: sql.trim().trim_end_matches(';').to_owned(),
-        });
+        rules.push(Rule { name, sql });
     }
     for (name, t) in types {
         if let Some(sql) = field_rule_sql(name, &t.fields) {
@@ -77,8 +60,29 @@ pub fn load_rules(
     Ok(rules)
 }
 
-/// The `*.sql` files of `dir` in name order (none when it does not exist).
-pub(crate) fn sql_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The `*.sql` files of `dir` in name order (none when it does not exist), as
+/// `(FOLDER/file name, text without a trailing ';')`; files holding only comments are
+/// skipped.
+pub(crate) fn read_sql_files(dir: &Path, folder: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for path in sql_files(dir)? {
+        let sql = std::fs::read_to_string(&path).map_err(|source| IdentityError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        let sql = sql.trim().trim_end_matches(';').trim().to_owned();
+        if strip_comments(&sql).trim().is_empty() {
+            continue;
+        }
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        out.push((format!("{folder}/{file}"), sql));
+    }
+    Ok(out)
+}
+
+fn sql_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))

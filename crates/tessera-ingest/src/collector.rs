@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tessera_core::batch::EventBatchBuilder;
-use tessera_core::event::{BatchDefaults, ParseContext, parse_event_with, parse_timestamp};
+use tessera_core::event::{BatchDefaults, Event, ParseContext, parse_event_with, parse_timestamp};
 use tessera_core::schema::{self, EVENTS, events_col};
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
@@ -41,8 +41,6 @@ pub struct CollectorConfig {
     pub wal_dir: PathBuf,
     /// How often buffered events are committed to `events`.
     pub flush_interval: Duration,
-    /// A commit is started early once this many events are buffered.
-    pub flush_events: usize,
     /// Largest accepted event (JSON bytes).
     pub max_event_bytes: usize,
     /// Largest accepted request body (JSON bytes, after decompression).
@@ -61,7 +59,6 @@ impl Default for CollectorConfig {
         CollectorConfig {
             wal_dir: PathBuf::from("wal"),
             flush_interval: Duration::from_secs(2),
-            flush_events: 200_000,
             max_event_bytes: 32 * 1024,
             max_batch_bytes: 500 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
@@ -493,17 +490,15 @@ impl Collector {
                     context: parsed.context,
                     integrations: parsed.integrations,
                 };
-                for (index, raw) in parsed.batch.iter().enumerate() {
-                    self.one(
-                        index,
-                        raw.get(),
-                        &ctx,
-                        defaults,
-                        &mut builder,
-                        &mut outcome,
-                        &mut ids,
-                    );
-                }
+                let events: Vec<Event<'_>> = parsed
+                    .batch
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, raw)| {
+                        self.parse_one(index, raw.get(), &ctx, defaults, &mut outcome.rejected)
+                    })
+                    .collect();
+                self.admit(&events, received_at, &mut builder, &mut outcome, &mut ids);
             }
             Endpoint::Single(kind) => {
                 self.metrics.events_received.fetch_add(1, Ordering::Relaxed);
@@ -530,15 +525,17 @@ impl Collector {
                     };
                     &with_type
                 };
-                self.one(
-                    0,
-                    event_text,
-                    &ctx,
-                    BatchDefaults::default(),
-                    &mut builder,
-                    &mut outcome,
-                    &mut ids,
-                );
+                let events: Vec<Event<'_>> = self
+                    .parse_one(
+                        0,
+                        event_text,
+                        &ctx,
+                        BatchDefaults::default(),
+                        &mut outcome.rejected,
+                    )
+                    .into_iter()
+                    .collect();
+                self.admit(&events, received_at, &mut builder, &mut outcome, &mut ids);
             }
         }
         if builder.is_empty() {
@@ -587,19 +584,17 @@ impl Collector {
         Ok(outcome)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn one(
+    /// One event of a request, validated; a rejection is recorded instead.
+    fn parse_one<'t>(
         &self,
         index: usize,
-        text: &str,
+        text: &'t str,
         ctx: &ParseContext,
         defaults: BatchDefaults<'_>,
-        builder: &mut EventBatchBuilder,
-        outcome: &mut Outcome,
-        ids: &mut Vec<u128>,
-    ) {
+        rejected: &mut Vec<Rejected>,
+    ) -> Option<Event<'t>> {
         if text.len() > self.config.max_event_bytes {
-            outcome.rejected.push(Rejected {
+            rejected.push(Rejected {
                 index,
                 code: "event_too_large",
                 message: format!(
@@ -608,31 +603,42 @@ impl Collector {
                     self.config.max_event_bytes
                 ),
             });
-            return;
+            return None;
         }
-        match parse_event_with(text, ctx, defaults) {
-            Ok(event) => {
-                let h = id_hash(&event.message_id);
-                let fresh = self
-                    .dedup
-                    .lock()
-                    .map(|mut d| {
-                        d.expire(ctx.received_at - self.config.dedup_window.as_micros() as i64);
-                        d.insert(h, ctx.received_at)
-                    })
-                    .unwrap_or(true);
-                if fresh {
-                    ids.push(h);
-                    builder.append(&event);
-                } else {
-                    outcome.duplicates += 1;
-                }
+        parse_event_with(text, ctx, defaults)
+            .map_err(|e| {
+                rejected.push(Rejected {
+                    index,
+                    code: e.code(),
+                    message: e.to_string(),
+                })
+            })
+            .ok()
+    }
+
+    /// Drops the events whose `messageId` is within the dedup window (one lock per
+    /// request) and adds the others to `builder`, remembering their id hashes.
+    fn admit(
+        &self,
+        events: &[Event<'_>],
+        received_at: i64,
+        builder: &mut EventBatchBuilder,
+        outcome: &mut Outcome,
+        ids: &mut Vec<u128>,
+    ) {
+        let Ok(mut dedup) = self.dedup.lock() else {
+            events.iter().for_each(|e| builder.append(e));
+            return;
+        };
+        dedup.expire(received_at - self.config.dedup_window.as_micros() as i64);
+        for event in events {
+            let h = id_hash(&event.message_id);
+            if dedup.insert(h, received_at) {
+                ids.push(h);
+                builder.append(event);
+            } else {
+                outcome.duplicates += 1;
             }
-            Err(e) => outcome.rejected.push(Rejected {
-                index,
-                code: e.code(),
-                message: e.to_string(),
-            }),
         }
     }
 
@@ -716,17 +722,18 @@ impl Collector {
         let lake = self.engine.lake();
         let app = self.app_id();
         // A crash after a commit and before the WAL release leaves records the lake
-        // holds: never commit a sequence twice.
-        let done = lake
-            .transaction_version(EVENTS, &app)
+        // holds: never commit a sequence twice (checked on the snapshot the commit
+        // builds on).
+        let def = schema::table(EVENTS)
+            .ok_or_else(|| crate::ImportError::BadOption("no events table".into()))?;
+        let mut writer = lake.append_writer(&def).await?;
+        let done = writer
+            .transaction_version(&app)
             .await?
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0);
         let mut rows = 0;
         if last > done {
-            let def = schema::table(EVENTS)
-                .ok_or_else(|| crate::ImportError::BadOption("no events table".into()))?;
-            let mut writer = lake.append_writer(&def).await?;
             let pending: Vec<RecordBatch> = self
                 .buffer
                 .lock()
@@ -749,6 +756,8 @@ impl Collector {
                         .transaction(&app, last as i64),
                 )
                 .await?;
+        } else {
+            writer.abort();
         }
         self.committed.store(last, Ordering::Release);
         let remaining = {
@@ -785,14 +794,6 @@ impl Collector {
     pub async fn shutdown(&self) -> crate::Result<usize> {
         self.closed.store(true, Ordering::Relaxed);
         self.flush().await
-    }
-
-    /// Whether enough is buffered to commit before the next tick.
-    pub fn wants_flush(&self) -> bool {
-        self.buffer
-            .lock()
-            .map(|b| b.events >= self.config.flush_events)
-            .unwrap_or(false)
     }
 }
 

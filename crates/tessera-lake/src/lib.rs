@@ -172,14 +172,7 @@ impl Lake {
     }
 
     async fn create(&self, def: &TableDef) -> Result<DeltaTable> {
-        let struct_type: StructType =
-            def.schema
-                .as_ref()
-                .try_into_kernel()
-                .map_err(|e| LakeError::Schema {
-                    table: def.name.to_owned(),
-                    message: e.to_string(),
-                })?;
+        let struct_type = kernel_schema(def)?;
         let table = self
             .builder(def.name)?
             .build()
@@ -239,14 +232,7 @@ impl Lake {
     /// the new ones, never a mix. The table takes `def.schema` if it had another one.
     pub async fn replace_writer(&self, def: &TableDef) -> Result<AppendWriter> {
         let table = self.open_or_create(def).await?;
-        let wanted: StructType =
-            def.schema
-                .as_ref()
-                .try_into_kernel()
-                .map_err(|e| LakeError::Schema {
-                    table: def.name.to_owned(),
-                    message: e.to_string(),
-                })?;
+        let wanted = kernel_schema(def)?;
         let current = table
             .snapshot()
             .map_err(|e| LakeError::delta(def.name, "open", e))?
@@ -273,6 +259,17 @@ impl Lake {
         let table = self.open(name).await?;
         writer::transaction_version(name, &table, app_id).await
     }
+}
+
+/// The Delta schema of a table definition.
+fn kernel_schema(def: &TableDef) -> Result<StructType> {
+    def.schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| LakeError::Schema {
+            table: def.name.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// Statistics of an open table.

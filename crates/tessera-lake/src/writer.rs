@@ -193,6 +193,16 @@ impl AppendWriter {
         })
     }
 
+    /// The version recorded for application transaction `app_id` in the table
+    /// version this writer commits on top of.
+    pub fn transaction_version(
+        &self,
+        app_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<i64>>> + Send + 'static {
+        let (name, table, app_id) = (self.name.clone(), self.table.clone(), app_id.to_owned());
+        async move { transaction_version(&name, &table, &app_id).await }
+    }
+
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
         self.rows
