@@ -21,6 +21,12 @@ pub const IDENTITY_MAP: &str = "identity_map";
 pub const PROFILE_MERGES: &str = "profile_merges";
 /// Name of the golden-profile table.
 pub const PROFILES: &str = "profiles";
+/// Who is in each segment at its latest refresh.
+pub const AUDIENCE_MEMBERSHIP: &str = "audience_membership";
+/// Who entered or exited each segment at each refresh.
+pub const AUDIENCE_CHANGES: &str = "audience_changes";
+/// One row per segment refresh: size, entered, exited, inputs.
+pub const SEGMENT_REFRESHES: &str = "segment_refreshes";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -204,6 +210,65 @@ pub fn profiles_base_schema() -> SchemaRef {
     PROFILES_SCHEMA.clone()
 }
 
+static AUDIENCE_MEMBERSHIP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("segment", false),
+        utf8("profile_id", false),
+        ts("since", false),
+        Field::new("refresh_version", DataType::Int64, false),
+    ]))
+});
+
+/// The `audience_membership` table: one row per member of each segment at the
+/// segment's latest refresh; `since` is when the member last entered, `refresh_version`
+/// the segment's refresh that produced the row.
+pub fn audience_membership_schema() -> SchemaRef {
+    AUDIENCE_MEMBERSHIP_SCHEMA.clone()
+}
+
+static AUDIENCE_CHANGES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("segment", false),
+        utf8("profile_id", false),
+        utf8("change", false),
+        Field::new("refresh_version", DataType::Int64, false),
+        ts("changed_at", false),
+        utf8("merged_into", true),
+        Field::new("run", DataType::Int64, false),
+    ]))
+});
+
+/// The `audience_changes` table: `entered` / `exited` rows per segment refresh.
+/// `merged_into` is set when an exit is a profile merged away by identity resolution
+/// (its survivor is evaluated on its own); `run` is the refresh run that wrote the row.
+pub fn audience_changes_schema() -> SchemaRef {
+    AUDIENCE_CHANGES_SCHEMA.clone()
+}
+
+static SEGMENT_REFRESHES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("segment", false),
+        Field::new("refresh_version", DataType::Int64, false),
+        Field::new("run", DataType::Int64, false),
+        ts("refreshed_at", false),
+        ts("as_of", false),
+        Field::new("members", DataType::Int64, false),
+        Field::new("entered", DataType::Int64, false),
+        Field::new("exited", DataType::Int64, false),
+        utf8("fingerprint", false),
+        utf8("inputs", false),
+        Field::new("duration_ms", DataType::Int64, false),
+    ]))
+});
+
+/// The `segment_refreshes` table: one row per segment refresh (its size, entered and
+/// exited counts, the evaluation time, the input versions it read as JSON and their
+/// fingerprint). Segment sizes over time are `SELECT refreshed_at, members FROM
+/// segment_refreshes WHERE segment = '...'`.
+pub fn segment_refreshes_schema() -> SchemaRef {
+    SEGMENT_REFRESHES_SCHEMA.clone()
+}
+
 /// Every table Tessera creates in a new lake.
 pub fn tables() -> Vec<TableDef> {
     vec![
@@ -242,6 +307,24 @@ pub fn tables() -> Vec<TableDef> {
             schema: profiles_base_schema(),
             partition_columns: &[],
             description: "golden profiles: identify traits and computed traits",
+        },
+        TableDef {
+            name: AUDIENCE_MEMBERSHIP,
+            schema: audience_membership_schema(),
+            partition_columns: &[],
+            description: "members of each segment at its latest refresh",
+        },
+        TableDef {
+            name: AUDIENCE_CHANGES,
+            schema: audience_changes_schema(),
+            partition_columns: &[],
+            description: "who entered and exited each segment at each refresh",
+        },
+        TableDef {
+            name: SEGMENT_REFRESHES,
+            schema: segment_refreshes_schema(),
+            partition_columns: &[],
+            description: "one row per segment refresh: size, entered, exited, inputs",
         },
     ]
 }

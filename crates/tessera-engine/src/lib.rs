@@ -18,7 +18,10 @@ use std::sync::Arc;
 
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use tessera_core::schema::{EVENTS, IDENTITY_MAP};
+use functions::FunctionContext;
+use functions::clock::Clock;
+use functions::segment::SegmentSources;
+use tessera_core::schema::{AUDIENCE_MEMBERSHIP, EVENTS, IDENTITY_MAP};
 use tessera_lake::Lake;
 
 pub use datafusion;
@@ -31,6 +34,9 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// Rows per batch inside plans.
     pub batch_size: usize,
+    /// The evaluation time of `as_of()`, `days_since()` and `within_days()`, in
+    /// microseconds since the epoch; `None` takes the time each session is built.
+    pub as_of_micros: Option<i64>,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +44,7 @@ impl Default for EngineConfig {
         EngineConfig {
             target_partitions: None,
             batch_size: 8192,
+            as_of_micros: None,
         }
     }
 }
@@ -65,6 +72,16 @@ impl Engine {
         Engine { lake, config }
     }
 
+    /// The same engine with `as_of()` pinned to `micros` (microseconds since the epoch).
+    pub fn with_as_of(&self, micros: i64) -> Engine {
+        let mut config = self.config.clone();
+        config.as_of_micros = Some(micros);
+        Engine {
+            lake: self.lake.clone(),
+            config,
+        }
+    }
+
     /// The lake this engine reads.
     pub fn lake(&self) -> &Arc<Lake> {
         &self.lake
@@ -73,6 +90,21 @@ impl Engine {
     /// A session with no tables, only Tessera's functions (for queries over inputs that
     /// are not in the lake, such as an importer's mapping query).
     pub fn bare_session(&self) -> Result<SessionContext> {
+        self.bare_session_with(Arc::new(SegmentSources::default()))
+    }
+
+    fn function_context(&self, segments: Arc<SegmentSources>) -> FunctionContext {
+        let now = self
+            .config
+            .as_of_micros
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+        FunctionContext {
+            clock: Clock::at(now),
+            segments,
+        }
+    }
+
+    fn bare_session_with(&self, segments: Arc<SegmentSources>) -> Result<SessionContext> {
         let mut config = SessionConfig::new()
             .with_batch_size(self.config.batch_size)
             .with_information_schema(true);
@@ -88,14 +120,20 @@ impl Engine {
             .enable_leaf_expression_pushdown = false;
         let mut ctx = SessionContext::new_with_config(config);
         datafusion_functions_json::register_all(&mut ctx)?;
-        functions::register(&ctx);
+        functions::register(&mut ctx, &self.function_context(segments))?;
         Ok(ctx)
     }
 
     /// A session with every lake table registered at its latest version, plus the
     /// `profile_events` view once identities have been stitched.
     pub async fn session(&self) -> Result<SessionContext> {
-        let ctx = self.bare_session()?;
+        self.session_with(Arc::new(SegmentSources::default())).await
+    }
+
+    /// [`Engine::session`] whose `segment()` / `in_segment()` read members through
+    /// `segments` (a segment refresh points them at the members it has just computed).
+    pub async fn session_with(&self, segments: Arc<SegmentSources>) -> Result<SessionContext> {
+        let ctx = self.bare_session_with(segments.clone())?;
         let mut registered = Vec::new();
         for (name, table) in self.lake.open_all().await? {
             registered.push(name);
@@ -111,6 +149,11 @@ impl Engine {
                 .await
                 .map_err(|e| register(e.to_string()))?;
             ctx.register_table(name, provider)?;
+        }
+        if registered.contains(&AUDIENCE_MEMBERSHIP)
+            && let Some(provider) = ctx.table_provider(AUDIENCE_MEMBERSHIP).await.ok()
+        {
+            segments.set_membership(provider);
         }
         if registered.contains(&EVENTS) && registered.contains(&IDENTITY_MAP) {
             register_profile_events(&ctx).await?;

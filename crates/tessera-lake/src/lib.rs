@@ -254,6 +254,23 @@ impl Lake {
         AppendWriter::replacing(def.name, table, new_schema, &self.options)
     }
 
+    /// Deletes the rows of table `name` matching the SQL `predicate` (e.g. `run = 5`) in
+    /// one commit; returns how many rows were deleted when Delta can tell.
+    pub async fn delete_where(&self, name: &str, predicate: &str, actor: &str) -> Result<u64> {
+        let table = self.open(name).await?;
+        let (_, metrics) = table
+            .delete()
+            .with_predicate(predicate)
+            .with_commit_properties(
+                CommitNote::new("delete", actor)
+                    .detail("predicate", predicate)
+                    .into_properties(),
+            )
+            .await
+            .map_err(|e| LakeError::delta(name, "delete from", e))?;
+        Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
+    }
+
     /// The version recorded for application transaction `app_id` in table `name`, if any.
     pub async fn transaction_version(&self, name: &str, app_id: &str) -> Result<Option<i64>> {
         let table = self.open(name).await?;

@@ -7,43 +7,80 @@
 //! | [`normalize_phone(text [, region])`](normalize_phone::NormalizePhone) | a phone number in E.164 |
 //! | [`sha256_normalized(kind, value)`](sha256_normalized::Sha256Normalized) | normalize then hash, for ad-platform matching |
 //! | [`connected_components(query)`](connected_components::ConnectedComponents) | table function: connected components of an edge query (union-find) |
+//! | [`as_of()`](as_of::AsOf) | the session's evaluation time (configured, else session start) |
+//! | [`days_since(ts)`](days_since::DaysSince) | whole days from `ts` to `as_of()` (recency) |
+//! | [`within_days(ts, n)`](within_days::WithinDays) | `ts` in the trailing `n` days up to `as_of()` |
+//! | [`in_segment(profile_id, name)`](in_segment::InSegment) | membership of a segment (planned as a semi join) |
+//! | [`segment(name)`](segment::SegmentTable) | table function: the members of a segment |
 
+pub mod as_of;
+pub mod clock;
 pub mod connected_components;
+pub mod days_since;
+pub mod in_segment;
 pub mod normalize_email;
 pub mod normalize_phone;
+pub mod segment;
 pub mod sha256_normalized;
+pub mod within_days;
 
 mod strings;
 
 use std::sync::Arc;
 
 use datafusion::catalog::TableFunctionImpl;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+use clock::Clock;
+use segment::SegmentSources;
+
+/// What the session-dependent functions need: the evaluation time and where segment
+/// members come from.
+#[derive(Debug, Clone)]
+pub struct FunctionContext {
+    pub clock: Clock,
+    pub segments: Arc<SegmentSources>,
+}
+
 /// Every Tessera scalar function.
-pub fn functions() -> Vec<ScalarUDF> {
+pub fn functions(fx: &FunctionContext) -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::from(normalize_email::NormalizeEmail::new()),
         ScalarUDF::from(normalize_phone::NormalizePhone::new()),
         ScalarUDF::from(sha256_normalized::Sha256Normalized::new()),
+        ScalarUDF::from(as_of::AsOf::new(fx.clock)),
+        ScalarUDF::from(days_since::DaysSince::new(fx.clock)),
+        ScalarUDF::from(within_days::WithinDays::new(fx.clock)),
+        ScalarUDF::from(in_segment::InSegment::new()),
     ]
 }
 
 /// Every Tessera table function, with its SQL name.
-pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
-    vec![(
-        "connected_components",
-        Arc::new(connected_components::ConnectedComponents),
-    )]
+pub fn table_functions(fx: &FunctionContext) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    vec![
+        (
+            "connected_components",
+            Arc::new(connected_components::ConnectedComponents),
+        ),
+        (
+            "segment",
+            Arc::new(segment::SegmentTable::new(fx.segments.clone())),
+        ),
+    ]
 }
 
 /// Registers every Tessera function with `ctx`.
-pub fn register(ctx: &SessionContext) {
-    for f in functions() {
-        ctx.register_udf(f);
+pub fn register(ctx: &mut SessionContext, fx: &FunctionContext) -> datafusion::common::Result<()> {
+    for f in functions(fx) {
+        SessionContext::register_udf(ctx, f);
     }
-    for (name, f) in table_functions() {
+    for (name, f) in table_functions(fx) {
         ctx.register_udtf(name, f);
     }
+    ctx.register_function_rewrite(Arc::new(in_segment::InSegmentRewrite::new(
+        fx.segments.clone(),
+    )))?;
+    Ok(())
 }

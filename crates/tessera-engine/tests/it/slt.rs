@@ -123,6 +123,9 @@ mod async_trait_free {
     }
 }
 
+/// 2026-10-31T12:00:00Z, the evaluation time of every slt session.
+const AS_OF_MICROS: i64 = 1_793_448_000_000_000;
+
 fn slt_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -142,7 +145,8 @@ async fn sqllogictest_files() {
     let mut failures = Vec::new();
     for file in files {
         let make_db = || async {
-            let engine = crate::lake_session::empty_engine();
+            // as_of() is pinned so that time functions give fixed answers.
+            let engine = crate::lake_session::empty_engine().with_as_of(AS_OF_MICROS);
             Ok::<_, async_trait_free::DbError>(Db {
                 ctx: engine.bare_session().expect("session"),
             })

@@ -1,0 +1,60 @@
+//! The evaluation time shared by `as_of()`, `days_since()` and `within_days()`.
+//!
+//! A session fixes one instant when it is built (or takes the one configured, for
+//! reproducible segment refreshes and back-tests), so every row of every query in the
+//! session is judged against the same "now".
+
+use datafusion::arrow::array::{ArrayRef, AsArray, PrimitiveArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::common::{Result, plan_err};
+
+/// Microseconds per day.
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The evaluation instant of a session, in microseconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Clock {
+    pub as_of_micros: i64,
+}
+
+impl Clock {
+    /// A clock at `as_of_micros`.
+    pub fn at(as_of_micros: i64) -> Self {
+        Clock { as_of_micros }
+    }
+}
+
+/// Checks that `t` is a date or timestamp, naming `function` otherwise.
+pub(crate) fn check_temporal(function: &str, t: &DataType) -> Result<()> {
+    match t {
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Null => Ok(()),
+        other => plan_err!(
+            "{function} expects a timestamp or a date as its first argument, got {other}; \
+             cast text with to_timestamp(...)"
+        ),
+    }
+}
+
+/// Any date or timestamp array as microseconds since the epoch (UTC).
+pub(crate) fn as_micros(array: &ArrayRef) -> Result<ArrayRef> {
+    let target = DataType::Timestamp(TimeUnit::Microsecond, None);
+    let micros = match array.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, None) => array.clone(),
+        // Drop the zone first: instants are stored in UTC whatever the zone says.
+        DataType::Timestamp(unit, Some(_)) => {
+            cast(&cast(array, &DataType::Timestamp(*unit, None))?, &target)?
+        }
+        _ => cast(array, &target)?,
+    };
+    Ok(micros)
+}
+
+/// Any date or timestamp column (or scalar, as a one-row array) as microseconds.
+pub(crate) fn micros_of(
+    array: &ArrayRef,
+) -> Result<PrimitiveArray<TimestampMicrosecondType>> {
+    Ok(as_micros(array)?
+        .as_primitive::<TimestampMicrosecondType>()
+        .clone())
+}
