@@ -37,6 +37,8 @@ pub enum Command {
     /// Show the profile holding an identifier (TYPE:VALUE), with its identifiers,
     /// traits and merge history.
     Profile(commands::profile::ProfileArgs),
+    /// Segments: list, validate, refresh (who entered and exited), diff, show.
+    Segments(commands::segments::SegmentsArgs),
     /// Run the server: the Segment-compatible HTTP collector (with its write-ahead log),
     /// /health, /metrics, and the gRPC port.
     Serve(commands::serve::ServeArgs),

@@ -44,6 +44,71 @@ pub struct Config {
     pub import: ImportSection,
     #[serde(default)]
     pub identity: IdentitySection,
+    #[serde(default)]
+    pub segments: SegmentsSection,
+}
+
+/// `[segments]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentsSection {
+    /// Whether `tessera serve` refreshes segments on their `-- refresh:` schedule.
+    #[serde(default = "default_true")]
+    pub schedule: bool,
+    /// How often the server looks for segments that are due, in seconds.
+    #[serde(default = "default_check_seconds")]
+    pub check_interval_seconds: u64,
+    /// Evaluation time of `as_of()` / `days_since()` / `within_days()` (RFC 3339), for
+    /// back-tests and fixed sample data; unset is the time of each refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+}
+
+impl Default for SegmentsSection {
+    fn default() -> Self {
+        SegmentsSection {
+            schedule: true,
+            check_interval_seconds: default_check_seconds(),
+            as_of: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_check_seconds() -> u64 {
+    60
+}
+
+impl SegmentsSection {
+    /// `as_of` in microseconds since the epoch.
+    pub fn as_of_micros(&self) -> Result<Option<i64>> {
+        self.as_of
+            .as_deref()
+            .map(|t| {
+                parse_instant(t).ok_or_else(|| CoreError::InvalidConfig {
+                    key: "segments.as_of".into(),
+                    message: format!(
+                        "{t:?} is not a time such as 2026-10-31T23:59:59Z or 2026-10-31"
+                    ),
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Parses an RFC 3339 time or a date (midnight UTC) into microseconds since the epoch.
+pub fn parse_instant(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_micros());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_micros())
 }
 
 /// `[project]`
@@ -453,6 +518,13 @@ impl Config {
         if self.import.batch_rows == 0 {
             return Err(invalid("import.batch_rows", "must be at least 1".into()));
         }
+        if self.segments.check_interval_seconds == 0 {
+            return Err(invalid(
+                "segments.check_interval_seconds",
+                "must be at least 1".into(),
+            ));
+        }
+        self.segments.as_of_micros()?;
         self.identity.validate()
     }
 
@@ -577,6 +649,13 @@ priority = 4
 [identity.traits]
 first_name = "most_frequent"
 last_name = "most_frequent"
+
+# Segments are the SQL files in sql/segments/; `tessera serve` refreshes each on its
+# `-- refresh:` interval. as_of pins the time segments are judged at (RFC 3339).
+[segments]
+schedule = true
+check_interval_seconds = 60
+# as_of = "2026-10-31T23:59:59Z"
 "#
     )
 }

@@ -167,7 +167,7 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Segment, Vec<FileErro
             );
             return Err(errors);
         }
-        [one] => match read_only_query(file, one) {
+        [one] => match read_only_query(file, one, first_code(text)) {
             Ok(q) => Some(q),
             Err(e) => {
                 errors.push(e);
@@ -317,6 +317,41 @@ fn locate_parser_error(message: &str) -> (u64, u64, String) {
     (0, 0, message.to_owned())
 }
 
+/// Where the first token that is not a comment is (the start of the only statement).
+fn first_code(text: &str) -> Location {
+    let mut in_block = false;
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line;
+        let mut offset = 0;
+        loop {
+            if in_block {
+                match rest.find("*/") {
+                    Some(end) => {
+                        in_block = false;
+                        offset += end + 2;
+                        rest = &line[offset..];
+                    }
+                    None => break,
+                }
+            }
+            let trimmed = rest.trim_start();
+            offset += rest.len() - trimmed.len();
+            if trimmed.is_empty() || trimmed.starts_with("--") {
+                break;
+            }
+            if trimmed.starts_with("/*") {
+                in_block = true;
+                offset += 2;
+                rest = &line[offset..];
+                continue;
+            }
+            let column = line[..offset].chars().count() as u64 + 1;
+            return Location::new(i as u64 + 1, column);
+        }
+    }
+    Location::new(1, 1)
+}
+
 /// The position just after the last character of `text` (where "found: EOF" is).
 fn end_of(text: &str) -> (u64, u64) {
     let trimmed = text.trim_end();
@@ -326,9 +361,11 @@ fn end_of(text: &str) -> (u64, u64) {
 }
 
 /// The statement as a read-only query, or why it is not one.
-fn read_only_query(file: &str, statement: &Statement) -> Result<Box<Query>, FileError> {
-    let at = statement.span().start;
-    let at = if at.line == 0 { Location::new(1, 1) } else { at };
+fn read_only_query(
+    file: &str,
+    statement: &Statement,
+    at: Location,
+) -> Result<Box<Query>, FileError> {
     let refuse = |what: &str| {
         FileError::new(
             file,

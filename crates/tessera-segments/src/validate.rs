@@ -39,7 +39,7 @@ pub async fn plan(ctx: &SessionContext, segment: &Segment) -> Result<LogicalPlan
     let statement = DfStatement::Statement(Box::new(Statement::Query(segment.query.clone())));
     let plan = match ctx.state().statement_to_plan(statement).await {
         Ok(plan) => plan,
-        Err(e) => return Err(locate(ctx, segment, &e)),
+        Err(e) => return Err(locate(ctx, segment, &e).await),
     };
     let schema = plan.schema();
     let profile_id = schema
@@ -94,7 +94,7 @@ fn projection_start(segment: &Segment) -> (u64, u64) {
 
 /// Turns a planning error into a located file error: an unknown table or function is
 /// pointed at where the query names it; other errors at DataFusion's diagnostic span.
-fn locate(ctx: &SessionContext, segment: &Segment, e: &DataFusionError) -> FileError {
+async fn locate(ctx: &SessionContext, segment: &Segment, e: &DataFusionError) -> FileError {
     let message = e.find_root().strip_backtrace();
     let lower = message.to_ascii_lowercase();
     let state = ctx.state();
@@ -151,6 +151,29 @@ fn locate(ctx: &SessionContext, segment: &Segment, e: &DataFusionError) -> FileE
         }
     };
     let first_line = message.lines().next().unwrap_or_default().to_owned();
-    FileError::new(&segment.file, line, column, first_line)
-        .help("fix the query; `tessera sql` runs it on its own to try changes")
+    let help = if first_line.contains("No field named") {
+        let mut columns = Vec::new();
+        for t in segment.tables.iter() {
+            if let Ok(table) = ctx.table_provider(t.as_str()).await {
+                columns.push(format!(
+                    "{t} has {}",
+                    table
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if columns.is_empty() {
+            "check the column names".to_owned()
+        } else {
+            columns.join("; ")
+        }
+    } else {
+        "fix the query; `tessera sql` runs it on its own to try changes".to_owned()
+    };
+    FileError::new(&segment.file, line, column, first_line).help(help)
 }

@@ -6,8 +6,10 @@
 //!   hands bodies to [`tessera_ingest::collector::Collector`] and maps its results to
 //!   responses.
 //! - the gRPC port: the standard health service (Flight SQL and `tessera.v1` come next).
+//! - [`schedule`]: refreshes segments on their `-- refresh:` interval.
 
 pub mod http;
+pub mod schedule;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +44,8 @@ pub struct ServeOptions {
     pub collector: CollectorConfig,
     /// Write key → source name.
     pub sources: HashMap<String, String>,
+    /// Refresh segments on their schedule (`None`: never).
+    pub segments: Option<schedule::SegmentSchedule>,
 }
 
 /// A started server: ports bound, collector running.
@@ -49,6 +53,8 @@ pub struct Server {
     http: tokio::net::TcpListener,
     grpc: tokio::net::TcpListener,
     state: Arc<http::AppState>,
+    engine: tessera_engine::Engine,
+    segments: Option<schedule::SegmentSchedule>,
 }
 
 impl Server {
@@ -65,10 +71,12 @@ impl Server {
         let http = bind(options.http).await?;
         let grpc = bind(options.grpc).await?;
         let max_body = options.collector.max_batch_bytes;
-        let collector = Collector::start(engine, options.collector).await?;
+        let collector = Collector::start(engine.clone(), options.collector).await?;
         Ok(Server {
             http,
             grpc,
+            engine,
+            segments: options.segments,
             state: Arc::new(http::AppState {
                 collector,
                 sources: options.sources,
@@ -100,7 +108,11 @@ impl Server {
     ) -> Result<usize, ServerError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
-        let mut grpc_stop = stop_rx;
+        let mut grpc_stop = stop_rx.clone();
+        let scheduler = self
+            .segments
+            .clone()
+            .map(|s| tokio::spawn(schedule::run(self.engine.clone(), s, stop_rx)));
         let app = http::router(self.state.clone());
         let http = tokio::spawn(async move {
             axum::serve(self.http, app)
@@ -127,6 +139,9 @@ impl Server {
         let http_result = http.await;
         let flushed = self.state.collector.shutdown().await?;
         let grpc_result = grpc.await;
+        if let Some(scheduler) = scheduler {
+            let _ = scheduler.await;
+        }
         match http_result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ServerError::Serve(format!("HTTP: {e}"))),

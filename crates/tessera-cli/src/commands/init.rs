@@ -41,6 +41,30 @@ pub const DEFAULT_SQL: &[(&str, &str)] = &[
         "sql/traits/top_category.sql",
         include_str!("../../../../sql/traits/top_category.sql"),
     ),
+    (
+        "sql/segments/at_risk.sql",
+        include_str!("../../../../sql/segments/at_risk.sql"),
+    ),
+    (
+        "sql/segments/cart_abandoners.sql",
+        include_str!("../../../../sql/segments/cart_abandoners.sql"),
+    ),
+    (
+        "sql/segments/high_value.sql",
+        include_str!("../../../../sql/segments/high_value.sql"),
+    ),
+    (
+        "sql/segments/multi_channel_buyers.sql",
+        include_str!("../../../../sql/segments/multi_channel_buyers.sql"),
+    ),
+    (
+        "sql/segments/newsletter_engaged.sql",
+        include_str!("../../../../sql/segments/newsletter_engaged.sql"),
+    ),
+    (
+        "sql/segments/vip_at_risk.sql",
+        include_str!("../../../../sql/segments/vip_at_risk.sql"),
+    ),
 ];
 
 /// A fresh random write key, from the OS's randomness.

@@ -4,6 +4,7 @@ pub mod import;
 pub mod init;
 pub mod profile;
 pub mod quickstart;
+pub mod segments;
 pub mod serve;
 pub mod source;
 pub mod sql;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&open_project(&cli.project)?, args).await,
         Command::Stitch(args) => stitch::run(&open_project(&cli.project)?, args).await,
         Command::Profile(args) => profile::run(&open_project(&cli.project)?, args).await,
+        Command::Segments(args) => segments::run(&open_project(&cli.project)?, args).await,
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Source(args) => source::run(&cli.project, args),
@@ -56,7 +58,15 @@ pub fn open_project(dir: &Path) -> anyhow::Result<Opened> {
     let lake = Arc::new(
         Lake::new(&location, options).with_context(|| format!("opening the lake at {location}"))?,
     );
-    let engine = Engine::new(lake.clone(), EngineConfig::default());
+    // A pinned [segments] as_of applies to every query of the project, so that a
+    // segment's SQL tried in `tessera sql` gives what a refresh gives.
+    let engine = Engine::new(
+        lake.clone(),
+        EngineConfig {
+            as_of_micros: project.config.segments.as_of_micros()?,
+            ..EngineConfig::default()
+        },
+    );
     Ok(Opened {
         project,
         lake,

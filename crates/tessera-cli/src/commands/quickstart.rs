@@ -30,8 +30,29 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let dir = args.dir;
     println!("Tessera quickstart in {}\n", dir.display());
 
-    // 1. A project.
-    super::init::scaffold(&dir, Some("quickstart"))?;
+    // 1. A project. Its segments are judged at the end of the sample data's last day
+    // (the data is fixed; "the last 7 days" should mean its last week, not today's).
+    let config = GenConfig {
+        events: args.events,
+        seed: args.seed,
+        ..GenConfig::default()
+    };
+    if super::init::scaffold(&dir, Some("quickstart"))? {
+        let path = dir.join(tessera_core::config::CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)?;
+        let pinned = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("# as_of = ") {
+                    format!("as_of = \"{}T23:59:59Z\"", config.end_date)
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, pinned + "\n")?;
+    }
     let opened = super::open_project(&dir)?;
     opened.lake.create_missing_tables().await?;
     println!(
@@ -42,11 +63,6 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 
     // 2. Sample customers.
     let data = dir.join("sample-data");
-    let config = GenConfig {
-        events: args.events,
-        seed: args.seed,
-        ..GenConfig::default()
-    };
     if is_current(&data, &config) {
         println!(
             "2. Sample data already in {} (same seed and size)",
@@ -92,11 +108,19 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let report = super::stitch::stitch(&opened, false, false).await?;
     super::stitch::print_report(&report, started.elapsed().as_secs_f64());
 
-    // 5. What the lake holds now.
-    println!("\n5. The lake:");
+    // 5. Segments.
+    println!("\n5. Refreshing segments (sql/segments/):");
+    let as_of = opened.project.config.segments.as_of_micros()?;
+    let set = tessera_segments::SegmentSet::load(&dir)?;
+    let started = std::time::Instant::now();
+    let report = super::segments::refresh(&opened, &set, vec![], false, as_of, "tessera quickstart").await?;
+    super::segments::print_report(&report, started.elapsed().as_secs_f64());
+
+    // 6. What the lake holds now.
+    println!("\n6. The lake:");
     for s in opened.lake.stats_all().await? {
         println!(
-            "   {:<16} {:>12} rows {:>6} files {:>10}  version {}",
+            "   {:<20} {:>12} rows {:>6} files {:>10}  version {}",
             s.name,
             thousands(s.rows),
             s.files,
@@ -114,6 +138,9 @@ Try next:
   tessera --project {p} sql "SELECT normalize_email(json_get_str(traits, 'email')) AS email, normalize_phone(json_get_str(traits, 'phone')) AS phone FROM events WHERE type = 'identify' LIMIT 5"
   tessera --project {p} sql "SELECT profile_id, user_id, email, orders, total_revenue, channels FROM profiles ORDER BY total_revenue DESC NULLS LAST LIMIT 5"
   tessera --project {p} profile user_id:u00000001
+  tessera --project {p} segments list
+  tessera --project {p} segments show vip_at_risk
+  tessera --project {p} sql "SELECT profile_id, email, top_category, total_revenue FROM profiles WHERE in_segment(profile_id, 'cart_abandoners') AND email IS NOT NULL ORDER BY total_revenue DESC NULLS LAST LIMIT 5"
   tessera --project {p} sql "SELECT status, reason, count(*) FROM identity_edges GROUP BY 1, 2"
   tessera --project {p} tables
   python -c "from deltalake import DeltaTable; print(DeltaTable('{lake}events').to_pyarrow_table().num_rows)"
@@ -133,7 +160,7 @@ Try next:
         return Ok(());
     }
 
-    // 6. The server, until Ctrl-C.
+    // 7. The server, until Ctrl-C.
     let key = opened
         .project
         .config

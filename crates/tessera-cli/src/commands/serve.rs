@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use tessera_ingest::collector::CollectorConfig;
+use tessera_server::schedule::SegmentSchedule;
 use tessera_server::{ServeOptions, Server};
 
 use super::Opened;
@@ -84,6 +85,11 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
             ..CollectorConfig::default()
         },
         sources,
+        segments: config.segments.schedule.then(|| SegmentSchedule {
+            project_dir: opened.project.dir.clone(),
+            check_every: Duration::from_secs(config.segments.check_interval_seconds),
+            as_of_micros: config.segments.as_of_micros().ok().flatten(),
+        }),
     };
     let server = Server::start(opened.engine.clone(), options).await?;
     let http = server
@@ -98,6 +104,12 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
         "HTTP collector listening on http://{http} (POST /v1/batch, /v1/track, ...; GET /health, /metrics)"
     );
     println!("gRPC listening on {grpc} (health)");
+    if config.segments.schedule {
+        println!(
+            "segments: refreshed on their -- refresh: schedule (checked every {} s)",
+            config.segments.check_interval_seconds
+        );
+    }
     println!("lake: {}", opened.lake.root());
     let _ = std::io::stdout().flush();
     let flushed = server.run(stop_signal()).await?;

@@ -63,7 +63,7 @@ fn map_of(p: &TestProject) -> BTreeMap<(String, String), String> {
 
 /// Splits each event file at the same instant: lines before `cut` (a timestamp) and
 /// from it on, so that a later import brings strictly newer events.
-fn split_at(src: &Path, dir: &Path, cut: &str) -> (Vec<String>, Vec<String>) {
+pub fn split_at(src: &Path, dir: &Path, cut: &str) -> (Vec<String>, Vec<String>) {
     let mut heads = Vec::new();
     let mut tails = Vec::new();
     for name in [

@@ -10,5 +10,6 @@ mod import;
 mod quickstart;
 mod readers;
 mod s3;
+mod segments;
 mod serve;
 mod sql;

@@ -48,6 +48,7 @@ async fn acknowledged_events_are_queryable_before_any_commit() {
                 ..CollectorConfig::default()
             },
             sources: HashMap::from([("wk_live_0123456789".to_owned(), "live".to_owned())]),
+            segments: None,
         },
     )
     .await
@@ -88,4 +89,62 @@ async fn acknowledged_events_are_queryable_before_any_commit() {
 
     stop.send(()).unwrap();
     assert_eq!(running.await.unwrap().unwrap(), 0);
+}
+
+/// The scheduler refreshes a segment that is due, without any command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_are_refreshed_on_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake =
+        Arc::new(Lake::new(dir.path().join("lake").to_str().unwrap(), HashMap::new()).unwrap());
+    lake.create_missing_tables().await.unwrap();
+    std::fs::create_dir_all(dir.path().join("sql/segments")).unwrap();
+    std::fs::write(
+        dir.path().join("sql/segments/known_people.sql"),
+        "-- refresh: 1s\nSELECT DISTINCT profile_id FROM identity_map",
+    )
+    .unwrap();
+    let engine = Engine::new(lake.clone(), EngineConfig::default());
+    let server = Server::start(
+        engine.clone(),
+        ServeOptions {
+            http: "127.0.0.1:0".parse().unwrap(),
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            collector: CollectorConfig {
+                wal_dir: dir.path().join("wal"),
+                ..CollectorConfig::default()
+            },
+            sources: HashMap::new(),
+            segments: Some(tessera_server::schedule::SegmentSchedule {
+                project_dir: dir.path().to_owned(),
+                check_every: Duration::from_millis(100),
+                as_of_micros: None,
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut refreshes = 0;
+    for _ in 0..100 {
+        let ctx = engine.session().await.unwrap();
+        let batches = ctx
+            .sql("SELECT count(*) FROM segment_refreshes WHERE segment = 'known_people'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        refreshes = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+        if refreshes > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refreshes, 1, "the scheduler refreshed the due segment once");
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
 }
