@@ -5,6 +5,7 @@
 //! tessera-bench import [--events N] [--work DIR]     # Tessera vs DuckDB, NDJSON → Parquet
 //! tessera-bench identity [--events N] [--edges M]    # accuracy; stitching vs Splink and SciPy
 //! tessera-bench collect [--clients C] [--seconds S]  # `tessera serve` ingest vs parse-only
+//! tessera-bench segments [--events N] [--runs R]     # example segments, Tessera vs DuckDB
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -21,6 +22,7 @@ use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 
 mod collect;
 mod identity;
+mod segments;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +86,17 @@ enum Cmd {
         #[arg(long, default_value = "target/bench-identity")]
         work: PathBuf,
     },
+    /// The example segments over generated customers: Tessera's refresh vs DuckDB
+    /// running the same SQL on the same Parquet files; a refresh with nothing new.
+    Segments {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Timed repetitions of each side (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        #[arg(long, default_value = "target/bench-segments")]
+        work: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             no_splink,
             work,
         } => identity::run(events, edges, !no_splink, &work),
+        Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
     }
 }
 

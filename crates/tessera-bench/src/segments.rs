@@ -1,0 +1,198 @@
+//! `tessera-bench segments`: the example segments over generated customers, Tessera's
+//! refresh vs DuckDB running the same SQL on the same Parquet files, side by side.
+//!
+//! DuckDB gets the lake's current Parquet files as views (`events`, `identity_map`,
+//! `profiles`, `audience_membership`), the same `profile_events` view, and macros for
+//! Tessera's functions (`as_of`, `days_since`, `within_days`, `in_segment`) so that each
+//! segment file runs unchanged. Both sides materialize the distinct member ids.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+
+use super::{ensure_data, python, tessera_binary};
+
+fn tessera(project: &Path, args: &[&str]) -> anyhow::Result<(serde_json::Value, f64)> {
+    let started = Instant::now();
+    let out = Command::new(tessera_binary()?)
+        .arg("--project")
+        .arg(project)
+        .args(args)
+        .output()?;
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "tessera {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    Ok((v, secs))
+}
+
+/// A project with `events` generated customers imported and stitched (kept between
+/// runs of the benchmark; `ready` marks a finished setup).
+fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, String)> {
+    let data = work.join("data");
+    ensure_data(events, &data)?;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json"))?)?;
+    let end = manifest["config"]["end_date"]
+        .as_str()
+        .context("manifest without end_date")?
+        .to_owned();
+    let as_of = format!("{end}T23:59:59Z");
+    let project = work.join("project");
+    let marker = project.join(format!("ready-{events}"));
+    if marker.exists() {
+        return Ok((project, as_of));
+    }
+    let project = super::fresh_project(work)?;
+    let config = project.join("tessera.toml");
+    let text = std::fs::read_to_string(&config)?;
+    std::fs::write(
+        &config,
+        text.replace("# as_of = \"2026-10-31T23:59:59Z\"", &format!("as_of = \"{as_of}\"")),
+    )?;
+    for (f, s) in [
+        ("events-web.ndjson", "web"),
+        ("events-app.ndjson", "app"),
+        ("events-pos.ndjson", "pos"),
+    ] {
+        eprintln!("importing {f} ...");
+        let path = data.join(f);
+        tessera(
+            &project,
+            &["import", "--json", "--source", s, path.to_str().unwrap_or_default()],
+        )?;
+    }
+    eprintln!("stitching ...");
+    let (_, secs) = tessera(&project, &["stitch", "--json"])?;
+    eprintln!("stitched in {secs:.1} s");
+    std::fs::write(&marker, "")?;
+    Ok((project, as_of))
+}
+
+pub fn run(events: u64, runs: u32, work: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(work)?;
+    let (project, as_of) = prepare(events, work)?;
+    let (_, tables) = tessera(&project, &["tables", "--json"])?;
+    let rows = |name: &str| {
+        tables
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["table"] == name))
+            .and_then(|t| t["rows"].as_u64())
+            .unwrap_or(0)
+    };
+    println!(
+        "segments over {} events, {} profiles (as of {as_of}), best of {runs} runs",
+        rows("events"),
+        rows("profiles")
+    );
+
+    // Tessera: forced refreshes of every segment; per-segment evaluation time.
+    let mut tessera_secs: BTreeMap<String, f64> = BTreeMap::new();
+    let mut members: BTreeMap<String, u64> = BTreeMap::new();
+    let mut wall = f64::MAX;
+    for _ in 0..runs.max(1) {
+        let (report, secs) = tessera(&project, &["segments", "refresh", "--force", "--json"])?;
+        wall = wall.min(secs);
+        for s in report["segments"].as_array().context("refresh report")? {
+            let name = s["segment"].as_str().unwrap_or_default().to_owned();
+            let t = s["seconds"].as_f64().unwrap_or(0.0);
+            let e = tessera_secs.entry(name.clone()).or_insert(f64::MAX);
+            *e = e.min(t);
+            members.insert(name, s["members"].as_u64().unwrap_or(0));
+        }
+    }
+    let (unchanged, unchanged_secs) = tessera(&project, &["segments", "refresh", "--json"])?;
+    if unchanged["written"] != false {
+        bail!("a refresh with nothing new wrote something: {unchanged}");
+    }
+
+    // DuckDB: the same files, the same SQL.
+    let python = python()?;
+    let lake = project.join("tessera-data");
+    let segments_dir = project.join("sql/segments");
+    let script = format!(
+        r#"
+import json, os, time, duckdb
+from deltalake import DeltaTable
+lake = {lake:?}
+seg_dir = {segments:?}
+runs = {runs}
+con = duckdb.connect()
+con.execute("SET threads = {threads}")
+for t in ["events", "identity_map", "profiles", "audience_membership"]:
+    files = DeltaTable(os.path.join(lake, t)).file_uris()
+    files_sql = "[" + ", ".join("'" + f + "'" for f in files) + "]"
+    con.execute(f"CREATE VIEW {{t}} AS SELECT * FROM read_parquet({{files_sql}}, hive_partitioning = true)")
+con.execute("""CREATE VIEW profile_events AS
+SELECT m.profile_id, e.*
+FROM events AS e
+LEFT JOIN identity_map AS m
+  ON m.id_type = CASE WHEN e.user_id IS NOT NULL THEN 'user_id' ELSE 'anonymous_id' END
+ AND m.id_value = trim(coalesce(e.user_id, e.anonymous_id))""")
+con.execute("CREATE MACRO as_of() AS TIMESTAMPTZ '{as_of}'")
+con.execute("CREATE MACRO days_since(ts) AS CAST(floor((epoch_us(as_of()) - epoch_us(ts)) / 86400000000.0) AS BIGINT)")
+con.execute("CREATE MACRO within_days(ts, n) AS (epoch_us(ts) > epoch_us(as_of()) - CAST(n * 86400000000 AS BIGINT) AND ts <= as_of())")
+con.execute("CREATE MACRO in_segment(pid, seg) AS pid IN (SELECT profile_id FROM audience_membership WHERE segment = seg)")
+out = {{}}
+for f in sorted(os.listdir(seg_dir)):
+    if not f.endswith(".sql"):
+        continue
+    sql = open(os.path.join(seg_dir, f)).read()
+    best = None
+    for _ in range(runs):
+        t = time.perf_counter()
+        con.execute(f"CREATE OR REPLACE TEMP TABLE r AS SELECT DISTINCT profile_id FROM ({{sql}}) AS s WHERE profile_id IS NOT NULL")
+        secs = time.perf_counter() - t
+        best = secs if best is None else min(best, secs)
+    n = con.execute("SELECT count(*) FROM r").fetchone()[0]
+    out[f[:-4]] = {{"secs": best, "members": n}}
+print(json.dumps(out))
+"#,
+        lake = lake.to_string_lossy(),
+        segments = segments_dir.to_string_lossy(),
+        threads = std::thread::available_parallelism().map_or(2, |n| n.get()),
+    );
+    let out = Command::new(&python).arg("-c").arg(&script).output()?;
+    if !out.status.success() {
+        bail!("duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let duck: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+
+    println!(
+        "{:<22} {:>10} {:>10} {:>11} {:>11} {:>7}",
+        "segment", "members", "duckdb", "tessera s", "duckdb s", "ratio"
+    );
+    let (mut total_t, mut total_d) = (0.0, 0.0);
+    let mut worst: f64 = 0.0;
+    for (name, t) in &tessera_secs {
+        let d = duck[name]["secs"].as_f64().unwrap_or(f64::NAN);
+        let dm = duck[name]["members"].as_u64().unwrap_or(0);
+        let m = members.get(name).copied().unwrap_or(0);
+        total_t += t;
+        total_d += d;
+        worst = worst.max(t / d);
+        println!(
+            "{name:<22} {m:>10} {dm:>10} {t:>11.3} {d:>11.3} {:>7.2}{}",
+            t / d,
+            if m == dm { "" } else { "  MEMBERS DIFFER" }
+        );
+    }
+    println!(
+        "{:<22} {:>10} {:>10} {:>11.3} {:>11.3} {:>7.2}",
+        "all (sum)", "", "", total_t, total_d, total_t / total_d
+    );
+    println!(
+        "worst ratio {worst:.2} (goal <= 1.0); whole forced refresh incl. process start and commits: {wall:.2} s"
+    );
+    println!(
+        "refresh with nothing changed: {unchanged_secs:.3} s wall (process start included), nothing written"
+    );
+    Ok(())
+}
