@@ -55,7 +55,10 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, Stri
     let text = std::fs::read_to_string(&config)?;
     std::fs::write(
         &config,
-        text.replace("# as_of = \"2026-10-31T23:59:59Z\"", &format!("as_of = \"{as_of}\"")),
+        text.replace(
+            "# as_of = \"2026-10-31T23:59:59Z\"",
+            &format!("as_of = \"{as_of}\""),
+        ),
     )?;
     for (f, s) in [
         ("events-web.ndjson", "web"),
@@ -66,7 +69,13 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, Stri
         let path = data.join(f);
         tessera(
             &project,
-            &["import", "--json", "--source", s, path.to_str().unwrap_or_default()],
+            &[
+                "import",
+                "--json",
+                "--source",
+                s,
+                path.to_str().unwrap_or_default(),
+            ],
         )?;
     }
     eprintln!("stitching ...");
@@ -79,7 +88,7 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, Stri
 pub fn run(events: u64, runs: u32, work: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(work)?;
     let (project, as_of) = prepare(events, work)?;
-    let (_, tables) = tessera(&project, &["tables", "--json"])?;
+    let (tables, _) = tessera(&project, &["tables", "--json"])?;
     let rows = |name: &str| {
         tables
             .as_array()
@@ -186,7 +195,12 @@ print(json.dumps(out))
     }
     println!(
         "{:<22} {:>10} {:>10} {:>11.3} {:>11.3} {:>7.2}",
-        "all (sum)", "", "", total_t, total_d, total_t / total_d
+        "all (sum)",
+        "",
+        "",
+        total_t,
+        total_d,
+        total_t / total_d
     );
     println!(
         "worst ratio {worst:.2} (goal <= 1.0); whole forced refresh incl. process start and commits: {wall:.2} s"

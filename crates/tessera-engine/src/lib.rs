@@ -105,7 +105,9 @@ impl Engine {
     }
 
     fn bare_session_with(&self, segments: Arc<SegmentSources>) -> Result<SessionContext> {
-        let mut config = SessionConfig::new()
+        // DataFusion's own settings can be given as DATAFUSION_* environment variables
+        // (DATAFUSION_EXECUTION_TARGET_PARTITIONS=8, ...); Tessera's come on top.
+        let mut config = SessionConfig::from_env()?
             .with_batch_size(self.config.batch_size)
             .with_information_schema(true);
         if let Some(n) = self.config.target_partitions {

@@ -181,7 +181,10 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Segment, Vec<FileErro
                     file,
                     at.line,
                     at.column,
-                    format!("{} statements: a segment is exactly one query", statements.len()),
+                    format!(
+                        "{} statements: a segment is exactly one query",
+                        statements.len()
+                    ),
                 )
                 .help("remove the extra statement (or split it into another segment file)"),
             );
@@ -194,9 +197,11 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Segment, Vec<FileErro
 
     let mut walk = Walk::default();
     let _ = query.visit(&mut walk);
-    errors.extend(walk.errors.into_iter().map(|(at, message, help)| {
-        FileError::new(file, at.line, at.column, message).help(help)
-    }));
+    errors.extend(
+        walk.errors.into_iter().map(|(at, message, help)| {
+            FileError::new(file, at.line, at.column, message).help(help)
+        }),
+    );
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -572,13 +577,29 @@ mod tests {
     fn located_errors() {
         assert_eq!(
             errors("-- refresh: often\nSELECT profile_id FROM profiles"),
-            ["seg.sql:1:4: refresh interval \"often\" is not understood\n  help: write a number and a unit (30s, 15m, 1h, 1d) or `manual`"]
+            [
+                "seg.sql:1:4: refresh interval \"often\" is not understood\n  help: write a number and a unit (30s, 15m, 1h, 1d) or `manual`"
+            ]
         );
-        assert!(errors("-- refesh: 1h\nSELECT 1")[0].starts_with("seg.sql:1:4: unknown header key \"refesh\""));
-        assert!(errors("SELECT profile_id\nFROM profiles WHERE")[0].starts_with("seg.sql:2:20: syntax error"), "{:?}", errors("SELECT profile_id\nFROM profiles WHERE"));
-        assert!(errors("-- x\nDELETE FROM profiles")[0].starts_with("seg.sql:2:1: DELETE is not allowed"));
+        assert!(
+            errors("-- refesh: 1h\nSELECT 1")[0]
+                .starts_with("seg.sql:1:4: unknown header key \"refesh\"")
+        );
+        assert!(
+            errors("SELECT profile_id\nFROM profiles WHERE")[0]
+                .starts_with("seg.sql:2:20: syntax error"),
+            "{:?}",
+            errors("SELECT profile_id\nFROM profiles WHERE")
+        );
+        assert!(
+            errors("-- x\nDELETE FROM profiles")[0]
+                .starts_with("seg.sql:2:1: DELETE is not allowed")
+        );
         assert!(errors("SELECT 1;\nSELECT 2")[0].starts_with("seg.sql:2:1: 2 statements"));
-        assert!(errors("SELECT profile_id FROM profiles WHERE in_segment(profile_id, name)")[0].starts_with("seg.sql:1:39: in_segment takes a segment name"));
+        assert!(
+            errors("SELECT profile_id FROM profiles WHERE in_segment(profile_id, name)")[0]
+                .starts_with("seg.sql:1:39: in_segment takes a segment name")
+        );
     }
 
     #[test]

@@ -59,12 +59,11 @@ impl SegmentSet {
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let text = std::fs::read_to_string(&path).map_err(|source| {
-                    SegmentsError::ReadFile {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| SegmentsError::ReadFile {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 files.push((name.clone(), format!("{SEGMENTS_DIR}/{name}.sql"), text));
             }
         }

@@ -9,8 +9,7 @@ use crate::file::Segment;
 /// Checks that every reference names a segment of `segments` and that references have
 /// no cycle; returns the names in refresh order (each after the segments it reads).
 pub fn order(segments: &[Segment]) -> Result<Vec<String>, Vec<FileError>> {
-    let by_name: BTreeMap<&str, &Segment> =
-        segments.iter().map(|s| (s.name.as_str(), s)).collect();
+    let by_name: BTreeMap<&str, &Segment> = segments.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut errors = Vec::new();
     for s in segments {
         for r in &s.references {
@@ -131,7 +130,10 @@ mod tests {
     #[test]
     fn dependencies_first() {
         let segments = vec![
-            seg("a", "SELECT profile_id FROM profiles WHERE in_segment(profile_id, 'c')"),
+            seg(
+                "a",
+                "SELECT profile_id FROM profiles WHERE in_segment(profile_id, 'c')",
+            ),
             seg("b", "SELECT profile_id FROM profiles"),
             seg("c", "SELECT profile_id FROM segment('b')"),
         ];
@@ -143,7 +145,10 @@ mod tests {
         let segments = vec![
             seg("a", "SELECT profile_id FROM segment('b')"),
             seg("b", "SELECT profile_id FROM segment('c')"),
-            seg("c", "SELECT profile_id FROM profiles WHERE in_segment(profile_id, 'a')"),
+            seg(
+                "c",
+                "SELECT profile_id FROM profiles WHERE in_segment(profile_id, 'a')",
+            ),
             seg("self_ref", "SELECT profile_id FROM segment('self_ref')"),
         ];
         let errors: Vec<String> = order(&segments)
@@ -152,7 +157,11 @@ mod tests {
             .map(|e| e.to_string())
             .collect();
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with("c.sql:1:62: segments reference each other in a cycle: a → b → c → a"), "{errors:?}");
+        assert!(
+            errors[0]
+                .starts_with("c.sql:1:62: segments reference each other in a cycle: a → b → c → a"),
+            "{errors:?}"
+        );
         assert!(errors[1].contains("self_ref → self_ref"), "{errors:?}");
     }
 
@@ -160,6 +169,9 @@ mod tests {
     fn unknown_segment() {
         let segments = vec![seg("a", "SELECT profile_id FROM segment('nope')")];
         let e = order(&segments).expect_err("unknown");
-        assert_eq!(e[0].to_string(), "a.sql:1:32: unknown segment \"nope\"\n  help: known segments: a");
+        assert_eq!(
+            e[0].to_string(),
+            "a.sql:1:32: unknown segment \"nope\"\n  help: known segments: a"
+        );
     }
 }

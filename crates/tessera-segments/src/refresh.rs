@@ -42,10 +42,10 @@ use tessera_engine::Engine;
 use tessera_engine::functions::segment::SegmentSources;
 use tessera_lake::{CommitNote, Lake};
 
+use crate::SegmentSet;
 use crate::error::{Result, SegmentsError};
 use crate::file::Segment;
 use crate::validate::{self, members_schema};
-use crate::SegmentSet;
 
 /// Delta application id of refresh commits.
 pub const SEGMENTS_APP: &str = "tessera-segments";
@@ -263,9 +263,16 @@ pub async fn refresh(
         let mut inputs = serde_json::Map::new();
         for t in input_tables(segment) {
             let v = table_version(&lake, &mut versions_cache, &t).await?;
-            inputs.insert(t, v.map_or(serde_json::Value::Null, serde_json::Value::from));
+            inputs.insert(
+                t,
+                v.map_or(serde_json::Value::Null, serde_json::Value::from),
+            );
         }
-        let mut refs: Vec<&str> = segment.references.iter().map(|r| r.segment.as_str()).collect();
+        let mut refs: Vec<&str> = segment
+            .references
+            .iter()
+            .map(|r| r.segment.as_str())
+            .collect();
         refs.sort();
         refs.dedup();
         for r in refs {
@@ -292,7 +299,8 @@ pub async fn refresh(
             .collect();
 
         let previous = last.get(&segment.name);
-        let age = previous.map(|l| Duration::from_micros(now.saturating_sub(l.refreshed_at).max(0) as u64));
+        let age = previous
+            .map(|l| Duration::from_micros(now.saturating_sub(l.refreshed_at).max(0) as u64));
         let interval_elapsed = match (segment.refresh, age) {
             (_, None) => true,
             (None, Some(_)) => false,
@@ -310,10 +318,7 @@ pub async fn refresh(
             Status::Refreshed
         };
         if status == Status::Refreshed {
-            new_versions.insert(
-                segment.name.clone(),
-                previous.map_or(1, |l| l.version + 1),
-            );
+            new_versions.insert(segment.name.clone(), previous.map_or(1, |l| l.version + 1));
         }
         plan.push((segment, status, fingerprint, inputs));
     }
@@ -367,8 +372,16 @@ pub async fn refresh(
     }
 
     // Previous members of every segment, and merges for exits.
-    let state = state_session(&engine, &[AUDIENCE_MEMBERSHIP, PROFILE_MERGES, AUDIENCE_CHANGES, SEGMENT_REFRESHES])
-        .await?;
+    let state = state_session(
+        &engine,
+        &[
+            AUDIENCE_MEMBERSHIP,
+            PROFILE_MERGES,
+            AUDIENCE_CHANGES,
+            SEGMENT_REFRESHES,
+        ],
+    )
+    .await?;
     let previous = read_membership(&state).await?;
     let run = next_run(&lake).await?;
 
@@ -402,7 +415,10 @@ pub async fn refresh(
                 }
             }
         }
-        let mut exits: Vec<&String> = old.keys().filter(|p| !now_set.contains(p.as_str())).collect();
+        let mut exits: Vec<&String> = old
+            .keys()
+            .filter(|p| !now_set.contains(p.as_str()))
+            .collect();
         exits.sort();
         let mut merged = 0u64;
         if !exits.is_empty() && merges.is_none() {
@@ -413,7 +429,15 @@ pub async fn refresh(
             if into.is_some() {
                 merged += 1;
             }
-            changes.push(&segment.name, profile, "exited", version, now, into.as_deref(), run);
+            changes.push(
+                &segment.name,
+                profile,
+                "exited",
+                version,
+                now,
+                into.as_deref(),
+                run,
+            );
         }
         log.push(LogRow {
             segment: segment.name.clone(),
@@ -538,7 +562,11 @@ async fn read_merges(ctx: &SessionContext) -> Result<HashMap<String, String>> {
     if !ctx.table_exist(PROFILE_MERGES)? {
         return Ok(out);
     }
-    let batches = collect(ctx, "SELECT from_profile_id, into_profile_id FROM profile_merges ORDER BY merged_at").await?;
+    let batches = collect(
+        ctx,
+        "SELECT from_profile_id, into_profile_id FROM profile_merges ORDER BY merged_at",
+    )
+    .await?;
     for b in &batches {
         let (from, into) = (strings(b, 0)?, strings(b, 1)?);
         for (f, i) in from.into_iter().zip(into) {
@@ -567,7 +595,11 @@ async fn next_run(lake: &Lake) -> Result<i64> {
     let mut run = 0;
     for name in [AUDIENCE_CHANGES, SEGMENT_REFRESHES, AUDIENCE_MEMBERSHIP] {
         if lake.exists(name).await? {
-            run = run.max(lake.transaction_version(name, SEGMENTS_APP).await?.unwrap_or(0));
+            run = run.max(
+                lake.transaction_version(name, SEGMENTS_APP)
+                    .await?
+                    .unwrap_or(0),
+            );
         }
     }
     Ok(run + 1)
@@ -579,7 +611,9 @@ async fn recover(engine: &Engine) -> Result<Option<String>> {
     let mut txn = HashMap::new();
     for name in [AUDIENCE_CHANGES, SEGMENT_REFRESHES, AUDIENCE_MEMBERSHIP] {
         let v = if lake.exists(name).await? {
-            lake.transaction_version(name, SEGMENTS_APP).await?.unwrap_or(0)
+            lake.transaction_version(name, SEGMENTS_APP)
+                .await?
+                .unwrap_or(0)
         } else {
             0
         };
@@ -593,7 +627,11 @@ async fn recover(engine: &Engine) -> Result<Option<String>> {
     if changes > log {
         // Change rows of a run that never logged: they never happened.
         let removed = lake
-            .delete_where(AUDIENCE_CHANGES, &format!("run = {changes}"), "tessera segments recovery")
+            .delete_where(
+                AUDIENCE_CHANGES,
+                &format!("run = {changes}"),
+                "tessera segments recovery",
+            )
             .await?;
         return Ok(Some(format!(
             "removed {removed} change rows of interrupted refresh run {changes}"

@@ -26,7 +26,10 @@ pub fn members_schema() -> Arc<Schema> {
 
 /// Points every segment of `segments` at an empty member table, so that segments
 /// referencing others can be planned before anything is refreshed.
-pub fn empty_members(sources: &SegmentSources, segments: &[Segment]) -> datafusion::common::Result<()> {
+pub fn empty_members(
+    sources: &SegmentSources,
+    segments: &[Segment],
+) -> datafusion::common::Result<()> {
     for s in segments {
         let table = MemTable::try_new(members_schema(), vec![vec![]])?;
         sources.set(&s.name, Arc::new(table));
@@ -42,10 +45,7 @@ pub async fn plan(ctx: &SessionContext, segment: &Segment) -> Result<LogicalPlan
         Err(e) => return Err(locate(ctx, segment, &e).await),
     };
     let schema = plan.schema();
-    let profile_id = schema
-        .fields()
-        .iter()
-        .find(|f| f.name() == "profile_id");
+    let profile_id = schema.fields().iter().find(|f| f.name() == "profile_id");
     let at = projection_start(segment);
     match profile_id {
         None => {

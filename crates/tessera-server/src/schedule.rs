@@ -50,7 +50,11 @@ pub async fn check(engine: &Engine, schedule: &SegmentSchedule) -> Result<usize,
         })
         .collect();
     if !refreshed.is_empty() {
-        tracing::info!(run = report.run, "refreshed segments: {}", refreshed.join("; "));
+        tracing::info!(
+            run = report.run,
+            "refreshed segments: {}",
+            refreshed.join("; ")
+        );
     }
     Ok(refreshed.len())
 }

@@ -113,7 +113,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let as_of = opened.project.config.segments.as_of_micros()?;
     let set = tessera_segments::SegmentSet::load(&dir)?;
     let started = std::time::Instant::now();
-    let report = super::segments::refresh(&opened, &set, vec![], false, as_of, "tessera quickstart").await?;
+    let report =
+        super::segments::refresh(&opened, &set, vec![], false, as_of, "tessera quickstart").await?;
     super::segments::print_report(&report, started.elapsed().as_secs_f64());
 
     // 6. What the lake holds now.

@@ -91,12 +91,22 @@ pub async fn run(opened: &Opened, args: SegmentsArgs) -> anyhow::Result<()> {
         } => {
             let as_of = match as_of {
                 Some(t) => Some(parse_instant(&t).with_context(|| {
-                    format!("--as-of {t:?} is not a time such as 2026-10-31T23:59:59Z or 2026-10-31")
+                    format!(
+                        "--as-of {t:?} is not a time such as 2026-10-31T23:59:59Z or 2026-10-31"
+                    )
                 })?),
                 None => opened.project.config.segments.as_of_micros()?,
             };
             let started = Instant::now();
-            let report = refresh(opened, &set, names, force, as_of, "tessera segments refresh").await?;
+            let report = refresh(
+                opened,
+                &set,
+                names,
+                force,
+                as_of,
+                "tessera segments refresh",
+            )
+            .await?;
             if json {
                 println!("{}", report_json(&report));
             } else {
@@ -312,7 +322,10 @@ async fn latest_version(opened: &Opened, name: &str) -> anyhow::Result<Option<i6
     )
     .await?;
     Ok(batches.first().and_then(|b| {
-        let a = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>()?;
+        let a = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
         (!datafusion::arrow::array::Array::is_null(a, 0)).then(|| a.value(0))
     }))
 }
@@ -336,10 +349,7 @@ async fn diff(
         }
         return Ok(());
     }
-    let filter = format!(
-        "segment = {} AND refresh_version > {since}",
-        quote(name)
-    );
+    let filter = format!("segment = {} AND refresh_version > {since}", quote(name));
     let counts = query(
         opened,
         &format!(
@@ -398,7 +408,11 @@ async fn show(opened: &Opened, set: &SegmentSet, name: &str, limit: usize) -> an
         println!("  owner:       {o}");
     }
     if !segment.references.is_empty() {
-        let refs: Vec<&str> = segment.references.iter().map(|r| r.segment.as_str()).collect();
+        let refs: Vec<&str> = segment
+            .references
+            .iter()
+            .map(|r| r.segment.as_str())
+            .collect();
         println!("  reads segments: {}", refs.join(", "));
     }
     println!("\n{}\n", segment.text.trim_end());

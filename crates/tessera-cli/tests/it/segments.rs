@@ -54,7 +54,8 @@ fn evaluate(p: &TestProject) -> Members {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let sql = std::fs::read_to_string(&path).unwrap();
-        let query = format!("SELECT DISTINCT profile_id FROM ({sql}) AS s WHERE profile_id IS NOT NULL");
+        let query =
+            format!("SELECT DISTINCT profile_id FROM ({sql}) AS s WHERE profile_id IS NOT NULL");
         let ids = p
             .sql(&query)
             .into_iter()
@@ -98,22 +99,35 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
     ok(&mut p.cmd(&["stitch"]));
     let out = ok(&mut p.cmd(&["segments", "validate"]));
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("6 segments valid: at_risk, cart_abandoners, high_value"),
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("6 segments valid: at_risk, cart_abandoners, high_value"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
     let first = refresh(&p);
-    assert!(statuses(&first).values().all(|s| s == "refreshed"), "{first}");
+    assert!(
+        statuses(&first).values().all(|s| s == "refreshed"),
+        "{first}"
+    );
     let before = evaluate(&p);
     assert_eq!(membership(&p), without_empty(before.clone()));
-    assert!(before.values().filter(|m| !m.is_empty()).count() >= 4, "{before:?}");
+    assert!(
+        before.values().filter(|m| !m.is_empty()).count() >= 4,
+        "{before:?}"
+    );
 
     // Nothing new: nothing evaluated, nothing written.
     let versions = p.sql("SELECT count(*) AS n FROM segment_refreshes");
     let again = refresh(&p);
-    assert!(statuses(&again).values().all(|s| s == "unchanged"), "{again}");
+    assert!(
+        statuses(&again).values().all(|s| s == "unchanged"),
+        "{again}"
+    );
     assert_eq!(again["written"], false);
-    assert_eq!(p.sql("SELECT count(*) AS n FROM segment_refreshes"), versions);
+    assert_eq!(
+        p.sql("SELECT count(*) AS n FROM segment_refreshes"),
+        versions
+    );
 
     // Six more weeks of events, judged at their end.
     set_as_of(&p, "2026-10-31T23:59:59Z");
@@ -122,7 +136,10 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
     }
     ok(&mut p.cmd(&["stitch"]));
     let second = refresh(&p);
-    assert!(statuses(&second).values().all(|s| s == "refreshed"), "{second}");
+    assert!(
+        statuses(&second).values().all(|s| s == "refreshed"),
+        "{second}"
+    );
     let after = evaluate(&p);
     assert_eq!(membership(&p), without_empty(after.clone()));
 
@@ -140,12 +157,23 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
         let was = before.get(name).unwrap_or(&empty);
         let expected_in: BTreeSet<String> = now.difference(was).cloned().collect();
         let expected_out: BTreeSet<String> = was.difference(now).cloned().collect();
-        assert_eq!(entered.get(name).unwrap_or(&empty), &expected_in, "{name} entered");
-        assert_eq!(exited.get(name).unwrap_or(&empty), &expected_out, "{name} exited");
+        assert_eq!(
+            entered.get(name).unwrap_or(&empty),
+            &expected_in,
+            "{name} entered"
+        );
+        assert_eq!(
+            exited.get(name).unwrap_or(&empty),
+            &expected_out,
+            "{name} exited"
+        );
         total_in += expected_in.len();
         total_out += expected_out.len();
     }
-    assert!(total_in > 0 && total_out > 0, "new events move people both ways");
+    assert!(
+        total_in > 0 && total_out > 0,
+        "new events move people both ways"
+    );
 
     // The CLI views agree with the tables.
     let report_in: u64 = second["segments"]
@@ -155,10 +183,22 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
         .map(|s| s["entered"].as_u64().unwrap())
         .sum();
     assert_eq!(report_in as usize, total_in);
-    let diff = ok(&mut p.cmd(&["segments", "diff", "cart_abandoners", "--since", "1", "--json", "--limit", "100000"]));
+    let diff = ok(&mut p.cmd(&[
+        "segments",
+        "diff",
+        "cart_abandoners",
+        "--since",
+        "1",
+        "--json",
+        "--limit",
+        "100000",
+    ]));
     let expected = entered.get("cart_abandoners").map_or(0, BTreeSet::len)
         + exited.get("cart_abandoners").map_or(0, BTreeSet::len);
-    assert_eq!(String::from_utf8_lossy(&diff.stdout).lines().count(), expected);
+    assert_eq!(
+        String::from_utf8_lossy(&diff.stdout).lines().count(),
+        expected
+    );
     let list = ok(&mut p.cmd(&["segments", "list", "--json"]));
     let listed: Vec<Value> = String::from_utf8_lossy(&list.stdout)
         .lines()
@@ -168,11 +208,18 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
     for row in &listed {
         let name = row["segment"].as_str().unwrap();
         assert_eq!(row["version"], 2, "{row}");
-        assert_eq!(row["members"].as_u64().unwrap() as usize, after[name].len(), "{row}");
+        assert_eq!(
+            row["members"].as_u64().unwrap() as usize,
+            after[name].len(),
+            "{row}"
+        );
     }
     let show = ok(&mut p.cmd(&["segments", "show", "vip_at_risk"]));
     let text = String::from_utf8_lossy(&show.stdout);
-    assert!(text.contains("reads segments: high_value, at_risk"), "{text}");
+    assert!(
+        text.contains("reads segments: high_value, at_risk"),
+        "{text}"
+    );
 
     // Segments are usable from any query.
     let n = p.count(
@@ -197,5 +244,8 @@ fn a_bad_segment_is_reported_with_its_location_and_nothing_runs() {
     assert_eq!(p.count("SELECT count(*) AS n FROM segment_refreshes"), 0);
     std::fs::remove_file(p.path().join("sql/segments/broken.sql")).unwrap();
     let e = fails(&mut p.cmd(&["segments", "show", "nope"]));
-    assert!(e.contains("no segment named \"nope\"; known segments: at_risk, cart_abandoners"), "{e}");
+    assert!(
+        e.contains("no segment named \"nope\"; known segments: at_risk, cart_abandoners"),
+        "{e}"
+    );
 }

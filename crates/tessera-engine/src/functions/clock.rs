@@ -51,9 +51,7 @@ pub(crate) fn as_micros(array: &ArrayRef) -> Result<ArrayRef> {
 }
 
 /// Any date or timestamp column (or scalar, as a one-row array) as microseconds.
-pub(crate) fn micros_of(
-    array: &ArrayRef,
-) -> Result<PrimitiveArray<TimestampMicrosecondType>> {
+pub(crate) fn micros_of(array: &ArrayRef) -> Result<PrimitiveArray<TimestampMicrosecondType>> {
     Ok(as_micros(array)?
         .as_primitive::<TimestampMicrosecondType>()
         .clone())

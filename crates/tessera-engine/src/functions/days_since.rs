@@ -71,7 +71,11 @@ impl ScalarUDFImpl for DaysSince {
         let as_of = self.clock.as_of_micros;
         let out: Int64Array = micros.unary_opt(|t| Some(days_between(t, as_of)));
         if scalar {
-            let v = if out.is_null(0) { None } else { Some(out.value(0)) };
+            let v = if out.is_null(0) {
+                None
+            } else {
+                Some(out.value(0))
+            };
             return Ok(ColumnarValue::Scalar(ScalarValue::Int64(v)));
         }
         Ok(ColumnarValue::Array(Arc::new(out)))

@@ -3,6 +3,7 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::Spans;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, exec_err, plan_err};
@@ -13,7 +14,6 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ScalarFunctionArgs, ScalarUDFImpl, Signature, Subquery,
     Volatility,
 };
-use datafusion::common::Spans;
 
 use super::segment::{SegmentSources, segment_name};
 

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
@@ -58,14 +58,12 @@ impl SegmentSources {
         }
         let membership = self.membership.read().ok().and_then(|m| m.clone());
         match membership {
-            Some(provider) => LogicalPlanBuilder::scan(
-                AUDIENCE_MEMBERSHIP,
-                provider_as_source(provider),
-                None,
-            )?
-            .filter(col("segment").eq(lit(name)))?
-            .project(vec![col("profile_id")])?
-            .build(),
+            Some(provider) => {
+                LogicalPlanBuilder::scan(AUDIENCE_MEMBERSHIP, provider_as_source(provider), None)?
+                    .filter(col("segment").eq(lit(name)))?
+                    .project(vec![col("profile_id")])?
+                    .build()
+            }
             None => plan_err!(
                 "segment '{name}' has no members yet: the lake has no {AUDIENCE_MEMBERSHIP} \
                  table; run `tessera segments refresh`"

@@ -44,7 +44,10 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     )
     .with_sql_example("SELECT count(*) FROM events WHERE within_days(timestamp, 7);")
     .with_argument("ts", "a timestamp or date")
-    .with_argument("n", "the window's length in days (a number, fractions allowed)")
+    .with_argument(
+        "n",
+        "the window's length in days (a number, fractions allowed)",
+    )
     .build()
 });
 
@@ -82,9 +85,7 @@ impl ScalarUDFImpl for WithinDays {
                 _ => return exec_err!("within_days: the number of days is not a number"),
             },
             ColumnarValue::Array(_) => {
-                return exec_err!(
-                    "within_days expects a constant number of days, not a column"
-                );
+                return exec_err!("within_days expects a constant number of days, not a column");
             }
         };
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
@@ -100,7 +101,11 @@ impl ScalarUDFImpl for WithinDays {
             .map(|t| t.map(|t| t > start && t <= end))
             .collect();
         if scalar {
-            let v = if out.is_null(0) { None } else { Some(out.value(0)) };
+            let v = if out.is_null(0) {
+                None
+            } else {
+                Some(out.value(0))
+            };
             return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(v)));
         }
         Ok(ColumnarValue::Array(Arc::new(out)))

@@ -52,25 +52,49 @@ async fn interrupted_runs_are_finished_exactly() {
     assert_eq!(refresh(&engine, &set, &options).await.unwrap().run, 1);
 
     // Run 2 wrote its change rows, then stopped before logging: the rows are removed.
-    let mut w = lake.append_writer(&schema::table(schema::AUDIENCE_CHANGES).unwrap()).await.unwrap();
+    let mut w = lake
+        .append_writer(&schema::table(schema::AUDIENCE_CHANGES).unwrap())
+        .await
+        .unwrap();
     w.write(change("ghost", "entered", 2)).await.unwrap();
-    w.commit(CommitNote::new("test", "test").transaction(SEGMENTS_APP, 2)).await.unwrap();
+    w.commit(CommitNote::new("test", "test").transaction(SEGMENTS_APP, 2))
+        .await
+        .unwrap();
     let report = refresh(&engine, &set, &options).await.unwrap();
     assert_eq!(
         report.recovered.as_deref(),
         Some("removed 1 change rows of interrupted refresh run 2")
     );
-    assert_eq!(count(&engine, "SELECT count(*) FROM audience_changes WHERE profile_id = 'ghost'").await, 0);
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM audience_changes WHERE profile_id = 'ghost'"
+        )
+        .await,
+        0
+    );
 
     // Run 3 wrote its changes and its log, then stopped before the membership: the
     // membership is rebuilt from the logged changes.
-    let mut w = lake.append_writer(&schema::table(schema::AUDIENCE_CHANGES).unwrap()).await.unwrap();
+    let mut w = lake
+        .append_writer(&schema::table(schema::AUDIENCE_CHANGES).unwrap())
+        .await
+        .unwrap();
     w.write(change("late", "entered", 3)).await.unwrap();
-    w.commit(CommitNote::new("test", "test").transaction(SEGMENTS_APP, 3)).await.unwrap();
-    let w = lake.append_writer(&schema::table(schema::SEGMENT_REFRESHES).unwrap()).await.unwrap();
-    w.commit(CommitNote::new("test", "test").transaction(SEGMENTS_APP, 3)).await.unwrap();
+    w.commit(CommitNote::new("test", "test").transaction(SEGMENTS_APP, 3))
+        .await
+        .unwrap();
+    let w = lake
+        .append_writer(&schema::table(schema::SEGMENT_REFRESHES).unwrap())
+        .await
+        .unwrap();
+    w.commit(CommitNote::new("test", "test").transaction(SEGMENTS_APP, 3))
+        .await
+        .unwrap();
     assert_eq!(
-        lake.transaction_version(schema::SEGMENT_REFRESHES, SEGMENTS_APP).await.unwrap(),
+        lake.transaction_version(schema::SEGMENT_REFRESHES, SEGMENTS_APP)
+            .await
+            .unwrap(),
         Some(3),
         "an empty commit still records the transaction"
     );
@@ -79,5 +103,12 @@ async fn interrupted_runs_are_finished_exactly() {
         report.recovered.as_deref(),
         Some("rebuilt audience_membership from the changes of interrupted refresh run 3")
     );
-    assert_eq!(count(&engine, "SELECT count(*) FROM audience_membership WHERE profile_id = 'late'").await, 1);
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM audience_membership WHERE profile_id = 'late'"
+        )
+        .await,
+        1
+    );
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -77,7 +77,11 @@ fn render(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DbError> {
                     .iter()
                     .map(|f| {
                         let s = f.value(row).to_string();
-                        if s.is_empty() { "(empty)".to_owned() } else { s }
+                        if s.is_empty() {
+                            "(empty)".to_owned()
+                        } else {
+                            s
+                        }
                     })
                     .collect(),
             );
@@ -137,7 +141,9 @@ impl Db {
             let batch = RecordBatch::try_new(def.schema.clone(), columns).map_err(err)?;
             w.write(batch).await.map_err(err)?;
         }
-        w.commit(CommitNote::new("slt load", "slt")).await.map_err(err)?;
+        w.commit(CommitNote::new("slt load", "slt"))
+            .await
+            .map_err(err)?;
         Ok(())
     }
 
@@ -222,7 +228,8 @@ impl sqllogictest::AsyncDB for Db {
             let (table, query) = rest
                 .split_once(|c: char| c.is_whitespace())
                 .ok_or_else(|| err("LOAD <table> AS <query>"))?;
-            let query = directive(query.trim(), "AS ").ok_or_else(|| err("LOAD <table> AS <query>"))?;
+            let query =
+                directive(query.trim(), "AS ").ok_or_else(|| err("LOAD <table> AS <query>"))?;
             self.load(table, query).await?;
             return Ok(DBOutput::StatementComplete(0));
         }
@@ -230,7 +237,8 @@ impl sqllogictest::AsyncDB for Db {
             let (name, text) = rest
                 .split_once(|c: char| c.is_whitespace())
                 .ok_or_else(|| err("CREATE SEGMENT <name> AS <text>"))?;
-            let text = directive(text.trim(), "AS").ok_or_else(|| err("CREATE SEGMENT <name> AS <text>"))?;
+            let text = directive(text.trim(), "AS")
+                .ok_or_else(|| err("CREATE SEGMENT <name> AS <text>"))?;
             self.segments.insert(name.to_owned(), text.to_owned());
             return Ok(DBOutput::StatementComplete(0));
         }
@@ -250,7 +258,11 @@ impl sqllogictest::AsyncDB for Db {
             return Ok(DBOutput::StatementComplete(0));
         }
         Ok(DBOutput::Rows {
-            types: schema.fields().iter().map(|f| column_type(f.data_type())).collect(),
+            types: schema
+                .fields()
+                .iter()
+                .map(|f| column_type(f.data_type()))
+                .collect(),
             rows: render(&batches)?,
         })
     }
@@ -296,5 +308,9 @@ async fn sqllogictest_files() {
             failures.push(format!("{}: {}", file.display(), e.display(true)));
         }
     }
-    assert!(failures.is_empty(), "sqllogictest failures:\n{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "sqllogictest failures:\n{}",
+        failures.join("\n\n")
+    );
 }

@@ -13,14 +13,23 @@ async fn engine() -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
     lake.create_missing_tables().await.unwrap();
-    (dir, Engine::new(Arc::new(lake), EngineConfig::deterministic()))
+    (
+        dir,
+        Engine::new(Arc::new(lake), EngineConfig::deterministic()),
+    )
 }
 
 fn set(files: &[(&str, &str)]) -> Result<SegmentSet, SegmentsError> {
     SegmentSet::from_texts(
         files
             .iter()
-            .map(|(n, t)| ((*n).to_owned(), format!("sql/segments/{n}.sql"), (*t).to_owned()))
+            .map(|(n, t)| {
+                (
+                    (*n).to_owned(),
+                    format!("sql/segments/{n}.sql"),
+                    (*t).to_owned(),
+                )
+            })
             .collect(),
     )
 }
@@ -38,7 +47,10 @@ async fn errors(engine: &Engine, files: &[(&str, &str)]) -> Vec<String> {
     }
 }
 
-const OK: (&str, &str) = ("high_value", "SELECT profile_id FROM profiles WHERE identifiers > 1");
+const OK: (&str, &str) = (
+    "high_value",
+    "SELECT profile_id FROM profiles WHERE identifiers > 1",
+);
 
 #[tokio::test]
 async fn each_bad_segment_gets_its_located_error() {
@@ -124,7 +136,9 @@ async fn each_bad_segment_gets_its_located_error() {
     for (name, text, expected) in cases {
         let got = errors(&engine, &[OK, (name, text)]).await.join("\n");
         if got != *expected {
-            failures.push(format!("{name}:\n  expected: {expected:?}\n  got:      {got:?}"));
+            failures.push(format!(
+                "{name}:\n  expected: {expected:?}\n  got:      {got:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -137,14 +151,19 @@ async fn a_cycle_is_named() {
         &engine,
         &[
             ("a", "SELECT profile_id FROM segment('b')"),
-            ("b", "SELECT profile_id FROM profiles WHERE in_segment(profile_id, 'c')"),
+            (
+                "b",
+                "SELECT profile_id FROM profiles WHERE in_segment(profile_id, 'c')",
+            ),
             ("c", "SELECT profile_id FROM segment('a')"),
         ],
     )
     .await;
     assert_eq!(
         got,
-        ["sql/segments/c.sql:1:32: segments reference each other in a cycle: a → b → c → a\n  help: a segment cannot depend on itself, directly or through others; remove one reference"]
+        [
+            "sql/segments/c.sql:1:32: segments reference each other in a cycle: a → b → c → a\n  help: a segment cannot depend on itself, directly or through others; remove one reference"
+        ]
     );
 }
 
@@ -160,7 +179,11 @@ async fn nothing_is_written_when_a_segment_is_bad() {
     assert!(first.written);
     let versions = |lake: Arc<Lake>| async move {
         let mut v = Vec::new();
-        for t in ["audience_membership", "audience_changes", "segment_refreshes"] {
+        for t in [
+            "audience_membership",
+            "audience_changes",
+            "segment_refreshes",
+        ] {
             v.push(lake.open(t).await.unwrap().version());
         }
         v
@@ -176,9 +199,14 @@ async fn nothing_is_written_when_a_segment_is_bad() {
         force: true,
         ..options.clone()
     };
-    let e = refresh(&engine, &bad, &forced).await.unwrap_err().to_string();
+    let e = refresh(&engine, &bad, &forced)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        e.starts_with("1 problem in segment files; nothing was run or written:\nsql/segments/vip.sql:1:"),
+        e.starts_with(
+            "1 problem in segment files; nothing was run or written:\nsql/segments/vip.sql:1:"
+        ),
         "{e}"
     );
     assert_eq!(versions(engine.lake().clone()).await, before);
@@ -186,10 +214,16 @@ async fn nothing_is_written_when_a_segment_is_bad() {
     // A segment that fails while running (not while planning) writes nothing either.
     let failing = set(&[
         OK,
-        ("boom", "SELECT CAST('not a number' AS BIGINT) || '' AS profile_id"),
+        (
+            "boom",
+            "SELECT CAST('not a number' AS BIGINT) || '' AS profile_id",
+        ),
     ])
     .unwrap();
-    let e = refresh(&engine, &failing, &forced).await.unwrap_err().to_string();
+    let e = refresh(&engine, &failing, &forced)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("segment boom: "), "{e}");
     assert_eq!(versions(engine.lake().clone()).await, before);
 }
