@@ -1,0 +1,30 @@
+//! Tessera's predictive models, as pure functions over per-customer summaries.
+//!
+//! - [`bgnbd`]: the BG/NBD model (Fader, Hardie & Lee, 2005) of repeat purchasing:
+//!   maximum-likelihood fit of `r`, `alpha`, `a`, `b`; expected purchases over a horizon
+//!   and the probability a customer is still active ("alive").
+//! - [`gamma_gamma`]: the Gamma-Gamma model of spend per transaction (Fader & Hardie,
+//!   2013): fit of `p`, `q`, `gamma`; expected average order value.
+//! - [`optimize`]: the Nelder–Mead minimizer the fits use (on log parameters).
+//! - [`special`]: log-gamma, log-beta and the Gauss hypergeometric function.
+//! - [`simulate`]: the models' generative processes, for parameter-recovery tests and
+//!   benchmarks.
+//!
+//! No I/O here: summaries come from SQL over the lake, scores go back to it elsewhere.
+
+pub mod bgnbd;
+pub mod gamma_gamma;
+pub mod optimize;
+pub mod simulate;
+pub mod special;
+
+/// What a fit reports besides its parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitReport {
+    /// Total log-likelihood of the data at the optimum.
+    pub log_likelihood: f64,
+    /// Minimizer iterations used.
+    pub iterations: usize,
+    /// Whether the minimizer met its tolerance (a fit that did not must not be used).
+    pub converged: bool,
+}
