@@ -81,8 +81,8 @@ pub fn p_alive(p: &Params, c: &Customer) -> f64 {
     if c.x <= 0.0 {
         return 1.0;
     }
-    let log_div = (p.r + c.x) * ((p.alpha + c.t) / (p.alpha + c.t_x)).ln()
-        + (p.a / (p.b + c.x - 1.0)).ln();
+    let log_div =
+        (p.r + c.x) * ((p.alpha + c.t) / (p.alpha + c.t_x)).ln() + (p.a / (p.b + c.x - 1.0)).ln();
     // 1 / (1 + e^log_div), stable for large log_div.
     (-log_div.exp().ln_1p()).exp()
 }
@@ -136,24 +136,49 @@ mod tests {
             ("b", fitted.b, truth.b, 0.20),
         ] {
             let rel = (got - want).abs() / want;
-            assert!(rel < tolerance, "{name}: fitted {got}, simulated with {want} ({rel:.3} off)");
+            assert!(
+                rel < tolerance,
+                "{name}: fitted {got}, simulated with {want} ({rel:.3} off)"
+            );
         }
         // The fit is a maximum: nudging any parameter lowers the likelihood.
         let best = total_log_likelihood(&fitted, &grouped);
         for i in 0..4 {
             let mut v = [fitted.r, fitted.alpha, fitted.a, fitted.b];
             v[i] *= 1.01;
-            let nudged = Params { r: v[0], alpha: v[1], a: v[2], b: v[3] };
+            let nudged = Params {
+                r: v[0],
+                alpha: v[1],
+                a: v[2],
+                b: v[3],
+            };
             assert!(total_log_likelihood(&nudged, &grouped) < best);
         }
     }
 
     #[test]
     fn predictions_behave() {
-        let p = Params { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
-        let new = Customer { x: 0.0, t_x: 0.0, t: 39.0 };
-        let loyal = Customer { x: 10.0, t_x: 38.0, t: 39.0 };
-        let lapsed = Customer { x: 10.0, t_x: 5.0, t: 39.0 };
+        let p = Params {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        };
+        let new = Customer {
+            x: 0.0,
+            t_x: 0.0,
+            t: 39.0,
+        };
+        let loyal = Customer {
+            x: 10.0,
+            t_x: 38.0,
+            t: 39.0,
+        };
+        let lapsed = Customer {
+            x: 10.0,
+            t_x: 5.0,
+            t: 39.0,
+        };
         assert_eq!(p_alive(&p, &new), 1.0);
         assert!(p_alive(&p, &loyal) > 0.9);
         assert!(p_alive(&p, &lapsed) < 0.01);

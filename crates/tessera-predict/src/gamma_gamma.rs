@@ -18,7 +18,8 @@ pub struct Params {
 /// One repeat buyer's log-likelihood of average value `m` over `x` transactions.
 pub fn log_likelihood(params: &Params, x: f64, m: f64) -> f64 {
     let Params { p, q, gamma } = *params;
-    ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * gamma.ln()
+    ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q)
+        + q * gamma.ln()
         + (p * x - 1.0) * m.ln()
         + (p * x) * x.ln()
         - (p * x + q) * (x * m + gamma).ln()
@@ -72,13 +73,23 @@ mod tests {
     #[test]
     fn recovers_the_parameters_it_was_simulated_with() {
         // The CDNOW estimates of the paper.
-        let truth = Params { p: 6.25, q: 3.74, gamma: 15.44 };
+        let truth = Params {
+            p: 6.25,
+            q: 3.74,
+            gamma: 15.44,
+        };
         let buyers = simulate::gamma_gamma(&truth, 50_000, 11);
         let (fitted, report) = fit(&buyers);
         assert!(report.converged, "{report:?}");
         // The optimum is at least as likely as the truth (the minimizer did its job).
-        let at_truth: f64 = buyers.iter().map(|(x, m)| log_likelihood(&truth, *x, *m)).sum();
-        assert!(report.log_likelihood >= at_truth - 1e-6, "{report:?} vs {at_truth}");
+        let at_truth: f64 = buyers
+            .iter()
+            .map(|(x, m)| log_likelihood(&truth, *x, *m))
+            .sum();
+        assert!(
+            report.log_likelihood >= at_truth - 1e-6,
+            "{report:?} vs {at_truth}"
+        );
         for (name, got, want) in [
             ("p", fitted.p, truth.p),
             ("q", fitted.q, truth.q),
@@ -86,7 +97,10 @@ mod tests {
         ] {
             let rel = (got - want).abs() / want;
             // p and q lie on a ridge of the likelihood; their sampling error is larger.
-            assert!(rel < 0.15, "{name}: fitted {got}, simulated with {want} ({rel:.3} off)");
+            assert!(
+                rel < 0.15,
+                "{name}: fitted {got}, simulated with {want} ({rel:.3} off)"
+            );
         }
         // The identifiable quantity, the population mean spend, is tight.
         let mean = |p: &Params| p.gamma * p.p / (p.q - 1.0);

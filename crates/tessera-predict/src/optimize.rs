@@ -48,7 +48,11 @@ pub fn nelder_mead(f: impl Fn(&[f64]) -> f64, start: &[f64], settings: Settings)
     let mut simplex: Vec<Vec<f64>> = vec![start.to_vec()];
     for i in 0..n {
         let mut v = start.to_vec();
-        v[i] += if v[i] == 0.0 { 0.25 } else { 0.25 * v[i].abs().max(1.0) };
+        v[i] += if v[i] == 0.0 {
+            0.25
+        } else {
+            0.25 * v[i].abs().max(1.0)
+        };
         simplex.push(v);
     }
     let mut values: Vec<f64> = simplex.iter().map(|x| eval(x)).collect();
@@ -145,7 +149,10 @@ mod tests {
         let rosen = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
         let m = nelder_mead(rosen, &[-1.2, 1.0], Settings::default());
         assert!(m.converged);
-        assert!((m.x[0] - 1.0).abs() < 1e-4 && (m.x[1] - 1.0).abs() < 1e-4, "{m:?}");
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-4 && (m.x[1] - 1.0).abs() < 1e-4,
+            "{m:?}"
+        );
     }
 
     #[test]

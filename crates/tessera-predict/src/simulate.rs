@@ -114,8 +114,14 @@ mod tests {
             let xs: Vec<f64> = (0..n).map(|_| rng.gamma(shape, rate)).collect();
             let mean = xs.iter().sum::<f64>() / n as f64;
             let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-            assert!((mean - shape / rate).abs() / (shape / rate) < 0.02, "{shape} {rate} mean {mean}");
-            assert!((var - shape / rate / rate).abs() / (shape / rate / rate) < 0.05, "{shape} {rate} var {var}");
+            assert!(
+                (mean - shape / rate).abs() / (shape / rate) < 0.02,
+                "{shape} {rate} mean {mean}"
+            );
+            assert!(
+                (var - shape / rate / rate).abs() / (shape / rate / rate) < 0.05,
+                "{shape} {rate} var {var}"
+            );
         }
         let bs: Vec<f64> = (0..n).map(|_| rng.beta(0.8, 2.4)).collect();
         let mean = bs.iter().sum::<f64>() / n as f64;
