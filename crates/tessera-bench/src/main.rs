@@ -6,6 +6,7 @@
 //! tessera-bench identity [--events N] [--edges M]    # accuracy; stitching vs Splink and SciPy
 //! tessera-bench collect [--clients C] [--seconds S]  # `tessera serve` ingest vs parse-only
 //! tessera-bench segments [--events N] [--runs R]     # example segments, Tessera vs DuckDB
+//! tessera-bench predict [--customers N]              # BG/NBD + Gamma-Gamma vs lifetimes
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -22,6 +23,7 @@ use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 
 mod collect;
 mod identity;
+mod predict;
 mod segments;
 
 #[derive(Debug, Parser)]
@@ -86,6 +88,14 @@ enum Cmd {
         #[arg(long, default_value = "target/bench-identity")]
         work: PathBuf,
     },
+    /// BG/NBD + Gamma-Gamma fit and scoring on simulated customers, Tessera vs
+    /// lifetimes on the same summary data.
+    Predict {
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: usize,
+        #[arg(long, default_value = "target/bench-predict")]
+        work: PathBuf,
+    },
     /// The example segments over generated customers: Tessera's refresh vs DuckDB
     /// running the same SQL on the same Parquet files; a refresh with nothing new.
     Segments {
@@ -143,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             work,
         } => identity::run(events, edges, !no_splink, &work),
         Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
+        Cmd::Predict { customers, work } => predict::run(customers, &work),
     }
 }
 

@@ -55,8 +55,8 @@ mod tests {
         assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
         assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-12);
         // 2F1(1, 1; 2; z) = -ln(1 - z) / z
-        let z = 0.7;
-        let exact = -(1.0 - z as f64).ln() / z;
+        let z: f64 = 0.7;
+        let exact: f64 = -(1.0f64 - z).ln() / z;
         assert!((hyp2f1(1.0, 1.0, 2.0, z).unwrap() - exact).abs() < 1e-12);
         // 2F1(a, b; b; z) = (1 - z)^-a
         assert!((hyp2f1(2.5, 3.0, 3.0, 0.4).unwrap() - 0.6f64.powf(-2.5)).abs() < 1e-12);
