@@ -120,3 +120,32 @@ fn sources_get_fresh_write_keys() {
     let text = std::fs::read_to_string(p.path().join("tessera.toml")).unwrap();
     assert!(text.contains("# Where the Delta tables live"), "{text}");
 }
+
+/// `tessera sql … | head`: when the reader goes away the command stops quietly.
+#[test]
+fn a_closed_pipe_stops_output_quietly() {
+    use std::io::BufRead as _;
+    let p = TestProject::new();
+    let mut child = p
+        .cmd(&[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT value FROM generate_series(1, 5000000)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .unwrap();
+    } // the reader closes its end here
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(first.trim(), "value");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
