@@ -51,40 +51,41 @@ pub fn log_likelihood(p: &Params, c: &Customer) -> f64 {
 ///
 /// The log-gamma terms depend on `x` alone, so they are computed once per distinct
 /// `x` (purchase counts are small integers); each customer then costs two logarithms.
+/// Large inputs are summed on every core.
 pub fn total_log_likelihood(p: &Params, customers: &[(Customer, f64)]) -> f64 {
+    crate::parallel_sum(customers, |chunk| chunk_log_likelihood(p, chunk))
+}
+
+fn chunk_log_likelihood(p: &Params, customers: &[(Customer, f64)]) -> f64 {
     let Params { r, alpha, a, b } = *p;
     let mut cache: Vec<(f64, f64)> = Vec::new();
     let base = r * alpha.ln() - ln_gamma(r) + ln_gamma(a + b) - ln_gamma(b);
     let ln_a = a.ln();
+    let terms = |x: f64| {
+        (
+            ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x),
+            if x > 0.0 {
+                ln_a - (b + x - 1.0).ln()
+            } else {
+                0.0
+            },
+        )
+    };
     let mut total = 0.0;
     for (c, w) in customers {
         let x = c.x;
-        // lnΓ(r+x) + lnΓ(b+x) − lnΓ(a+b+x), by integer x when possible.
+        // lnΓ(r+x) + lnΓ(b+x) − lnΓ(a+b+x), once per integer x.
         let gammas = if x >= 0.0 && x.fract() == 0.0 && x < 100_000.0 {
             let i = x as usize;
             if cache.len() <= i {
                 cache.resize(i + 1, (f64::NAN, 0.0));
             }
             if cache[i].0.is_nan() {
-                cache[i] = (
-                    ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x),
-                    if x > 0.0 {
-                        ln_a - (b + x - 1.0).ln()
-                    } else {
-                        0.0
-                    },
-                );
+                cache[i] = terms(x);
             }
             cache[i]
         } else {
-            (
-                ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x),
-                if x > 0.0 {
-                    ln_a - (b + x - 1.0).ln()
-                } else {
-                    0.0
-                },
-            )
+            terms(x)
         };
         let a3 = -(r + x) * (alpha + c.t).ln();
         let ll = if x > 0.0 {

@@ -33,22 +33,38 @@ pub fn fit(buyers: &[(f64, f64)]) -> (Params, FitReport) {
         q: v[1].exp(),
         gamma: v[2].exp(),
     };
-    // Per-buyer constants, and the log-gamma terms once per distinct x.
-    let ln_m: Vec<f64> = buyers.iter().map(|(_, m)| m.ln()).collect();
-    let x_ln_x: Vec<f64> = buyers.iter().map(|(x, _)| x * x.ln()).collect();
+    // Per-buyer constants (x, m, ln m, x ln x); the log-gamma terms once per distinct
+    // integer x; large inputs summed on every core.
+    let rows: Vec<[f64; 4]> = buyers
+        .iter()
+        .map(|(x, m)| [*x, *m, m.ln(), x * x.ln()])
+        .collect();
     let objective = |v: &[f64]| {
         let Params { p, q, gamma } = params(v);
-        let mut cache: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
         let common = -ln_gamma(q) + q * gamma.ln();
-        let mut total = 0.0;
-        for (i, (x, m)) in buyers.iter().enumerate() {
-            let g = *cache
-                .entry(x.to_bits())
-                .or_insert_with(|| ln_gamma(p * x + q) - ln_gamma(p * x));
-            total += g + common + (p * x - 1.0) * ln_m[i] + p * x_ln_x[i]
-                - (p * x + q) * (x * m + gamma).ln();
-        }
-        -total / n
+        let chunk_sum = |chunk: &[[f64; 4]]| {
+            let mut cache: Vec<f64> = Vec::new();
+            let mut total = 0.0;
+            for [x, m, ln_m, x_ln_x] in chunk {
+                let terms = || ln_gamma(p * x + q) - ln_gamma(p * x);
+                let g = if x.fract() == 0.0 && *x < 100_000.0 {
+                    let i = *x as usize;
+                    if cache.len() <= i {
+                        cache.resize(i + 1, f64::NAN);
+                    }
+                    if cache[i].is_nan() {
+                        cache[i] = terms();
+                    }
+                    cache[i]
+                } else {
+                    terms()
+                };
+                total += g + common + (p * x - 1.0) * ln_m + p * x_ln_x
+                    - (p * x + q) * (x * m + gamma).ln();
+            }
+            total
+        };
+        -crate::parallel_sum(&rows, chunk_sum) / n
     };
     let min = nelder_mead(objective, &[0.0; 3], Settings::default());
     let p = params(&min.x);
