@@ -12,7 +12,7 @@ use tessera_engine::datafusion::prelude::ParquetReadOptions;
 use tessera_engine::{Engine, EngineConfig};
 use tessera_lake::Lake;
 
-use super::{ensure_data, python, tessera_binary};
+use super::{ensure_data, python, tessera};
 
 pub fn run(events: u64, edges: u64, splink: bool, work: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(work)?;
@@ -23,24 +23,6 @@ pub fn run(events: u64, edges: u64, splink: bool, work: &Path) -> anyhow::Result
         components(edges, splink, work)?;
     }
     Ok(())
-}
-
-fn tessera(project: &Path, args: &[&str]) -> anyhow::Result<(serde_json::Value, f64)> {
-    let started = Instant::now();
-    let out = Command::new(tessera_binary()?)
-        .arg("--project")
-        .arg(project)
-        .args(args)
-        .output()?;
-    let secs = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "tessera {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    Ok((v, secs))
 }
 
 /// Splits each event file at `cut` (a timestamp prefix): older lines, then the rest.

@@ -170,6 +170,26 @@ fn tessera_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Runs `tessera --project PROJECT ARGS...`; returns its JSON output (or null) and the
+/// wall time.
+pub(crate) fn tessera(project: &Path, args: &[&str]) -> anyhow::Result<(serde_json::Value, f64)> {
+    let started = Instant::now();
+    let out = Command::new(tessera_binary()?)
+        .arg("--project")
+        .arg(project)
+        .args(args)
+        .output()?;
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "tessera {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    Ok((v, secs))
+}
+
 /// `WORK/project`, emptied and initialised with `tessera init`.
 fn fresh_project(work: &Path) -> anyhow::Result<PathBuf> {
     let project = work.join("project");

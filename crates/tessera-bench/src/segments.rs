@@ -9,29 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 
-use super::{ensure_data, python, tessera_binary};
-
-fn tessera(project: &Path, args: &[&str]) -> anyhow::Result<(serde_json::Value, f64)> {
-    let started = Instant::now();
-    let out = Command::new(tessera_binary()?)
-        .arg("--project")
-        .arg(project)
-        .args(args)
-        .output()?;
-    let secs = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "tessera {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    Ok((v, secs))
-}
+use super::{ensure_data, python, tessera};
 
 /// A project with `events` generated customers imported and stitched (kept between
 /// runs of the benchmark; `ready` marks a finished setup).
