@@ -148,27 +148,10 @@ impl SegmentSet {
     /// Checks every segment against the lake's tables and functions (planning only,
     /// nothing runs). All problems are reported together.
     pub async fn validate(&self, engine: &Engine) -> Result<()> {
-        let all: Vec<&Segment> = self.segments.iter().collect();
-        self.validate_some(engine, &all).await
-    }
-
-    /// [`SegmentSet::validate`] for some of the segments.
-    pub async fn validate_some(&self, engine: &Engine, segments: &[&Segment]) -> Result<()> {
         let sources = Arc::new(SegmentSources::default());
         validate::empty_members(&sources, &self.segments)?;
         let ctx = engine.session_with(sources).await?;
-        ctx.sql("SET datafusion.sql_parser.collect_spans = true")
-            .await?;
-        let mut errors = Vec::new();
-        for s in segments {
-            if let Err(e) = validate::plan(&ctx, s).await {
-                errors.push(e);
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(SegmentsError::Invalid(errors))
-        }
+        let all: Vec<&Segment> = self.segments.iter().collect();
+        validate::check_all(&ctx, &all).await
     }
 }

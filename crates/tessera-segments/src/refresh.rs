@@ -251,7 +251,7 @@ pub async fn refresh(
     let as_of = options.as_of_micros.unwrap_or(now);
     let engine = engine.with_as_of(as_of);
 
-    let recovered = recover(&engine).await?;
+    let (recovered, last_run) = recover(&engine).await?;
     let state = state_session(&engine, &[SEGMENT_REFRESHES]).await?;
     let last = last_refreshes(&state).await?;
 
@@ -349,16 +349,18 @@ pub async fn refresh(
         });
     }
 
-    // Validate what will run (planning only), then evaluate in order.
+    // One session: validate what will run (planning only; segments of this run are
+    // empty until evaluated), then evaluate in order, each result replacing its empty
+    // stand-in for the segments that read it.
     let to_run: Vec<&Segment> = plan
         .iter()
         .filter(|(_, st, _, _)| *st == Status::Refreshed)
         .map(|(s, _, _, _)| *s)
         .collect();
-    set.validate_some(&engine, &to_run).await?;
-
     let sources = Arc::new(SegmentSources::default());
+    validate::empty_members(&sources, to_run.iter().copied())?;
     let ctx = engine.session_with(sources.clone()).await?;
+    validate::check_all(&ctx, &to_run).await?;
     let mut results: HashMap<String, (Vec<String>, f64)> = HashMap::new();
     for segment in &to_run {
         let started = Instant::now();
@@ -371,19 +373,9 @@ pub async fn refresh(
         );
     }
 
-    // Previous members of every segment, and merges for exits.
-    let state = state_session(
-        &engine,
-        &[
-            AUDIENCE_MEMBERSHIP,
-            PROFILE_MERGES,
-            AUDIENCE_CHANGES,
-            SEGMENT_REFRESHES,
-        ],
-    )
-    .await?;
-    let previous = read_membership(&state).await?;
-    let run = next_run(&lake).await?;
+    // Previous members of every segment (and merges for exits), from the same session.
+    let previous = read_membership(&ctx).await?;
+    let run = last_run + 1;
 
     let mut membership = MembershipRows::default();
     let mut changes = ChangeRows::default();
@@ -422,7 +414,7 @@ pub async fn refresh(
         exits.sort();
         let mut merged = 0u64;
         if !exits.is_empty() && merges.is_none() {
-            merges = Some(read_merges(&state).await?);
+            merges = Some(read_merges(&ctx).await?);
         }
         for profile in &exits {
             let into = merges.as_ref().and_then(|m| survivor(m, profile));
@@ -590,23 +582,9 @@ fn survivor(merges: &HashMap<String, String>, id: &str) -> Option<String> {
     Some(current.clone())
 }
 
-/// The next run number: one more than any run recorded in the three tables.
-async fn next_run(lake: &Lake) -> Result<i64> {
-    let mut run = 0;
-    for name in [AUDIENCE_CHANGES, SEGMENT_REFRESHES, AUDIENCE_MEMBERSHIP] {
-        if lake.exists(name).await? {
-            run = run.max(
-                lake.transaction_version(name, SEGMENTS_APP)
-                    .await?
-                    .unwrap_or(0),
-            );
-        }
-    }
-    Ok(run + 1)
-}
-
-/// Finishes a run interrupted between its commits (see the module docs).
-async fn recover(engine: &Engine) -> Result<Option<String>> {
+/// Finishes a run interrupted between its commits (see the module docs). Returns what
+/// it did, and the last run number recorded in any of the three tables.
+async fn recover(engine: &Engine) -> Result<(Option<String>, i64)> {
     let lake = engine.lake();
     let mut txn = HashMap::new();
     for name in [AUDIENCE_CHANGES, SEGMENT_REFRESHES, AUDIENCE_MEMBERSHIP] {
@@ -624,6 +602,7 @@ async fn recover(engine: &Engine) -> Result<Option<String>> {
         txn[SEGMENT_REFRESHES],
         txn[AUDIENCE_MEMBERSHIP],
     );
+    let last_run = changes.max(log).max(members);
     if changes > log {
         // Change rows of a run that never logged: they never happened.
         let removed = lake
@@ -633,9 +612,12 @@ async fn recover(engine: &Engine) -> Result<Option<String>> {
                 "tessera segments recovery",
             )
             .await?;
-        return Ok(Some(format!(
-            "removed {removed} change rows of interrupted refresh run {changes}"
-        )));
+        return Ok((
+            Some(format!(
+                "removed {removed} change rows of interrupted refresh run {changes}"
+            )),
+            last_run,
+        ));
     }
     if log > members {
         // The run logged its changes but did not replace the membership: apply them.
@@ -683,11 +665,14 @@ async fn recover(engine: &Engine) -> Result<Option<String>> {
                 .transaction(SEGMENTS_APP, log),
         )
         .await?;
-        return Ok(Some(format!(
-            "rebuilt audience_membership from the changes of interrupted refresh run {log}"
-        )));
+        return Ok((
+            Some(format!(
+                "rebuilt audience_membership from the changes of interrupted refresh run {log}"
+            )),
+            last_run,
+        ));
     }
-    Ok(None)
+    Ok((None, last_run))
 }
 
 #[derive(Default)]

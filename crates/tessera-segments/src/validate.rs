@@ -26,15 +26,33 @@ pub fn members_schema() -> Arc<Schema> {
 
 /// Points every segment of `segments` at an empty member table, so that segments
 /// referencing others can be planned before anything is refreshed.
-pub fn empty_members(
+pub fn empty_members<'a>(
     sources: &SegmentSources,
-    segments: &[Segment],
+    segments: impl IntoIterator<Item = &'a Segment>,
 ) -> datafusion::common::Result<()> {
     for s in segments {
         let table = MemTable::try_new(members_schema(), vec![vec![]])?;
         sources.set(&s.name, Arc::new(table));
     }
     Ok(())
+}
+
+/// Plans every one of `segments` in `ctx` (with spans collected for locations) and
+/// reports all problems together.
+pub async fn check_all(ctx: &SessionContext, segments: &[&Segment]) -> crate::Result<()> {
+    ctx.sql("SET datafusion.sql_parser.collect_spans = true")
+        .await?;
+    let mut errors = Vec::new();
+    for s in segments {
+        if let Err(e) = plan(ctx, s).await {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::SegmentsError::Invalid(errors))
+    }
 }
 
 /// Plans `segment` in `ctx`: its logical plan, or every problem found, located.
