@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
 use tessera_core::config::parse_instant;
 use tessera_segments::refresh::{RefreshOptions, RefreshReport, Status};
 use tessera_segments::{SegmentSet, file::format_interval};
@@ -235,9 +236,18 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-async fn query(opened: &Opened, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let ctx = opened.engine.session().await?;
+async fn query(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
     Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// Column `i` of the first row as an integer (NULL or no row: `None`).
+fn first_i64(batches: &[RecordBatch], i: usize) -> Option<i64> {
+    let b = batches.first()?;
+    let a = b
+        .column(i)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
+    (b.num_rows() > 0 && !datafusion::arrow::array::Array::is_null(a, 0)).then(|| a.value(0))
 }
 
 fn print_batches(batches: &[RecordBatch], json: bool) -> anyhow::Result<()> {
@@ -275,11 +285,8 @@ async fn list(opened: &Opened, set: &SegmentSet, json: bool) -> anyhow::Result<(
             )
         })
         .collect();
-    let has_log = opened
-        .lake
-        .exists(tessera_core::schema::SEGMENT_REFRESHES)
-        .await?;
-    let last = if has_log {
+    let ctx = opened.engine.session().await?;
+    let last = if ctx.table_exist(tessera_core::schema::SEGMENT_REFRESHES)? {
         "LEFT JOIN (SELECT s.segment, s.refresh_version AS version, s.members, \
                  s.refreshed_at AS last_refresh \
           FROM segment_refreshes AS s \
@@ -295,7 +302,7 @@ async fn list(opened: &Opened, set: &SegmentSet, json: bool) -> anyhow::Result<(
          FROM (VALUES {}) AS d(name, refresh, owner, description) {last} ORDER BY d.name",
         rows.join(", ")
     );
-    print_batches(&query(opened, &sql).await?, json)
+    print_batches(&query(&ctx, &sql).await?, json)
 }
 
 fn require<'a>(set: &'a SegmentSet, name: &str) -> anyhow::Result<&'a tessera_segments::Segment> {
@@ -305,29 +312,19 @@ fn require<'a>(set: &'a SegmentSet, name: &str) -> anyhow::Result<&'a tessera_se
     }
 }
 
-async fn latest_version(opened: &Opened, name: &str) -> anyhow::Result<Option<i64>> {
-    if !opened
-        .lake
-        .exists(tessera_core::schema::SEGMENT_REFRESHES)
-        .await?
-    {
+async fn latest_version(ctx: &SessionContext, name: &str) -> anyhow::Result<Option<i64>> {
+    if !ctx.table_exist(tessera_core::schema::SEGMENT_REFRESHES)? {
         return Ok(None);
     }
     let batches = query(
-        opened,
+        ctx,
         &format!(
             "SELECT max(refresh_version) FROM segment_refreshes WHERE segment = {}",
             quote(name)
         ),
     )
     .await?;
-    Ok(batches.first().and_then(|b| {
-        let a = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
-        (!datafusion::arrow::array::Array::is_null(a, 0)).then(|| a.value(0))
-    }))
+    Ok(first_i64(&batches, 0))
 }
 
 async fn diff(
@@ -339,7 +336,8 @@ async fn diff(
     json: bool,
 ) -> anyhow::Result<()> {
     require(set, name)?;
-    let Some(latest) = latest_version(opened, name).await? else {
+    let ctx = opened.engine.session().await?;
+    let Some(latest) = latest_version(&ctx, name).await? else {
         bail!("segment {name} has not been refreshed yet: run `tessera segments refresh {name}`");
     };
     let since = since.unwrap_or(latest - 1);
@@ -351,7 +349,7 @@ async fn diff(
     }
     let filter = format!("segment = {} AND refresh_version > {since}", quote(name));
     let counts = query(
-        opened,
+        &ctx,
         &format!(
             "SELECT count(*) FILTER (WHERE change = 'entered') AS entered, \
                     count(*) FILTER (WHERE change = 'exited') AS exited \
@@ -360,7 +358,7 @@ async fn diff(
     )
     .await?;
     let rows = query(
-        opened,
+        &ctx,
         &format!(
             "SELECT refresh_version, change, profile_id, changed_at, merged_into \
              FROM audience_changes WHERE {filter} \
@@ -371,17 +369,7 @@ async fn diff(
     if json {
         return print_batches(&rows, true);
     }
-    let count = |i: usize| {
-        counts
-            .first()
-            .and_then(|b| {
-                b.column(i)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    .map(|a| a.value(0))
-            })
-            .unwrap_or(0)
-    };
+    let count = |i: usize| first_i64(&counts, i).unwrap_or(0);
     println!(
         "{name}: refresh versions {}..={latest}: {} entered, {} exited",
         since + 1,
@@ -416,13 +404,14 @@ async fn show(opened: &Opened, set: &SegmentSet, name: &str, limit: usize) -> an
         println!("  reads segments: {}", refs.join(", "));
     }
     println!("\n{}\n", segment.text.trim_end());
-    if latest_version(opened, name).await?.is_none() {
+    let ctx = opened.engine.session().await?;
+    if latest_version(&ctx, name).await?.is_none() {
         println!("Not refreshed yet: run `tessera segments refresh {name}`.");
         return Ok(());
     }
     println!("Refreshes (size over time):");
     let history = query(
-        opened,
+        &ctx,
         &format!(
             "SELECT refresh_version AS version, refreshed_at, as_of, members, entered, exited, duration_ms \
              FROM segment_refreshes WHERE segment = {} ORDER BY refresh_version DESC LIMIT 20",
@@ -433,7 +422,7 @@ async fn show(opened: &Opened, set: &SegmentSet, name: &str, limit: usize) -> an
     print_batches(&history, false)?;
     println!("Members (first {limit}):");
     let members = query(
-        opened,
+        &ctx,
         &format!(
             "SELECT m.profile_id, m.since, p.user_id, p.email \
              FROM audience_membership AS m LEFT JOIN profiles AS p USING (profile_id) \
