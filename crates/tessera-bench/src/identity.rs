@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use tessera_bench::accuracy;
 use tessera_engine::datafusion::prelude::ParquetReadOptions;
 use tessera_engine::{Engine, EngineConfig};
@@ -61,13 +61,7 @@ fn split(data: &Path, out: &Path, cut: &str) -> anyhow::Result<(Vec<PathBuf>, Ve
 
 fn stitch_on_events(events: u64, work: &Path) -> anyhow::Result<()> {
     let data = work.join("data");
-    ensure_data(events, &data)?;
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json"))?)?;
-    let end = manifest["config"]["end_date"]
-        .as_str()
-        .context("manifest without end_date")?;
-    let end = chrono::NaiveDate::parse_from_str(end, "%Y-%m-%d")?;
+    let end = ensure_data(events, &data)?;
     // The last ~1% of a year arrives later.
     let cut = format!("{}T12", end - chrono::Duration::days(3));
     let parts = work.join("parts");

@@ -223,7 +223,8 @@ fn python() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
-fn ensure_data(events: u64, dir: &Path) -> anyhow::Result<()> {
+/// Generated data for `events` in `dir` (made unless already there); returns its last day.
+fn ensure_data(events: u64, dir: &Path) -> anyhow::Result<chrono::NaiveDate> {
     let config = GenConfig {
         events,
         ..GenConfig::default()
@@ -232,7 +233,7 @@ fn ensure_data(events: u64, dir: &Path) -> anyhow::Result<()> {
         eprintln!("generating {events} events into {} ...", dir.display());
         generate_with_progress(&config, dir, |_, _| {})?;
     }
-    Ok(())
+    Ok(config.end_date)
 }
 
 fn bench_import(events: u64, work: &Path, runs: u32) -> anyhow::Result<()> {

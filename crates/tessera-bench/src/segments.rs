@@ -18,13 +18,7 @@ use super::{ensure_data, python, tessera};
 /// runs of the benchmark; `ready` marks a finished setup).
 fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, String)> {
     let data = work.join("data");
-    ensure_data(events, &data)?;
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json"))?)?;
-    let end = manifest["config"]["end_date"]
-        .as_str()
-        .context("manifest without end_date")?
-        .to_owned();
+    let end = ensure_data(events, &data)?;
     let as_of = format!("{end}T23:59:59Z");
     let project = work.join("project");
     let marker = project.join(format!("ready-{events}"));
