@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,24 +32,39 @@ async fn count(ctx: &tessera_engine::datafusion::prelude::SessionContext) -> i64
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
 
+/// A lake in `dir/lake`.
+fn lake_in(dir: &Path) -> Arc<Lake> {
+    Arc::new(Lake::new(dir.join("lake").to_str().unwrap(), HashMap::new()).unwrap())
+}
+
+/// Loopback ports chosen by the OS, the WAL in `dir/wal`, no sources, no schedule.
+fn options(dir: &Path) -> ServeOptions {
+    ServeOptions {
+        http: "127.0.0.1:0".parse().unwrap(),
+        grpc: "127.0.0.1:0".parse().unwrap(),
+        collector: CollectorConfig {
+            wal_dir: dir.join("wal"),
+            ..CollectorConfig::default()
+        },
+        sources: HashMap::new(),
+        segments: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_are_queryable_before_any_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let lake =
-        Arc::new(Lake::new(dir.path().join("lake").to_str().unwrap(), HashMap::new()).unwrap());
-    let engine = Engine::new(lake, EngineConfig::default());
+    let engine = Engine::new(lake_in(dir.path()), EngineConfig::default());
+    let defaults = options(dir.path());
     let server = Server::start(
         engine.clone(),
         ServeOptions {
-            http: "127.0.0.1:0".parse().unwrap(),
-            grpc: "127.0.0.1:0".parse().unwrap(),
             collector: CollectorConfig {
-                wal_dir: dir.path().join("wal"),
                 flush_interval: Duration::from_secs(3600),
-                ..CollectorConfig::default()
+                ..defaults.collector.clone()
             },
             sources: HashMap::from([("wk_live_0123456789".to_owned(), "live".to_owned())]),
-            segments: None,
+            ..defaults
         },
     )
     .await
@@ -95,8 +111,7 @@ async fn acknowledged_events_are_queryable_before_any_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_are_refreshed_on_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let lake =
-        Arc::new(Lake::new(dir.path().join("lake").to_str().unwrap(), HashMap::new()).unwrap());
+    let lake = lake_in(dir.path());
     lake.create_missing_tables().await.unwrap();
     std::fs::create_dir_all(dir.path().join("sql/segments")).unwrap();
     std::fs::write(
@@ -108,18 +123,12 @@ async fn segments_are_refreshed_on_schedule() {
     let server = Server::start(
         engine.clone(),
         ServeOptions {
-            http: "127.0.0.1:0".parse().unwrap(),
-            grpc: "127.0.0.1:0".parse().unwrap(),
-            collector: CollectorConfig {
-                wal_dir: dir.path().join("wal"),
-                ..CollectorConfig::default()
-            },
-            sources: HashMap::new(),
             segments: Some(tessera_server::schedule::SegmentSchedule {
                 project_dir: dir.path().to_owned(),
                 check_every: Duration::from_millis(100),
                 as_of_micros: None,
             }),
+            ..options(dir.path())
         },
     )
     .await
