@@ -7,7 +7,8 @@
 use datafusion::arrow::array::{ArrayRef, AsArray, PrimitiveArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::logical_expr::ColumnarValue;
 
 /// Microseconds per day.
 pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
@@ -50,8 +51,29 @@ pub(crate) fn as_micros(array: &ArrayRef) -> Result<ArrayRef> {
     Ok(micros)
 }
 
+/// Applies `f` to the microseconds of a date or timestamp argument, keeping its shape
+/// (a scalar in gives a scalar out); a NULL-typed argument gives a NULL of `out_type`.
+pub(crate) fn map_micros(
+    arg: &ColumnarValue,
+    rows: usize,
+    out_type: &DataType,
+    f: impl Fn(&PrimitiveArray<TimestampMicrosecondType>) -> ArrayRef,
+) -> Result<ColumnarValue> {
+    let scalar = matches!(arg, ColumnarValue::Scalar(_));
+    let input = arg.to_array(if scalar { 1 } else { rows })?;
+    if input.data_type() == &DataType::Null {
+        return Ok(ColumnarValue::Scalar(ScalarValue::try_from(out_type)?));
+    }
+    let out = f(&micros_of(&input)?);
+    if scalar {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
 /// Any date or timestamp column (or scalar, as a one-row array) as microseconds.
-pub(crate) fn micros_of(array: &ArrayRef) -> Result<PrimitiveArray<TimestampMicrosecondType>> {
+fn micros_of(array: &ArrayRef) -> Result<PrimitiveArray<TimestampMicrosecondType>> {
     Ok(as_micros(array)?
         .as_primitive::<TimestampMicrosecondType>()
         .clone())

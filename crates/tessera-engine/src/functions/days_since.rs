@@ -2,15 +2,15 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_DATETIME;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::clock::{Clock, DAY_MICROS, check_temporal, micros_of};
+use super::clock::{Clock, DAY_MICROS, check_temporal, map_micros};
 
 /// Whole days from a date or timestamp to the session's [`as_of`](super::as_of::AsOf)
 /// time, rounded down (negative for times after it; NULL for NULL). Recency in days:
@@ -62,23 +62,16 @@ impl ScalarUDFImpl for DaysSince {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
-        if input.data_type() == &DataType::Null {
-            return Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)));
-        }
-        let micros = micros_of(&input)?;
         let as_of = self.clock.as_of_micros;
-        let out: Int64Array = micros.unary_opt(|t| Some(days_between(t, as_of)));
-        if scalar {
-            let v = if out.is_null(0) {
-                None
-            } else {
-                Some(out.value(0))
-            };
-            return Ok(ColumnarValue::Scalar(ScalarValue::Int64(v)));
-        }
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        map_micros(
+            &args.args[0],
+            args.number_rows,
+            &DataType::Int64,
+            |micros| {
+                let days: Int64Array = micros.unary(|t| days_between(t, as_of));
+                Arc::new(days)
+            },
+        )
     }
 
     fn documentation(&self) -> Option<&Documentation> {

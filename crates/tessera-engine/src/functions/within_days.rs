@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_DATETIME;
@@ -10,7 +10,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::clock::{Clock, DAY_MICROS, check_temporal, micros_of};
+use super::clock::{Clock, DAY_MICROS, check_temporal, map_micros};
 
 /// Whether a date or timestamp falls in the trailing window of `n` days that ends at the
 /// session's [`as_of`](super::as_of::AsOf) time: `as_of() - n days < ts <= as_of()`.
@@ -88,27 +88,20 @@ impl ScalarUDFImpl for WithinDays {
                 return exec_err!("within_days expects a constant number of days, not a column");
             }
         };
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
-        if input.data_type() == &DataType::Null {
-            return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(None)));
-        }
-        let micros = micros_of(&input)?;
         let end = self.clock.as_of_micros;
         let start = end.saturating_sub((window * DAY_MICROS as f64) as i64);
-        let out: BooleanArray = micros
-            .iter()
-            .map(|t| t.map(|t| t > start && t <= end))
-            .collect();
-        if scalar {
-            let v = if out.is_null(0) {
-                None
-            } else {
-                Some(out.value(0))
-            };
-            return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(v)));
-        }
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        map_micros(
+            &args.args[0],
+            args.number_rows,
+            &DataType::Boolean,
+            |micros| {
+                let inside: BooleanArray = micros
+                    .iter()
+                    .map(|t| t.map(|t| t > start && t <= end))
+                    .collect();
+                Arc::new(inside)
+            },
+        )
     }
 
     fn documentation(&self) -> Option<&Documentation> {
