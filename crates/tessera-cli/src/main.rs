@@ -42,6 +42,9 @@ pub enum Command {
     /// Show the profile holding an identifier (TYPE:VALUE), with its identifiers,
     /// traits and merge history.
     Profile(commands::profile::ProfileArgs),
+    /// Predictive scores: RFM, BG/NBD purchases and churn, Gamma-Gamma spend and CLV,
+    /// purchase propensity; written to `scores` and `model_runs`.
+    Predict(commands::predict::PredictArgs),
     /// Segments: list, validate, refresh (who entered and exited), diff, show.
     Segments(commands::segments::SegmentsArgs),
     /// Run the server: the Segment-compatible HTTP collector (with its write-ahead log),

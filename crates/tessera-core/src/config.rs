@@ -46,6 +46,152 @@ pub struct Config {
     pub identity: IdentitySection,
     #[serde(default)]
     pub segments: SegmentsSection,
+    #[serde(default)]
+    pub predict: PredictSection,
+}
+
+/// `[predict]`: what counts as an order and how the predictive models are run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PredictSection {
+    /// The `track` event that is a purchase.
+    #[serde(default = "default_order_event")]
+    pub order_event: String,
+    /// The property of that event holding its revenue.
+    #[serde(default = "default_revenue_property")]
+    pub revenue_property: String,
+    /// Unit of recency and age in the BG/NBD model: `day` or `week`.
+    #[serde(default = "default_time_unit")]
+    pub time_unit: TimeUnit,
+    /// End of the calibration window (RFC 3339 or a date); unset is `[segments] as_of`,
+    /// else the time of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_end: Option<String>,
+    /// Monthly discount rate of future revenue in the 12-month CLV (`clv_12m`).
+    #[serde(default = "default_discount_rate")]
+    pub monthly_discount_rate: f64,
+    /// Days of the propensity target: "places an order within the next N days".
+    #[serde(default = "default_propensity_days")]
+    pub propensity_days: u32,
+    /// L2 penalty of the propensity model (on standardized features).
+    #[serde(default = "default_l2")]
+    pub l2: f64,
+    /// Whether `tessera serve` refits the models every `refit_hours`.
+    #[serde(default = "default_true")]
+    pub schedule: bool,
+    #[serde(default = "default_refit_hours")]
+    pub refit_hours: u64,
+}
+
+/// Time unit of the purchase models.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    Day,
+    Week,
+}
+
+impl TimeUnit {
+    /// Days in one unit.
+    pub fn days(self) -> f64 {
+        match self {
+            TimeUnit::Day => 1.0,
+            TimeUnit::Week => 7.0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Day => "day",
+            TimeUnit::Week => "week",
+        }
+    }
+}
+
+impl std::str::FromStr for TimeUnit {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "day" | "days" | "d" => Ok(TimeUnit::Day),
+            "week" | "weeks" | "w" => Ok(TimeUnit::Week),
+            other => Err(format!("time unit {other:?} is neither `day` nor `week`")),
+        }
+    }
+}
+
+impl Default for PredictSection {
+    fn default() -> Self {
+        PredictSection {
+            order_event: default_order_event(),
+            revenue_property: default_revenue_property(),
+            time_unit: default_time_unit(),
+            calibration_end: None,
+            monthly_discount_rate: default_discount_rate(),
+            propensity_days: default_propensity_days(),
+            l2: default_l2(),
+            schedule: true,
+            refit_hours: default_refit_hours(),
+        }
+    }
+}
+
+fn default_order_event() -> String {
+    "Order Completed".into()
+}
+fn default_revenue_property() -> String {
+    "revenue".into()
+}
+fn default_time_unit() -> TimeUnit {
+    TimeUnit::Week
+}
+fn default_discount_rate() -> f64 {
+    0.01
+}
+fn default_propensity_days() -> u32 {
+    30
+}
+fn default_l2() -> f64 {
+    1.0
+}
+fn default_refit_hours() -> u64 {
+    24
+}
+
+impl PredictSection {
+    /// `calibration_end` in microseconds since the epoch.
+    pub fn calibration_end_micros(&self) -> Result<Option<i64>> {
+        optional_instant("predict.calibration_end", self.calibration_end.as_deref())
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |key: &str, message: &str| CoreError::InvalidConfig {
+            key: format!("predict.{key}"),
+            message: message.into(),
+        };
+        if self.order_event.trim().is_empty() {
+            return Err(invalid("order_event", "must name an event"));
+        }
+        if self.revenue_property.trim().is_empty() {
+            return Err(invalid("revenue_property", "must name a property"));
+        }
+        if !(0.0..1.0).contains(&self.monthly_discount_rate) {
+            return Err(invalid(
+                "monthly_discount_rate",
+                "must be at least 0 and below 1 (0.01 is 1% a month)",
+            ));
+        }
+        if self.propensity_days == 0 || self.propensity_days > 365 {
+            return Err(invalid("propensity_days", "must be between 1 and 365"));
+        }
+        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
+            return Err(invalid("l2", "must be a finite number of at least 0"));
+        }
+        if self.refit_hours == 0 {
+            return Err(invalid("refit_hours", "must be at least 1"));
+        }
+        self.calibration_end_micros()?;
+        Ok(())
+    }
 }
 
 /// `[segments]`
@@ -85,18 +231,18 @@ fn default_check_seconds() -> u64 {
 impl SegmentsSection {
     /// `as_of` in microseconds since the epoch.
     pub fn as_of_micros(&self) -> Result<Option<i64>> {
-        self.as_of
-            .as_deref()
-            .map(|t| {
-                parse_instant(t).ok_or_else(|| CoreError::InvalidConfig {
-                    key: "segments.as_of".into(),
-                    message: format!(
-                        "{t:?} is not a time such as 2026-10-31T23:59:59Z or 2026-10-31"
-                    ),
-                })
-            })
-            .transpose()
+        optional_instant("segments.as_of", self.as_of.as_deref())
     }
+}
+
+fn optional_instant(key: &str, text: Option<&str>) -> Result<Option<i64>> {
+    text.map(|t| {
+        parse_instant(t).ok_or_else(|| CoreError::InvalidConfig {
+            key: key.into(),
+            message: format!("{t:?} is not a time such as 2026-10-31T23:59:59Z or 2026-10-31"),
+        })
+    })
+    .transpose()
 }
 
 /// Parses an RFC 3339 time or a date (midnight UTC) into microseconds since the epoch.
@@ -525,6 +671,7 @@ impl Config {
             ));
         }
         self.segments.as_of_micros()?;
+        self.predict.validate()?;
         self.identity.validate()
     }
 
@@ -656,6 +803,20 @@ last_name = "most_frequent"
 schedule = true
 check_interval_seconds = 60
 # as_of = "2026-10-31T23:59:59Z"
+
+# Predictive scores (`tessera predict`): BG/NBD purchase and churn, Gamma-Gamma spend,
+# CLV, purchase propensity and RFM, from the orders below. The calibration window ends
+# at calibration_end (default: segments.as_of, else now); `tessera serve` refits every
+# refit_hours.
+[predict]
+order_event = "Order Completed"
+revenue_property = "revenue"
+time_unit = "week"
+monthly_discount_rate = 0.01
+propensity_days = 30
+schedule = true
+refit_hours = 24
+# calibration_end = "2026-10-31"
 "#
     )
 }
@@ -719,6 +880,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("plan"), "{e}");
+    }
+
+    #[test]
+    fn predict_section() {
+        let c = Config::from_toml(&template("demo", "wk_0123456789"), Path::new("t.toml")).unwrap();
+        assert_eq!(c.predict, PredictSection::default());
+        let e = Config::from_toml("[predict]\ntime_unit = \"month\"\n", Path::new("t.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("time_unit"), "{e}");
+        let e = Config::from_toml(
+            "[predict]\nmonthly_discount_rate = 1.5\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("predict.monthly_discount_rate"), "{e}");
+        let e = Config::from_toml("[predict]\ncalibration_end = \"soon\"\n", Path::new("t.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("predict.calibration_end"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub const AUDIENCE_MEMBERSHIP: &str = "audience_membership";
 pub const AUDIENCE_CHANGES: &str = "audience_changes";
 /// One row per segment refresh: size, entered, exited, inputs.
 pub const SEGMENT_REFRESHES: &str = "segment_refreshes";
+/// Predictions per profile, one row per (profile, model, score).
+pub const SCORES: &str = "scores";
+/// One row per model fit: parameters, fit quality, data-quality counts.
+pub const MODEL_RUNS: &str = "model_runs";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -269,6 +273,69 @@ pub fn segment_refreshes_schema() -> SchemaRef {
     SEGMENT_REFRESHES_SCHEMA.clone()
 }
 
+static SCORES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("profile_id", false),
+        utf8("model", false),
+        Field::new("version", DataType::Int64, false),
+        ts("trained_at", false),
+        utf8("score", false),
+        Field::new("value", DataType::Float64, false),
+    ]))
+});
+
+/// The `scores` table: the latest fit of each model, one row per profile and score
+/// (`p_alive`, `clv_12m`, `purchase_propensity`, ...), partitioned by `model`. The
+/// `profile_scores` view turns it into one column per score.
+pub fn scores_schema() -> SchemaRef {
+    SCORES_SCHEMA.clone()
+}
+
+/// Every score a model writes, as `(model, score)`: the columns of the
+/// `profile_scores` view, in order.
+pub const SCORE_COLUMNS: &[(&str, &str)] = &[
+    ("bgnbd", "p_alive"),
+    ("bgnbd", "churn_risk"),
+    ("bgnbd", "expected_purchases_30d"),
+    ("bgnbd", "expected_purchases_90d"),
+    ("gamma_gamma", "expected_order_value"),
+    ("gamma_gamma", "clv_12m"),
+    ("propensity", "purchase_propensity"),
+    ("rfm", "rfm_recency"),
+    ("rfm", "rfm_frequency"),
+    ("rfm", "rfm_monetary"),
+    ("rfm", "rfm_score"),
+];
+
+static MODEL_RUNS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("model", false),
+        Field::new("version", DataType::Int64, false),
+        ts("trained_at", false),
+        ts("calibration_end", false),
+        utf8("time_unit", false),
+        utf8("status", false),
+        Field::new("customers", DataType::Int64, false),
+        Field::new("scored", DataType::Int64, false),
+        utf8("parameters", false),
+        Field::new("log_likelihood", DataType::Float64, true),
+        Field::new("iterations", DataType::Int64, true),
+        Field::new("converged", DataType::Boolean, false),
+        utf8("metrics", false),
+        utf8("data_quality", false),
+        utf8("inputs", false),
+        Field::new("duration_ms", DataType::Int64, false),
+    ]))
+});
+
+/// The `model_runs` table: one row per model fit, written or not (`status` =
+/// `written`, `not_converged`, `no_data`): fitted parameters as JSON (named as in the
+/// papers), log-likelihood, iterations, convergence, metrics (holdout AUC,
+/// calibration), data-quality counts and the input table versions.
+pub fn model_runs_schema() -> SchemaRef {
+    MODEL_RUNS_SCHEMA.clone()
+}
+
 /// Every table Tessera creates in a new lake.
 pub fn tables() -> Vec<TableDef> {
     vec![
@@ -325,6 +392,18 @@ pub fn tables() -> Vec<TableDef> {
             schema: segment_refreshes_schema(),
             partition_columns: &[],
             description: "one row per segment refresh: size, entered, exited, inputs",
+        },
+        TableDef {
+            name: SCORES,
+            schema: scores_schema(),
+            partition_columns: &["model"],
+            description: "predictive scores per profile: latest fit of each model",
+        },
+        TableDef {
+            name: MODEL_RUNS,
+            schema: model_runs_schema(),
+            partition_columns: &[],
+            description: "one row per model fit: parameters, fit quality, data quality",
         },
     ]
 }

@@ -21,7 +21,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use functions::FunctionContext;
 use functions::clock::Clock;
 use functions::segment::SegmentSources;
-use tessera_core::schema::{AUDIENCE_MEMBERSHIP, EVENTS, IDENTITY_MAP};
+use tessera_core::schema::{AUDIENCE_MEMBERSHIP, EVENTS, IDENTITY_MAP, SCORE_COLUMNS, SCORES};
 use tessera_lake::Lake;
 
 pub use datafusion;
@@ -80,6 +80,11 @@ impl Engine {
             lake: self.lake.clone(),
             config,
         }
+    }
+
+    /// The pinned evaluation time of `as_of()`, if any.
+    pub fn as_of_micros(&self) -> Option<i64> {
+        self.config.as_of_micros
     }
 
     /// The lake this engine reads.
@@ -160,6 +165,9 @@ impl Engine {
         if registered.contains(&EVENTS) && registered.contains(&IDENTITY_MAP) {
             register_profile_events(&ctx).await?;
         }
+        if registered.contains(&SCORES) {
+            ctx.sql(&profile_scores_view()).await?;
+        }
         Ok(ctx)
     }
 
@@ -183,6 +191,22 @@ pub async fn register_profile_events(ctx: &SessionContext) -> Result<()> {
     ctx.deregister_table("profile_events")?;
     ctx.sql(PROFILE_EVENTS_VIEW).await?;
     Ok(())
+}
+
+/// One row per scored profile with one column per score of [`SCORE_COLUMNS`] (NULL
+/// when its model has not scored the profile), so that segments can say
+/// `SELECT profile_id FROM profile_scores WHERE p_alive < 0.3 AND clv_12m > 200`.
+fn profile_scores_view() -> String {
+    let columns: Vec<String> = SCORE_COLUMNS
+        .iter()
+        .map(|(model, score)| {
+            format!("max(value) FILTER (WHERE model = '{model}' AND score = '{score}') AS {score}")
+        })
+        .collect();
+    format!(
+        "CREATE VIEW profile_scores AS SELECT profile_id, {} FROM scores GROUP BY profile_id",
+        columns.join(", ")
+    )
 }
 
 /// Every event with the `profile_id` of its person: the event's `user_id` when it has

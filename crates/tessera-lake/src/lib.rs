@@ -254,6 +254,25 @@ impl Lake {
         AppendWriter::replacing(def.name, table, new_schema, &self.options)
     }
 
+    /// Starts a write whose commit replaces the rows of one partition of table `def.name`
+    /// (`column` = `value`, a partition column) with the rows written, in one atomic
+    /// commit; the other partitions are untouched.
+    pub async fn replace_partition_writer(
+        &self,
+        def: &TableDef,
+        column: &str,
+        value: &str,
+    ) -> Result<AppendWriter> {
+        if !def.partition_columns.contains(&column) {
+            return Err(LakeError::Schema {
+                table: def.name.to_owned(),
+                message: format!("{column} is not a partition column"),
+            });
+        }
+        let table = self.open_or_create(def).await?;
+        AppendWriter::replacing_partition(def.name, table, column, value)
+    }
+
     /// Deletes the rows of table `name` matching the SQL `predicate` (e.g. `run = 5`) in
     /// one commit; returns how many rows were deleted when Delta can tell.
     pub async fn delete_where(&self, name: &str, predicate: &str, actor: &str) -> Result<u64> {

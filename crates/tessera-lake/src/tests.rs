@@ -108,3 +108,48 @@ async fn missing_table_and_bad_locations() {
         "s3://bucket/prefix/"
     );
 }
+
+#[tokio::test]
+async fn replacing_one_partition_keeps_the_others() {
+    use deltalake::arrow::array::Float64Array;
+    use tessera_core::schema::{SCORES, scores_schema};
+    let scores = |model: &str, n: usize| {
+        let s = |v: &str| Arc::new(StringArray::from(vec![v; n])) as _;
+        RecordBatch::try_new(
+            scores_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("p{i}")))) as _,
+                s(model),
+                Arc::new(Int64Array::from(vec![1; n])) as _,
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; n])
+                        .with_timezone("UTC"),
+                ) as _,
+                s("value"),
+                Arc::new(Float64Array::from(vec![0.5; n])) as _,
+            ],
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    let def = schema::table(SCORES).unwrap();
+    for (model, n) in [("a", 3), ("b", 5)] {
+        let mut w = lake.replace_partition_writer(&def, "model", model).await.unwrap();
+        w.write(scores(model, n)).await.unwrap();
+        w.commit(CommitNote::new("test", "unit")).await.unwrap();
+    }
+    assert_eq!(lake.stats(SCORES).await.unwrap().rows, 8);
+    // Model `a` again, with 2 rows: its 3 go, `b`'s 5 stay.
+    let mut w = lake.replace_partition_writer(&def, "model", "a").await.unwrap();
+    w.write(scores("a", 2)).await.unwrap();
+    w.commit(CommitNote::new("test", "unit")).await.unwrap();
+    assert_eq!(lake.stats(SCORES).await.unwrap().rows, 7);
+    // Not a partition column: refused before anything is written.
+    let err = lake
+        .replace_partition_writer(&def, "score", "x")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a partition column"), "{err}");
+}

@@ -105,10 +105,21 @@ pub struct AppendWriter {
     adds: Vec<Add>,
     rows: u64,
     rows_since_flush: u64,
-    /// Replace every file of the table at commit (an overwrite) instead of appending.
-    replace: bool,
+    /// Which files of the table the commit removes.
+    replace: Replace,
     /// A new table schema committed with the files (overwrite with schema change).
     new_metadata: Option<Metadata>,
+}
+
+/// Which existing files a commit removes.
+#[derive(Debug, Clone, PartialEq)]
+enum Replace {
+    /// None: an append.
+    Nothing,
+    /// Every file: an overwrite.
+    All,
+    /// The files of one partition (`column` = `value`).
+    Partition { column: String, value: String },
 }
 
 impl std::fmt::Debug for AppendWriter {
@@ -149,7 +160,7 @@ impl AppendWriter {
             adds: Vec::new(),
             rows: 0,
             rows_since_flush: 0,
-            replace: false,
+            replace: Replace::Nothing,
             new_metadata: None,
         })
     }
@@ -188,9 +199,25 @@ impl AppendWriter {
             adds: Vec::new(),
             rows: 0,
             rows_since_flush: 0,
-            replace: true,
+            replace: Replace::All,
             new_metadata,
         })
+    }
+
+    /// A writer whose commit replaces the files of one partition (`column` = `value`)
+    /// with the rows written, which must all belong to that partition.
+    pub(crate) fn replacing_partition(
+        name: &str,
+        table: DeltaTable,
+        column: &str,
+        value: &str,
+    ) -> Result<Self> {
+        let mut writer = AppendWriter::new(name, table)?;
+        writer.replace = Replace::Partition {
+            column: column.to_owned(),
+            value: value.to_owned(),
+        };
+        Ok(writer)
     }
 
     /// The version recorded for application transaction `app_id` in the table
@@ -255,7 +282,8 @@ impl AppendWriter {
     /// that the transaction is recorded.
     pub async fn commit(mut self, note: CommitNote) -> Result<Option<u64>> {
         self.flush_files().await?;
-        if self.adds.is_empty() && note.transaction.is_none() && !self.replace {
+        if self.adds.is_empty() && note.transaction.is_none() && self.replace == Replace::Nothing
+        {
             return Ok(None);
         }
         let snapshot = self
@@ -263,26 +291,43 @@ impl AppendWriter {
             .snapshot()
             .map_err(|e| LakeError::delta(&self.name, "commit to", e))?;
         let partition_cols: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+        let predicate = match &self.replace {
+            Replace::Partition { column, value } => {
+                Some(format!("{column} = '{}'", value.replace('\'', "''")))
+            }
+            _ => None,
+        };
         let operation = DeltaOperation::Write {
-            mode: if self.replace {
-                SaveMode::Overwrite
-            } else {
+            mode: if self.replace == Replace::Nothing {
                 SaveMode::Append
+            } else {
+                SaveMode::Overwrite
             },
             partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
-            predicate: None,
+            predicate,
         };
         let mut actions: Vec<Action> = Vec::new();
         if let Some(metadata) = self.new_metadata.take() {
             actions.push(Action::Metadata(metadata));
         }
-        if self.replace {
-            actions.extend(
+        match &self.replace {
+            Replace::Nothing => {}
+            Replace::All => actions.extend(
                 snapshot
                     .log_data()
                     .iter()
                     .map(|file| Action::Remove(file.remove_action(true))),
-            );
+            ),
+            Replace::Partition { column, value } => actions.extend(
+                snapshot
+                    .log_data()
+                    .iter()
+                    .filter(|file| {
+                        file.partition_values_map().get(column).cloned().flatten().as_deref()
+                            == Some(value.as_str())
+                    })
+                    .map(|file| Action::Remove(file.remove_action(true))),
+            ),
         }
         actions.extend(self.adds.drain(..).map(Action::Add));
         let finalized = CommitBuilder::from(note.into_properties())

@@ -10,13 +10,22 @@
 //! - [`simulate`]: the models' generative processes, for parameter-recovery tests and
 //!   benchmarks.
 //!
-//! No I/O here: summaries come from SQL over the lake, scores go back to it elsewhere.
+//! - [`logistic`]: L2-regularized logistic regression (purchase propensity) with AUC
+//!   and calibration.
+//! - [`run`]: `tessera predict` — summaries in SQL over the lake, the fits, and the
+//!   `scores` and `model_runs` tables. Everything else is pure functions.
 
 pub mod bgnbd;
+pub mod error;
 pub mod gamma_gamma;
+pub mod logistic;
 pub mod optimize;
+pub mod run;
 pub mod simulate;
 pub mod special;
+
+pub use error::{PredictError, Result};
+pub use run::{DataQuality, Model, ModelRun, PredictOptions, Report, Status};
 
 /// What a fit reports besides its parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,6 +36,35 @@ pub struct FitReport {
     pub iterations: usize,
     /// Whether the minimizer met its tolerance (a fit that did not must not be used).
     pub converged: bool,
+}
+
+/// `f` (returning several sums) summed over chunks of `items`, on every core when
+/// there are enough items to pay for the threads.
+pub(crate) fn parallel_fold<T: Sync, const K: usize>(
+    items: &[T],
+    f: impl Fn(&[T]) -> [f64; K] + Sync,
+) -> [f64; K] {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16);
+    if threads < 2 || items.len() < 20_000 {
+        return f(items);
+    }
+    let size = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(size)
+            .map(|chunk| scope.spawn(|| f(chunk)))
+            .collect();
+        let mut total = [0.0; K];
+        for h in handles {
+            let part = h.join().unwrap_or([f64::NAN; K]);
+            for (t, p) in total.iter_mut().zip(part) {
+                *t += p;
+            }
+        }
+        total
+    })
 }
 
 /// `f` summed over chunks of `items`, on every core when there are enough items to pay

@@ -36,7 +36,7 @@ use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 use tessera_core::schema::{
     self, AUDIENCE_CHANGES, AUDIENCE_MEMBERSHIP, EVENTS, IDENTITY_MAP, PROFILE_MERGES,
-    SEGMENT_REFRESHES, TableDef,
+    SCORES, SEGMENT_REFRESHES, TableDef,
 };
 use tessera_engine::Engine;
 use tessera_engine::functions::segment::SegmentSources;
@@ -209,6 +209,8 @@ fn input_tables(segment: &Segment) -> Vec<String> {
         if t == "profile_events" {
             tables.push(EVENTS.into());
             tables.push(IDENTITY_MAP.into());
+        } else if t == "profile_scores" {
+            tables.push(SCORES.into());
         } else {
             tables.push(t.clone());
         }

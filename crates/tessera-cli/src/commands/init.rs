@@ -100,7 +100,7 @@ pub fn scaffold(dir: &Path, name: Option<&str>) -> anyhow::Result<bool> {
     });
     std::fs::write(&config, template(&name, &new_write_key()))
         .with_context(|| format!("writing {}", config.display()))?;
-    for sub in ["sql/identity", "sql/traits", "sql/segments"] {
+    for sub in ["sql/identity", "sql/traits", "sql/segments", "sql/predict"] {
         std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {sub}"))?;
     }
     for (path, text) in DEFAULT_SQL {
@@ -109,11 +109,17 @@ pub fn scaffold(dir: &Path, name: Option<&str>) -> anyhow::Result<bool> {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }
     }
+    for (file, text) in tessera_predict::run::DEFAULT_SQL {
+        let path = dir.join(tessera_predict::run::PREDICT_DIR).join(file);
+        if !path.exists() {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
     let readme = dir.join("sql/README.md");
     if !readme.exists() {
         std::fs::write(
             readme,
-            "# SQL of this project\n\n- `identity/`: which fields are identifiers and how they link\n- `traits/`: computed profile traits\n- `segments/`: one SELECT returning profile_id per audience\n",
+            "# SQL of this project\n\n- `identity/`: which fields are identifiers and how they link\n- `traits/`: computed profile traits\n- `segments/`: one SELECT returning profile_id per audience\n- `predict/`: the orders, purchase summary, RFM and propensity features the predictive models read\n",
         )?;
     }
     std::fs::write(dir.join(".gitignore"), "/tessera-data\n/sample-data\n")?;
