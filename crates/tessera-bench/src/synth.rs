@@ -70,7 +70,7 @@ pub struct GenSummary {
 }
 
 /// Bumped whenever the same configuration would generate different data.
-pub const GENERATOR_VERSION: u32 = 2;
+pub const GENERATOR_VERSION: u32 = 3;
 
 /// Whether `dir` already holds data generated with `config` by this generator version.
 pub fn is_current(dir: &Path, config: &GenConfig) -> bool {
@@ -311,6 +311,11 @@ struct Person {
     activity: f64,
     /// Probability that a session with a cart ends in an order.
     buyer: f64,
+    /// Multiplier of this person's prices: spend differs between people.
+    spend: f64,
+    /// Fraction of the period after which the person is gone for good (churn);
+    /// infinite for those who stay.
+    lapse: f64,
     newsletter: bool,
     city: &'static str,
     street_no: u64,
@@ -419,6 +424,12 @@ impl Person {
             street_no: 1 + r.below(200),
             street: r.pick(STREETS),
             birth_year: 1950 + r.below(55),
+            spend: 0.4 + 1.6 * r.unit().powi(2),
+            lapse: if r.chance(0.5) {
+                r.unit()
+            } else {
+                f64::INFINITY
+            },
         }
     }
 
@@ -586,7 +597,8 @@ pub fn generate_with_progress(
     let first_day = config.end_date - Duration::days(i64::from(config.days) - 1);
     // Measured: a session yields ~4.85 events; a person has activity ≈ 0.05 on average.
     let sessions_wanted = config.events as f64 / 4.85;
-    let sessions_natural = persons as f64 * f64::from(config.days) * 0.05;
+    // Half the people lapse at a uniform point of the period: 3/4 of person-days active.
+    let sessions_natural = persons as f64 * f64::from(config.days) * 0.05 * 0.75;
     let scale = sessions_wanted / sessions_natural;
 
     for day in 0..config.days {
@@ -607,7 +619,9 @@ pub fn generate_with_progress(
                 continue;
             }
             let person = Person::new(seed, index, persons);
-            if pre > person.activity * scale {
+            if pre > person.activity * scale
+                || f64::from(day) >= person.lapse * f64::from(config.days)
+            {
                 continue;
             }
             session(
@@ -722,7 +736,7 @@ fn session(
     // POS: a store purchase instead of an online session.
     if let Some(loyalty) = p.loyalty_id.as_deref().filter(|_| r.chance(0.12)) {
         let receipt = format!("pos-{}", r.uuid());
-        let revenue = 15.0 + (r.below(20_000) as f64) / 100.0;
+        let revenue = (15.0 + (r.below(20_000) as f64) / 100.0) * p.spend;
         let category = r.pick(CATEGORIES);
         let _ = write!(
             ctx.line,
@@ -831,7 +845,7 @@ fn session(
     for _ in 0..products {
         t += Duration::seconds(5 + r.below(90) as i64);
         let sku = format!("SKU-{}-{:04}", &category[..3].to_uppercase(), r.below(500));
-        let price = 10.0 + (r.below(15_000) as f64) / 100.0;
+        let price = (10.0 + (r.below(15_000) as f64) / 100.0) * p.spend;
         let _ = write!(
             ctx.line,
             r#"{{"type":"track","messageId":"{}",{ids},"event":"Product Viewed","properties":{{"product_id":"{sku}","category":"{category}","price":{price:.2}}},"context":{},"timestamp":"{}"}}"#,

@@ -440,7 +440,7 @@ fn bgnbd_scores(
     if !report.converged {
         return not_converged("BG/NBD", &report, customers, bgnbd_parameters(&params));
     }
-    let mut scores = Vec::with_capacity(summary.len() * 4);
+    let mut scores = Vec::with_capacity(summary.len() * 7);
     for s in summary {
         let c = customer(s, unit);
         let alive = bgnbd::p_alive(&params, &c);
@@ -450,6 +450,10 @@ fn bgnbd_scores(
             let value = bgnbd::expected_purchases(&params, &c, days / unit.days());
             scores.push((s.profile_id.clone(), name, value));
         }
+        // The summary the scores come from, in days whatever the model's unit.
+        scores.push((s.profile_id.clone(), "purchase_frequency", s.frequency));
+        scores.push((s.profile_id.clone(), "recency_days", s.recency_days));
+        scores.push((s.profile_id.clone(), "age_days", s.age_days));
     }
     Outcome {
         status: Status::Written,
@@ -510,7 +514,7 @@ fn spend_scores(
         TimeUnit::Day => 30.0,
         TimeUnit::Week => 4.345,
     };
-    let mut scores = Vec::with_capacity(summary.len() * 2);
+    let mut scores = Vec::with_capacity(summary.len() * 3);
     for s in summary {
         let (x, m) = match s.monetary {
             Some(m) if s.frequency > 0.0 => (s.frequency, m),
@@ -525,6 +529,9 @@ fn spend_scores(
             monthly_discount,
             units_per_month,
         );
+        if let Some(m) = s.monetary.filter(|_| s.frequency > 0.0) {
+            scores.push((s.profile_id.clone(), "average_spend", m));
+        }
         scores.push((s.profile_id.clone(), "expected_order_value", spend));
         scores.push((s.profile_id.clone(), "clv_12m", clv));
     }

@@ -62,6 +62,14 @@ pub const DEFAULT_SQL: &[(&str, &str)] = &[
         include_str!("../../../../sql/segments/newsletter_engaged.sql"),
     ),
     (
+        "sql/segments/likely_to_churn.sql",
+        include_str!("../../../../sql/segments/likely_to_churn.sql"),
+    ),
+    (
+        "sql/segments/ready_to_buy.sql",
+        include_str!("../../../../sql/segments/ready_to_buy.sql"),
+    ),
+    (
         "sql/segments/vip_at_risk.sql",
         include_str!("../../../../sql/segments/vip_at_risk.sql"),
     ),

@@ -108,8 +108,23 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let report = super::stitch::stitch(&opened, false, false).await?;
     super::stitch::print_report(&report, started.elapsed().as_secs_f64());
 
-    // 5. Segments.
-    println!("\n5. Refreshing segments (sql/segments/):");
+    // 5. Predictive scores (before segments: segments may read them).
+    println!("\n5. Predictive scores (sql/predict/):");
+    let started = std::time::Instant::now();
+    let predicted = super::predict::predict(
+        &opened,
+        &super::predict::PredictArgs {
+            models: vec![],
+            calibration_end: None,
+            time_unit: None,
+            json: false,
+        },
+    )
+    .await?;
+    super::predict::print_report(&predicted, started.elapsed().as_secs_f64());
+
+    // 6. Segments.
+    println!("\n6. Refreshing segments (sql/segments/):");
     let as_of = opened.project.config.segments.as_of_micros()?;
     let set = tessera_segments::SegmentSet::load(&dir)?;
     let started = std::time::Instant::now();
@@ -117,8 +132,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         super::segments::refresh(&opened, &set, vec![], false, as_of, "tessera quickstart").await?;
     super::segments::print_report(&report, started.elapsed().as_secs_f64());
 
-    // 6. What the lake holds now.
-    println!("\n6. The lake:");
+    // 7. What the lake holds now.
+    println!("\n7. The lake:");
     for s in opened.lake.stats_all().await? {
         println!(
             "   {:<20} {:>12} rows {:>6} files {:>10}  version {}",
@@ -141,6 +156,8 @@ Try next:
   tessera --project {p} profile user_id:u00000001
   tessera --project {p} segments list
   tessera --project {p} segments show vip_at_risk
+  tessera --project {p} sql "SELECT model, version, status, parameters, log_likelihood FROM model_runs ORDER BY trained_at DESC LIMIT 4"
+  tessera --project {p} sql "SELECT p.email, s.p_alive, s.clv_12m, s.purchase_propensity, s.rfm_score FROM profile_scores s JOIN profiles p USING (profile_id) ORDER BY s.clv_12m DESC NULLS LAST LIMIT 5"
   tessera --project {p} sql "SELECT profile_id, email, top_category, total_revenue FROM profiles WHERE in_segment(profile_id, 'cart_abandoners') AND email IS NOT NULL ORDER BY total_revenue DESC NULLS LAST LIMIT 5"
   tessera --project {p} sql "SELECT status, reason, count(*) FROM identity_edges GROUP BY 1, 2"
   tessera --project {p} tables
@@ -161,7 +178,7 @@ Try next:
         return Ok(());
     }
 
-    // 7. The server, until Ctrl-C.
+    // 8. The server, until Ctrl-C.
     let key = opened
         .project
         .config
@@ -170,7 +187,7 @@ Try next:
         .map(|s| s.write_key.clone())
         .unwrap_or_default();
     println!(
-        r#"6. Serving (Ctrl-C to stop). Send an event the way the Segment SDKs do:
+        r#"8. Serving (Ctrl-C to stop). Send an event the way the Segment SDKs do:
   curl -u {key}: -H 'Content-Type: application/json' http://{http}/v1/track \
        -d '{{"userId":"u00000001","event":"Signed Up","properties":{{"plan":"pro"}}}}'
 then `tessera --project {p} sql "SELECT * FROM events WHERE event = 'Signed Up'"` sees it

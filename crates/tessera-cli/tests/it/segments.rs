@@ -97,10 +97,12 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
         p.import(&[f, "--source", s]);
     }
     ok(&mut p.cmd(&["stitch"]));
+    // Scores for the segments that read them (propensity has too little history yet).
+    ok(&mut p.cmd(&["predict"]));
     let out = ok(&mut p.cmd(&["segments", "validate"]));
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .starts_with("6 segments valid: at_risk, cart_abandoners, high_value"),
+            .starts_with("8 segments valid: at_risk, cart_abandoners, high_value"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
@@ -135,6 +137,7 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
         p.import(&[f, "--source", s]);
     }
     ok(&mut p.cmd(&["stitch"]));
+    ok(&mut p.cmd(&["predict"]));
     let second = refresh(&p);
     assert!(
         statuses(&second).values().all(|s| s == "refreshed"),
@@ -204,7 +207,7 @@ fn diffs_are_exact_across_refreshes_as_new_events_arrive() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(listed.len(), 6);
+    assert_eq!(listed.len(), 8);
     for row in &listed {
         let name = row["segment"].as_str().unwrap();
         assert_eq!(row["version"], 2, "{row}");

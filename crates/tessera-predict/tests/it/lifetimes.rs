@@ -1,6 +1,7 @@
-//! On the CDNOW summary data that ships with `lifetimes`, Tessera's BG/NBD and
-//! Gamma-Gamma fits give the same parameters, expected purchases, P(alive) and expected
-//! spend as `lifetimes` to within 1%.
+//! On the CDNOW summary data that ships with `lifetimes`, and on data simulated from
+//! the BG/NBD and Gamma-Gamma generative processes, Tessera's fits give the same
+//! parameters, expected purchases, P(alive), expected spend and 12-month CLV as
+//! `lifetimes` to within 1%.
 
 use std::path::Path;
 use std::process::Command;
@@ -22,10 +23,14 @@ fn python() -> String {
 }
 
 const SCRIPT: &str = r#"
-import json
+import json, sys
+import pandas as pd
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.datasets import load_cdnow_summary_data_with_monetary_value
-d = load_cdnow_summary_data_with_monetary_value()
+if sys.argv[1] == "cdnow":
+    d = load_cdnow_summary_data_with_monetary_value()
+else:
+    d = pd.read_csv(sys.argv[1])
 bg = BetaGeoFitter(penalizer_coef=0.0).fit(d["frequency"], d["recency"], d["T"])
 rep = d[d["frequency"] > 0]
 gg = GammaGammaFitter(penalizer_coef=0.0).fit(rep["frequency"], rep["monetary_value"])
@@ -36,6 +41,7 @@ print(json.dumps({
     "expected_39": bg.conditional_expected_number_of_purchases_up_to_time(39, d["frequency"], d["recency"], d["T"]).tolist(),
     "p_alive": bg.conditional_probability_alive(d["frequency"], d["recency"], d["T"]).tolist(),
     "spend": gg.conditional_expected_average_profit(d["frequency"], d["monetary_value"]).tolist(),
+    "clv": gg.customer_lifetime_value(bg, d["frequency"], d["recency"], d["T"], d["monetary_value"], time=12, discount_rate=0.01, freq="W").tolist(),
 }))
 "#;
 
@@ -50,9 +56,34 @@ fn close(name: &str, got: f64, want: f64) {
 
 #[test]
 fn fits_and_predictions_match_lifetimes_on_cdnow() {
+    compare("cdnow", Some(2357));
+}
+
+#[test]
+fn fits_and_predictions_match_lifetimes_on_simulated_data() {
+    use tessera_predict::simulate;
+    let purchases = bgnbd::Params { r: 0.6, alpha: 8.0, a: 0.9, b: 3.0 };
+    let spend = gamma_gamma::Params { p: 5.0, q: 4.0, gamma: 60.0 };
+    let customers = simulate::bgnbd(&purchases, 52.0, 5_000, 21);
+    let values = simulate::gamma_gamma(&spend, 5_000, 22);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("summary.csv");
+    let mut csv = String::from("frequency,recency,T,monetary_value\n");
+    for (c, (_, m)) in customers.iter().zip(&values) {
+        let m = if c.x > 0.0 { *m } else { 0.0 };
+        csv.push_str(&format!("{},{},{},{}\n", c.x, c.t_x, c.t, m));
+    }
+    std::fs::write(&path, csv).unwrap();
+    compare(path.to_str().unwrap(), None);
+}
+
+/// Fits `lifetimes` on `data` ("cdnow" or a CSV of frequency, recency, T,
+/// monetary_value), then Tessera on the rows `lifetimes` read, and compares.
+fn compare(data: &str, expected_rows: Option<usize>) {
     let out = Command::new(python())
         .arg("-c")
         .arg(SCRIPT)
+        .arg(data)
         .output()
         .expect("python");
     assert!(
@@ -70,7 +101,9 @@ fn fits_and_predictions_match_lifetimes_on_cdnow() {
             [0, 1, 2, 3].map(|i| r[i].as_f64().unwrap())
         })
         .collect();
-    assert_eq!(rows.len(), 2357, "the CDNOW cohort");
+    if let Some(n) = expected_rows {
+        assert_eq!(rows.len(), n, "the CDNOW cohort");
+    }
 
     let customers: Vec<(bgnbd::Customer, f64)> = rows
         .iter()
@@ -116,10 +149,16 @@ fn fits_and_predictions_match_lifetimes_on_cdnow() {
             bgnbd::p_alive(&p, c),
             v["p_alive"][i].as_f64().unwrap(),
         );
+        let spend = gamma_gamma::expected_average_value(&g, c.x, rows[i][3]);
         close(
             &format!("expected spend of customer {i}"),
-            gamma_gamma::expected_average_value(&g, c.x, rows[i][3]),
+            spend,
             v["spend"][i].as_f64().unwrap(),
+        );
+        close(
+            &format!("12-month CLV of customer {i}"),
+            gamma_gamma::customer_lifetime_value(&p, c, spend, 12, 0.01, 4.345),
+            v["clv"][i].as_f64().unwrap(),
         );
     }
 }
