@@ -7,6 +7,7 @@ mod common;
 mod examples;
 mod identity;
 mod import;
+mod predict;
 mod quickstart;
 mod readers;
 mod s3;
