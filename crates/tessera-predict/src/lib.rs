@@ -66,25 +66,3 @@ pub(crate) fn parallel_fold<T: Sync, const K: usize>(
         total
     })
 }
-
-/// `f` summed over chunks of `items`, on every core when there are enough items to pay
-/// for the threads (small inputs are summed on the caller's thread).
-pub(crate) fn parallel_sum<T: Sync>(items: &[T], f: impl Fn(&[T]) -> f64 + Sync) -> f64 {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(16);
-    if threads < 2 || items.len() < 20_000 {
-        return f(items);
-    }
-    let size = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(size)
-            .map(|chunk| scope.spawn(|| f(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(f64::NAN))
-            .sum()
-    })
-}

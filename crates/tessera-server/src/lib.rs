@@ -6,7 +6,8 @@
 //!   hands bodies to [`tessera_ingest::collector::Collector`] and maps its results to
 //!   responses.
 //! - the gRPC port: the standard health service (Flight SQL and `tessera.v1` come next).
-//! - [`schedule`]: refreshes segments on their `-- refresh:` interval.
+//! - [`schedule`]: refreshes segments on their `-- refresh:` interval and refits the
+//!   predictive models every `[predict] refit_hours`.
 
 pub mod http;
 pub mod schedule;
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     pub sources: HashMap<String, String>,
     /// Refresh segments on their schedule (`None`: never).
     pub segments: Option<schedule::SegmentSchedule>,
+    /// Refit the predictive models on a schedule (`None`: never).
+    pub predict: Option<schedule::PredictSchedule>,
 }
 
 /// A started server: ports bound, collector running.
@@ -55,6 +58,7 @@ pub struct Server {
     state: Arc<http::AppState>,
     engine: tessera_engine::Engine,
     segments: Option<schedule::SegmentSchedule>,
+    predict: Option<schedule::PredictSchedule>,
 }
 
 impl Server {
@@ -77,6 +81,7 @@ impl Server {
             grpc,
             engine,
             segments: options.segments,
+            predict: options.predict,
             state: Arc::new(http::AppState {
                 collector,
                 sources: options.sources,
@@ -112,7 +117,11 @@ impl Server {
         let scheduler = self
             .segments
             .clone()
-            .map(|s| tokio::spawn(schedule::run(self.engine.clone(), s, stop_rx)));
+            .map(|s| tokio::spawn(schedule::run(self.engine.clone(), s, stop_rx.clone())));
+        let refitter = self
+            .predict
+            .clone()
+            .map(|s| tokio::spawn(schedule::run_models(self.engine.clone(), s, stop_rx.clone())));
         let app = http::router(self.state.clone());
         let http = tokio::spawn(async move {
             axum::serve(self.http, app)
@@ -139,8 +148,8 @@ impl Server {
         let http_result = http.await;
         let flushed = self.state.collector.shutdown().await?;
         let grpc_result = grpc.await;
-        if let Some(scheduler) = scheduler {
-            let _ = scheduler.await;
+        for task in [scheduler, refitter].into_iter().flatten() {
+            let _ = task.await;
         }
         match http_result {
             Ok(Ok(())) => {}

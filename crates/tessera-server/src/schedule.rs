@@ -1,11 +1,16 @@
-//! The segment refresh scheduler: every `check_every`, re-reads the project's segment
-//! files and refreshes the segments whose `-- refresh:` interval has elapsed (and whose
-//! inputs changed; unchanged ones cost a look at table versions).
+//! The schedulers of `tessera serve`:
+//! - segments: every `check_every`, re-reads the project's segment files and refreshes
+//!   the segments whose `-- refresh:` interval has elapsed (and whose inputs changed;
+//!   unchanged ones cost a look at table versions);
+//! - predictive models: every `check_every`, refits every model once the latest
+//!   `model_runs` row is older than `refit_every`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tessera_core::config::PredictSection;
 use tessera_engine::Engine;
+use tessera_predict::PredictOptions;
 use tessera_segments::SegmentSet;
 use tessera_segments::refresh::{RefreshOptions, Status, refresh};
 
@@ -69,6 +74,96 @@ pub async fn run(
         if let Err(e) = check(&engine, &schedule).await {
             // Keep serving: a bad segment file or a failing query is logged and retried.
             tracing::warn!("scheduled segment refresh failed: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(schedule.check_every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// What the model refit scheduler needs.
+#[derive(Debug, Clone)]
+pub struct PredictSchedule {
+    /// The project folder (its `sql/predict/` is re-read at every refit).
+    pub project_dir: PathBuf,
+    pub config: PredictSection,
+    /// Refit once the latest fit is this old.
+    pub refit_every: Duration,
+    /// How often to look.
+    pub check_every: Duration,
+}
+
+/// Microseconds since the latest model run, `None` when no model ever ran.
+async fn since_last_fit(engine: &Engine) -> Result<Option<i64>, String> {
+    use tessera_engine::datafusion::arrow::array::{Array, AsArray};
+    use tessera_engine::datafusion::arrow::datatypes::Int64Type;
+    let ctx = engine.session().await.map_err(|e| e.to_string())?;
+    if !ctx
+        .table_exist(tessera_core::schema::MODEL_RUNS)
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(None);
+    }
+    let batches = ctx
+        .sql("SELECT CAST(max(trained_at) AS BIGINT) AS last FROM model_runs")
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let last = batches
+        .first()
+        .filter(|b| b.num_rows() > 0 && !b.column(0).is_null(0))
+        .map(|b| b.column(0).as_primitive::<Int64Type>().value(0));
+    Ok(last.map(|t| chrono::Utc::now().timestamp_micros() - t))
+}
+
+/// Runs one check: refits every model when due. Returns whether it refitted.
+pub async fn check_models(engine: &Engine, schedule: &PredictSchedule) -> Result<bool, String> {
+    let due = match since_last_fit(engine).await? {
+        None => true,
+        Some(age) => age >= schedule.refit_every.as_micros() as i64,
+    };
+    if !due {
+        return Ok(false);
+    }
+    let report = tessera_predict::run::run(
+        engine,
+        &schedule.project_dir,
+        &schedule.config,
+        &PredictOptions {
+            actor: "tessera serve (schedule)".into(),
+            ..PredictOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let summary: Vec<String> = report
+        .runs
+        .iter()
+        .map(|r| format!("{} v{} {} ({} scored)", r.model.name(), r.version, r.status.name(), r.scored))
+        .collect();
+    tracing::info!("refitted predictive models: {}", summary.join("; "));
+    for r in report.runs.iter().filter(|r| r.status == tessera_predict::Status::NotConverged) {
+        tracing::warn!(
+            "{}: {}",
+            r.model.name(),
+            r.message.as_deref().unwrap_or("did not converge")
+        );
+    }
+    Ok(true)
+}
+
+/// Refits every `schedule.refit_every` (checked every `check_every`) until `stop`.
+pub async fn run_models(
+    engine: Engine,
+    schedule: PredictSchedule,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = check_models(&engine, &schedule).await {
+            tracing::warn!("scheduled model refit failed: {e}");
         }
         tokio::select! {
             _ = tokio::time::sleep(schedule.check_every) => {}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use tessera_ingest::collector::CollectorConfig;
-use tessera_server::schedule::SegmentSchedule;
+use tessera_server::schedule::{PredictSchedule, SegmentSchedule};
 use tessera_server::{ServeOptions, Server};
 
 use super::Opened;
@@ -90,6 +90,12 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
             check_every: Duration::from_secs(config.segments.check_interval_seconds),
             as_of_micros: config.segments.as_of_micros().ok().flatten(),
         }),
+        predict: config.predict.schedule.then(|| PredictSchedule {
+            project_dir: opened.project.dir.clone(),
+            config: config.predict.clone(),
+            refit_every: Duration::from_secs(config.predict.refit_hours * 3600),
+            check_every: Duration::from_secs(config.segments.check_interval_seconds),
+        }),
     };
     let server = Server::start(opened.engine.clone(), options).await?;
     let http = server
@@ -108,6 +114,12 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
         println!(
             "segments: refreshed on their -- refresh: schedule (checked every {} s)",
             config.segments.check_interval_seconds
+        );
+    }
+    if config.predict.schedule {
+        println!(
+            "predictive models: refitted every {} h (tessera predict)",
+            config.predict.refit_hours
         );
     }
     println!("lake: {}", opened.lake.root());

@@ -48,6 +48,7 @@ fn options(dir: &Path) -> ServeOptions {
         },
         sources: HashMap::new(),
         segments: None,
+        predict: None,
     }
 }
 
@@ -154,6 +155,53 @@ async fn segments_are_refreshed_on_schedule() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(refreshes, 1, "the scheduler refreshed the due segment once");
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// The model scheduler refits every model once the latest fit is older than the
+/// refit interval, without any command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_refitted_on_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_in(dir.path());
+    lake.create_missing_tables().await.unwrap();
+    let engine = Engine::new(lake.clone(), EngineConfig::default());
+    let server = Server::start(
+        engine.clone(),
+        ServeOptions {
+            predict: Some(tessera_server::schedule::PredictSchedule {
+                project_dir: dir.path().to_owned(),
+                config: tessera_core::config::PredictSection::default(),
+                refit_every: Duration::from_millis(300),
+                check_every: Duration::from_millis(50),
+            }),
+            ..options(dir.path())
+        },
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut versions = 0;
+    for _ in 0..200 {
+        let ctx = engine.session().await.unwrap();
+        let batches = ctx
+            .sql("SELECT count(DISTINCT version) FROM model_runs WHERE model = 'bgnbd'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        versions = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+        if versions >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(versions >= 2, "the scheduler fitted, then refitted when due");
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
