@@ -894,9 +894,15 @@ mod tests {
             Path::new("t.toml"),
         )
         .unwrap_err();
-        assert!(e.to_string().contains("predict.monthly_discount_rate"), "{e}");
-        let e = Config::from_toml("[predict]\ncalibration_end = \"soon\"\n", Path::new("t.toml"))
-            .unwrap_err();
+        assert!(
+            e.to_string().contains("predict.monthly_discount_rate"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "[predict]\ncalibration_end = \"soon\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("predict.calibration_end"), "{e}");
     }
 

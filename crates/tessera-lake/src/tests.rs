@@ -118,7 +118,9 @@ async fn replacing_one_partition_keeps_the_others() {
         RecordBatch::try_new(
             scores_schema(),
             vec![
-                Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("p{i}")))) as _,
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("p{i}")),
+                )) as _,
                 s(model),
                 Arc::new(Int64Array::from(vec![1; n])) as _,
                 Arc::new(
@@ -135,13 +137,19 @@ async fn replacing_one_partition_keeps_the_others() {
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
     let def = schema::table(SCORES).unwrap();
     for (model, n) in [("a", 3), ("b", 5)] {
-        let mut w = lake.replace_partition_writer(&def, "model", model).await.unwrap();
+        let mut w = lake
+            .replace_partition_writer(&def, "model", model)
+            .await
+            .unwrap();
         w.write(scores(model, n)).await.unwrap();
         w.commit(CommitNote::new("test", "unit")).await.unwrap();
     }
     assert_eq!(lake.stats(SCORES).await.unwrap().rows, 8);
     // Model `a` again, with 2 rows: its 3 go, `b`'s 5 stay.
-    let mut w = lake.replace_partition_writer(&def, "model", "a").await.unwrap();
+    let mut w = lake
+        .replace_partition_writer(&def, "model", "a")
+        .await
+        .unwrap();
     w.write(scores("a", 2)).await.unwrap();
     w.commit(CommitNote::new("test", "unit")).await.unwrap();
     assert_eq!(lake.stats(SCORES).await.unwrap().rows, 7);

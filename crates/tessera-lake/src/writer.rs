@@ -282,8 +282,7 @@ impl AppendWriter {
     /// that the transaction is recorded.
     pub async fn commit(mut self, note: CommitNote) -> Result<Option<u64>> {
         self.flush_files().await?;
-        if self.adds.is_empty() && note.transaction.is_none() && self.replace == Replace::Nothing
-        {
+        if self.adds.is_empty() && note.transaction.is_none() && self.replace == Replace::Nothing {
             return Ok(None);
         }
         let snapshot = self
@@ -323,7 +322,11 @@ impl AppendWriter {
                     .log_data()
                     .iter()
                     .filter(|file| {
-                        file.partition_values_map().get(column).cloned().flatten().as_deref()
+                        file.partition_values_map()
+                            .get(column)
+                            .cloned()
+                            .flatten()
+                            .as_deref()
                             == Some(value.as_str())
                     })
                     .map(|file| Action::Remove(file.remove_action(true))),

@@ -102,7 +102,11 @@ fn x_table(p: &Params, max: usize) -> Vec<XTerms> {
         out.push(XTerms {
             ln_r,
             ln_ab,
-            ln_a_over: if x > 0 { a.ln() - (b + xf - 1.0).ln() } else { 0.0 },
+            ln_a_over: if x > 0 {
+                a.ln() - (b + xf - 1.0).ln()
+            } else {
+                0.0
+            },
             psi_r,
             psi_b,
             psi_ab,
@@ -123,7 +127,11 @@ fn x_terms_direct(p: &Params, x: f64) -> XTerms {
     XTerms {
         ln_r: ln_gamma(r + x) - ln_gamma(r),
         ln_ab: ln_gamma(a + b) - ln_gamma(b) + ln_gamma(b + x) - ln_gamma(a + b + x),
-        ln_a_over: if x > 0.0 { a.ln() - (b + x - 1.0).ln() } else { 0.0 },
+        ln_a_over: if x > 0.0 {
+            a.ln() - (b + x - 1.0).ln()
+        } else {
+            0.0
+        },
         psi_r: digamma(r + x) - digamma(r),
         psi_b: digamma(b + x) - digamma(b),
         psi_ab: digamma(a + b + x) - digamma(a + b),
@@ -274,7 +282,12 @@ mod tests {
         // Every customer drops out with probability 0.3 after each purchase: the Beta
         // of the model degenerates (a, b → ∞ at a fixed ratio). The fit must still
         // converge with finite predictions, not chase round-off.
-        let truth = Params { r: 0.5, alpha: 2.0, a: 3e5, b: 7e5 };
+        let truth = Params {
+            r: 0.5,
+            alpha: 2.0,
+            a: 3e5,
+            b: 7e5,
+        };
         let customers = group(&simulate::bgnbd(&truth, 20.0, 4_000, 5));
         let (p, report) = fit(&customers);
         assert!(report.converged, "{p:?} {report:?}");
@@ -289,20 +302,42 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let truth = Params { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
+        let truth = Params {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        };
         let customers = group(&simulate::bgnbd(&truth, 39.0, 3_000, 17));
-        let at = Params { r: 0.5, alpha: 3.0, a: 1.2, b: 4.0 };
+        let at = Params {
+            r: 0.5,
+            alpha: 3.0,
+            a: 1.2,
+            b: 4.0,
+        };
         let (ll, g) = log_likelihood_gradient(&at, &customers);
         assert!((ll - total_log_likelihood(&at, &customers)).abs() < 1e-8 * ll.abs());
         for i in 0..4 {
             let nudged = |h: f64| {
                 let mut v = [at.r, at.alpha, at.a, at.b];
                 v[i] += h;
-                total_log_likelihood(&Params { r: v[0], alpha: v[1], a: v[2], b: v[3] }, &customers)
+                total_log_likelihood(
+                    &Params {
+                        r: v[0],
+                        alpha: v[1],
+                        a: v[2],
+                        b: v[3],
+                    },
+                    &customers,
+                )
             };
             let h = 1e-6;
             let numeric = (nudged(h) - nudged(-h)) / (2.0 * h);
-            assert!((g[i] - numeric).abs() < 1e-5 * (1.0 + numeric.abs()), "{i}: {} vs {numeric}", g[i]);
+            assert!(
+                (g[i] - numeric).abs() < 1e-5 * (1.0 + numeric.abs()),
+                "{i}: {} vs {numeric}",
+                g[i]
+            );
         }
     }
 

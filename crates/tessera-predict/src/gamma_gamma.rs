@@ -87,7 +87,10 @@ pub fn fit(buyers: &[(f64, f64)]) -> (Params, FitReport) {
         let at = params(v);
         let (ll, g) = log_likelihood_gradient(&at, buyers);
         let scale = [at.p, at.q, at.gamma];
-        (-ll / n, (0..3).map(|i| -g[i] * scale[i] / n).collect::<Vec<f64>>())
+        (
+            -ll / n,
+            (0..3).map(|i| -g[i] * scale[i] / n).collect::<Vec<f64>>(),
+        )
     };
     let min = bfgs(objective, &[0.0; 3], BfgsSettings::default());
     let p = params(&min.x);
@@ -146,8 +149,20 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let buyers = simulate::gamma_gamma(&Params { p: 6.25, q: 3.74, gamma: 15.44 }, 2_000, 9);
-        let at = Params { p: 4.0, q: 2.5, gamma: 20.0 };
+        let buyers = simulate::gamma_gamma(
+            &Params {
+                p: 6.25,
+                q: 3.74,
+                gamma: 15.44,
+            },
+            2_000,
+            9,
+        );
+        let at = Params {
+            p: 4.0,
+            q: 2.5,
+            gamma: 20.0,
+        };
         let (ll, g) = log_likelihood_gradient(&at, &buyers);
         let direct: f64 = buyers.iter().map(|&(x, m)| log_likelihood(&at, x, m)).sum();
         assert!((ll - direct).abs() < 1e-8 * direct.abs());
@@ -155,12 +170,23 @@ mod tests {
             let nudged = |h: f64| {
                 let mut v = [at.p, at.q, at.gamma];
                 v[i] += h;
-                let p = Params { p: v[0], q: v[1], gamma: v[2] };
-                buyers.iter().map(|&(x, m)| log_likelihood(&p, x, m)).sum::<f64>()
+                let p = Params {
+                    p: v[0],
+                    q: v[1],
+                    gamma: v[2],
+                };
+                buyers
+                    .iter()
+                    .map(|&(x, m)| log_likelihood(&p, x, m))
+                    .sum::<f64>()
             };
             let h = 1e-6;
             let numeric = (nudged(h) - nudged(-h)) / (2.0 * h);
-            assert!((g[i] - numeric).abs() < 1e-5 * (1.0 + numeric.abs()), "{i}: {} vs {numeric}", g[i]);
+            assert!(
+                (g[i] - numeric).abs() < 1e-5 * (1.0 + numeric.abs()),
+                "{i}: {} vs {numeric}",
+                g[i]
+            );
         }
     }
 
@@ -171,7 +197,10 @@ mod tests {
         let buyers: Vec<(f64, f64)> = (0..5_000)
             .map(|_| {
                 let x = 1.0 + (rng.uniform() * 6.0).floor();
-                let m = (0..x as usize).map(|_| 15.0 + rng.uniform() * 200.0).sum::<f64>() / x;
+                let m = (0..x as usize)
+                    .map(|_| 15.0 + rng.uniform() * 200.0)
+                    .sum::<f64>()
+                    / x;
                 (x, m)
             })
             .collect();

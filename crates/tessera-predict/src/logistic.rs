@@ -7,6 +7,9 @@
 //! Newton's method (iteratively reweighted least squares) with step halving, which
 //! converges in a handful of iterations for the few features a propensity model has.
 
+// Small dense matrix code (Hessian, Cholesky) reads best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 /// A fitted model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
@@ -115,7 +118,11 @@ pub fn fit(rows: &[Vec<f64>], labels: &[bool], l2: f64) -> Model {
         let mut scale = 1.0;
         let mut accepted = false;
         for _ in 0..30 {
-            let candidate: Vec<f64> = theta.iter().zip(&step).map(|(t, s)| t - scale * s).collect();
+            let candidate: Vec<f64> = theta
+                .iter()
+                .zip(&step)
+                .map(|(t, s)| t - scale * s)
+                .collect();
             let candidate_loss = loss_at(&candidate);
             if candidate_loss <= loss + 1e-12 {
                 theta = candidate;
@@ -302,7 +309,12 @@ mod tests {
     use super::*;
     use crate::simulate::Rng;
 
-    fn simulated(n: usize, weights: &[f64], intercept: f64, seed: u64) -> (Vec<Vec<f64>>, Vec<bool>) {
+    fn simulated(
+        n: usize,
+        weights: &[f64],
+        intercept: f64,
+        seed: u64,
+    ) -> (Vec<Vec<f64>>, Vec<bool>) {
         let mut rng = Rng::new(seed);
         let mut rows = Vec::with_capacity(n);
         let mut labels = Vec::with_capacity(n);

@@ -180,7 +180,12 @@ pub fn bfgs(
     let mut converged = false;
     let max_abs = |v: &[f64]| v.iter().fold(0.0f64, |m, g| m.max(g.abs()));
     if !value.is_finite() {
-        return Minimum { x, value, iterations, converged };
+        return Minimum {
+            x,
+            value,
+            iterations,
+            converged,
+        };
     }
     while iterations < settings.max_iterations {
         if max_abs(&grad) <= settings.g_tolerance {
@@ -206,7 +211,11 @@ pub fn bfgs(
         };
         let mut accepted = None;
         for _ in 0..60 {
-            let candidate: Vec<f64> = x.iter().zip(&direction).map(|(x, d)| x + step * d).collect();
+            let candidate: Vec<f64> = x
+                .iter()
+                .zip(&direction)
+                .map(|(x, d)| x + step * d)
+                .collect();
             let (v, g) = f(&candidate);
             if v.is_finite() && v <= value + 1e-4 * step * slope && g.iter().all(|g| g.is_finite())
             {
@@ -239,10 +248,14 @@ pub fn bfgs(
                 // Scale the first approximation to the curvature just seen.
                 let yy: f64 = y.iter().map(|v| v * v).sum();
                 h = identity(n);
-                h.iter_mut().enumerate().for_each(|(i, row)| row[i] = sy / yy);
+                h.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, row)| row[i] = sy / yy);
             }
             let rho = 1.0 / sy;
-            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[i][j] * y[j]).sum()).collect();
+            let hy: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|j| h[i][j] * y[j]).sum())
+                .collect();
             let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
             for i in 0..n {
                 for j in 0..n {
@@ -252,7 +265,12 @@ pub fn bfgs(
             }
         }
     }
-    Minimum { x, value, iterations, converged }
+    Minimum {
+        x,
+        value,
+        iterations,
+        converged,
+    }
 }
 
 fn identity(n: usize) -> Vec<Vec<f64>> {
@@ -277,14 +295,22 @@ mod tests {
         };
         let m = bfgs(rosen, &[-1.2, 1.0], BfgsSettings::default());
         assert!(m.converged, "{m:?}");
-        assert!((m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 1.0).abs() < 1e-6, "{m:?}");
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 1.0).abs() < 1e-6,
+            "{m:?}"
+        );
     }
 
     #[test]
     fn bfgs_converges_on_a_flat_ray() {
         // Infimum at infinity (like a BG/NBD fit whose customers never drop out): the
         // gradient vanishes along the way and the fit says it converged.
-        let f = |x: &[f64]| ((-x[0]).exp() + (x[1] - 1.0).powi(2), vec![-(-x[0]).exp(), 2.0 * (x[1] - 1.0)]);
+        let f = |x: &[f64]| {
+            (
+                (-x[0]).exp() + (x[1] - 1.0).powi(2),
+                vec![-(-x[0]).exp(), 2.0 * (x[1] - 1.0)],
+            )
+        };
         let m = bfgs(f, &[0.0, 0.0], BfgsSettings::default());
         assert!(m.converged && (m.x[1] - 1.0).abs() < 1e-6, "{m:?}");
     }

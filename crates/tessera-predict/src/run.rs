@@ -52,10 +52,19 @@ pub const PREDICT_DIR: &str = "sql/predict";
 
 /// The model queries and their defaults (what `tessera init` writes).
 pub const DEFAULT_SQL: &[(&str, &str)] = &[
-    ("orders.sql", include_str!("../../../sql/predict/orders.sql")),
-    ("summary.sql", include_str!("../../../sql/predict/summary.sql")),
+    (
+        "orders.sql",
+        include_str!("../../../sql/predict/orders.sql"),
+    ),
+    (
+        "summary.sql",
+        include_str!("../../../sql/predict/summary.sql"),
+    ),
     ("rfm.sql", include_str!("../../../sql/predict/rfm.sql")),
-    ("features.sql", include_str!("../../../sql/predict/features.sql")),
+    (
+        "features.sql",
+        include_str!("../../../sql/predict/features.sql"),
+    ),
 ];
 
 /// Days of the short and long purchase horizons (`expected_purchases_30d`, `_90d`).
@@ -101,7 +110,9 @@ impl std::str::FromStr for Model {
         Model::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown model {s:?}: choose bgnbd, gamma_gamma, propensity or rfm"))
+            .ok_or_else(|| {
+                format!("unknown model {s:?}: choose bgnbd, gamma_gamma, propensity or rfm")
+            })
     }
 }
 
@@ -245,7 +256,10 @@ pub async fn run(
     }
     let common = [
         ("order_event", Literal::Text(config.order_event.clone())),
-        ("revenue_property", Literal::Text(config.revenue_property.clone())),
+        (
+            "revenue_property",
+            Literal::Text(config.revenue_property.clone()),
+        ),
         ("calibration_end", Literal::Time(calibration_end)),
         ("now", Literal::Time(now)),
     ];
@@ -315,7 +329,11 @@ pub async fn run(
             status: outcome.status,
             message: outcome.message,
             customers: outcome.customers,
-            scored: if outcome.status == Status::Written { scored } else { 0 },
+            scored: if outcome.status == Status::Written {
+                scored
+            } else {
+                0
+            },
             parameters: outcome.parameters,
             fit: outcome.fit,
             metrics: outcome.metrics,
@@ -493,7 +511,8 @@ fn spend_scores(
     if buyers.len() < 2 {
         return Outcome::nothing(
             Status::NoData,
-            "fewer than two repeat buyers with a positive spend: the spend model cannot be fitted".into(),
+            "fewer than two repeat buyers with a positive spend: the spend model cannot be fitted"
+                .into(),
             buyers.len() as u64,
         );
     }
@@ -667,9 +686,15 @@ async fn propensity(
         ids.iter().map(|id| buyers.contains(id)).collect()
     };
     let (train_ids, names, train_rows) = features(ctx, sql, common, train_cutoff).await?;
-    let train_labels = labelled(&train_ids, &buyers_between(ctx, train_cutoff, holdout_cutoff).await?);
+    let train_labels = labelled(
+        &train_ids,
+        &buyers_between(ctx, train_cutoff, holdout_cutoff).await?,
+    );
     let (holdout_ids, _, holdout_rows) = features(ctx, sql, common, holdout_cutoff).await?;
-    let holdout_labels = labelled(&holdout_ids, &buyers_between(ctx, holdout_cutoff, end).await?);
+    let holdout_labels = labelled(
+        &holdout_ids,
+        &buyers_between(ctx, holdout_cutoff, end).await?,
+    );
     let positives = |labels: &[bool]| labels.iter().filter(|&&l| l).count();
     for (what, labels, cutoff) in [
         ("training", &train_labels, train_cutoff),
@@ -893,12 +918,18 @@ async fn write_scores(
         let batch = RecordBatch::try_new(
             def.schema.clone(),
             vec![
-                Arc::new(StringArray::from_iter_values(chunk.iter().map(|(p, _, _)| p))) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(
+                    chunk.iter().map(|(p, _, _)| p),
+                )) as ArrayRef,
                 Arc::new(StringArray::from(vec![model.name(); n])),
                 Arc::new(Int64Array::from(vec![version; n])),
                 Arc::new(TimestampMicrosecondArray::from(vec![trained_at; n]).with_timezone("UTC")),
-                Arc::new(StringArray::from_iter_values(chunk.iter().map(|(_, s, _)| *s))),
-                Arc::new(Float64Array::from_iter_values(chunk.iter().map(|(_, _, v)| *v))),
+                Arc::new(StringArray::from_iter_values(
+                    chunk.iter().map(|(_, s, _)| *s),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    chunk.iter().map(|(_, _, v)| *v),
+                )),
             ],
         )?;
         writer.write(batch).await?;
@@ -945,24 +976,40 @@ async fn write_runs(
     let batch = RecordBatch::try_new(
         def.schema.clone(),
         vec![
-            Arc::new(StringArray::from_iter_values(runs.iter().map(|r| r.model.name()))) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|r| r.model.name()),
+            )) as ArrayRef,
             Arc::new(Int64Array::from_iter_values(runs.iter().map(|r| r.version))),
             times(trained_at),
             times(calibration_end),
             Arc::new(StringArray::from(vec![unit.name(); n])),
-            Arc::new(StringArray::from_iter_values(runs.iter().map(|r| r.status.name()))),
-            Arc::new(Int64Array::from_iter_values(runs.iter().map(|r| r.customers as i64))),
-            Arc::new(Int64Array::from_iter_values(runs.iter().map(|r| r.scored as i64))),
-            Arc::new(StringArray::from_iter_values(runs.iter().map(|r| r.parameters.to_string()))),
-            Arc::new(Float64Array::from_iter(runs.iter().map(|r| r.fit.map(|f| f.log_likelihood)))),
-            Arc::new(Int64Array::from_iter(runs.iter().map(|r| r.fit.map(|f| f.iterations as i64)))),
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|r| r.status.name()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                runs.iter().map(|r| r.customers as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                runs.iter().map(|r| r.scored as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                runs.iter().map(|r| r.parameters.to_string()),
+            )),
+            Arc::new(Float64Array::from_iter(
+                runs.iter().map(|r| r.fit.map(|f| f.log_likelihood)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                runs.iter().map(|r| r.fit.map(|f| f.iterations as i64)),
+            )),
             Arc::new(arrow::array::BooleanArray::from_iter(
                 runs.iter().map(|r| Some(r.fit.is_none_or(|f| f.converged))),
             )),
             Arc::new(StringArray::from_iter_values(metrics)),
             Arc::new(StringArray::from(vec![quality.as_str(); n])),
             Arc::new(StringArray::from(vec![inputs.to_string(); n])),
-            Arc::new(Int64Array::from_iter_values(runs.iter().map(|r| r.duration_ms as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                runs.iter().map(|r| r.duration_ms as i64),
+            )),
         ],
     )?;
     let mut writer = lake.append_writer(&def).await?;
@@ -974,7 +1021,8 @@ async fn write_runs(
 }
 
 fn table_def(name: &str) -> Result<schema::TableDef> {
-    schema::table(name).ok_or_else(|| PredictError::Other(format!("no table definition for {name}")))
+    schema::table(name)
+        .ok_or_else(|| PredictError::Other(format!("no table definition for {name}")))
 }
 
 /// The model queries of a project: its own files, the defaults for any it lacks.
@@ -1101,7 +1149,11 @@ fn bind(text: &str, params: &[(&str, Literal)]) -> std::result::Result<String, S
                     let known: Vec<String> = params.iter().map(|(n, _)| format!("${n}")).collect();
                     return Err(format!(
                         "unknown parameter ${name}; this query can use {}",
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ));
                 };
                 out.push_str(&value.sql());
@@ -1116,16 +1168,26 @@ fn bind(text: &str, params: &[(&str, Literal)]) -> std::result::Result<String, S
 }
 
 fn micros_text(t: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(t)
-        .map_or_else(|| t.to_string(), |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    chrono::DateTime::from_timestamp_micros(t).map_or_else(
+        || t.to_string(),
+        |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| {
-        let have: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let have: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         PredictError::sql(
             &shown_file(file),
-            format!("the query returns no column {name} (it returns {})", have.join(", ")),
+            format!(
+                "the query returns no column {name} (it returns {})",
+                have.join(", ")
+            ),
         )
     })
 }
@@ -1172,6 +1234,9 @@ mod tests {
             "-- uses $event\nSELECT '$event', 'Order ''X''', arrow_cast(0, 'Timestamp(Microsecond, Some(\"UTC\"))') -- and $end\nFROM t"
         );
         let err = bind("SELECT $nope", &params).unwrap_err();
-        assert!(err.contains("$nope") && err.contains("$event, $end"), "{err}");
+        assert!(
+            err.contains("$nope") && err.contains("$event, $end"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,8 @@ pub fn digamma(mut x: f64) -> f64 {
     }
     let inv = 1.0 / x;
     let inv2 = inv * inv;
-    result + x.ln() - 0.5 * inv
+    result + x.ln()
+        - 0.5 * inv
         - inv2
             * (1.0 / 12.0
                 - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))))
@@ -75,7 +76,10 @@ mod tests {
         for x in [0.01, 0.3, 2.5, 7.0, 40.0, 1e4] {
             let h = 1e-5 * x;
             let numeric = (ln_gamma(x + h) - ln_gamma(x - h)) / (2.0 * h);
-            assert!((digamma(x) - numeric).abs() < 1e-6 * (1.0 + numeric.abs()), "{x}");
+            assert!(
+                (digamma(x) - numeric).abs() < 1e-6 * (1.0 + numeric.abs()),
+                "{x}"
+            );
         }
     }
 

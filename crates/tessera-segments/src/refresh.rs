@@ -35,8 +35,8 @@ use datafusion::logical_expr::{col, ident};
 use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 use tessera_core::schema::{
-    self, AUDIENCE_CHANGES, AUDIENCE_MEMBERSHIP, EVENTS, IDENTITY_MAP, PROFILE_MERGES,
-    SCORES, SEGMENT_REFRESHES, TableDef,
+    self, AUDIENCE_CHANGES, AUDIENCE_MEMBERSHIP, EVENTS, IDENTITY_MAP, PROFILE_MERGES, SCORES,
+    SEGMENT_REFRESHES, TableDef,
 };
 use tessera_engine::Engine;
 use tessera_engine::functions::segment::SegmentSources;

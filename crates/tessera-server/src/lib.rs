@@ -118,10 +118,13 @@ impl Server {
             .segments
             .clone()
             .map(|s| tokio::spawn(schedule::run(self.engine.clone(), s, stop_rx.clone())));
-        let refitter = self
-            .predict
-            .clone()
-            .map(|s| tokio::spawn(schedule::run_models(self.engine.clone(), s, stop_rx.clone())));
+        let refitter = self.predict.clone().map(|s| {
+            tokio::spawn(schedule::run_models(
+                self.engine.clone(),
+                s,
+                stop_rx.clone(),
+            ))
+        });
         let app = http::router(self.state.clone());
         let http = tokio::spawn(async move {
             axum::serve(self.http, app)

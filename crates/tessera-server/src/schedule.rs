@@ -142,10 +142,22 @@ pub async fn check_models(engine: &Engine, schedule: &PredictSchedule) -> Result
     let summary: Vec<String> = report
         .runs
         .iter()
-        .map(|r| format!("{} v{} {} ({} scored)", r.model.name(), r.version, r.status.name(), r.scored))
+        .map(|r| {
+            format!(
+                "{} v{} {} ({} scored)",
+                r.model.name(),
+                r.version,
+                r.status.name(),
+                r.scored
+            )
+        })
         .collect();
     tracing::info!("refitted predictive models: {}", summary.join("; "));
-    for r in report.runs.iter().filter(|r| r.status == tessera_predict::Status::NotConverged) {
+    for r in report
+        .runs
+        .iter()
+        .filter(|r| r.status == tessera_predict::Status::NotConverged)
+    {
         tracing::warn!(
             "{}: {}",
             r.model.name(),

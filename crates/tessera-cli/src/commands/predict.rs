@@ -83,8 +83,10 @@ pub async fn run(opened: &Opened, args: PredictArgs) -> anyhow::Result<()> {
 }
 
 fn time_text(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map_or_else(|| micros.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+        || micros.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 pub fn report_json(report: &Report) -> Value {
@@ -110,7 +112,8 @@ pub fn report_json(report: &Report) -> Value {
 }
 
 fn number(v: &Value) -> String {
-    v.as_f64().map_or_else(|| v.to_string(), |f| format!("{f:.4}"))
+    v.as_f64()
+        .map_or_else(|| v.to_string(), |f| format!("{f:.4}"))
 }
 
 pub fn print_report(report: &Report, seconds: f64) {
@@ -123,14 +126,35 @@ pub fn print_report(report: &Report, seconds: f64) {
         thousands(q.customers)
     );
     let rules = [
-        (q.unattributed, "orders without a profile (not stitched): left out"),
-        (q.after_calibration_end, "orders after the calibration end: outside the window"),
+        (
+            q.unattributed,
+            "orders without a profile (not stitched): left out",
+        ),
+        (
+            q.after_calibration_end,
+            "orders after the calibration end: outside the window",
+        ),
         (q.in_the_future, "orders dated in the future: left out"),
-        (q.negative_revenue, "orders with a negative revenue (refunds): not purchases"),
-        (q.missing_revenue, "orders without a numeric revenue: purchases with no spend"),
-        (q.zero_revenue, "orders with revenue 0: purchases with no spend"),
-        (q.single_purchase, "customers with one purchase day: population mean spend"),
-        (q.repeat_without_spend, "repeat buyers with no positive spend: population mean spend"),
+        (
+            q.negative_revenue,
+            "orders with a negative revenue (refunds): not purchases",
+        ),
+        (
+            q.missing_revenue,
+            "orders without a numeric revenue: purchases with no spend",
+        ),
+        (
+            q.zero_revenue,
+            "orders with revenue 0: purchases with no spend",
+        ),
+        (
+            q.single_purchase,
+            "customers with one purchase day: population mean spend",
+        ),
+        (
+            q.repeat_without_spend,
+            "repeat buyers with no positive spend: population mean spend",
+        ),
         (q.non_finite_scores, "scores not finite: not written"),
     ];
     for (count, rule) in rules {

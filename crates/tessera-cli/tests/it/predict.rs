@@ -34,7 +34,12 @@ fn scores_of(p: &TestProject, user: &str) -> BTreeMap<String, f64> {
          WHERE m.id_type = 'user_id' AND m.id_value = '{user}'"
     ))
     .into_iter()
-    .map(|r| (r["score"].as_str().unwrap().to_owned(), r["value"].as_f64().unwrap()))
+    .map(|r| {
+        (
+            r["score"].as_str().unwrap().to_owned(),
+            r["value"].as_f64().unwrap(),
+        )
+    })
     .collect()
 }
 
@@ -42,13 +47,22 @@ fn scores_of(p: &TestProject, user: &str) -> BTreeMap<String, f64> {
 fn scores_follow_the_stated_rules_and_are_never_nan() {
     let (data, _) = sample_data();
     let p = TestProject::new();
-    for (f, s) in [("events-web.ndjson", "web"), ("events-app.ndjson", "app"), ("events-pos.ndjson", "pos")] {
+    for (f, s) in [
+        ("events-web.ndjson", "web"),
+        ("events-app.ndjson", "app"),
+        ("events-pos.ndjson", "pos"),
+    ] {
         p.import(&[data.join(f).to_str().unwrap(), "--source", s]);
     }
     let odd = p.path().join("odd-orders.ndjson");
     let mut text = String::new();
     // zz-sameday: three orders on one day, one a week later → 1 repeat day, spend 40.
-    for (at, r) in [("2026-10-07T09:00:00Z", "10"), ("2026-10-07T12:00:00Z", "20"), ("2026-10-07T18:00:00Z", "30"), ("2026-10-14T10:00:00Z", "40")] {
+    for (at, r) in [
+        ("2026-10-07T09:00:00Z", "10"),
+        ("2026-10-07T12:00:00Z", "20"),
+        ("2026-10-07T18:00:00Z", "30"),
+        ("2026-10-14T10:00:00Z", "40"),
+    ] {
         text += &order("zz-sameday", at, Some(r));
     }
     // zz-refund: a refund (negative) is not a purchase: one purchase day only.
@@ -104,15 +118,23 @@ fn scores_follow_the_stated_rules_and_are_never_nan() {
     }
     assert_eq!(models["bgnbd"]["converged"], true);
     assert_eq!(models["bgnbd"]["scored"], customers);
-    let auc = models["propensity"]["metrics"]["holdout_auc"].as_f64().unwrap();
+    let auc = models["propensity"]["metrics"]["holdout_auc"]
+        .as_f64()
+        .unwrap();
     assert!(auc > 0.5 && auc <= 1.0, "{auc}");
     assert_eq!(
-        models["propensity"]["metrics"]["holdout_calibration"].as_array().unwrap().len(),
+        models["propensity"]["metrics"]["holdout_calibration"]
+            .as_array()
+            .unwrap()
+            .len(),
         10
     );
 
     // Never NaN, and every value in its range.
-    assert_eq!(p.count("SELECT count(*) AS n FROM scores WHERE isnan(value)"), 0);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM scores WHERE isnan(value)"),
+        0
+    );
     assert_eq!(
         p.count(
             "SELECT count(*) AS n FROM profile_scores WHERE p_alive < 0 OR p_alive > 1 \
@@ -134,13 +156,22 @@ fn scores_follow_the_stated_rules_and_are_never_nan() {
     assert!(!refund.contains_key("average_spend"));
     let zero = scores_of(&p, "zz-zero");
     assert_eq!(zero["purchase_frequency"], 1.0, "{zero:?}");
-    assert!(!zero.contains_key("average_spend"), "no positive repeat spend");
-    let population = models["gamma_gamma"]["metrics"]["population_mean_spend"].as_f64().unwrap();
+    assert!(
+        !zero.contains_key("average_spend"),
+        "no positive repeat spend"
+    );
+    let population = models["gamma_gamma"]["metrics"]["population_mean_spend"]
+        .as_f64()
+        .unwrap();
     assert!((zero["expected_order_value"] - population).abs() < 1e-6 * population);
     let missing = scores_of(&p, "zz-missing");
     assert_eq!(missing["purchase_frequency"], 1.0, "{missing:?}");
     assert_eq!(missing["average_spend"], 25.0);
-    assert_eq!(scores_of(&p, "zz-future").get("p_alive"), None, "future orders are left out");
+    assert_eq!(
+        scores_of(&p, "zz-future").get("p_alive"),
+        None,
+        "future orders are left out"
+    );
     // Whoever lapsed long ago is less likely alive than a recent buyer with the same count.
     assert!(same["p_alive"] > 0.0 && same["p_alive"] <= 1.0);
 
@@ -152,25 +183,56 @@ fn scores_follow_the_stated_rules_and_are_never_nan() {
 
     // Refit one model: its version moves on, the others' scores stay.
     let before = p.count("SELECT count(*) AS n FROM scores WHERE model <> 'rfm'");
-    let again = predict(&p, &["--model", "rfm", "--calibration-end", "2026-10-31T23:59:59Z"]);
+    let again = predict(
+        &p,
+        &[
+            "--model",
+            "rfm",
+            "--calibration-end",
+            "2026-10-31T23:59:59Z",
+        ],
+    );
     assert_eq!(again["models"][0]["version"], 2);
-    assert_eq!(p.count("SELECT count(*) AS n FROM scores WHERE model <> 'rfm'"), before);
-    assert_eq!(p.count("SELECT count(DISTINCT version) AS n FROM scores WHERE model = 'rfm'"), 1);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM scores WHERE model <> 'rfm'"),
+        before
+    );
+    assert_eq!(
+        p.count("SELECT count(DISTINCT version) AS n FROM scores WHERE model = 'rfm'"),
+        1
+    );
     assert_eq!(p.count("SELECT count(*) AS n FROM model_runs"), 5);
 
     // Days as the time unit: the same customers, the rates per day.
-    let daily = predict(&p, &["--model", "bgnbd", "--time-unit", "day", "--calibration-end", "2026-10-31T23:59:59Z"]);
+    let daily = predict(
+        &p,
+        &[
+            "--model",
+            "bgnbd",
+            "--time-unit",
+            "day",
+            "--calibration-end",
+            "2026-10-31T23:59:59Z",
+        ],
+    );
     assert_eq!(daily["time_unit"], "day");
     let weekly_alpha = models["bgnbd"]["parameters"]["alpha"].as_f64().unwrap();
     let daily_alpha = daily["models"][0]["parameters"]["alpha"].as_f64().unwrap();
-    assert!((daily_alpha / weekly_alpha - 7.0).abs() < 0.05, "{daily_alpha} vs {weekly_alpha}");
+    assert!(
+        (daily_alpha / weekly_alpha - 7.0).abs() < 0.05,
+        "{daily_alpha} vs {weekly_alpha}"
+    );
 }
 
 #[test]
 fn bad_arguments_and_broken_queries_write_nothing() {
     let (data, _) = sample_data();
     let p = TestProject::new();
-    p.import(&[data.join("events-web.ndjson").to_str().unwrap(), "--source", "web"]);
+    p.import(&[
+        data.join("events-web.ndjson").to_str().unwrap(),
+        "--source",
+        "web",
+    ]);
     ok(&mut p.cmd(&["stitch"]));
     let e = fails(&mut p.cmd(&["predict", "--model", "arima"]));
     assert!(e.contains("unknown model \"arima\""), "{e}");
@@ -181,10 +243,21 @@ fn bad_arguments_and_broken_queries_write_nothing() {
 
     let summary = p.path().join("sql/predict/summary.sql");
     let good = std::fs::read_to_string(&summary).unwrap();
-    std::fs::write(&summary, good.replace("sum(orders) AS orders", "sum(orderz) AS orders")).unwrap();
+    std::fs::write(
+        &summary,
+        good.replace("sum(orders) AS orders", "sum(orderz) AS orders"),
+    )
+    .unwrap();
     let e = fails(&mut p.cmd(&["predict"]));
-    assert!(e.contains("sql/predict/summary.sql") && e.contains("orderz"), "{e}");
-    std::fs::write(&summary, good.replace("$calibration_end", "$calibration_ending")).unwrap();
+    assert!(
+        e.contains("sql/predict/summary.sql") && e.contains("orderz"),
+        "{e}"
+    );
+    std::fs::write(
+        &summary,
+        good.replace("$calibration_end", "$calibration_ending"),
+    )
+    .unwrap();
     let e = fails(&mut p.cmd(&["predict"]));
     assert!(e.contains("unknown parameter $calibration_ending"), "{e}");
     std::fs::write(&summary, &good).unwrap();

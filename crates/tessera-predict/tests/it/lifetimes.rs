@@ -62,8 +62,17 @@ fn fits_and_predictions_match_lifetimes_on_cdnow() {
 #[test]
 fn fits_and_predictions_match_lifetimes_on_simulated_data() {
     use tessera_predict::simulate;
-    let purchases = bgnbd::Params { r: 0.6, alpha: 8.0, a: 0.9, b: 3.0 };
-    let spend = gamma_gamma::Params { p: 5.0, q: 4.0, gamma: 60.0 };
+    let purchases = bgnbd::Params {
+        r: 0.6,
+        alpha: 8.0,
+        a: 0.9,
+        b: 3.0,
+    };
+    let spend = gamma_gamma::Params {
+        p: 5.0,
+        q: 4.0,
+        gamma: 60.0,
+    };
     let customers = simulate::bgnbd(&purchases, 52.0, 5_000, 21);
     let values = simulate::gamma_gamma(&spend, 5_000, 22);
     let dir = tempfile::tempdir().unwrap();

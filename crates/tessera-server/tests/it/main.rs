@@ -201,7 +201,10 @@ async fn models_are_refitted_on_schedule() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(versions >= 2, "the scheduler fitted, then refitted when due");
+    assert!(
+        versions >= 2,
+        "the scheduler fitted, then refitted when due"
+    );
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
