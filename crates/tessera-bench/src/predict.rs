@@ -117,7 +117,7 @@ print(json.dumps({{"bgnbd": bg.params_.to_dict(), "gamma_gamma": gg.params_.to_d
     let lt_score = lt["score"].as_f64().unwrap_or(f64::NAN);
 
     println!(
-        "{} customers ({} distinct summaries, {} repeat buyers); Nelder-Mead iterations: BG/NBD {}, Gamma-Gamma {}",
+        "{} customers ({} distinct summaries, {} repeat buyers); BFGS iterations: BG/NBD {}, Gamma-Gamma {}",
         rows.len(),
         grouped.len(),
         buyers.len(),

@@ -5,7 +5,7 @@
 
 use crate::FitReport;
 use crate::optimize::{BfgsSettings, bfgs};
-use crate::special::{digamma, ln_gamma};
+use crate::special::{digamma, digamma_difference, ln_gamma, ln_gamma_ratio};
 
 /// The model's parameters, named as in the paper.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,21 +38,21 @@ pub fn log_likelihood_gradient(params: &Params, buyers: &[(f64, f64)]) -> (f64, 
 
 fn chunk_gradient(params: &Params, buyers: &[(f64, f64)]) -> [f64; 4] {
     let Params { p, q, gamma } = *params;
-    let ln_gamma_param = gamma.ln();
-    let common = -ln_gamma(q) + q * ln_gamma_param;
-    let psi_q = digamma(q);
-    // (lnΓ(px+q) − lnΓ(px), ψ(px+q), ψ(px)) per x.
+    // Written so that nothing cancels when q and γ grow large together (buyers whose
+    // mean spends do not differ): lnΓ(px+q) − lnΓ(q) and ψ(px+q) − ψ(q) by their
+    // asymptotic differences, q ln γ − (px+q) ln(xm+γ) as −q log1p(xm/γ) − px ln(xm+γ).
     let terms = |x: f64| {
+        let px = p * x;
         (
-            ln_gamma(p * x + q) - ln_gamma(p * x),
-            digamma(p * x + q),
-            digamma(p * x),
+            ln_gamma_ratio(q, px) - ln_gamma(px),
+            digamma_difference(q, px),
+            digamma(px) - digamma(px + q),
         )
     };
     let mut cache: Vec<Option<(f64, f64, f64)>> = Vec::new();
     let mut out = [0.0; 4];
     for &(x, m) in buyers {
-        let (g, psi_pxq, psi_px) = if x.fract() == 0.0 && (0.0..100_000.0).contains(&x) {
+        let (g, psi_diff, psi_p) = if x.fract() == 0.0 && (0.0..100_000.0).contains(&x) {
             let i = x as usize;
             if cache.len() <= i {
                 cache.resize(i + 1, None);
@@ -61,12 +61,16 @@ fn chunk_gradient(params: &Params, buyers: &[(f64, f64)]) -> [f64; 4] {
         } else {
             terms(x)
         };
+        let px = p * x;
         let (ln_m, ln_x) = (m.ln(), x.ln());
-        let ln_total = (x * m + gamma).ln();
-        out[0] += g + common + (p * x - 1.0) * ln_m + p * x * ln_x - (p * x + q) * ln_total;
-        out[1] += x * (psi_pxq - psi_px + ln_m + ln_x - ln_total);
-        out[2] += psi_pxq - psi_q + ln_gamma_param - ln_total;
-        out[3] += q / gamma - (p * x + q) / (x * m + gamma);
+        let spent = x * m;
+        let ln_total = (spent + gamma).ln();
+        let log1p_ratio = (spent / gamma).ln_1p();
+        out[0] += g + (px - 1.0) * ln_m + px * ln_x - q * log1p_ratio - px * ln_total;
+        // ψ(px+q) − ψ(px) = −psi_p.
+        out[1] += x * (-psi_p + ln_m + ln_x - ln_total);
+        out[2] += psi_diff - log1p_ratio;
+        out[3] += (q * spent - px * gamma) / (gamma * (spent + gamma));
     }
     out
 }
@@ -146,6 +150,23 @@ pub fn customer_lifetime_value(
 mod tests {
     use super::*;
     use crate::simulate;
+
+    #[test]
+    fn converges_when_mean_spend_does_not_vary() {
+        // Transaction values Gamma(p, ν) with the same ν for everyone: q, γ → ∞.
+        let mut rng = simulate::Rng::new(8);
+        let buyers: Vec<(f64, f64)> = (0..20_000)
+            .map(|_| {
+                let x = 1.0 + (rng.uniform() * 10.0).floor();
+                let m = (0..x as usize).map(|_| rng.gamma(3.0, 0.05)).sum::<f64>() / x;
+                (x, m)
+            })
+            .collect();
+        let (params, report) = fit(&buyers);
+        assert!(report.converged, "{params:?} {report:?}");
+        let mean = expected_average_value(&params, 0.0, 0.0);
+        assert!((mean - 60.0).abs() < 2.0, "{mean} {params:?}");
+    }
 
     #[test]
     fn gradient_matches_finite_differences() {

@@ -263,7 +263,23 @@ pub async fn run(
         ("calibration_end", Literal::Time(calibration_end)),
         ("now", Literal::Time(now)),
     ];
-    create_view(&ctx, "orders", &sql, "orders.sql", &common).await?;
+    // The orders are read by every step (quality counts, summary, labels): one scan of
+    // the events, kept in memory (orders are a small part of the events).
+    let orders = collect(&ctx, &sql.bind("orders.sql", &common)?, "orders.sql").await?;
+    let orders_schema = match orders.first() {
+        Some(b) => b.schema(),
+        None => ctx
+            .sql(sql.bind("orders.sql", &common)?.trim().trim_end_matches(';'))
+            .await
+            .map_err(|e| PredictError::sql(&sql.shown("orders.sql"), tessera_engine::EngineError::sql(e)))?
+            .schema()
+            .inner()
+            .clone(),
+    };
+    ctx.register_table(
+        "orders",
+        Arc::new(MemTable::try_new(orders_schema, vec![orders])?),
+    )?;
     ctx.sql(&format!(
         "CREATE VIEW purchases AS \
          SELECT profile_id, timestamp, CASE WHEN revenue > 0 THEN revenue END AS revenue \
@@ -1060,21 +1076,6 @@ impl Queries {
             .get(file)
             .map_or_else(|| file.to_owned(), |(shown, _)| shown.clone())
     }
-}
-
-async fn create_view(
-    ctx: &SessionContext,
-    name: &str,
-    sql: &Queries,
-    file: &str,
-    params: &[(&str, Literal)],
-) -> Result<()> {
-    let text = sql.bind(file, params)?;
-    let text = text.trim().trim_end_matches(';');
-    ctx.sql(&format!("CREATE VIEW {name} AS {text}"))
-        .await
-        .map_err(|e| PredictError::sql(&sql.shown(file), tessera_engine::EngineError::sql(e)))?;
-    Ok(())
 }
 
 /// How a query is named in errors: `sql/predict/x.sql` for the files, else as given.

@@ -23,6 +23,36 @@ pub fn digamma(mut x: f64) -> f64 {
                 - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))))
 }
 
+/// `ln Γ(q + y) − ln Γ(q)` for `q, y > 0`, accurate when `q` is huge next to `y`
+/// (where the difference of two log-gammas would cancel to round-off): Stirling's
+/// series with the leading terms combined through `log1p`.
+pub fn ln_gamma_ratio(q: f64, y: f64) -> f64 {
+    if q < 20.0 {
+        return ln_gamma(q + y) - ln_gamma(q);
+    }
+    let z = q + y;
+    let tail = |z: f64| {
+        let inv = 1.0 / z;
+        let inv2 = inv * inv;
+        inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 / 1260.0))
+    };
+    (q - 0.5) * (y / q).ln_1p() + y * z.ln() - y + tail(z) - tail(q)
+}
+
+/// `ψ(q + y) − ψ(q)` for `q, y > 0`, accurate when `q` is huge next to `y`.
+pub fn digamma_difference(q: f64, y: f64) -> f64 {
+    if q < 20.0 {
+        return digamma(q + y) - digamma(q);
+    }
+    // ψ(z) = ln z − 1/(2z) − 1/(12z²) + 1/(120z⁴) − 1/(252z⁶) + …
+    let tail = |z: f64| {
+        let inv = 1.0 / z;
+        let inv2 = inv * inv;
+        -0.5 * inv - inv2 * (1.0 / 12.0 - inv2 * (1.0 / 120.0 - inv2 / 252.0))
+    };
+    (y / q).ln_1p() + tail(q + y) - tail(q)
+}
+
 /// `ln B(a, b)`.
 pub fn ln_beta(a: f64, b: f64) -> f64 {
     ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b)
@@ -66,6 +96,23 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_agree_with_differences_and_stay_accurate() {
+        for q in [20.0, 35.5, 1e3, 1e5] {
+            for y in [0.3, 1.0, 7.5, 60.0] {
+                let direct = ln_gamma(q + y) - ln_gamma(q);
+                assert!((ln_gamma_ratio(q, y) - direct).abs() < 1e-9 * (1.0 + direct.abs()), "{q} {y}");
+                let d = digamma(q + y) - digamma(q);
+                assert!((digamma_difference(q, y) - d).abs() < 1e-9 * (1.0 + d.abs()), "{q} {y}");
+            }
+        }
+        // For huge q, lnΓ(q+1) − lnΓ(q) = ln q exactly, ψ(q+1) − ψ(q) = 1/q.
+        for q in [1e9, 1e12, 1e15] {
+            assert!((ln_gamma_ratio(q, 1.0) - q.ln()).abs() < 1e-12 * q.ln());
+            assert!((digamma_difference(q, 1.0) - 1.0 / q).abs() < 1e-9 / q);
+        }
+    }
 
     #[test]
     fn digamma_values_and_derivative_of_ln_gamma() {
