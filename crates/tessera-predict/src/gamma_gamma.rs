@@ -32,11 +32,35 @@ pub fn log_likelihood(params: &Params, x: f64, m: f64) -> f64 {
 /// The gamma-function terms depend on `x` alone and are computed once per distinct
 /// (integer) `x`; large inputs are summed on every core.
 pub fn log_likelihood_gradient(params: &Params, buyers: &[(f64, f64)]) -> (f64, [f64; 3]) {
+    gradient_of(params, &prepare(buyers))
+}
+
+/// A buyer with the logarithms every evaluation needs, taken once.
+struct Buyer {
+    x: f64,
+    m: f64,
+    ln_m: f64,
+    ln_x: f64,
+}
+
+fn prepare(buyers: &[(f64, f64)]) -> Vec<Buyer> {
+    buyers
+        .iter()
+        .map(|&(x, m)| Buyer {
+            x,
+            m,
+            ln_m: m.ln(),
+            ln_x: x.ln(),
+        })
+        .collect()
+}
+
+fn gradient_of(params: &Params, buyers: &[Buyer]) -> (f64, [f64; 3]) {
     let sums = crate::parallel_fold(buyers, |chunk| chunk_gradient(params, chunk));
     (sums[0], [sums[1], sums[2], sums[3]])
 }
 
-fn chunk_gradient(params: &Params, buyers: &[(f64, f64)]) -> [f64; 4] {
+fn chunk_gradient(params: &Params, buyers: &[Buyer]) -> [f64; 4] {
     let Params { p, q, gamma } = *params;
     // Written so that nothing cancels when q and γ grow large together (buyers whose
     // mean spends do not differ): lnΓ(px+q) − lnΓ(q) and ψ(px+q) − ψ(q) by their
@@ -50,8 +74,9 @@ fn chunk_gradient(params: &Params, buyers: &[(f64, f64)]) -> [f64; 4] {
         )
     };
     let mut cache: Vec<Option<(f64, f64, f64)>> = Vec::new();
+    let ln_gamma_param = gamma.ln();
     let mut out = [0.0; 4];
-    for &(x, m) in buyers {
+    for &Buyer { x, m, ln_m, ln_x } in buyers {
         let (g, psi_diff, psi_p) = if x.fract() == 0.0 && (0.0..100_000.0).contains(&x) {
             let i = x as usize;
             if cache.len() <= i {
@@ -62,10 +87,10 @@ fn chunk_gradient(params: &Params, buyers: &[(f64, f64)]) -> [f64; 4] {
             terms(x)
         };
         let px = p * x;
-        let (ln_m, ln_x) = (m.ln(), x.ln());
         let spent = x * m;
-        let ln_total = (spent + gamma).ln();
+        // ln(xm+γ) = ln γ + log1p(xm/γ): one logarithm per buyer and evaluation.
         let log1p_ratio = (spent / gamma).ln_1p();
+        let ln_total = ln_gamma_param + log1p_ratio;
         out[0] += g + (px - 1.0) * ln_m + px * ln_x - q * log1p_ratio - px * ln_total;
         // ψ(px+q) − ψ(px) = −psi_p.
         out[1] += x * (-psi_p + ln_m + ln_x - ln_total);
@@ -87,9 +112,10 @@ pub fn fit(buyers: &[(f64, f64)]) -> (Params, FitReport) {
         q: v[1].exp(),
         gamma: v[2].exp(),
     };
+    let prepared = prepare(buyers);
     let objective = |v: &[f64]| {
         let at = params(v);
-        let (ll, g) = log_likelihood_gradient(&at, buyers);
+        let (ll, g) = gradient_of(&at, &prepared);
         let scale = [at.p, at.q, at.gamma];
         (
             -ll / n,

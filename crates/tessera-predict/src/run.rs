@@ -269,9 +269,18 @@ pub async fn run(
     let orders_schema = match orders.first() {
         Some(b) => b.schema(),
         None => ctx
-            .sql(sql.bind("orders.sql", &common)?.trim().trim_end_matches(';'))
+            .sql(
+                sql.bind("orders.sql", &common)?
+                    .trim()
+                    .trim_end_matches(';'),
+            )
             .await
-            .map_err(|e| PredictError::sql(&sql.shown("orders.sql"), tessera_engine::EngineError::sql(e)))?
+            .map_err(|e| {
+                PredictError::sql(
+                    &sql.shown("orders.sql"),
+                    tessera_engine::EngineError::sql(e),
+                )
+            })?
             .schema()
             .inner()
             .clone(),
@@ -474,15 +483,19 @@ fn bgnbd_scores(
     if !report.converged {
         return not_converged("BG/NBD", &report, customers, bgnbd_parameters(&params));
     }
-    let mut scores = Vec::with_capacity(summary.len() * 7);
-    for s in summary {
+    // The model's predictions for everyone, on every core; then the rows.
+    let predicted = crate::parallel_map(summary, |s| {
         let c = customer(s, unit);
-        let alive = bgnbd::p_alive(&params, &c);
+        let horizons = HORIZONS_DAYS
+            .map(|(days, _)| bgnbd::expected_purchases(&params, &c, days / unit.days()));
+        (bgnbd::p_alive(&params, &c), horizons)
+    });
+    let mut scores = Vec::with_capacity(summary.len() * 7);
+    for (s, (alive, horizons)) in summary.iter().zip(predicted) {
         scores.push((s.profile_id.clone(), "p_alive", alive));
         scores.push((s.profile_id.clone(), "churn_risk", 1.0 - alive));
-        for (days, name) in HORIZONS_DAYS {
-            let value = bgnbd::expected_purchases(&params, &c, days / unit.days());
-            scores.push((s.profile_id.clone(), name, value));
+        for ((_, name), value) in HORIZONS_DAYS.iter().zip(horizons) {
+            scores.push((s.profile_id.clone(), *name, value));
         }
         // The summary the scores come from, in days whatever the model's unit.
         scores.push((s.profile_id.clone(), "purchase_frequency", s.frequency));
@@ -549,8 +562,7 @@ fn spend_scores(
         TimeUnit::Day => 30.0,
         TimeUnit::Week => 4.345,
     };
-    let mut scores = Vec::with_capacity(summary.len() * 3);
-    for s in summary {
+    let predicted = crate::parallel_map(summary, |s| {
         let (x, m) = match s.monetary {
             Some(m) if s.frequency > 0.0 => (s.frequency, m),
             _ => (0.0, 0.0),
@@ -564,6 +576,10 @@ fn spend_scores(
             monthly_discount,
             units_per_month,
         );
+        (spend, clv)
+    });
+    let mut scores = Vec::with_capacity(summary.len() * 3);
+    for (s, (spend, clv)) in summary.iter().zip(predicted) {
         if let Some(m) = s.monetary.filter(|_| s.frequency > 0.0) {
             scores.push((s.profile_id.clone(), "average_spend", m));
         }

@@ -102,9 +102,15 @@ mod tests {
         for q in [20.0, 35.5, 1e3, 1e5] {
             for y in [0.3, 1.0, 7.5, 60.0] {
                 let direct = ln_gamma(q + y) - ln_gamma(q);
-                assert!((ln_gamma_ratio(q, y) - direct).abs() < 1e-9 * (1.0 + direct.abs()), "{q} {y}");
+                assert!(
+                    (ln_gamma_ratio(q, y) - direct).abs() < 1e-9 * (1.0 + direct.abs()),
+                    "{q} {y}"
+                );
                 let d = digamma(q + y) - digamma(q);
-                assert!((digamma_difference(q, y) - d).abs() < 1e-9 * (1.0 + d.abs()), "{q} {y}");
+                assert!(
+                    (digamma_difference(q, y) - d).abs() < 1e-9 * (1.0 + d.abs()),
+                    "{q} {y}"
+                );
             }
         }
         // For huge q, lnΓ(q+1) − lnΓ(q) = ln q exactly, ψ(q+1) − ψ(q) = 1/q.
