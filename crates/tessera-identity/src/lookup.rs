@@ -32,6 +32,9 @@ pub struct ProfileView {
     pub identifiers: Vec<Map<String, Value>>,
     /// Every merge that ended in this profile.
     pub merges: Vec<Map<String, Value>>,
+    /// Predictive scores of the profile (`scores`): model, score, value, version,
+    /// trained_at; empty before `tessera predict`.
+    pub scores: Vec<Map<String, Value>>,
 }
 
 /// Splits `TYPE:VALUE`.
@@ -144,6 +147,19 @@ pub async fn lookup(engine: &Engine, identifier: &str) -> Result<Option<ProfileV
         .into_iter()
         .filter(|m| text(m, "from_profile_id").is_some_and(|f| resolve(f) == profile_id))
         .collect();
+    let scores = if ctx.table_exist(tessera_core::schema::SCORES)? {
+        rows(
+            &ctx,
+            &format!(
+                "SELECT model, score, value, version, trained_at FROM scores \
+                 WHERE profile_id = {} ORDER BY model, score",
+                quote(&profile_id)
+            ),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     Ok(Some(ProfileView {
         id_type: if id_type == "profile" {
             "profile_id".into()
@@ -156,6 +172,7 @@ pub async fn lookup(engine: &Engine, identifier: &str) -> Result<Option<ProfileV
         profile,
         identifiers,
         merges,
+        scores,
     }))
 }
 

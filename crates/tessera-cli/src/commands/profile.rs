@@ -60,6 +60,21 @@ pub async fn run(opened: &Opened, args: ProfileArgs) -> anyhow::Result<()> {
             show(&id["last_seen"])
         );
     }
+    if !view.scores.is_empty() {
+        println!("\npredictive scores (tessera predict)");
+        for s in &view.scores {
+            let value = s["value"]
+                .as_f64()
+                .map_or_else(|| show(&s["value"]), |v| format!("{v:.4}"));
+            println!(
+                "  {:<24} {:>12}  {} v{}",
+                show(&s["score"]),
+                value,
+                show(&s["model"]),
+                show(&s["version"])
+            );
+        }
+    }
     if !view.merges.is_empty() {
         println!("\nmerge history");
         for m in &view.merges {

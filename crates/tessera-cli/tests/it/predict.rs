@@ -175,6 +175,22 @@ fn scores_follow_the_stated_rules_and_are_never_nan() {
     // Whoever lapsed long ago is less likely alive than a recent buyer with the same count.
     assert!(same["p_alive"] > 0.0 && same["p_alive"] <= 1.0);
 
+    // The profile look-up shows them.
+    let out = ok(&mut p.cmd(&["profile", "user_id:zz-sameday", "--json"]));
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown: BTreeMap<String, f64> = view["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["score"].as_str().unwrap().to_owned(),
+                s["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shown, same);
+
     // model_runs: one row per model, parameters as JSON, data quality stored.
     let runs = p.sql("SELECT model, version, status, converged, parameters, data_quality FROM model_runs ORDER BY model");
     assert_eq!(runs.len(), 4);
