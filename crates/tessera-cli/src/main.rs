@@ -56,6 +56,8 @@ pub enum Command {
     Tables(commands::tables::TablesArgs),
     /// Manage the sources (write keys) events are collected from.
     Source(commands::source::SourceArgs),
+    /// Manage the users of the gRPC services (Flight SQL): roles, PII grant, password.
+    User(commands::user::UserArgs),
     /// Generate sample customers into a fresh project and run every stage on them.
     Quickstart(commands::quickstart::QuickstartArgs),
 }

@@ -48,6 +48,67 @@ pub struct Config {
     pub segments: SegmentsSection,
     #[serde(default)]
     pub predict: PredictSection,
+    /// Who may use the gRPC services (Flight SQL, `tessera.v1`): `[users.NAME]`.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserSection>,
+}
+
+/// `[users.NAME]`: one account of the gRPC services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    pub role: Role,
+    /// Whether the user sees personal data (e-mail, phone, names, address, IP) in clear.
+    #[serde(default)]
+    pub pii: bool,
+    /// The password as an Argon2id hash in PHC format (`$argon2id$v=19$...`); the
+    /// password itself is never stored. `tessera user add` writes it.
+    pub password_hash: String,
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including triggering stitching and refreshes.
+    Admin,
+    /// SQL over every table, profiles and audiences.
+    Analyst,
+    /// Profiles and audiences, no arbitrary SQL.
+    Marketer,
+    /// Sending events only.
+    Ingest,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::Marketer => "marketer",
+            Role::Ingest => "ingest",
+        }
+    }
+
+    /// Whether the role may run arbitrary SQL (Flight SQL statements).
+    pub fn may_query(self) -> bool {
+        matches!(self, Role::Admin | Role::Analyst)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "analyst" => Ok(Role::Analyst),
+            "marketer" => Ok(Role::Marketer),
+            "ingest" => Ok(Role::Ingest),
+            other => Err(format!(
+                "unknown role {other:?}: choose admin, analyst, marketer or ingest"
+            )),
+        }
+    }
 }
 
 /// `[predict]`: what counts as an order and how the predictive models are run.
@@ -672,6 +733,20 @@ impl Config {
         }
         self.segments.as_of_micros()?;
         self.predict.validate()?;
+        for (name, user) in &self.users {
+            if !valid_name(name) {
+                return Err(invalid(
+                    &format!("users.{name}"),
+                    "user names use letters, digits, '_' and '-' only".into(),
+                ));
+            }
+            if !user.password_hash.starts_with("$argon2") {
+                return Err(invalid(
+                    &format!("users.{name}.password_hash"),
+                    "must be an Argon2 hash ($argon2id$...): set it with `tessera user add`, never a password in clear".into(),
+                ));
+            }
+        }
         self.identity.validate()
     }
 

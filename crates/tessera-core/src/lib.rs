@@ -6,6 +6,7 @@
 //! object stores, no networking, no DataFusion. Everything here is a pure function of
 //! its inputs, which keeps it fast to test and safe to use from any layer above.
 
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod error;

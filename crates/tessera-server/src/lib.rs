@@ -5,10 +5,13 @@
 //!   with write-key auth, gzip bodies and limits; `/health`; Prometheus `/metrics`. It
 //!   hands bodies to [`tessera_ingest::collector::Collector`] and maps its results to
 //!   responses.
-//! - the gRPC port: the standard health service (Flight SQL and `tessera.v1` come next).
+//! - the gRPC port: [`flight`], Arrow Flight SQL for BI tools (password handshake,
+//!   bearer tokens, metadata, streamed statements, prepared statements), and the
+//!   standard health service.
 //! - [`schedule`]: refreshes segments on their `-- refresh:` interval and refits the
 //!   predictive models every `[predict] refit_hours`.
 
+pub mod flight;
 pub mod http;
 pub mod schedule;
 
@@ -49,6 +52,8 @@ pub struct ServeOptions {
     pub segments: Option<schedule::SegmentSchedule>,
     /// Refit the predictive models on a schedule (`None`: never).
     pub predict: Option<schedule::PredictSchedule>,
+    /// Accounts of the gRPC services (`[users.NAME]`).
+    pub users: HashMap<String, tessera_core::config::UserSection>,
 }
 
 /// A started server: ports bound, collector running.
@@ -59,6 +64,7 @@ pub struct Server {
     engine: tessera_engine::Engine,
     segments: Option<schedule::SegmentSchedule>,
     predict: Option<schedule::PredictSchedule>,
+    flight: flight::TesseraFlightSql,
 }
 
 impl Server {
@@ -76,12 +82,15 @@ impl Server {
         let grpc = bind(options.grpc).await?;
         let max_body = options.collector.max_batch_bytes;
         let collector = Collector::start(engine.clone(), options.collector).await?;
+        let flight = flight::TesseraFlightSql::new(engine.clone(), options.users)
+            .map_err(|e| ServerError::Serve(format!("Flight SQL: {}", e.message())))?;
         Ok(Server {
             http,
             grpc,
             engine,
             segments: options.segments,
             predict: options.predict,
+            flight,
             state: Arc::new(http::AppState {
                 collector,
                 sources: options.sources,
@@ -138,9 +147,11 @@ impl Server {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
+        let flight = self.flight.clone();
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(health)
+                .add_service(arrow_flight::flight_service_server::FlightServiceServer::new(flight))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_stop.wait_for(|s| *s).await;
                 })

@@ -11,6 +11,7 @@ pub mod source;
 pub mod sql;
 pub mod stitch;
 pub mod tables;
+pub mod user;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Source(args) => source::run(&cli.project, args),
+        Command::User(args) => user::run(&cli.project, args),
     }
 }
 

@@ -90,6 +90,7 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
             check_every: Duration::from_secs(config.segments.check_interval_seconds),
             as_of_micros: config.segments.as_of_micros().ok().flatten(),
         }),
+        users: config.users.clone().into_iter().collect(),
         predict: config.predict.schedule.then(|| PredictSchedule {
             project_dir: opened.project.dir.clone(),
             config: config.predict.clone(),
@@ -109,7 +110,11 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "HTTP collector listening on http://{http} (POST /v1/batch, /v1/track, ...; GET /health, /metrics)"
     );
-    println!("gRPC listening on {grpc} (health)");
+    println!(
+        "gRPC listening on {grpc}: Arrow Flight SQL ({} user{}; `tessera user add`), health",
+        config.users.len(),
+        if config.users.len() == 1 { "" } else { "s" }
+    );
     if config.segments.schedule {
         println!(
             "segments: refreshed on their -- refresh: schedule (checked every {} s)",

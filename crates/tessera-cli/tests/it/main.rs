@@ -5,6 +5,7 @@
 
 mod common;
 mod examples;
+mod flight;
 mod identity;
 mod import;
 mod predict;

@@ -49,6 +49,7 @@ fn options(dir: &Path) -> ServeOptions {
         sources: HashMap::new(),
         segments: None,
         predict: None,
+        users: HashMap::new(),
     }
 }
 

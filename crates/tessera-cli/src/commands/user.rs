@@ -1,0 +1,93 @@
+//! `tessera user add NAME --role ROLE [--pii] --password-stdin` / `tessera user list`:
+//! the accounts of the gRPC services (Flight SQL). Passwords are stored only as
+//! Argon2id hashes.
+
+use std::io::{Read as _, Write as _};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use tessera_core::config::{CONFIG_FILE, Project, Role, valid_name};
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user (appended to tessera.toml with the password hashed).
+    Add {
+        /// Letters, digits, '_' and '-'.
+        name: String,
+        /// admin, analyst, marketer or ingest.
+        #[arg(long)]
+        role: Role,
+        /// May see personal data (e-mail, phone, names, address, IP) in clear.
+        #[arg(long)]
+        pii: bool,
+        /// Read the password from standard input (its first line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List the users, their roles and PII grants (never their hashes).
+    List,
+}
+
+pub fn run(project_dir: &std::path::Path, args: UserArgs) -> anyhow::Result<()> {
+    let project = Project::load(project_dir)?;
+    match args.action {
+        UserAction::List => {
+            if project.config.users.is_empty() {
+                println!("No users yet: tessera user add NAME --role analyst --password-stdin");
+            }
+            for (name, u) in &project.config.users {
+                println!(
+                    "{name:<20} {:<9} {}",
+                    u.role.name(),
+                    if u.pii { "pii" } else { "masked" }
+                );
+            }
+            Ok(())
+        }
+        UserAction::Add {
+            name,
+            role,
+            pii,
+            password_stdin: _,
+        } => {
+            if !valid_name(&name) {
+                bail!("user name {name:?}: use letters, digits, '_' and '-' only (at most 64)");
+            }
+            if project.config.users.contains_key(&name) {
+                bail!("a user named {name:?} already exists in {CONFIG_FILE}");
+            }
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading the password from standard input")?;
+            let password = input.lines().next().unwrap_or_default();
+            if password.chars().count() < 8 {
+                bail!("the password must have at least 8 characters");
+            }
+            let hash = tessera_core::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+            let section = format!(
+                "\n[users.{name}]\nrole = \"{}\"\npii = {pii}\npassword_hash = \"{hash}\"\n",
+                role.name()
+            );
+            let path = project_dir.join(CONFIG_FILE);
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(section.as_bytes()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Project::load(project_dir).context("tessera.toml after adding the user")?;
+            println!(
+                "Added user {name} ({}{}); the password is stored only as an Argon2id hash",
+                role.name(),
+                if pii { ", sees personal data" } else { "" }
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Arrow Flight SQL end to end: `tessera serve` (the real binary) on loopback, driven by
+//! unmodified clients — Python ADBC (`adbc-driver-flightsql`) and `pyarrow.flight` —
+//! with users added by `tessera user add`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::common::{TestProject, ok, sample_data};
+
+const ANALYST_PASSWORD: &str = "an4lyst-passw0rd";
+const MARKETER_PASSWORD: &str = "m4rketer-passw0rd";
+
+fn add_user(p: &TestProject, name: &str, role: &str, password: &str) {
+    let mut child = p
+        .cmd(&["user", "add", name, "--role", role, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tessera serve` with both ports on loopback; returns the child and the gRPC address.
+fn serve(p: &TestProject) -> (Child, String) {
+    let mut child = crate::common::tessera()
+        .arg("--project")
+        .arg(p.path())
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting tessera serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut grpc = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("gRPC listening on ") {
+            grpc = rest.split(':').take(2).collect::<Vec<_>>().join(":").into();
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, grpc.expect("the gRPC address"))
+}
+
+const CLIENTS: &str = r#"
+import json, sys
+import adbc_driver_flightsql.dbapi as flight_sql
+import pyarrow.flight as fl
+
+uri = "grpc://" + sys.argv[1]
+analyst, marketer = sys.argv[2], sys.argv[3]
+out = {}
+
+def connect(user, password):
+    return flight_sql.connect(uri, db_kwargs={"username": user, "password": password})
+
+# ADBC, as BI tools and notebooks use it.
+try:
+    connect("ana", "wrong-password").cursor().execute("SELECT 1")
+    out["wrong_password"] = "accepted"
+except Exception as e:
+    out["wrong_password"] = str(e)
+conn = connect("ana", analyst)
+cur = conn.cursor()
+cur.execute("SELECT count(*) AS n FROM events")
+out["events"] = cur.fetchone()[0]
+cur.execute("SELECT type, count(*) AS n FROM events WHERE type = $1 GROUP BY type", ("track",))
+out["by_parameter"] = cur.fetchall()
+objects = conn.adbc_get_objects(depth="columns").read_all().to_pylist()
+out["tables"] = sorted(t["table_name"] for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"])
+out["event_columns"] = [col["column_name"] for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"] if t["table_name"] == "events" for col in t["table_columns"]]
+out["table_types"] = sorted(conn.adbc_get_table_types())
+cur.execute("SELECT value FROM generate_series(1, 3000000)")
+big = cur.fetch_arrow_table()
+out["big_rows"] = big.num_rows
+out["big_sum"] = big.column(0).to_pylist()[-1]
+try:
+    cur.execute("SELECT nope FROM events")
+    out["bad_sql"] = "accepted"
+except Exception as e:
+    out["bad_sql"] = str(e)
+conn.close()
+try:
+    connect("mark", marketer).cursor().execute("SELECT count(*) FROM events")
+    out["marketer"] = "accepted"
+except Exception as e:
+    out["marketer"] = str(e)
+
+# pyarrow.flight, speaking Flight SQL by hand: no token, a forged token, a good one.
+def any_command(name, fields):
+    def varint(n):
+        b = bytearray()
+        while True:
+            b.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(b)
+    def field(num, data):
+        return bytes([num << 3 | 2]) + varint(len(data)) + data
+    value = b"".join(field(n, d) for n, d in fields)
+    return field(1, ("type.googleapis.com/arrow.flight.protocol.sql." + name).encode()) + field(2, value)
+
+client = fl.FlightClient(uri)
+query = fl.FlightDescriptor.for_command(any_command("CommandStatementQuery", [(1, b"SELECT count(*) AS n FROM profiles")]))
+try:
+    client.get_flight_info(query)
+    out["no_token"] = "accepted"
+except fl.FlightUnauthenticatedError as e:
+    out["no_token"] = "unauthenticated: " + str(e)
+try:
+    client.get_flight_info(query, fl.FlightCallOptions(headers=[(b"authorization", b"Bearer forged")]))
+    out["forged"] = "accepted"
+except fl.FlightUnauthenticatedError as e:
+    out["forged"] = "unauthenticated: " + str(e)
+header = client.authenticate_basic_token("ana", analyst)
+options = fl.FlightCallOptions(headers=[header])
+info = client.get_flight_info(query, options)
+out["profiles"] = client.do_get(info.endpoints[0].ticket, options).read_all().column(0).to_pylist()[0]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn bi_clients_query_the_lake_with_passwords_and_roles() {
+    let (data, _) = sample_data();
+    let p = TestProject::new();
+    p.import(&[
+        data.join("events-web.ndjson").to_str().unwrap(),
+        "--source",
+        "web",
+    ]);
+    ok(&mut p.cmd(&["stitch"]));
+    add_user(&p, "ana", "analyst", ANALYST_PASSWORD);
+    add_user(&p, "mark", "marketer", MARKETER_PASSWORD);
+    let toml = std::fs::read_to_string(p.path().join("tessera.toml")).unwrap();
+    assert!(
+        !toml.contains(ANALYST_PASSWORD) && toml.contains("$argon2id$"),
+        "hashed, never in clear"
+    );
+
+    let (mut child, grpc) = serve(&p);
+    let out = Command::new(crate::common::python())
+        .arg("-c")
+        .arg(CLIENTS)
+        .args([&grpc, ANALYST_PASSWORD, MARKETER_PASSWORD])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(v["events"], p.count("SELECT count(*) AS n FROM events"));
+    let tracks = p.count("SELECT count(*) AS n FROM events WHERE type = 'track'");
+    assert_eq!(v["by_parameter"], serde_json::json!([["track", tracks]]));
+    let tables: Vec<&str> = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for t in [
+        "events",
+        "profiles",
+        "identity_map",
+        "scores",
+        "profile_events",
+        "profile_scores",
+    ] {
+        assert!(tables.contains(&t), "{t} in {tables:?}");
+    }
+    assert!(
+        v["event_columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "anonymous_id"),
+        "{v}"
+    );
+    assert_eq!(v["table_types"], serde_json::json!(["TABLE", "VIEW"]));
+    assert_eq!(v["big_rows"], 3_000_000);
+    assert_eq!(v["big_sum"], 3_000_000);
+    assert!(v["bad_sql"].as_str().unwrap().contains("nope"), "{v}");
+    assert!(
+        v["wrong_password"]
+            .as_str()
+            .unwrap()
+            .contains("wrong user or password"),
+        "{v}"
+    );
+    assert!(
+        v["marketer"].as_str().unwrap().contains("may not run SQL"),
+        "{v}"
+    );
+    assert!(
+        v["no_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("unauthenticated"),
+        "{v}"
+    );
+    assert!(
+        v["forged"]
+            .as_str()
+            .unwrap()
+            .contains("unknown or expired token"),
+        "{v}"
+    );
+    assert_eq!(v["profiles"], p.count("SELECT count(*) AS n FROM profiles"));
+}
+
+#[test]
+fn bad_users_are_refused() {
+    let p = TestProject::new();
+    let add = |args: &[&str], stdin: &str| {
+        let mut all = vec!["user", "add"];
+        all.extend_from_slice(args);
+        let mut child = p
+            .cmd(&all)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (okay, e) = add(
+        &["x", "--role", "boss", "--password-stdin"],
+        "long-enough-1\n",
+    );
+    assert!(!okay && e.contains("unknown role \"boss\""), "{e}");
+    let (okay, e) = add(&["x", "--role", "analyst", "--password-stdin"], "short\n");
+    assert!(!okay && e.contains("at least 8 characters"), "{e}");
+    let (okay, e) = add(
+        &["x y", "--role", "analyst", "--password-stdin"],
+        "long-enough-1\n",
+    );
+    assert!(!okay && e.contains("letters, digits"), "{e}");
+    let (okay, e) = add(
+        &["x", "--role", "analyst", "--password-stdin"],
+        "long-enough-1\n",
+    );
+    assert!(okay, "{e}");
+    let (okay, e) = add(
+        &["x", "--role", "admin", "--password-stdin"],
+        "long-enough-2\n",
+    );
+    assert!(!okay && e.contains("already exists"), "{e}");
+    let list = ok(&mut p.cmd(&["user", "list"]));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("analyst"));
+
+    // A password written into the file in clear is refused, not used.
+    let toml = p.path().join("tessera.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[users.eve]\nrole = \"admin\"\npassword_hash = \"hunter22\"\n");
+    std::fs::write(&toml, text).unwrap();
+    let e = crate::common::fails(&mut p.cmd(&["tables"]));
+    assert!(
+        e.contains("users.eve.password_hash") && e.contains("Argon2"),
+        "{e}"
+    );
+}

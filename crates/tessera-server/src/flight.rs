@@ -1,0 +1,674 @@
+//! Arrow Flight SQL on the gRPC port: BI tools and notebooks (ADBC, JDBC, `pyarrow.flight`)
+//! reach every lake table and view with SQL.
+//!
+//! - **Authentication**: the Flight handshake with HTTP basic credentials of a
+//!   `[users.NAME]` account (password checked against its Argon2 hash) returns a
+//!   bearer token, valid for [`TOKEN_LIFETIME`]; every other call must carry it.
+//!   Missing, wrong, forged or expired credentials get `UNAUTHENTICATED`; a role that
+//!   may not run SQL (`marketer`, `ingest`) gets `PERMISSION_DENIED`.
+//! - **Metadata**: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with
+//!   schemas), `GetTableTypes`, from the same DataFusion session queries run in.
+//! - **Statements**: planned when the client asks for their `FlightInfo` (errors come
+//!   back as `INVALID_ARGUMENT` with DataFusion's message), executed as a stream of
+//!   record batches when the ticket is redeemed — results are never materialized.
+//! - **Prepared statements** with bound parameters (`$1`, `$2`, …).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use base64::Engine as _;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::ParamValues;
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::scalar::ScalarValue;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tessera_core::config::{Role, UserSection};
+use tessera_engine::Engine;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long a bearer token from the handshake stays valid.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// Who a token belongs to.
+#[derive(Debug, Clone)]
+struct Session {
+    user: String,
+    role: Role,
+    expires: Instant,
+}
+
+/// A prepared statement: its SQL and the parameters bound so far.
+#[derive(Debug, Clone)]
+struct Prepared {
+    user: String,
+    sql: String,
+    params: Vec<ScalarValue>,
+}
+
+/// The Flight SQL service.
+#[derive(Clone)]
+pub struct TesseraFlightSql {
+    engine: Engine,
+    users: Arc<HashMap<String, UserSection>>,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    prepared: Arc<Mutex<HashMap<String, Prepared>>>,
+    sql_info: Arc<SqlInfoData>,
+}
+
+impl std::fmt::Debug for TesseraFlightSql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TesseraFlightSql")
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        // No OS randomness: tokens would be guessable; refuse to mint one.
+        return String::new();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn sql_error(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+impl TesseraFlightSql {
+    pub fn new(engine: Engine, users: HashMap<String, UserSection>) -> Result<Self, Status> {
+        let mut info = SqlInfoDataBuilder::new();
+        info.append(SqlInfo::FlightSqlServerName, "Tessera");
+        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        info.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+        info.append(SqlInfo::FlightSqlServerReadOnly, true);
+        info.append(SqlInfo::FlightSqlServerSql, true);
+        info.append(SqlInfo::FlightSqlServerSubstrait, false);
+        info.append(SqlInfo::FlightSqlServerTransaction, 0);
+        info.append(SqlInfo::FlightSqlServerCancel, false);
+        let sql_info = info.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(TesseraFlightSql {
+            engine,
+            users: Arc::new(users),
+            sessions: Arc::default(),
+            prepared: Arc::default(),
+            sql_info: Arc::new(sql_info),
+        })
+    }
+
+    /// The session of the request's bearer token.
+    fn session<T>(&self, request: &Request<T>) -> Result<Session, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no credentials: authenticate with the Flight handshake (user and password) and send the bearer token it returns",
+                )
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| {
+                Status::unauthenticated("expected an `authorization: Bearer TOKEN` header")
+            })?
+            .trim();
+        let mut sessions = lock(&self.sessions);
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.get(token).cloned().ok_or_else(|| {
+            Status::unauthenticated(
+                "unknown or expired token: authenticate again with the handshake",
+            )
+        })
+    }
+
+    /// The session, which must be allowed to run SQL.
+    fn querier<T>(&self, request: &Request<T>) -> Result<Session, Status> {
+        let session = self.session(request)?;
+        if !session.role.may_query() {
+            return Err(Status::permission_denied(format!(
+                "user {} has role {}, which may not run SQL (admin and analyst may)",
+                session.user,
+                session.role.name()
+            )));
+        }
+        Ok(session)
+    }
+
+    async fn context(&self) -> Result<SessionContext, Status> {
+        self.engine
+            .session()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot open the lake: {e}")))
+    }
+
+    async fn plan(&self, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, Status> {
+        let ctx = self.context().await?;
+        let df = ctx.sql(sql).await.map_err(sql_error)?;
+        if params.is_empty() {
+            Ok(df)
+        } else {
+            df.with_param_values(ParamValues::from(params.to_vec()))
+                .map_err(sql_error)
+        }
+    }
+
+    fn info(
+        schema: &Schema,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+            .with_descriptor(descriptor))
+    }
+
+    async fn stream(
+        df: DataFrame,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df
+            .execute_stream()
+            .await
+            .map_err(sql_error)?
+            .map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    fn one_batch<E: Into<FlightError> + Send + 'static>(
+        schema: SchemaRef,
+        batch: Result<datafusion::arrow::array::RecordBatch, E>,
+    ) -> Response<<Self as FlightService>::DoGetStream> {
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(
+                async move { batch.map_err(Into::into) },
+            ))
+            .map_err(Status::from);
+        Response::new(Box::pin(stream))
+    }
+
+    fn prepared(&self, handle: &[u8], user: &str) -> Result<Prepared, Status> {
+        let key = String::from_utf8_lossy(handle).into_owned();
+        let found = lock(&self.prepared).get(&key).cloned();
+        match found {
+            Some(p) if p.user == user => Ok(p),
+            _ => Err(Status::not_found(
+                "unknown prepared statement handle (closed, or from another session)",
+            )),
+        }
+    }
+
+    /// Every table and view: (catalog, schema, table, type, Arrow schema).
+    async fn tables(
+        &self,
+    ) -> Result<Vec<(String, String, String, &'static str, SchemaRef)>, Status> {
+        let ctx = self.context().await?;
+        let mut out = Vec::new();
+        for catalog_name in ctx.catalog_names() {
+            let Some(catalog) = ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                if schema_name == "information_schema" {
+                    continue;
+                }
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                let mut names = schema.table_names();
+                names.sort();
+                for name in names {
+                    if let Ok(Some(table)) = schema.table(&name).await {
+                        let kind = match table.table_type() {
+                            datafusion::datasource::TableType::View => "VIEW",
+                            _ => "TABLE",
+                        };
+                        out.push((
+                            catalog_name.clone(),
+                            schema_name.clone(),
+                            name,
+                            kind,
+                            table.schema(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FlightSqlService for TesseraFlightSql {
+    type FlightService = TesseraFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<HandshakeStream>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated("no credentials: send user and password (HTTP basic)")
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+        let encoded = header.strip_prefix("Basic ").ok_or_else(|| {
+            Status::unauthenticated(
+                "the handshake expects `authorization: Basic ...` (user and password)",
+            )
+        })?;
+        // Padded or not: Go clients (ADBC's Flight SQL driver) leave the padding out.
+        let encoded = encoded.trim().trim_end_matches('=');
+        let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(encoded)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::unauthenticated("malformed basic credentials"))?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("malformed basic credentials"))?;
+        let account = self.users.get(user);
+        // Verify against a hash even for unknown users, so that timing does not tell
+        // which user names exist.
+        let valid = match account {
+            Some(a) => tessera_core::auth::verify_password(password, &a.password_hash),
+            None => {
+                tessera_core::auth::verify_password(password, DUMMY_HASH);
+                false
+            }
+        };
+        let Some(account) = account.filter(|_| valid) else {
+            tracing::warn!(user, "Flight SQL handshake refused: wrong user or password");
+            return Err(Status::unauthenticated("wrong user or password"));
+        };
+        let token = random_token();
+        if token.is_empty() {
+            return Err(Status::unavailable("no source of randomness for tokens"));
+        }
+        lock(&self.sessions).insert(
+            token.clone(),
+            Session {
+                user: user.to_owned(),
+                role: account.role,
+                expires: Instant::now() + TOKEN_LIFETIME,
+            },
+        );
+        let output: HandshakeStream =
+            Box::pin(futures::stream::iter(vec![Ok(HandshakeResponse {
+                protocol_version: 0,
+                payload: token.clone().into(),
+            })]));
+        let mut response = Response::new(output);
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a header value"))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request)?;
+        Err(Status::unimplemented(format!(
+            "unsupported ticket: {}",
+            message.type_url
+        )))
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.querier(&request)?;
+        let df = self.plan(&query.query, &[]).await?;
+        tracing::info!(
+            user = session.user,
+            sql = query.query,
+            "Flight SQL statement"
+        );
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.clone().into_bytes().into(),
+        };
+        let info = Self::info(
+            df.schema().as_arrow(),
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.querier(&request)?;
+        let sql = String::from_utf8(ticket.statement_handle.to_vec()).map_err(|_| {
+            Status::invalid_argument("the ticket is not a statement of this server")
+        })?;
+        let df = self.plan(&sql, &[]).await?;
+        Self::stream(df).await
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.querier(&request)?;
+        let prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
+        let df = self.plan(&prepared.sql, &prepared.params).await?;
+        let info = Self::info(
+            df.schema().as_arrow(),
+            cmd.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let session = self.querier(&request)?;
+        let prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
+        let df = self.plan(&prepared.sql, &prepared.params).await?;
+        Self::stream(df).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let session = self.querier(&request)?;
+        let ctx = self.context().await?;
+        let df = ctx.sql(&query.query).await.map_err(sql_error)?;
+        let plan = df.logical_plan();
+        let types = plan.get_parameter_types().map_err(sql_error)?;
+        let mut names: Vec<&String> = types.keys().collect();
+        names.sort_by_key(|n| {
+            n.trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let parameters = Schema::new(
+            names
+                .iter()
+                .map(|n| {
+                    Field::new(
+                        n.as_str(),
+                        types[*n]
+                            .clone()
+                            .unwrap_or(datafusion::arrow::datatypes::DataType::Utf8),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let encode = |schema: &Schema| -> Result<_, Status> {
+            let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+                .try_into()
+                .map_err(|e: datafusion::arrow::error::ArrowError| {
+                    Status::internal(e.to_string())
+                })?;
+            Ok(bytes)
+        };
+        let handle = random_token();
+        lock(&self.prepared).insert(
+            handle.clone(),
+            Prepared {
+                user: session.user,
+                sql: query.query.clone(),
+                params: Vec::new(),
+            },
+        );
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into_bytes().into(),
+            dataset_schema: encode(df.schema().as_arrow())?,
+            parameter_schema: encode(&parameters)?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let session = self.querier(&request)?;
+        let mut prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
+        let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        );
+        let mut params = Vec::new();
+        while let Some(batch) = batches.next().await {
+            let batch =
+                batch.map_err(|e| Status::invalid_argument(format!("bad parameter batch: {e}")))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if batch.num_rows() > 1 || !params.is_empty() {
+                return Err(Status::invalid_argument(
+                    "bind one row of parameters at a time",
+                ));
+            }
+            for column in batch.columns() {
+                params.push(ScalarValue::try_from_array(column, 0).map_err(sql_error)?);
+            }
+        }
+        prepared.params = params;
+        lock(&self.prepared).insert(
+            String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned(),
+            prepared,
+        );
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(cmd.prepared_statement_handle),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let session = self.session(&request)?;
+        let key = String::from_utf8_lossy(&query.prepared_statement_handle).into_owned();
+        let mut prepared = lock(&self.prepared);
+        if prepared.get(&key).is_some_and(|p| p.user == session.user) {
+            prepared.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        let schema = query.into_builder().schema();
+        Ok(Response::new(Self::info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request)?;
+        let mut builder = query.into_builder();
+        for name in self.context().await?.catalog_names() {
+            builder.append(name);
+        }
+        Ok(Self::one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(Self::info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request)?;
+        let mut builder = query.into_builder();
+        let ctx = self.context().await?;
+        for catalog_name in ctx.catalog_names() {
+            if let Some(catalog) = ctx.catalog(&catalog_name) {
+                for schema in catalog.schema_names() {
+                    if schema != "information_schema" {
+                        builder.append(catalog_name.clone(), schema);
+                    }
+                }
+            }
+        }
+        Ok(Self::one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(Self::info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request)?;
+        let mut builder = query.into_builder();
+        for (catalog, schema, table, kind, arrow_schema) in self.tables().await? {
+            builder
+                .append(catalog, schema, table, kind, &arrow_schema)
+                .map_err(Status::from)?;
+        }
+        Ok(Self::one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        let schema = query.into_builder().schema();
+        Ok(Response::new(Self::info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request)?;
+        let mut builder = query.into_builder();
+        builder.append("TABLE");
+        builder.append("VIEW");
+        Ok(Self::one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        Ok(Response::new(Self::info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request)?;
+        let builder = query.into_builder(&self.sql_info);
+        Ok(Self::one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// A valid Argon2 hash of a random password, checked for unknown user names.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$9b3fAUkGNq7cXQp4o0bCq3bWmE1x4b1pYQm0n2y3l5Q";
