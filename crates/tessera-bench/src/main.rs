@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 
 mod collect;
+mod flight;
 mod identity;
 mod predict;
 mod segments;
@@ -96,6 +97,15 @@ enum Cmd {
         #[arg(long, default_value = "target/bench-predict")]
         work: PathBuf,
     },
+    /// Streaming `events` over Arrow Flight SQL (ADBC against `tessera serve`) vs
+    /// pyarrow reading the same Parquet files locally.
+    Flight {
+        /// A project with a large `events` table (the segments benchmark builds one).
+        #[arg(long, default_value = "target/bench-segments/project")]
+        project: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
     /// The example segments over generated customers: Tessera's refresh vs DuckDB
     /// running the same SQL on the same Parquet files; a refresh with nothing new.
     Segments {
@@ -154,6 +164,7 @@ fn main() -> anyhow::Result<()> {
         } => identity::run(events, edges, !no_splink, &work),
         Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
         Cmd::Predict { customers, work } => predict::run(customers, &work),
+        Cmd::Flight { project, runs } => flight::run(&project, runs),
     }
 }
 
