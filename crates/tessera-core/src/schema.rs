@@ -340,6 +340,56 @@ pub fn model_runs_schema() -> SchemaRef {
     MODEL_RUNS_SCHEMA.clone()
 }
 
+/// How a column holding personal data is masked for users without the `pii` grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PiiMask {
+    /// The whole value becomes `***`.
+    Value,
+    /// A JSON text whose values under [`PII_KEYS`] (at any depth) become `***`.
+    Json,
+    /// The value becomes `***` when the identifier-type column named here is one of
+    /// [`PII_ID_TYPES`].
+    WhenIdType(&'static str),
+}
+
+/// Columns that hold personal data (e-mail, phone, names, address, IP), per table.
+pub const PII_COLUMNS: &[(&str, &str, PiiMask)] = &[
+    (EVENTS, "properties", PiiMask::Json),
+    (EVENTS, "traits", PiiMask::Json),
+    (EVENTS, "context", PiiMask::Json),
+    (EVENTS, "extra", PiiMask::Json),
+    (IDENTITY_MAP, "id_value", PiiMask::WhenIdType("id_type")),
+    (IDENTITY_EDGES, "a_value", PiiMask::WhenIdType("a_type")),
+    (IDENTITY_EDGES, "b_value", PiiMask::WhenIdType("b_type")),
+    (PROFILE_MERGES, "a_value", PiiMask::WhenIdType("a_type")),
+    (PROFILE_MERGES, "b_value", PiiMask::WhenIdType("b_type")),
+    (PROFILES, "email", PiiMask::Value),
+    (PROFILES, "phone", PiiMask::Value),
+    (PROFILES, "traits", PiiMask::Json),
+];
+
+/// JSON keys whose values are personal data (compared case-insensitively, ignoring
+/// `_` and `-`: `firstName`, `first_name` and `FIRST-NAME` are all `firstname`).
+pub const PII_KEYS: &[&str] = &[
+    "email",
+    "phone",
+    "mobile",
+    "firstname",
+    "lastname",
+    "name",
+    "fullname",
+    "address",
+    "street",
+    "ip",
+    "birthday",
+    "birthdate",
+    "postalcode",
+    "zip",
+];
+
+/// Identifier types that are personal data.
+pub const PII_ID_TYPES: &[&str] = &["email", "phone"];
+
 /// Every table Tessera creates in a new lake.
 pub fn tables() -> Vec<TableDef> {
     vec![

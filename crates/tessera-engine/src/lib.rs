@@ -193,6 +193,58 @@ pub async fn register_profile_events(ctx: &SessionContext) -> Result<()> {
     Ok(())
 }
 
+/// Replaces every table of `ctx` that holds personal data (`PII_COLUMNS`) by a view
+/// of it with those columns masked (`***`; JSON columns through `redact_pii`), and
+/// re-creates the views over them. The unmasked tables are no longer reachable from
+/// `ctx` by any name: this is the session of a user without the `pii` grant.
+pub async fn mask_pii(ctx: &SessionContext) -> Result<()> {
+    use tessera_core::schema::{PII_COLUMNS, PII_ID_TYPES, PiiMask};
+    let mut tables: Vec<&str> = PII_COLUMNS.iter().map(|(t, _, _)| *t).collect();
+    tables.dedup();
+    let id_types = PII_ID_TYPES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for table in tables {
+        let Ok(provider) = ctx.table_provider(table).await else {
+            continue;
+        };
+        let df = ctx.read_table(provider.clone())?;
+        let exprs: Vec<String> = provider
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f.name();
+                let quoted = format!("\"{name}\"");
+                match PII_COLUMNS
+                    .iter()
+                    .find(|(t, c, _)| *t == table && c == name)
+                    .map(|(_, _, m)| *m)
+                {
+                    None => quoted,
+                    Some(PiiMask::Value) => format!(
+                        "CASE WHEN {quoted} IS NULL THEN NULL ELSE '***' END AS {quoted}"
+                    ),
+                    Some(PiiMask::Json) => format!("redact_pii({quoted}) AS {quoted}"),
+                    Some(PiiMask::WhenIdType(kind)) => format!(
+                        "CASE WHEN \"{kind}\" IN ({id_types}) THEN '***' ELSE {quoted} END AS {quoted}"
+                    ),
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = exprs.iter().map(String::as_str).collect();
+        let masked = df.select_exprs(&refs)?.into_view();
+        ctx.deregister_table(table)?;
+        ctx.register_table(table, masked)?;
+    }
+    if ctx.table_exist("profile_events")? {
+        register_profile_events(ctx).await?;
+    }
+    Ok(())
+}
+
 /// One row per scored profile with one column per score of [`SCORE_COLUMNS`] (NULL
 /// when its model has not scored the profile), so that segments can say
 /// `SELECT profile_id FROM profile_scores WHERE p_alive < 0.3 AND clv_12m > 200`.

@@ -12,6 +12,8 @@
 //!   back as `INVALID_ARGUMENT` with DataFusion's message), executed as a stream of
 //!   record batches when the ticket is redeemed — results are never materialized.
 //! - **Prepared statements** with bound parameters (`$1`, `$2`, …).
+//! - **Personal data** (`tessera_core::schema::PII_COLUMNS`) is masked in every result
+//!   for users without the `pii` grant ([`tessera_engine::mask_pii`]).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -54,6 +56,8 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 struct Session {
     user: String,
     role: Role,
+    /// Sees personal data in clear.
+    pii: bool,
     expires: Instant,
 }
 
@@ -166,6 +170,7 @@ impl TesseraFlightSql {
         Ok(session)
     }
 
+    /// A session over the lake (for metadata: table names and schemas).
     async fn context(&self) -> Result<SessionContext, Status> {
         self.engine
             .session()
@@ -173,8 +178,25 @@ impl TesseraFlightSql {
             .map_err(|e| Status::unavailable(format!("cannot open the lake: {e}")))
     }
 
-    async fn plan(&self, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, Status> {
+    /// The session queries of `session`'s user run in: personal data masked unless
+    /// the user has the `pii` grant.
+    async fn user_context(&self, session: &Session) -> Result<SessionContext, Status> {
         let ctx = self.context().await?;
+        if !session.pii {
+            tessera_engine::mask_pii(&ctx)
+                .await
+                .map_err(|e| Status::internal(format!("masking personal data: {e}")))?;
+        }
+        Ok(ctx)
+    }
+
+    async fn plan(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<DataFrame, Status> {
+        let ctx = self.user_context(session).await?;
         let df = ctx.sql(sql).await.map_err(sql_error)?;
         if params.is_empty() {
             Ok(df)
@@ -332,6 +354,7 @@ impl FlightSqlService for TesseraFlightSql {
             Session {
                 user: user.to_owned(),
                 role: account.role,
+                pii: account.pii,
                 expires: Instant::now() + TOKEN_LIFETIME,
             },
         );
@@ -366,7 +389,7 @@ impl FlightSqlService for TesseraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.querier(&request)?;
-        let df = self.plan(&query.query, &[]).await?;
+        let df = self.plan(&session, &query.query, &[]).await?;
         tracing::info!(
             user = session.user,
             sql = query.query,
@@ -388,11 +411,11 @@ impl FlightSqlService for TesseraFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.querier(&request)?;
+        let session = self.querier(&request)?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec()).map_err(|_| {
             Status::invalid_argument("the ticket is not a statement of this server")
         })?;
-        let df = self.plan(&sql, &[]).await?;
+        let df = self.plan(&session, &sql, &[]).await?;
         Self::stream(df).await
     }
 
@@ -403,7 +426,7 @@ impl FlightSqlService for TesseraFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.querier(&request)?;
         let prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
-        let df = self.plan(&prepared.sql, &prepared.params).await?;
+        let df = self.plan(&session, &prepared.sql, &prepared.params).await?;
         let info = Self::info(
             df.schema().as_arrow(),
             cmd.as_any().encode_to_vec(),
@@ -419,7 +442,7 @@ impl FlightSqlService for TesseraFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.querier(&request)?;
         let prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
-        let df = self.plan(&prepared.sql, &prepared.params).await?;
+        let df = self.plan(&session, &prepared.sql, &prepared.params).await?;
         Self::stream(df).await
     }
 
@@ -429,7 +452,7 @@ impl FlightSqlService for TesseraFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.querier(&request)?;
-        let ctx = self.context().await?;
+        let ctx = self.user_context(&session).await?;
         let df = ctx.sql(&query.query).await.map_err(sql_error)?;
         let plan = df.logical_plan();
         let types = plan.get_parameter_types().map_err(sql_error)?;

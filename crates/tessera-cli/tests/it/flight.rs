@@ -34,6 +34,30 @@ fn add_user(p: &TestProject, name: &str, role: &str, password: &str) {
     );
 }
 
+fn add_pii_admin(p: &TestProject, password: &str) {
+    let mut child = p
+        .cmd(&[
+            "user",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--pii",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// `tessera serve` with both ports on loopback; returns the child and the gRPC address.
 fn serve(p: &TestProject) -> (Child, String) {
     let mut child = crate::common::tessera()
@@ -95,7 +119,14 @@ try:
     out["bad_sql"] = "accepted"
 except Exception as e:
     out["bad_sql"] = str(e)
+masked_sql = "SELECT (SELECT count(*) FROM profiles WHERE email IS NOT NULL AND email <> '***') AS clear_emails, (SELECT count(*) FROM profiles WHERE email = '***') AS masked_emails, (SELECT count(*) FROM events WHERE json_get_str(traits, 'email') LIKE '%@%') AS clear_trait_emails, (SELECT count(*) FROM profile_events WHERE json_get_str(traits, 'email') LIKE '%@%') AS clear_view_emails, (SELECT count(*) FROM identity_map WHERE id_type = 'email' AND id_value <> '***') AS clear_ids"
+cur.execute(masked_sql)
+out["analyst_sees"] = cur.fetchone()
 conn.close()
+with connect("root", analyst) as admin:
+    c = admin.cursor()
+    c.execute(masked_sql)
+    out["pii_admin_sees"] = c.fetchone()
 try:
     connect("mark", marketer).cursor().execute("SELECT count(*) FROM events")
     out["marketer"] = "accepted"
@@ -147,6 +178,7 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
     ok(&mut p.cmd(&["stitch"]));
     add_user(&p, "ana", "analyst", ANALYST_PASSWORD);
     add_user(&p, "mark", "marketer", MARKETER_PASSWORD);
+    add_pii_admin(&p, ANALYST_PASSWORD);
     let toml = std::fs::read_to_string(p.path().join("tessera.toml")).unwrap();
     assert!(
         !toml.contains(ANALYST_PASSWORD) && toml.contains("$argon2id$"),
@@ -226,6 +258,27 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         "{v}"
     );
     assert_eq!(v["profiles"], p.count("SELECT count(*) AS n FROM profiles"));
+
+    // Personal data: masked for the analyst without `pii`, in tables and views alike;
+    // in clear for the admin with it.
+    let emails = p.count("SELECT count(*) AS n FROM profiles WHERE email IS NOT NULL");
+    let trait_emails =
+        p.count("SELECT count(*) AS n FROM events WHERE json_get_str(traits, 'email') LIKE '%@%'");
+    let ids = p.count("SELECT count(*) AS n FROM identity_map WHERE id_type = 'email'");
+    assert!(emails > 0 && trait_emails > 0 && ids > 0);
+    assert_eq!(
+        v["analyst_sees"],
+        serde_json::json!([0, emails, 0, 0, 0]),
+        "{v}"
+    );
+    let view_emails = p.count(
+        "SELECT count(*) AS n FROM profile_events WHERE json_get_str(traits, 'email') LIKE '%@%'",
+    );
+    assert_eq!(
+        v["pii_admin_sees"],
+        serde_json::json!([emails, 0, trait_emails, view_emails, ids]),
+        "{v}"
+    );
 }
 
 #[test]

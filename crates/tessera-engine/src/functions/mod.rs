@@ -20,6 +20,7 @@ pub mod days_since;
 pub mod in_segment;
 pub mod normalize_email;
 pub mod normalize_phone;
+pub mod redact_pii;
 pub mod segment;
 pub mod sha256_normalized;
 pub mod within_days;
@@ -50,6 +51,7 @@ pub fn functions(fx: &FunctionContext) -> Vec<ScalarUDF> {
         ScalarUDF::from(normalize_email::NormalizeEmail::new()),
         ScalarUDF::from(normalize_phone::NormalizePhone::new()),
         ScalarUDF::from(sha256_normalized::Sha256Normalized::new()),
+        ScalarUDF::from(redact_pii::RedactPii::new()),
         ScalarUDF::from(as_of::AsOf::new(fx.clock)),
         ScalarUDF::from(days_since::DaysSince::new(fx.clock)),
         ScalarUDF::from(within_days::WithinDays::new(fx.clock)),
