@@ -31,6 +31,8 @@ pub const SEGMENT_REFRESHES: &str = "segment_refreshes";
 pub const SCORES: &str = "scores";
 /// One row per model fit: parameters, fit quality, data-quality counts.
 pub const MODEL_RUNS: &str = "model_runs";
+/// Who did what through the gRPC services, and how many rows they got.
+pub const AUDIT_LOG: &str = "audit_log";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -340,6 +342,29 @@ pub fn model_runs_schema() -> SchemaRef {
     MODEL_RUNS_SCHEMA.clone()
 }
 
+static AUDIT_LOG_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        ts("at", false),
+        utf8("user", false),
+        utf8("role", true),
+        utf8("action", false),
+        utf8("target", true),
+        Field::new("rows", DataType::Int64, true),
+        utf8("status", false),
+        utf8("detail", true),
+        utf8("client", true),
+    ]))
+});
+
+/// The `audit_log` table: one row per handshake, query, prepared statement, catalog
+/// request or refused call of the gRPC services: when, who (`-` when unknown), their
+/// role, the action, its target (the SQL), rows returned, `status` (`ok`,
+/// `unauthenticated`, `permission_denied`, `invalid`, `cancelled`), detail, client
+/// address.
+pub fn audit_log_schema() -> SchemaRef {
+    AUDIT_LOG_SCHEMA.clone()
+}
+
 /// How a column holding personal data is masked for users without the `pii` grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PiiMask {
@@ -452,6 +477,12 @@ pub fn tables() -> Vec<TableDef> {
             schema: scores_schema(),
             partition_columns: &["model"],
             description: "predictive scores per profile: latest fit of each model",
+        },
+        TableDef {
+            name: AUDIT_LOG,
+            schema: audit_log_schema(),
+            partition_columns: &[],
+            description: "who did what through the gRPC services, and how many rows",
         },
         TableDef {
             name: MODEL_RUNS,

@@ -48,6 +48,8 @@ use tessera_core::config::{Role, UserSection};
 use tessera_engine::Engine;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{AuditLog, Entry, StreamAudit};
+
 /// How long a bearer token from the handshake stays valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 
@@ -77,6 +79,7 @@ pub struct TesseraFlightSql {
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
     sql_info: Arc<SqlInfoData>,
+    audit: Arc<AuditLog>,
 }
 
 impl std::fmt::Debug for TesseraFlightSql {
@@ -109,7 +112,11 @@ fn sql_error(e: impl std::fmt::Display) -> Status {
 }
 
 impl TesseraFlightSql {
-    pub fn new(engine: Engine, users: HashMap<String, UserSection>) -> Result<Self, Status> {
+    pub fn new(
+        engine: Engine,
+        users: HashMap<String, UserSection>,
+        audit: Arc<AuditLog>,
+    ) -> Result<Self, Status> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "Tessera");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -126,11 +133,34 @@ impl TesseraFlightSql {
             sessions: Arc::default(),
             prepared: Arc::default(),
             sql_info: Arc::new(sql_info),
+            audit,
         })
     }
 
-    /// The session of the request's bearer token.
+    /// An audit entry for `request` by `session` (or an unknown user).
+    fn entry<T>(
+        &self,
+        request: &Request<T>,
+        session: Option<&Session>,
+        action: &str,
+        status: &str,
+    ) -> Entry {
+        let mut e = Entry::new(session.map_or("-", |s| s.user.as_str()), action, status);
+        e.role = session.map(|s| s.role.name().to_owned());
+        e.client = request.remote_addr().map(|a| a.to_string());
+        e
+    }
+
+    /// The session of the request's bearer token; a refusal is audited.
     fn session<T>(&self, request: &Request<T>) -> Result<Session, Status> {
+        self.authenticate(request).inspect_err(|status| {
+            let mut e = self.entry(request, None, "call", "unauthenticated");
+            e.detail = Some(status.message().to_owned());
+            self.audit.record(e);
+        })
+    }
+
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Session, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -161,6 +191,8 @@ impl TesseraFlightSql {
     fn querier<T>(&self, request: &Request<T>) -> Result<Session, Status> {
         let session = self.session(request)?;
         if !session.role.may_query() {
+            self.audit
+                .record(self.entry(request, Some(&session), "query", "permission_denied"));
             return Err(Status::permission_denied(format!(
                 "user {} has role {}, which may not run SQL (admin and analyst may)",
                 session.user,
@@ -218,15 +250,36 @@ impl TesseraFlightSql {
             .with_descriptor(descriptor))
     }
 
+    /// Executes `df` as a stream of Flight data; `audit` is recorded when the stream
+    /// ends or is dropped, with the rows delivered.
     async fn stream(
         df: DataFrame,
+        audit: StreamAudit,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df
+        let rows = audit.rows.clone();
+        let finished = audit.finished.clone();
+        let counted = df
             .execute_stream()
             .await
             .map_err(sql_error)?
-            .map_err(|e| FlightError::ExternalError(Box::new(e)));
+            .map(move |batch| {
+                if let Ok(b) = &batch {
+                    rows.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                batch.map_err(|e| FlightError::ExternalError(Box::new(e)))
+            });
+        // The audit entry lives in the stream's last step: recorded `ok` when the
+        // client read everything, `cancelled` when the stream is dropped before.
+        let end = futures::stream::once(async move {
+            finished.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(audit);
+            None
+        })
+        .filter_map(
+            |x: Option<Result<datafusion::arrow::array::RecordBatch, FlightError>>| async move { x },
+        );
+        let batches = counted.chain(end);
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -343,21 +396,25 @@ impl FlightSqlService for TesseraFlightSql {
         };
         let Some(account) = account.filter(|_| valid) else {
             tracing::warn!(user, "Flight SQL handshake refused: wrong user or password");
+            let mut e = self.entry(&request, None, "handshake", "unauthenticated");
+            e.user = user.to_owned();
+            e.detail = Some("wrong user or password".into());
+            self.audit.record(e);
             return Err(Status::unauthenticated("wrong user or password"));
         };
         let token = random_token();
         if token.is_empty() {
             return Err(Status::unavailable("no source of randomness for tokens"));
         }
-        lock(&self.sessions).insert(
-            token.clone(),
-            Session {
-                user: user.to_owned(),
-                role: account.role,
-                pii: account.pii,
-                expires: Instant::now() + TOKEN_LIFETIME,
-            },
-        );
+        let session = Session {
+            user: user.to_owned(),
+            role: account.role,
+            pii: account.pii,
+            expires: Instant::now() + TOKEN_LIFETIME,
+        };
+        self.audit
+            .record(self.entry(&request, Some(&session), "handshake", "ok"));
+        lock(&self.sessions).insert(token.clone(), session);
         let output: HandshakeStream =
             Box::pin(futures::stream::iter(vec![Ok(HandshakeResponse {
                 protocol_version: 0,
@@ -389,7 +446,16 @@ impl FlightSqlService for TesseraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.querier(&request)?;
-        let df = self.plan(&session, &query.query, &[]).await?;
+        let df = match self.plan(&session, &query.query, &[]).await {
+            Ok(df) => df,
+            Err(status) => {
+                let mut e = self.entry(&request, Some(&session), "query", "invalid");
+                e.target = Some(query.query.clone());
+                e.detail = Some(status.message().to_owned());
+                self.audit.record(e);
+                return Err(status);
+            }
+        };
         tracing::info!(
             user = session.user,
             sql = query.query,
@@ -416,7 +482,9 @@ impl FlightSqlService for TesseraFlightSql {
             Status::invalid_argument("the ticket is not a statement of this server")
         })?;
         let df = self.plan(&session, &sql, &[]).await?;
-        Self::stream(df).await
+        let mut entry = self.entry(&request, Some(&session), "query", "ok");
+        entry.target = Some(sql);
+        Self::stream(df, StreamAudit::new(self.audit.clone(), entry)).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -443,7 +511,13 @@ impl FlightSqlService for TesseraFlightSql {
         let session = self.querier(&request)?;
         let prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
         let df = self.plan(&session, &prepared.sql, &prepared.params).await?;
-        Self::stream(df).await
+        let mut entry = self.entry(&request, Some(&session), "prepared_query", "ok");
+        entry.target = Some(prepared.sql.clone());
+        entry.detail = (!prepared.params.is_empty()).then(|| {
+            let shown: Vec<String> = prepared.params.iter().map(ToString::to_string).collect();
+            format!("parameters: {}", shown.join(", "))
+        });
+        Self::stream(df, StreamAudit::new(self.audit.clone(), entry)).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -453,7 +527,16 @@ impl FlightSqlService for TesseraFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.querier(&request)?;
         let ctx = self.user_context(&session).await?;
-        let df = ctx.sql(&query.query).await.map_err(sql_error)?;
+        let df = match ctx.sql(&query.query).await {
+            Ok(df) => df,
+            Err(e) => {
+                let mut entry = self.entry(&request, Some(&session), "prepare", "invalid");
+                entry.target = Some(query.query.clone());
+                entry.detail = Some(e.to_string());
+                self.audit.record(entry);
+                return Err(sql_error(e));
+            }
+        };
         let plan = df.logical_plan();
         let types = plan.get_parameter_types().map_err(sql_error)?;
         let mut names: Vec<&String> = types.keys().collect();

@@ -8,9 +8,11 @@
 //! - the gRPC port: [`flight`], Arrow Flight SQL for BI tools (password handshake,
 //!   bearer tokens, metadata, streamed statements, prepared statements), and the
 //!   standard health service.
+//! - [`audit`]: the `audit_log` of the gRPC services.
 //! - [`schedule`]: refreshes segments on their `-- refresh:` interval and refits the
 //!   predictive models every `[predict] refit_hours`.
 
+pub mod audit;
 pub mod flight;
 pub mod http;
 pub mod schedule;
@@ -65,6 +67,7 @@ pub struct Server {
     segments: Option<schedule::SegmentSchedule>,
     predict: Option<schedule::PredictSchedule>,
     flight: flight::TesseraFlightSql,
+    audit: Arc<audit::AuditLog>,
 }
 
 impl Server {
@@ -82,7 +85,8 @@ impl Server {
         let grpc = bind(options.grpc).await?;
         let max_body = options.collector.max_batch_bytes;
         let collector = Collector::start(engine.clone(), options.collector).await?;
-        let flight = flight::TesseraFlightSql::new(engine.clone(), options.users)
+        let audit = audit::AuditLog::new(engine.lake().clone());
+        let flight = flight::TesseraFlightSql::new(engine.clone(), options.users, audit.clone())
             .map_err(|e| ServerError::Serve(format!("Flight SQL: {}", e.message())))?;
         Ok(Server {
             http,
@@ -91,6 +95,7 @@ impl Server {
             segments: options.segments,
             predict: options.predict,
             flight,
+            audit,
             state: Arc::new(http::AppState {
                 collector,
                 sources: options.sources,
@@ -127,6 +132,11 @@ impl Server {
             .segments
             .clone()
             .map(|s| tokio::spawn(schedule::run(self.engine.clone(), s, stop_rx.clone())));
+        let auditor = tokio::spawn(
+            self.audit
+                .clone()
+                .run(std::time::Duration::from_secs(1), stop_rx.clone()),
+        );
         let refitter = self.predict.clone().map(|s| {
             tokio::spawn(schedule::run_models(
                 self.engine.clone(),
@@ -165,6 +175,7 @@ impl Server {
         for task in [scheduler, refitter].into_iter().flatten() {
             let _ = task.await;
         }
+        let _ = auditor.await;
         match http_result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ServerError::Serve(format!("HTTP: {e}"))),

@@ -192,13 +192,17 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         .args([&grpc, ANALYST_PASSWORD, MARKETER_PASSWORD])
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    // A clean stop writes the last audit entries.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopped = child.wait().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stopped.success(), "tessera serve exited with {stopped}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     assert_eq!(v["events"], p.count("SELECT count(*) AS n FROM events"));
@@ -278,6 +282,63 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         v["pii_admin_sees"],
         serde_json::json!([emails, 0, trait_emails, view_emails, ids]),
         "{v}"
+    );
+
+    // Every attempt is in the audit log: who, what, rows, outcome.
+    let log = p.sql(
+        "SELECT \"user\", role, action, status, rows, target, detail FROM audit_log ORDER BY at",
+    );
+    let log = serde_json::to_string_pretty(&log).unwrap();
+    let audited = |filter: &str| {
+        p.count(&format!(
+            "SELECT count(*) AS n FROM audit_log WHERE {filter}"
+        ))
+    };
+    assert_eq!(
+        audited("action = 'handshake' AND status = 'unauthenticated' AND \"user\" = 'ana'"),
+        1,
+        "{log}"
+    );
+    assert!(
+        audited(
+            "action = 'handshake' AND status = 'ok' AND \"user\" = 'ana' AND role = 'analyst' AND client LIKE '127.0.0.1:%'"
+        ) >= 1,
+        "{log}"
+    );
+    assert_eq!(
+        audited(
+            "action IN ('query', 'prepared_query') AND status = 'ok' AND \"user\" = 'ana' AND target LIKE '%generate_series%' AND rows = 3000000"
+        ),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        audited(
+            "action = 'prepared_query' AND status = 'ok' AND detail = 'parameters: track' AND rows = 1"
+        ),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        audited(
+            "status = 'invalid' AND target = 'SELECT nope FROM events' AND detail LIKE '%nope%'"
+        ),
+        1,
+        "{log}"
+    );
+    assert!(
+        audited("status = 'permission_denied' AND \"user\" = 'mark'") >= 1,
+        "{log}"
+    );
+    assert!(
+        audited("status = 'unauthenticated' AND \"user\" = '-'") >= 2,
+        "no token and a forged one"
+    );
+    assert!(
+        audited(
+            "action IN ('query', 'prepared_query') AND status = 'ok' AND \"user\" = 'root' AND rows = 1"
+        ) >= 1,
+        "{log}"
     );
 }
 

@@ -1,0 +1,181 @@
+//! The audit trail of the gRPC services: every handshake, query, prepared statement,
+//! catalog request and refused call becomes a row of `audit_log` (who, when, what,
+//! how many rows, outcome). Entries are buffered and appended in one Delta commit per
+//! flush (every second while there are any, and at shutdown), so auditing adds no
+//! write to the path of a query.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use tessera_core::schema::{self, AUDIT_LOG};
+use tessera_lake::{CommitNote, Lake};
+
+/// One audited event.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub at_micros: i64,
+    pub user: String,
+    pub role: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub rows: Option<i64>,
+    pub status: String,
+    pub detail: Option<String>,
+    pub client: Option<String>,
+}
+
+impl Entry {
+    pub fn new(user: &str, action: &str, status: &str) -> Entry {
+        Entry {
+            at_micros: chrono::Utc::now().timestamp_micros(),
+            user: user.to_owned(),
+            role: None,
+            action: action.to_owned(),
+            target: None,
+            rows: None,
+            status: status.to_owned(),
+            detail: None,
+            client: None,
+        }
+    }
+}
+
+/// The buffer of entries not yet in the lake.
+#[derive(Debug)]
+pub struct AuditLog {
+    lake: Arc<Lake>,
+    pending: Mutex<Vec<Entry>>,
+}
+
+impl AuditLog {
+    pub fn new(lake: Arc<Lake>) -> Arc<AuditLog> {
+        Arc::new(AuditLog {
+            lake,
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn record(&self, entry: Entry) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+    }
+
+    /// Appends the pending entries to `audit_log`; returns how many.
+    pub async fn flush(&self) -> Result<usize, String> {
+        let entries = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let n = entries.len();
+        let result = self.write(&entries).await;
+        if let Err(e) = &result {
+            // Keep them for the next flush rather than lose the trail.
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut kept = entries;
+            kept.append(&mut pending);
+            *pending = kept;
+            return Err(e.clone());
+        }
+        Ok(n)
+    }
+
+    async fn write(&self, entries: &[Entry]) -> Result<(), String> {
+        let def = schema::table(AUDIT_LOG).ok_or("no audit_log table definition")?;
+        let text = |f: &dyn Fn(&Entry) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(entries.iter().map(f).collect::<Vec<_>>()))
+        };
+        let batch = RecordBatch::try_new(
+            def.schema.clone(),
+            vec![
+                Arc::new(
+                    TimestampMicrosecondArray::from(
+                        entries.iter().map(|e| e.at_micros).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                text(&|e| Some(e.user.clone())),
+                text(&|e| e.role.clone()),
+                text(&|e| Some(e.action.clone())),
+                text(&|e| e.target.clone()),
+                Arc::new(Int64Array::from(
+                    entries.iter().map(|e| e.rows).collect::<Vec<_>>(),
+                )),
+                text(&|e| Some(e.status.clone())),
+                text(&|e| e.detail.clone()),
+                text(&|e| e.client.clone()),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        let mut writer = self
+            .lake
+            .append_writer(&def)
+            .await
+            .map_err(|e| e.to_string())?;
+        writer.write(batch).await.map_err(|e| e.to_string())?;
+        writer
+            .commit(
+                CommitNote::new("audit", "tessera serve").detail("entries", entries.len() as u64),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Flushes every `every` until `stop`, then once more.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!("writing audit_log failed (kept for the next try): {e}");
+            }
+        }
+        if let Err(e) = self.flush().await {
+            tracing::error!("writing audit_log at shutdown failed: {e}");
+        }
+    }
+}
+
+/// Records one entry when dropped: the rows a streamed result delivered, and whether
+/// it was read to the end (`ok`) or abandoned (`cancelled`).
+pub struct StreamAudit {
+    log: Arc<AuditLog>,
+    entry: Option<Entry>,
+    pub rows: Arc<AtomicU64>,
+    pub finished: Arc<AtomicBool>,
+}
+
+impl StreamAudit {
+    pub fn new(log: Arc<AuditLog>, entry: Entry) -> StreamAudit {
+        StreamAudit {
+            log,
+            entry: Some(entry),
+            rows: Arc::default(),
+            finished: Arc::default(),
+        }
+    }
+}
+
+impl Drop for StreamAudit {
+    fn drop(&mut self) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.rows = Some(self.rows.load(Ordering::Relaxed) as i64);
+            if !self.finished.load(Ordering::Relaxed) && entry.status == "ok" {
+                entry.status = "cancelled".into();
+            }
+            self.log.record(entry);
+        }
+    }
+}
