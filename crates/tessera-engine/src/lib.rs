@@ -114,7 +114,9 @@ impl Engine {
         // (DATAFUSION_EXECUTION_TARGET_PARTITIONS=8, ...); Tessera's come on top.
         let mut config = SessionConfig::from_env()?
             .with_batch_size(self.config.batch_size)
-            .with_information_schema(true);
+            .with_information_schema(true)
+            // What BI tools show as the catalog (`tessera.public.events`).
+            .with_default_catalog_and_schema("tessera", "public");
         if let Some(n) = self.config.target_partitions {
             config = config.with_target_partitions(n);
         }

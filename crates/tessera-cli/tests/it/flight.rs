@@ -110,6 +110,9 @@ objects = conn.adbc_get_objects(depth="columns").read_all().to_pylist()
 out["tables"] = sorted(t["table_name"] for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"])
 out["event_columns"] = [col["column_name"] for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"] if t["table_name"] == "events" for col in t["table_columns"]]
 out["table_types"] = sorted(conn.adbc_get_table_types())
+out["catalogs"] = sorted({c["catalog_name"] for c in objects})
+cur.execute("SELECT count(*) FROM tessera.public.identity_map")
+out["qualified"] = cur.fetchone()[0]
 cur.execute("SELECT value FROM generate_series(1, 3000000)")
 big = cur.fetch_arrow_table()
 out["big_rows"] = big.num_rows
@@ -233,6 +236,11 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         "{v}"
     );
     assert_eq!(v["table_types"], serde_json::json!(["TABLE", "VIEW"]));
+    assert_eq!(v["catalogs"], serde_json::json!(["tessera"]));
+    assert_eq!(
+        v["qualified"],
+        p.count("SELECT count(*) AS n FROM identity_map")
+    );
     assert_eq!(v["big_rows"], 3_000_000);
     assert_eq!(v["big_sum"], 3_000_000);
     assert!(v["bad_sql"].as_str().unwrap().contains("nope"), "{v}");
