@@ -13,5 +13,6 @@ pub mod error;
 pub mod event;
 pub mod identifier;
 pub mod schema;
+pub mod similarity;
 
 pub use error::{CoreError, Result};

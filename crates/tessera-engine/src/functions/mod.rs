@@ -23,6 +23,7 @@ pub mod normalize_phone;
 pub mod redact_pii;
 pub mod segment;
 pub mod sha256_normalized;
+pub mod similarity;
 pub mod within_days;
 
 mod strings;
@@ -57,6 +58,9 @@ pub fn functions(fx: &FunctionContext) -> Vec<ScalarUDF> {
         ScalarUDF::from(within_days::WithinDays::new(fx.clock)),
         ScalarUDF::from(in_segment::InSegment::new()),
     ]
+    .into_iter()
+    .chain(similarity::functions())
+    .collect()
 }
 
 /// Every Tessera table function, with its SQL name.
