@@ -1235,6 +1235,62 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn summary() -> Vec<Summary> {
+        vec![Summary {
+            profile_id: "p1".into(),
+            frequency: 2.0,
+            recency_days: 20.0,
+            age_days: 30.0,
+            monetary: Some(40.0),
+        }]
+    }
+
+    #[test]
+    fn a_fit_that_did_not_converge_writes_no_scores() {
+        let params = bgnbd::Params {
+            r: 1.0,
+            alpha: 1.0,
+            a: 1.0,
+            b: 1.0,
+        };
+        let failed = FitReport {
+            log_likelihood: -10.0,
+            iterations: 500,
+            converged: false,
+        };
+        let outcome = bgnbd_scores(&summary(), TimeUnit::Week, Some((params, failed)));
+        assert_eq!(outcome.status, Status::NotConverged);
+        assert!(outcome.scores.is_empty());
+        assert!(
+            outcome
+                .message
+                .unwrap_or_default()
+                .contains("did not converge")
+        );
+        // The spend model needs the purchase model: it refuses too.
+        let outcome = spend_scores(&summary(), TimeUnit::Week, Some((params, failed)), 0.01);
+        assert_eq!(outcome.status, Status::NotConverged);
+        assert!(outcome.scores.is_empty());
+        // A converged fit scores.
+        let ok = FitReport {
+            converged: true,
+            ..failed
+        };
+        let outcome = bgnbd_scores(&summary(), TimeUnit::Week, Some((params, ok)));
+        assert_eq!(outcome.status, Status::Written);
+        assert!(
+            outcome
+                .scores
+                .iter()
+                .any(|(_, s, v)| *s == "p_alive" && v.is_finite())
+        );
+        // No purchases at all: nothing to fit.
+        assert_eq!(
+            bgnbd_scores(&[], TimeUnit::Week, None).status,
+            Status::NoData
+        );
+    }
+
     #[test]
     fn binds_parameters_outside_strings_and_comments() {
         let params = [
