@@ -252,6 +252,22 @@ impl TesseraFlightSql {
 
     /// Executes `df` as a stream of Flight data; `audit` is recorded when the stream
     /// ends or is dropped, with the rows delivered.
+    /// The `FlightInfo` of a metadata request (any signed-in user): its result schema
+    /// and a ticket that is the command itself.
+    fn metadata_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: Vec<u8>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        Ok(Response::new(Self::info(
+            schema,
+            command,
+            request.into_inner(),
+        )?))
+    }
+
     async fn stream(
         df: DataFrame,
         audit: StreamAudit,
@@ -638,13 +654,8 @@ impl FlightSqlService for TesseraFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.into_builder().schema();
-        Ok(Response::new(Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
     }
 
     async fn do_get_catalogs(
@@ -665,13 +676,8 @@ impl FlightSqlService for TesseraFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
     }
 
     async fn do_get_schemas(
@@ -699,13 +705,8 @@ impl FlightSqlService for TesseraFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
     }
 
     async fn do_get_tables(
@@ -728,13 +729,8 @@ impl FlightSqlService for TesseraFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.into_builder().schema();
-        Ok(Response::new(Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
     }
 
     async fn do_get_table_types(
@@ -754,13 +750,8 @@ impl FlightSqlService for TesseraFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        Ok(Response::new(Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
     }
 
     async fn do_get_sql_info(

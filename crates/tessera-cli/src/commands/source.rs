@@ -50,19 +50,28 @@ pub fn run(project_dir: &std::path::Path, args: SourceArgs) -> anyhow::Result<()
             if let Some(d) = description {
                 section.push_str(&format!("description = {}\n", toml_string(&d)));
             }
-            let path = project_dir.join(CONFIG_FILE);
-            // Append, so the user's comments and layout stay as they are.
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(section.as_bytes()))
-                .with_context(|| format!("writing {}", path.display()))?;
-            // The file must still be valid; fail loudly if not.
-            Project::load(project_dir).context("tessera.toml after adding the source")?;
+            append_section(project_dir, &section, "the source")?;
             println!("Added source {name}; SDKs send write key {key}");
             Ok(())
         }
     }
+}
+
+/// Appends `section` to the project's tessera.toml (so the user's comments and layout
+/// stay as they are) and checks the file still loads.
+pub fn append_section(
+    project_dir: &std::path::Path,
+    section: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let path = project_dir.join(CONFIG_FILE);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(section.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Project::load(project_dir).with_context(|| format!("tessera.toml after adding {what}"))?;
+    Ok(())
 }
 
 fn toml_string(s: &str) -> String {

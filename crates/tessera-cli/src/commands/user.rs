@@ -2,7 +2,7 @@
 //! the accounts of the gRPC services (Flight SQL). Passwords are stored only as
 //! Argon2id hashes.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
@@ -75,13 +75,7 @@ pub fn run(project_dir: &std::path::Path, args: UserArgs) -> anyhow::Result<()> 
                 "\n[users.{name}]\nrole = \"{}\"\npii = {pii}\npassword_hash = \"{hash}\"\n",
                 role.name()
             );
-            let path = project_dir.join(CONFIG_FILE);
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(section.as_bytes()))
-                .with_context(|| format!("writing {}", path.display()))?;
-            Project::load(project_dir).context("tessera.toml after adding the user")?;
+            super::source::append_section(project_dir, &section, "the user")?;
             println!(
                 "Added user {name} ({}{}); the password is stored only as an Argon2id hash",
                 role.name(),

@@ -12,9 +12,14 @@ use crate::common::{TestProject, ok, sample_data};
 const ANALYST_PASSWORD: &str = "an4lyst-passw0rd";
 const MARKETER_PASSWORD: &str = "m4rketer-passw0rd";
 
-fn add_user(p: &TestProject, name: &str, role: &str, password: &str) {
+/// `tessera user add ARGS... --password-stdin` with `stdin`; returns success and
+/// stderr.
+fn add_user(p: &TestProject, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut all = vec!["user", "add"];
+    all.extend_from_slice(args);
+    all.push("--password-stdin");
     let mut child = p
-        .cmd(&["user", "add", name, "--role", role, "--password-stdin"])
+        .cmd(&all)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -24,38 +29,18 @@ fn add_user(p: &TestProject, name: &str, role: &str, password: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
+        .write_all(stdin.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
+    (
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
-fn add_pii_admin(p: &TestProject, password: &str) {
-    let mut child = p
-        .cmd(&[
-            "user",
-            "add",
-            "root",
-            "--role",
-            "admin",
-            "--pii",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+fn added(p: &TestProject, args: &[&str], password: &str) {
+    let (okay, e) = add_user(p, args, &format!("{password}\n"));
+    assert!(okay, "{e}");
 }
 
 /// `tessera serve` with both ports on loopback; returns the child and the gRPC address.
@@ -179,9 +164,9 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         "web",
     ]);
     ok(&mut p.cmd(&["stitch"]));
-    add_user(&p, "ana", "analyst", ANALYST_PASSWORD);
-    add_user(&p, "mark", "marketer", MARKETER_PASSWORD);
-    add_pii_admin(&p, ANALYST_PASSWORD);
+    added(&p, &["ana", "--role", "analyst"], ANALYST_PASSWORD);
+    added(&p, &["mark", "--role", "marketer"], MARKETER_PASSWORD);
+    added(&p, &["root", "--role", "admin", "--pii"], ANALYST_PASSWORD);
     let toml = std::fs::read_to_string(p.path().join("tessera.toml")).unwrap();
     assert!(
         !toml.contains(ANALYST_PASSWORD) && toml.contains("$argon2id$"),
@@ -353,49 +338,16 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
 #[test]
 fn bad_users_are_refused() {
     let p = TestProject::new();
-    let add = |args: &[&str], stdin: &str| {
-        let mut all = vec!["user", "add"];
-        all.extend_from_slice(args);
-        let mut child = p
-            .cmd(&all)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (okay, e) = add(
-        &["x", "--role", "boss", "--password-stdin"],
-        "long-enough-1\n",
-    );
+    let add = |args: &[&str], stdin: &str| add_user(&p, args, stdin);
+    let (okay, e) = add(&["x", "--role", "boss"], "long-enough-1\n");
     assert!(!okay && e.contains("unknown role \"boss\""), "{e}");
-    let (okay, e) = add(&["x", "--role", "analyst", "--password-stdin"], "short\n");
+    let (okay, e) = add(&["x", "--role", "analyst"], "short\n");
     assert!(!okay && e.contains("at least 8 characters"), "{e}");
-    let (okay, e) = add(
-        &["x y", "--role", "analyst", "--password-stdin"],
-        "long-enough-1\n",
-    );
+    let (okay, e) = add(&["x y", "--role", "analyst"], "long-enough-1\n");
     assert!(!okay && e.contains("letters, digits"), "{e}");
-    let (okay, e) = add(
-        &["x", "--role", "analyst", "--password-stdin"],
-        "long-enough-1\n",
-    );
+    let (okay, e) = add(&["x", "--role", "analyst"], "long-enough-1\n");
     assert!(okay, "{e}");
-    let (okay, e) = add(
-        &["x", "--role", "admin", "--password-stdin"],
-        "long-enough-2\n",
-    );
+    let (okay, e) = add(&["x", "--role", "admin"], "long-enough-2\n");
     assert!(!okay && e.contains("already exists"), "{e}");
     let list = ok(&mut p.cmd(&["user", "list"]));
     assert!(String::from_utf8_lossy(&list.stdout).contains("analyst"));

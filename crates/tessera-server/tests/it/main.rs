@@ -109,6 +109,22 @@ async fn acknowledged_events_are_queryable_before_any_commit() {
     assert_eq!(running.await.unwrap().unwrap(), 0);
 }
 
+/// Polls the count `sql` returns until it reaches `at_least` (or ten seconds pass);
+/// returns the last count.
+async fn wait_for(engine: &Engine, sql: &str, at_least: i64) -> i64 {
+    let mut n = 0;
+    for _ in 0..200 {
+        let ctx = engine.session().await.unwrap();
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        n = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+        if n >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    n
+}
+
 /// The scheduler refreshes a segment that is due, without any command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_are_refreshed_on_schedule() {
@@ -139,22 +155,12 @@ async fn segments_are_refreshed_on_schedule() {
     let running = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    let mut refreshes = 0;
-    for _ in 0..100 {
-        let ctx = engine.session().await.unwrap();
-        let batches = ctx
-            .sql("SELECT count(*) FROM segment_refreshes WHERE segment = 'known_people'")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        refreshes = batches[0].column(0).as_primitive::<Int64Type>().value(0);
-        if refreshes > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refreshes = wait_for(
+        &engine,
+        "SELECT count(*) FROM segment_refreshes WHERE segment = 'known_people'",
+        1,
+    )
+    .await;
     assert_eq!(refreshes, 1, "the scheduler refreshed the due segment once");
     let _ = stop.send(());
     running.await.unwrap().unwrap();
@@ -186,22 +192,12 @@ async fn models_are_refitted_on_schedule() {
     let running = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    let mut versions = 0;
-    for _ in 0..200 {
-        let ctx = engine.session().await.unwrap();
-        let batches = ctx
-            .sql("SELECT count(DISTINCT version) FROM model_runs WHERE model = 'bgnbd'")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        versions = batches[0].column(0).as_primitive::<Int64Type>().value(0);
-        if versions >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let versions = wait_for(
+        &engine,
+        "SELECT count(DISTINCT version) FROM model_runs WHERE model = 'bgnbd'",
+        2,
+    )
+    .await;
     assert!(
         versions >= 2,
         "the scheduler fitted, then refitted when due"
