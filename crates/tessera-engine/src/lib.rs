@@ -173,6 +173,25 @@ impl Engine {
         Ok(ctx)
     }
 
+    /// A session with only the lake tables `names` (those that exist) registered: for
+    /// reading a small state table without opening every table of the lake.
+    pub async fn session_of(&self, names: &[&str]) -> Result<SessionContext> {
+        let ctx = self.bare_session()?;
+        for name in names {
+            if let Some(table) = self.lake.try_open(name).await? {
+                let provider = table
+                    .table_provider()
+                    .await
+                    .map_err(|e| EngineError::Register {
+                        table: (*name).to_owned(),
+                        message: e.to_string(),
+                    })?;
+                ctx.register_table(*name, provider)?;
+            }
+        }
+        Ok(ctx)
+    }
+
     /// Plans and starts one SQL statement, returning its result as a stream.
     pub async fn query(&self, sql: &str) -> Result<SendableRecordBatchStream> {
         let ctx = self.session().await?;
@@ -202,6 +221,7 @@ pub async fn register_profile_events(ctx: &SessionContext) -> Result<()> {
 pub async fn mask_pii(ctx: &SessionContext) -> Result<()> {
     use tessera_core::schema::{PII_COLUMNS, PII_ID_TYPES, PiiMask};
     let mut tables: Vec<&str> = PII_COLUMNS.iter().map(|(t, _, _)| *t).collect();
+    tables.sort_unstable();
     tables.dedup();
     let id_types = PII_ID_TYPES
         .iter()

@@ -35,7 +35,7 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use serde_json::{Value, json};
@@ -265,30 +265,13 @@ pub async fn run(
     ];
     // The orders are read by every step (quality counts, summary, labels): one scan of
     // the events, kept in memory (orders are a small part of the events).
-    let orders = collect(&ctx, &sql.bind("orders.sql", &common)?, "orders.sql").await?;
-    let orders_schema = match orders.first() {
-        Some(b) => b.schema(),
-        None => ctx
-            .sql(
-                sql.bind("orders.sql", &common)?
-                    .trim()
-                    .trim_end_matches(';'),
-            )
-            .await
-            .map_err(|e| {
-                PredictError::sql(
-                    &sql.shown("orders.sql"),
-                    tessera_engine::EngineError::sql(e),
-                )
-            })?
-            .schema()
-            .inner()
-            .clone(),
-    };
-    ctx.register_table(
+    register_result(
+        &ctx,
         "orders",
-        Arc::new(MemTable::try_new(orders_schema, vec![orders])?),
-    )?;
+        &sql.bind("orders.sql", &common)?,
+        "orders.sql",
+    )
+    .await?;
     ctx.sql(&format!(
         "CREATE VIEW purchases AS \
          SELECT profile_id, timestamp, CASE WHEN revenue > 0 THEN revenue END AS revenue \
@@ -300,18 +283,14 @@ pub async fn run(
     let mut quality = data_quality(&ctx, calibration_end, now).await?;
 
     // The summary is read by the models and by rfm.sql: computed once.
-    let summary_batches = collect(&ctx, &sql.bind("summary.sql", &common)?, "summary.sql").await?;
+    let summary_batches = register_result(
+        &ctx,
+        "summary",
+        &sql.bind("summary.sql", &common)?,
+        "summary.sql",
+    )
+    .await?;
     let summary = read_summary(&summary_batches)?;
-    let schema = summary_batches
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-    if !summary_batches.is_empty() {
-        ctx.register_table(
-            "summary",
-            Arc::new(MemTable::try_new(schema, vec![summary_batches])?),
-        )?;
-    }
     quality.customers = summary.len() as u64;
     quality.single_purchase = summary.iter().filter(|s| s.frequency == 0.0).count() as u64;
     quality.repeat_without_spend = summary
@@ -1086,12 +1065,6 @@ impl Queries {
             .ok_or_else(|| PredictError::Other(format!("no query {file}")))?;
         bind(text, params).map_err(|message| PredictError::sql(shown, message))
     }
-
-    fn shown(&self, file: &str) -> String {
-        self.texts
-            .get(file)
-            .map_or_else(|| file.to_owned(), |(shown, _)| shown.clone())
-    }
 }
 
 /// How a query is named in errors: `sql/predict/x.sql` for the files, else as given.
@@ -1104,14 +1077,38 @@ fn shown_file(file: &str) -> String {
 }
 
 async fn collect(ctx: &SessionContext, sql: &str, file: &str) -> Result<Vec<RecordBatch>> {
+    Ok(materialize(ctx, sql, file).await?.1)
+}
+
+/// Runs `sql` to the end: its schema (known even when no row comes back) and batches.
+async fn materialize(
+    ctx: &SessionContext,
+    sql: &str,
+    file: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let shown = shown_file(file);
+    let failed = |e| PredictError::sql(&shown, tessera_engine::EngineError::sql(e));
     let df = ctx
         .sql(sql.trim().trim_end_matches(';'))
         .await
-        .map_err(|e| PredictError::sql(&shown, tessera_engine::EngineError::sql(e)))?;
-    df.collect()
-        .await
-        .map_err(|e| PredictError::sql(&shown, tessera_engine::EngineError::sql(e)))
+        .map_err(failed)?;
+    let schema = df.schema().inner().clone();
+    Ok((schema, df.collect().await.map_err(failed)?))
+}
+
+/// Runs `sql` and registers its result as the in-memory table `name`; returns the rows.
+async fn register_result(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    file: &str,
+) -> Result<Vec<RecordBatch>> {
+    let (schema, batches) = materialize(ctx, sql, file).await?;
+    ctx.register_table(
+        name,
+        Arc::new(MemTable::try_new(schema, vec![batches.clone()])?),
+    )?;
+    Ok(batches)
 }
 
 /// A parameter value of the model queries.

@@ -125,17 +125,6 @@ fn def(name: &str) -> Result<TableDef> {
 }
 
 /// Registers `name` of the lake (if it exists) in a bare session, for reading state.
-async fn state_session(engine: &Engine, names: &[&str]) -> Result<SessionContext> {
-    let ctx = engine.bare_session()?;
-    for name in names {
-        if let Some(table) = engine.lake().try_open(name).await? {
-            let provider = table.table_provider().await?;
-            ctx.register_table(*name, provider)?;
-        }
-    }
-    Ok(ctx)
-}
-
 async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     Ok(ctx.sql(sql).await?.collect().await?)
 }
@@ -254,7 +243,7 @@ pub async fn refresh(
     let engine = engine.with_as_of(as_of);
 
     let (recovered, last_run) = recover(&engine).await?;
-    let state = state_session(&engine, &[SEGMENT_REFRESHES]).await?;
+    let state = engine.session_of(&[SEGMENT_REFRESHES]).await?;
     let last = last_refreshes(&state).await?;
 
     // Which segments need evaluating.
@@ -623,7 +612,9 @@ async fn recover(engine: &Engine) -> Result<(Option<String>, i64)> {
     }
     if log > members {
         // The run logged its changes but did not replace the membership: apply them.
-        let ctx = state_session(engine, &[AUDIENCE_MEMBERSHIP, AUDIENCE_CHANGES]).await?;
+        let ctx = engine
+            .session_of(&[AUDIENCE_MEMBERSHIP, AUDIENCE_CHANGES])
+            .await?;
         let mut membership = read_membership(&ctx).await?;
         let batches = collect(
             &ctx,

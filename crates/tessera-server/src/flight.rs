@@ -210,6 +210,13 @@ impl TesseraFlightSql {
             .map_err(|e| Status::unavailable(format!("cannot open the lake: {e}")))
     }
 
+    /// A session without tables: catalog and schema names, with no lake I/O.
+    fn names(&self) -> Result<SessionContext, Status> {
+        self.engine
+            .bare_session()
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     /// The session queries of `session`'s user run in: personal data masked unless
     /// the user has the `pii` grant.
     async fn user_context(&self, session: &Session) -> Result<SessionContext, Status> {
@@ -665,7 +672,7 @@ impl FlightSqlService for TesseraFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.session(&request)?;
         let mut builder = query.into_builder();
-        for name in self.context().await?.catalog_names() {
+        for name in self.names()?.catalog_names() {
             builder.append(name);
         }
         Ok(Self::one_batch(builder.schema(), builder.build()))
@@ -687,7 +694,7 @@ impl FlightSqlService for TesseraFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.session(&request)?;
         let mut builder = query.into_builder();
-        let ctx = self.context().await?;
+        let ctx = self.names()?;
         for catalog_name in ctx.catalog_names() {
             if let Some(catalog) = ctx.catalog(&catalog_name) {
                 for schema in catalog.schema_names() {

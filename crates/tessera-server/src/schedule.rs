@@ -98,7 +98,11 @@ pub struct PredictSchedule {
 async fn since_last_fit(engine: &Engine) -> Result<Option<i64>, String> {
     use tessera_engine::datafusion::arrow::array::{Array, AsArray};
     use tessera_engine::datafusion::arrow::datatypes::Int64Type;
-    let ctx = engine.session().await.map_err(|e| e.to_string())?;
+    // Only `model_runs` is opened: this runs every check.
+    let ctx = engine
+        .session_of(&[tessera_core::schema::MODEL_RUNS])
+        .await
+        .map_err(|e| e.to_string())?;
     if !ctx
         .table_exist(tessera_core::schema::MODEL_RUNS)
         .map_err(|e| e.to_string())?

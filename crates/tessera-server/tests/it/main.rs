@@ -109,6 +109,28 @@ async fn acknowledged_events_are_queryable_before_any_commit() {
     assert_eq!(running.await.unwrap().unwrap(), 0);
 }
 
+/// A server started with `options`, running until [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<usize, tessera_server::ServerError>>,
+}
+
+async fn in_background(engine: &Engine, options: ServeOptions) -> Running {
+    let server = Server::start(engine.clone(), options).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// Polls the count `sql` returns until it reaches `at_least` (or ten seconds pass);
 /// returns the last count.
 async fn wait_for(engine: &Engine, sql: &str, at_least: i64) -> i64 {
@@ -138,8 +160,8 @@ async fn segments_are_refreshed_on_schedule() {
     )
     .unwrap();
     let engine = Engine::new(lake.clone(), EngineConfig::default());
-    let server = Server::start(
-        engine.clone(),
+    let running = in_background(
+        &engine,
         ServeOptions {
             segments: Some(tessera_server::schedule::SegmentSchedule {
                 project_dir: dir.path().to_owned(),
@@ -149,12 +171,7 @@ async fn segments_are_refreshed_on_schedule() {
             ..options(dir.path())
         },
     )
-    .await
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    .await;
     let refreshes = wait_for(
         &engine,
         "SELECT count(*) FROM segment_refreshes WHERE segment = 'known_people'",
@@ -162,8 +179,7 @@ async fn segments_are_refreshed_on_schedule() {
     )
     .await;
     assert_eq!(refreshes, 1, "the scheduler refreshed the due segment once");
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// The model scheduler refits every model once the latest fit is older than the
@@ -174,8 +190,8 @@ async fn models_are_refitted_on_schedule() {
     let lake = lake_in(dir.path());
     lake.create_missing_tables().await.unwrap();
     let engine = Engine::new(lake.clone(), EngineConfig::default());
-    let server = Server::start(
-        engine.clone(),
+    let running = in_background(
+        &engine,
         ServeOptions {
             predict: Some(tessera_server::schedule::PredictSchedule {
                 project_dir: dir.path().to_owned(),
@@ -186,12 +202,7 @@ async fn models_are_refitted_on_schedule() {
             ..options(dir.path())
         },
     )
-    .await
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    .await;
     let versions = wait_for(
         &engine,
         "SELECT count(DISTINCT version) FROM model_runs WHERE model = 'bgnbd'",
@@ -202,6 +213,5 @@ async fn models_are_refitted_on_schedule() {
         versions >= 2,
         "the scheduler fitted, then refitted when due"
     );
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
