@@ -58,6 +58,8 @@ pub enum Command {
     Source(commands::source::SourceArgs),
     /// Manage the users of the gRPC services (Flight SQL): roles, PII grant, password.
     User(commands::user::UserArgs),
+    /// Manage API tokens of applications (tessera.v1, Flight SQL): role, PII grant.
+    Token(commands::user::TokenArgs),
     /// Generate sample customers into a fresh project and run every stage on them.
     Quickstart(commands::quickstart::QuickstartArgs),
 }

@@ -51,6 +51,23 @@ pub struct Config {
     /// Who may use the gRPC services (Flight SQL, `tessera.v1`): `[users.NAME]`.
     #[serde(default)]
     pub users: BTreeMap<String, UserSection>,
+    /// API tokens of applications (`tessera.v1`, Flight SQL): `[tokens.NAME]`.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenSection>,
+}
+
+/// `[tokens.NAME]`: an API token for an application. The token is shown once by
+/// `tessera token add`; only its SHA-256 digest is stored (a 256-bit random token
+/// needs no slow hash: it cannot be guessed from a dictionary).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    pub role: Role,
+    /// Whether the token sees personal data in clear.
+    #[serde(default)]
+    pub pii: bool,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
 }
 
 /// `[users.NAME]`: one account of the gRPC services.
@@ -398,6 +415,18 @@ pub struct ServerSection {
     /// `messageId`s are deduplicated over this many hours.
     #[serde(default = "default_dedup_hours")]
     pub dedup_window_hours: u64,
+    /// TLS on both ports (`[server.tls]`); plain text when absent.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[server.tls]`: the certificate chain and private key (PEM files, relative to the
+/// project) that the HTTP and gRPC ports present.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for ServerSection {
@@ -410,6 +439,7 @@ impl Default for ServerSection {
             max_event_bytes: default_max_event(),
             max_batch_bytes: default_max_batch(),
             dedup_window_hours: default_dedup_hours(),
+            tls: None,
         }
     }
 }
@@ -746,6 +776,28 @@ impl Config {
                     "must be an Argon2 hash ($argon2id$...): set it with `tessera user add`, never a password in clear".into(),
                 ));
             }
+        }
+        for (name, token) in &self.tokens {
+            if !valid_name(name) {
+                return Err(invalid(
+                    &format!("tokens.{name}"),
+                    "token names use letters, digits, '_' and '-' only".into(),
+                ));
+            }
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    &format!("tokens.{name}.sha256"),
+                    "must be the 64-digit hex SHA-256 of the token: create tokens with `tessera token add`, never a token in clear".into(),
+                ));
+            }
+        }
+        if let Some(tls) = &self.server.tls
+            && (tls.cert.trim().is_empty() || tls.key.trim().is_empty())
+        {
+            return Err(invalid(
+                "server.tls",
+                "needs both `cert` and `key` (PEM files)".into(),
+            ));
         }
         self.identity.validate()
     }

@@ -412,6 +412,17 @@ pub const PII_KEYS: &[&str] = &[
     "zip",
 ];
 
+/// Whether a JSON key or column name names personal data: [`PII_KEYS`], compared
+/// case-insensitively and ignoring `_` and `-`.
+pub fn is_pii_key(key: &str) -> bool {
+    let folded: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    PII_KEYS.contains(&folded.as_str())
+}
+
 /// Identifier types that are personal data.
 pub const PII_ID_TYPES: &[&str] = &["email", "phone"];
 

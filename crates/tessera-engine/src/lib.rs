@@ -176,9 +176,21 @@ impl Engine {
     /// A session with only the lake tables `names` (those that exist) registered: for
     /// reading a small state table without opening every table of the lake.
     pub async fn session_of(&self, names: &[&str]) -> Result<SessionContext> {
+        Ok(self.session_of_versions(names).await?.0)
+    }
+
+    /// [`Engine::session_of`], also returning the version each table was opened at
+    /// (`None` for a table that does not exist yet), in the order of `names`.
+    pub async fn session_of_versions(
+        &self,
+        names: &[&str],
+    ) -> Result<(SessionContext, Vec<Option<i64>>)> {
         let ctx = self.bare_session()?;
+        let mut versions = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(table) = self.lake.try_open(name).await? {
+            let table = self.lake.try_open(name).await?;
+            versions.push(table.as_ref().and_then(|t| t.version()).map(|v| v as i64));
+            if let Some(table) = table {
                 let provider = table
                     .table_provider()
                     .await
@@ -189,7 +201,7 @@ impl Engine {
                 ctx.register_table(*name, provider)?;
             }
         }
-        Ok(ctx)
+        Ok((ctx, versions))
     }
 
     /// Plans and starts one SQL statement, returning its result as a stream.

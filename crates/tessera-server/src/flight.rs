@@ -1,9 +1,9 @@
 //! Arrow Flight SQL on the gRPC port: BI tools and notebooks (ADBC, JDBC, `pyarrow.flight`)
 //! reach every lake table and view with SQL.
 //!
-//! - **Authentication**: the Flight handshake with HTTP basic credentials of a
-//!   `[users.NAME]` account (password checked against its Argon2 hash) returns a
-//!   bearer token, valid for [`TOKEN_LIFETIME`]; every other call must carry it.
+//! - **Authentication** ([`crate::auth`]): the Flight handshake with HTTP basic
+//!   credentials of a `[users.NAME]` account returns a bearer token; every other call
+//!   must carry it (or an API token of `[tokens.NAME]`).
 //!   Missing, wrong, forged or expired credentials get `UNAUTHENTICATED`; a role that
 //!   may not run SQL (`marketer`, `ingest`) gets `PERMISSION_DENIED`.
 //! - **Metadata**: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with
@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -44,24 +43,11 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use tessera_core::config::{Role, UserSection};
 use tessera_engine::Engine;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{AuditLog, Entry, StreamAudit};
-
-/// How long a bearer token from the handshake stays valid.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
-
-/// Who a token belongs to.
-#[derive(Debug, Clone)]
-struct Session {
-    user: String,
-    role: Role,
-    /// Sees personal data in clear.
-    pii: bool,
-    expires: Instant,
-}
+use crate::auth::{Auth, Principal as Session};
 
 /// A prepared statement: its SQL and the parameters bound so far.
 #[derive(Debug, Clone)]
@@ -75,8 +61,7 @@ struct Prepared {
 #[derive(Clone)]
 pub struct TesseraFlightSql {
     engine: Engine,
-    users: Arc<HashMap<String, UserSection>>,
-    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    auth: Arc<Auth>,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
     sql_info: Arc<SqlInfoData>,
     audit: Arc<AuditLog>,
@@ -85,22 +70,9 @@ pub struct TesseraFlightSql {
 impl std::fmt::Debug for TesseraFlightSql {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TesseraFlightSql")
-            .field("users", &self.users.len())
+            .field("auth", &self.auth)
             .finish()
     }
-}
-
-fn random_token() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        // No OS randomness: tokens would be guessable; refuse to mint one.
-        return String::new();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,11 +84,7 @@ fn sql_error(e: impl std::fmt::Display) -> Status {
 }
 
 impl TesseraFlightSql {
-    pub fn new(
-        engine: Engine,
-        users: HashMap<String, UserSection>,
-        audit: Arc<AuditLog>,
-    ) -> Result<Self, Status> {
+    pub fn new(engine: Engine, auth: Arc<Auth>, audit: Arc<AuditLog>) -> Result<Self, Status> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "Tessera");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -129,8 +97,7 @@ impl TesseraFlightSql {
         let sql_info = info.build().map_err(|e| Status::internal(e.to_string()))?;
         Ok(TesseraFlightSql {
             engine,
-            users: Arc::new(users),
-            sessions: Arc::default(),
+            auth,
             prepared: Arc::default(),
             sql_info: Arc::new(sql_info),
             audit,
@@ -161,30 +128,7 @@ impl TesseraFlightSql {
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<Session, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "no credentials: authenticate with the Flight handshake (user and password) and send the bearer token it returns",
-                )
-            })?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| {
-                Status::unauthenticated("expected an `authorization: Bearer TOKEN` header")
-            })?
-            .trim();
-        let mut sessions = lock(&self.sessions);
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.get(token).cloned().ok_or_else(|| {
-            Status::unauthenticated(
-                "unknown or expired token: authenticate again with the handshake",
-            )
-        })
+        self.auth.authenticate(request.metadata())
     }
 
     /// The session, which must be allowed to run SQL.
@@ -407,37 +351,20 @@ impl FlightSqlService for TesseraFlightSql {
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| Status::unauthenticated("malformed basic credentials"))?;
-        let account = self.users.get(user);
-        // Verify against a hash even for unknown users, so that timing does not tell
-        // which user names exist.
-        let valid = match account {
-            Some(a) => tessera_core::auth::verify_password(password, &a.password_hash),
-            None => {
-                tessera_core::auth::verify_password(password, DUMMY_HASH);
-                false
+        let login = match self.auth.login(user, password) {
+            Ok(login) => login,
+            Err(status) => {
+                tracing::warn!(user, "Flight SQL handshake refused: {}", status.message());
+                let mut e = self.entry(&request, None, "handshake", "unauthenticated");
+                e.user = user.to_owned();
+                e.detail = Some(status.message().to_owned());
+                self.audit.record(e);
+                return Err(status);
             }
         };
-        let Some(account) = account.filter(|_| valid) else {
-            tracing::warn!(user, "Flight SQL handshake refused: wrong user or password");
-            let mut e = self.entry(&request, None, "handshake", "unauthenticated");
-            e.user = user.to_owned();
-            e.detail = Some("wrong user or password".into());
-            self.audit.record(e);
-            return Err(Status::unauthenticated("wrong user or password"));
-        };
-        let token = random_token();
-        if token.is_empty() {
-            return Err(Status::unavailable("no source of randomness for tokens"));
-        }
-        let session = Session {
-            user: user.to_owned(),
-            role: account.role,
-            pii: account.pii,
-            expires: Instant::now() + TOKEN_LIFETIME,
-        };
+        let token = login.token;
         self.audit
-            .record(self.entry(&request, Some(&session), "handshake", "ok"));
-        lock(&self.sessions).insert(token.clone(), session);
+            .record(self.entry(&request, Some(&login.principal), "handshake", "ok"));
         let output: HandshakeStream =
             Box::pin(futures::stream::iter(vec![Ok(HandshakeResponse {
                 protocol_version: 0,
@@ -590,7 +517,7 @@ impl FlightSqlService for TesseraFlightSql {
                 })?;
             Ok(bytes)
         };
-        let handle = random_token();
+        let handle = tessera_core::auth::random_token().map_err(Status::unavailable)?;
         lock(&self.prepared).insert(
             handle.clone(),
             Prepared {
@@ -773,6 +700,3 @@ impl FlightSqlService for TesseraFlightSql {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
-
-/// A valid Argon2 hash of a random password, checked for unknown user names.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$9b3fAUkGNq7cXQp4o0bCq3bWmE1x4b1pYQm0n2y3l5Q";

@@ -6,16 +6,23 @@
 //!   hands bodies to [`tessera_ingest::collector::Collector`] and maps its results to
 //!   responses.
 //! - the gRPC port: [`flight`], Arrow Flight SQL for BI tools (password handshake,
-//!   bearer tokens, metadata, streamed statements, prepared statements), and the
-//!   standard health service.
+//!   bearer tokens, metadata, streamed statements, prepared statements); [`api`], the
+//!   `tessera.v1` services (profiles, audiences, admin, sign-in) answered from the
+//!   in-memory [`index`]; the standard health service and gRPC reflection.
+//! - [`auth`]: accounts, API tokens and sign-in tokens shared by both gRPC APIs.
 //! - [`audit`]: the `audit_log` of the gRPC services.
+//! - [`tls`]: TLS on both ports from `[server.tls]`.
 //! - [`schedule`]: refreshes segments on their `-- refresh:` interval and refits the
 //!   predictive models every `[predict] refit_hours`.
 
+pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod flight;
 pub mod http;
+pub mod index;
 pub mod schedule;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,6 +63,15 @@ pub struct ServeOptions {
     pub predict: Option<schedule::PredictSchedule>,
     /// Accounts of the gRPC services (`[users.NAME]`).
     pub users: HashMap<String, tessera_core::config::UserSection>,
+    /// API tokens (`[tokens.NAME]`).
+    pub tokens: HashMap<String, tessera_core::config::TokenSection>,
+    /// The project, for `AdminService` and segment descriptions (`None`: admin calls
+    /// fail with `FAILED_PRECONDITION`).
+    pub admin: Option<api::AdminOptions>,
+    /// TLS on both ports (`None`: plain text).
+    pub tls: Option<tls::TlsFiles>,
+    /// How often the profile index looks for a newer snapshot.
+    pub index_check_every: std::time::Duration,
 }
 
 /// A started server: ports bound, collector running.
@@ -67,6 +83,10 @@ pub struct Server {
     segments: Option<schedule::SegmentSchedule>,
     predict: Option<schedule::PredictSchedule>,
     flight: flight::TesseraFlightSql,
+    api: api::Api,
+    index: Arc<index::IndexHandle>,
+    index_check_every: std::time::Duration,
+    tls: Option<tls::Tls>,
     audit: Arc<audit::AuditLog>,
 }
 
@@ -81,13 +101,35 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
+        let tls = options
+            .tls
+            .as_ref()
+            .map(tls::Tls::load)
+            .transpose()
+            .map_err(ServerError::Serve)?;
         let http = bind(options.http).await?;
         let grpc = bind(options.grpc).await?;
         let max_body = options.collector.max_batch_bytes;
         let collector = Collector::start(engine.clone(), options.collector).await?;
         let audit = audit::AuditLog::new(engine.lake().clone());
-        let flight = flight::TesseraFlightSql::new(engine.clone(), options.users, audit.clone())
+        let auth = Arc::new(auth::Auth::new(options.users, options.tokens));
+        let flight = flight::TesseraFlightSql::new(engine.clone(), auth.clone(), audit.clone())
             .map_err(|e| ServerError::Serve(format!("Flight SQL: {}", e.message())))?;
+        let index = Arc::new(index::IndexHandle::new(
+            engine.clone(),
+            options.admin.as_ref().map(|a| a.project_dir.clone()),
+        ));
+        index
+            .refresh(true)
+            .await
+            .map_err(|e| ServerError::Serve(format!("loading the profile index: {e}")))?;
+        let api = api::Api::new(
+            engine.clone(),
+            auth,
+            audit.clone(),
+            index.clone(),
+            options.admin,
+        );
         Ok(Server {
             http,
             grpc,
@@ -95,6 +137,10 @@ impl Server {
             segments: options.segments,
             predict: options.predict,
             flight,
+            api,
+            index,
+            index_check_every: options.index_check_every,
+            tls,
             audit,
             state: Arc::new(http::AppState {
                 collector,
@@ -144,24 +190,59 @@ impl Server {
                 stop_rx.clone(),
             ))
         });
+        let indexer = tokio::spawn(
+            self.index
+                .clone()
+                .run(self.index_check_every, stop_rx.clone()),
+        );
         let app = http::router(self.state.clone());
+        let http_listener = self.http;
+        let http_tls = self.tls.as_ref().map(|t| t.acceptor.clone());
         let http = tokio::spawn(async move {
-            axum::serve(self.http, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
+            match http_tls {
+                Some(acceptor) => tls::serve_https(http_listener, app, acceptor, http_stop).await,
+                None => {
+                    axum::serve(http_listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = http_stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                }
+            }
         });
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Serve(format!("gRPC reflection: {e}")))?;
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
         let flight = self.flight.clone();
+        let api = self.api.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = &self.tls {
+            builder = builder
+                .tls_config(t.grpc())
+                .map_err(|e| ServerError::Serve(format!("gRPC TLS: {e}")))?;
+        }
         let grpc = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            use api::v1::{
+                admin_service_server::AdminServiceServer,
+                audience_service_server::AudienceServiceServer,
+                auth_service_server::AuthServiceServer,
+                profile_service_server::ProfileServiceServer,
+            };
+            builder
                 .add_service(health)
+                .add_service(reflection)
                 .add_service(arrow_flight::flight_service_server::FlightServiceServer::new(flight))
+                .add_service(AuthServiceServer::new(api.clone()))
+                .add_service(ProfileServiceServer::new(api.clone()))
+                .add_service(AudienceServiceServer::new(api.clone()))
+                .add_service(AdminServiceServer::new(api))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_stop.wait_for(|s| *s).await;
                 })
@@ -172,6 +253,7 @@ impl Server {
         let http_result = http.await;
         let flushed = self.state.collector.shutdown().await?;
         let grpc_result = grpc.await;
+        let _ = indexer.await;
         for task in [scheduler, refitter].into_iter().flatten() {
             let _ = task.await;
         }

@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Source(args) => source::run(&cli.project, args),
         Command::User(args) => user::run(&cli.project, args),
+        Command::Token(args) => user::run_token(&cli.project, args),
     }
 }
 

@@ -91,6 +91,21 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
             as_of_micros: config.segments.as_of_micros().ok().flatten(),
         }),
         users: config.users.clone().into_iter().collect(),
+        tokens: config.tokens.clone().into_iter().collect(),
+        admin: Some(tessera_server::api::AdminOptions {
+            project_dir: opened.project.dir.clone(),
+            identity: config.identity.clone(),
+            as_of_micros: config.segments.as_of_micros().ok().flatten(),
+        }),
+        tls: config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| tessera_server::tls::TlsFiles {
+                cert: opened.project.dir.join(&t.cert),
+                key: opened.project.dir.join(&t.key),
+            }),
+        index_check_every: Duration::from_secs(2),
         predict: config.predict.schedule.then(|| PredictSchedule {
             project_dir: opened.project.dir.clone(),
             config: config.predict.clone(),
@@ -107,13 +122,21 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
         .grpc_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let (web, secure) = if config.server.tls.is_some() {
+        ("https", " with TLS")
+    } else {
+        ("http", "")
+    };
     println!(
-        "HTTP collector listening on http://{http} (POST /v1/batch, /v1/track, ...; GET /health, /metrics)"
+        "HTTP collector listening on {web}://{http} (POST /v1/batch, /v1/track, ...; GET /health, /metrics)"
     );
     println!(
-        "gRPC listening on {grpc}: Arrow Flight SQL ({} user{}; `tessera user add`), health",
+        "gRPC listening on {grpc}{secure}: Arrow Flight SQL and tessera.v1 (profiles, audiences, admin) \
+         ({} user{}, {} API token{}; `tessera user add`, `tessera token add`), health, reflection",
         config.users.len(),
-        if config.users.len() == 1 { "" } else { "s" }
+        if config.users.len() == 1 { "" } else { "s" },
+        config.tokens.len(),
+        if config.tokens.len() == 1 { "" } else { "s" },
     );
     if config.segments.schedule {
         println!(

@@ -1,6 +1,9 @@
 //! `tessera user add NAME --role ROLE [--pii] --password-stdin` / `tessera user list`:
-//! the accounts of the gRPC services (Flight SQL). Passwords are stored only as
-//! Argon2id hashes.
+//! the accounts of the gRPC services (Flight SQL, `tessera.v1`). Passwords are stored
+//! only as Argon2id hashes.
+//!
+//! `tessera token add NAME --role ROLE [--pii]` / `tessera token list`: API tokens for
+//! applications; the token is printed once and only its SHA-256 digest is stored.
 
 use std::io::Read as _;
 
@@ -81,6 +84,70 @@ pub fn run(project_dir: &std::path::Path, args: UserArgs) -> anyhow::Result<()> 
                 role.name(),
                 if pii { ", sees personal data" } else { "" }
             );
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create an API token: printed once, stored in tessera.toml only as its SHA-256.
+    Add {
+        /// Letters, digits, '_' and '-'.
+        name: String,
+        /// admin, analyst, marketer or ingest.
+        #[arg(long)]
+        role: Role,
+        /// May see personal data (e-mail, phone, names, address, IP) in clear.
+        #[arg(long)]
+        pii: bool,
+    },
+    /// List the API tokens, their roles and PII grants (never the tokens).
+    List,
+}
+
+pub fn run_token(project_dir: &std::path::Path, args: TokenArgs) -> anyhow::Result<()> {
+    let project = Project::load(project_dir)?;
+    match args.action {
+        TokenAction::List => {
+            if project.config.tokens.is_empty() {
+                println!("No API tokens yet: tessera token add NAME --role marketer");
+            }
+            for (name, t) in &project.config.tokens {
+                println!(
+                    "{name:<20} {:<9} {}",
+                    t.role.name(),
+                    if t.pii { "pii" } else { "masked" }
+                );
+            }
+            Ok(())
+        }
+        TokenAction::Add { name, role, pii } => {
+            if !valid_name(&name) {
+                bail!("token name {name:?}: use letters, digits, '_' and '-' only (at most 64)");
+            }
+            if project.config.tokens.contains_key(&name) {
+                bail!("a token named {name:?} already exists in {CONFIG_FILE}");
+            }
+            let token = tessera_core::auth::random_token().map_err(anyhow::Error::msg)?;
+            let digest = tessera_core::auth::token_digest(&token);
+            let section = format!(
+                "\n[tokens.{name}]\nrole = \"{}\"\npii = {pii}\nsha256 = \"{digest}\"\n",
+                role.name()
+            );
+            super::source::append_section(project_dir, &section, "the token")?;
+            eprintln!(
+                "Added API token {name} ({}{}). It is shown only now; send it as `authorization: Bearer TOKEN`:",
+                role.name(),
+                if pii { ", sees personal data" } else { "" }
+            );
+            println!("{token}");
             Ok(())
         }
     }

@@ -9,7 +9,6 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use serde_json::Value;
-use tessera_core::schema::PII_KEYS;
 
 use super::strings::map_strings;
 
@@ -51,15 +50,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .build()
 });
 
-/// Whether `key` names personal data.
-pub fn is_pii_key(key: &str) -> bool {
-    let folded: String = key
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
-    PII_KEYS.contains(&folded.as_str())
-}
+pub use tessera_core::schema::is_pii_key;
 
 fn redact(value: &mut Value) {
     match value {

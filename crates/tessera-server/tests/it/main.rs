@@ -50,6 +50,10 @@ fn options(dir: &Path) -> ServeOptions {
         segments: None,
         predict: None,
         users: HashMap::new(),
+        tokens: HashMap::new(),
+        admin: None,
+        tls: None,
+        index_check_every: Duration::from_millis(200),
     }
 }
 

@@ -1,0 +1,28 @@
+//! Compiles `proto/tessera/v1/*.proto` with pure-Rust tooling (protox): no `protoc` on
+//! the machine. Writes the services' Rust code and the encoded descriptor set that
+//! gRPC reflection serves.
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "tessera/v1/auth.proto",
+    "tessera/v1/profile.proto",
+    "tessera/v1/audience.proto",
+    "tessera/v1/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(proto).display());
+    }
+    let fds = protox::compile(PROTOS, [&root])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("tessera_v1_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
