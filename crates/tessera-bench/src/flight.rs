@@ -21,14 +21,12 @@ const COLUMNS: &[&str] = &[
 ];
 const PASSWORD: &str = "bench-password-0";
 
-pub fn run(project: &Path, runs: u32) -> anyhow::Result<()> {
-    if !project.join("tessera.toml").exists() {
-        bail!(
-            "{} is not a project: run `tessera-bench segments` first (it builds one with 10M events), or pass --project",
-            project.display()
-        );
-    }
-    // A user for the benchmark (kept between runs).
+/// Adds the analyst `bench` (kept between runs) and starts `tessera serve` on loopback;
+/// returns the server and its gRPC address.
+pub(crate) fn start_server(
+    project: &Path,
+    password: &str,
+) -> anyhow::Result<(std::process::Child, String)> {
     let config = std::fs::read_to_string(project.join("tessera.toml"))?;
     if !config.contains("[users.bench]") {
         let mut child = Command::new(tessera_binary()?)
@@ -49,7 +47,7 @@ pub fn run(project: &Path, runs: u32) -> anyhow::Result<()> {
             .stdin
             .take()
             .context("stdin")?
-            .write_all(format!("{PASSWORD}\n").as_bytes())?;
+            .write_all(format!("{password}\n").as_bytes())?;
         if !child.wait()?.success() {
             bail!("tessera user add failed");
         }
@@ -67,11 +65,31 @@ pub fn run(project: &Path, runs: u32) -> anyhow::Result<()> {
     for line in lines.by_ref() {
         let line = line?;
         if let Some(rest) = line.strip_prefix("gRPC listening on ") {
-            grpc = rest.split(':').take(2).collect::<Vec<_>>().join(":");
+            grpc = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(':')
+                .to_owned();
             break;
         }
     }
     std::thread::spawn(move || for _ in lines {});
+    if grpc.is_empty() {
+        let _ = server.kill();
+        bail!("tessera serve did not start");
+    }
+    Ok((server, grpc))
+}
+
+pub fn run(project: &Path, runs: u32) -> anyhow::Result<()> {
+    if !project.join("tessera.toml").exists() {
+        bail!(
+            "{} is not a project: run `tessera-bench segments` first (it builds one with 10M events), or pass --project",
+            project.display()
+        );
+    }
+    let (mut server, grpc) = start_server(project, PASSWORD)?;
     let events = project.join("tessera-data/events");
     let script = format!(
         r#"

@@ -25,6 +25,7 @@ mod collect;
 mod flight;
 mod identity;
 mod predict;
+mod profile;
 mod segments;
 
 #[derive(Debug, Parser)]
@@ -106,6 +107,17 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// `tessera.v1` GetProfile latency and throughput with concurrent clients over
+    /// loopback against `tessera serve`.
+    Profile {
+        /// A stitched project (the segments benchmark builds one).
+        #[arg(long, default_value = "target/bench-segments/project")]
+        project: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// The example segments over generated customers: Tessera's refresh vs DuckDB
     /// running the same SQL on the same Parquet files; a refresh with nothing new.
     Segments {
@@ -165,6 +177,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
         Cmd::Predict { customers, work } => predict::run(customers, &work),
         Cmd::Flight { project, runs } => flight::run(&project, runs),
+        Cmd::Profile {
+            project,
+            clients,
+            seconds,
+        } => profile::run(&project, clients, seconds),
     }
 }
 

@@ -905,6 +905,8 @@ flush_interval_ms = 2000  # collected events reach the events table this often
 max_event_bytes = 32768
 max_batch_bytes = 512000
 dedup_window_hours = 24
+# TLS on both ports, from PEM files relative to this file (plain text without it):
+# tls = {{ cert = "server.crt", key = "server.key" }}
 
 [import]
 default_source = "import"

@@ -214,10 +214,17 @@ impl Server {
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both reflection versions: grpcurl asks v1 first, many clients only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| ServerError::Serve(format!("gRPC reflection: {e}")))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| ServerError::Serve(format!("gRPC reflection: {e}")))?;
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
         let flight = self.flight.clone();
@@ -237,7 +244,8 @@ impl Server {
             };
             builder
                 .add_service(health)
-                .add_service(reflection)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
                 .add_service(arrow_flight::flight_service_server::FlightServiceServer::new(flight))
                 .add_service(AuthServiceServer::new(api.clone()))
                 .add_service(ProfileServiceServer::new(api.clone()))

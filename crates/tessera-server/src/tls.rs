@@ -42,6 +42,10 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 impl Tls {
     /// Reads and checks the pair.
     pub fn load(files: &TlsFiles) -> Result<Tls, String> {
+        // Several crypto back ends are linked (object-store clients bring their own):
+        // name the process default that tonic's acceptor uses. Fails harmlessly when
+        // one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let cert_pem = read(&files.cert, "certificate")?;
         let key_pem = read(&files.key, "key")?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)

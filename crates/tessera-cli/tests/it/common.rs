@@ -1,7 +1,8 @@
 //! Helpers: running the binary, projects in temporary folders, the Python clients.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use tessera_bench::synth::{GenConfig, GenSummary, generate};
@@ -140,4 +141,92 @@ pub fn run_python(code: &str) -> String {
         code
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tessera user add ARGS... --password-stdin` with `stdin`; returns success and
+/// stderr.
+pub fn add_user(p: &TestProject, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut all = vec!["user", "add"];
+    all.extend_from_slice(args);
+    all.push("--password-stdin");
+    let mut child = p
+        .cmd(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Adds a user with `password`, which must succeed.
+pub fn added(p: &TestProject, args: &[&str], password: &str) {
+    let (okay, e) = add_user(p, args, &format!("{password}\n"));
+    assert!(okay, "{e}");
+}
+
+/// A running `tessera serve`, killed if the test fails before [`stop`].
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tessera serve` with both ports on loopback; returns the server and the gRPC and
+/// HTTP addresses (`HOST:PORT`).
+pub fn serve(p: &TestProject) -> (Running, String, String) {
+    let mut child = tessera()
+        .arg("--project")
+        .arg(p.path())
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting tessera serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut grpc, mut http) = (None, None);
+    let first_word = |rest: &str| {
+        let word = rest.split_whitespace().next().unwrap_or_default();
+        let word = word.trim_end_matches(':');
+        word.rsplit("//").next().unwrap_or(word).to_owned()
+    };
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("HTTP collector listening on ") {
+            http = Some(first_word(rest));
+        }
+        if let Some(rest) = line.strip_prefix("gRPC listening on ") {
+            grpc = Some(first_word(rest));
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Running(child),
+        grpc.expect("the gRPC address"),
+        http.expect("the HTTP address"),
+    )
+}
+
+/// Stops `tessera serve` cleanly (SIGTERM) and checks it exited successfully.
+pub fn stop(mut running: Running) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status();
+    let stopped = running.0.wait().unwrap();
+    assert!(stopped.success(), "tessera serve exited with {stopped}");
 }

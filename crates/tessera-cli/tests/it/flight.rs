@@ -2,70 +2,14 @@
 //! unmodified clients — Python ADBC (`adbc-driver-flightsql`) and `pyarrow.flight` —
 //! with users added by `tessera user add`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{TestProject, ok, sample_data};
+use crate::common::{TestProject, add_user, added, ok, sample_data, serve, stop};
 
 const ANALYST_PASSWORD: &str = "an4lyst-passw0rd";
 const MARKETER_PASSWORD: &str = "m4rketer-passw0rd";
-
-/// `tessera user add ARGS... --password-stdin` with `stdin`; returns success and
-/// stderr.
-fn add_user(p: &TestProject, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut all = vec!["user", "add"];
-    all.extend_from_slice(args);
-    all.push("--password-stdin");
-    let mut child = p
-        .cmd(&all)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn added(p: &TestProject, args: &[&str], password: &str) {
-    let (okay, e) = add_user(p, args, &format!("{password}\n"));
-    assert!(okay, "{e}");
-}
-
-/// `tessera serve` with both ports on loopback; returns the child and the gRPC address.
-fn serve(p: &TestProject) -> (Child, String) {
-    let mut child = crate::common::tessera()
-        .arg("--project")
-        .arg(p.path())
-        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting tessera serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut grpc = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("gRPC listening on ") {
-            grpc = rest.split(':').take(2).collect::<Vec<_>>().join(":").into();
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, grpc.expect("the gRPC address"))
-}
 
 const CLIENTS: &str = r#"
 import json, sys
@@ -173,7 +117,7 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         "hashed, never in clear"
     );
 
-    let (mut child, grpc) = serve(&p);
+    let (running, grpc, _) = serve(&p);
     let out = Command::new(crate::common::python())
         .arg("-c")
         .arg(CLIENTS)
@@ -181,16 +125,12 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         .output()
         .unwrap();
     // A clean stop writes the last audit entries.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let stopped = child.wait().unwrap();
+    stop(running);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stopped.success(), "tessera serve exited with {stopped}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     assert_eq!(v["events"], p.count("SELECT count(*) AS n FROM events"));

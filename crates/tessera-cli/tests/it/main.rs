@@ -6,6 +6,7 @@
 mod common;
 mod examples;
 mod flight;
+mod grpc;
 mod identity;
 mod import;
 mod predict;
