@@ -725,3 +725,84 @@ impl IndexHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn json_struct(v: serde_json::Value) -> Struct {
+        match json_value(v).kind {
+            Some(Kind::StructValue(s)) => s,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    #[test]
+    fn masking_reaches_every_depth_and_spares_the_rest() {
+        let profile = v1::Profile {
+            profile_id: "p_1".into(),
+            identifiers: vec![
+                v1::ProfileIdentifier {
+                    r#type: "email".into(),
+                    value: "jane@example.com".into(),
+                    ..Default::default()
+                },
+                v1::ProfileIdentifier {
+                    r#type: "user_id".into(),
+                    value: "u1".into(),
+                    ..Default::default()
+                },
+            ],
+            traits: Some(json_struct(serde_json::json!({
+                "Email": "jane@example.com",
+                "first-name": "Jane",
+                "plan": "pro",
+                "phone": null,
+                "contacts": [{"ip": "10.0.0.1", "kind": "home"}],
+            }))),
+            computed_traits: Some(json_struct(
+                serde_json::json!({"last_name": "Doe", "orders": 3}),
+            )),
+            ..Default::default()
+        };
+        let m = masked(&profile);
+        assert_eq!(m.identifiers[0].value, MASK);
+        assert_eq!(m.identifiers[1].value, "u1");
+        let t = &m.traits.as_ref().unwrap().fields;
+        let s = |v: &Value| match &v.kind {
+            Some(Kind::StringValue(s)) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(s(&t["Email"]), MASK);
+        assert_eq!(s(&t["first-name"]), MASK);
+        assert_eq!(s(&t["plan"]), "pro");
+        assert!(
+            matches!(t["phone"].kind, Some(Kind::NullValue(_))),
+            "null stays null"
+        );
+        let Some(Kind::ListValue(contacts)) = &t["contacts"].kind else {
+            panic!("a list")
+        };
+        let Some(Kind::StructValue(first)) = &contacts.values[0].kind else {
+            panic!("a struct")
+        };
+        assert_eq!(s(&first.fields["ip"]), MASK);
+        assert_eq!(s(&first.fields["kind"]), "home");
+        let c = &m.computed_traits.as_ref().unwrap().fields;
+        assert_eq!(s(&c["last_name"]), MASK);
+        assert!(matches!(c["orders"].kind, Some(Kind::NumberValue(x)) if x == 3.0));
+        assert_eq!(
+            profile.identifiers[0].value, "jane@example.com",
+            "the index copy is untouched"
+        );
+    }
+
+    #[test]
+    fn timestamps_before_the_epoch_keep_positive_nanos() {
+        let t = timestamp(-1);
+        assert_eq!((t.seconds, t.nanos), (-1, 999_999_000));
+        let t = timestamp(1_500_000);
+        assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
+    }
+}
