@@ -219,3 +219,134 @@ async fn models_are_refitted_on_schedule() {
     );
     running.stop().await;
 }
+
+/// Appends `(id_type, id_value, profile_id)` rows to `identity_map`.
+async fn map_rows(lake: &Lake, rows: &[(&str, &str, &str)]) {
+    use tessera_engine::datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+    let def = tessera_core::schema::table(tessera_core::schema::IDENTITY_MAP).unwrap();
+    let text = |i: usize| -> Arc<dyn tessera_engine::datafusion::arrow::array::Array> {
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| [r.0, r.1, r.2][i]).collect::<Vec<_>>(),
+        ))
+    };
+    let at = || -> Arc<dyn tessera_engine::datafusion::arrow::array::Array> {
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![1_700_000_000_000_000i64; rows.len()])
+                .with_timezone("UTC"),
+        )
+    };
+    let batch = tessera_engine::datafusion::arrow::array::RecordBatch::try_new(
+        def.schema.clone(),
+        vec![text(0), text(1), text(2), at(), at()],
+    )
+    .unwrap();
+    let mut w = lake.append_writer(&def).await.unwrap();
+    w.write(batch).await.unwrap();
+    w.commit(tessera_lake::CommitNote::new("test", "test"))
+        .await
+        .unwrap();
+}
+
+/// The profile index follows the lake without any request planning a query: a new
+/// `identity_map` version is picked up by the background check and swapped in whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_index_follows_new_snapshots() {
+    use tessera_server::api::v1;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_in(dir.path());
+    lake.create_missing_tables().await.unwrap();
+    map_rows(&lake, &[("user_id", "u1", "p_1")]).await;
+    let engine = Engine::new(lake.clone(), EngineConfig::default());
+    let users = HashMap::from([(
+        "app".to_owned(),
+        tessera_core::config::UserSection {
+            role: tessera_core::config::Role::Marketer,
+            pii: false,
+            password_hash: tessera_core::auth::hash_password("app-password").unwrap(),
+        },
+    )]);
+    let server = Server::start(
+        engine.clone(),
+        ServeOptions {
+            users,
+            ..options(dir.path())
+        },
+    )
+    .await
+    .unwrap();
+    let grpc = format!("http://{}", server.grpc_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let channel = tonic::transport::Endpoint::from_shared(grpc)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token = v1::auth_service_client::AuthServiceClient::new(channel.clone())
+        .login(v1::LoginRequest {
+            user: "app".into(),
+            password: "app-password".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut profiles = v1::profile_service_client::ProfileServiceClient::new(channel);
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let get = |id_type: &str, value: &str| {
+        let mut r = tonic::Request::new(v1::GetProfileRequest {
+            identifier: Some(v1::Identifier {
+                r#type: id_type.into(),
+                value: value.into(),
+            }),
+        });
+        r.metadata_mut().insert("authorization", bearer.clone());
+        r
+    };
+    let first = profiles
+        .get_profile(get("user_id", "u1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.profile.unwrap().profile_id, "p_1");
+    let v0 = first.snapshot.unwrap().identity_map_version;
+    let missing = profiles
+        .get_profile(get("user_id", "u2"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    map_rows(
+        &lake,
+        &[("user_id", "u2", "p_1"), ("email", "x@example.com", "p_1")],
+    )
+    .await;
+    let mut found = None;
+    for _ in 0..100 {
+        match profiles.get_profile(get("user_id", "u2")).await {
+            Ok(r) => {
+                found = Some(r.into_inner());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let found = found.expect("the new snapshot was loaded");
+    let snapshot = found.snapshot.unwrap();
+    assert_eq!(snapshot.identity_map_version, v0 + 1);
+    assert_eq!(snapshot.identifiers, 3);
+    let profile = found.profile.unwrap();
+    assert_eq!(profile.identifiers.len(), 3, "one snapshot, whole");
+    assert!(
+        profile
+            .identifiers
+            .iter()
+            .any(|i| i.r#type == "email" && i.value == "***"),
+        "masked for a user without pii: {profile:?}"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
