@@ -29,7 +29,7 @@ async fn identifiers(project: &Path, n: usize) -> anyhow::Result<Vec<v1::Identif
     let ctx = engine.session_of(&["identity_map"]).await?;
     let batches: Vec<_> = ctx
         .sql(&format!(
-            "SELECT id_type, id_value FROM identity_map ORDER BY hash(id_value) LIMIT {n}"
+            "SELECT id_type, id_value FROM identity_map ORDER BY md5(id_value) LIMIT {n}"
         ))
         .await?
         .execute_stream()

@@ -226,7 +226,9 @@ impl Server {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(|e| ServerError::Serve(format!("gRPC reflection: {e}")))?;
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
+        // No Nagle: small unary answers (a profile) must not wait for a delayed ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let flight = self.flight.clone();
         let api = self.api.clone();
         let mut builder = tonic::transport::Server::builder();

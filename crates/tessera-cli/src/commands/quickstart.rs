@@ -191,8 +191,11 @@ Try next:
   curl -u {key}: -H 'Content-Type: application/json' http://{http}/v1/track \
        -d '{{"userId":"u00000001","event":"Signed Up","properties":{{"plan":"pro"}}}}'
 then `tessera --project {p} sql "SELECT * FROM events WHERE event = 'Signed Up'"` sees it
-within {flush} ms.
+within {flush} ms. BI tools (Arrow Flight SQL) and apps (tessera.v1 gRPC) on {grpc} need
+an account first (then restart): `tessera --project {p} user add me --role admin --pii --password-stdin`
+or an API token: `tessera --project {p} token add my-app --role marketer`.
 "#,
+        grpc = opened.project.config.server.grpc,
         http = opened.project.config.server.http,
         flush = opened.project.config.server.flush_interval_ms,
     );
