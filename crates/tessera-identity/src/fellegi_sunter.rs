@@ -28,11 +28,13 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 /// A missing comparison (either value null).
 pub const NULL_LEVEL: u8 = u8::MAX;
 
 /// Distributions of one comparison's levels.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     pub name: String,
     /// Level labels, lowest ("else") first; the last one is exact agreement.
@@ -68,12 +70,23 @@ impl Comparison {
     }
 }
 
-/// A trained (or initial) model.
-#[derive(Debug, Clone, PartialEq)]
+/// A trained (or initial) model; stored as JSON so that `predict` reuses what `train`
+/// learnt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     /// Prior share of matches among candidate pairs.
     pub lambda: f64,
     pub comparisons: Vec<Comparison>,
+}
+
+/// Why a pair scored what it did: the prior and each comparison's level and weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub prior_weight: f64,
+    /// (comparison, level label or `null`, weight), in model order.
+    pub terms: Vec<(String, String, f64)>,
+    pub weight: f64,
+    pub probability: f64,
 }
 
 /// Distinct comparison vectors and how many pairs have each.
@@ -238,6 +251,62 @@ impl Model {
                 .zip(levels)
                 .map(|(c, &l)| c.weight(l))
                 .sum::<f64>()
+    }
+
+    /// The weight of a comparison vector term by term.
+    pub fn explain(&self, levels: &[u8]) -> Explanation {
+        let terms: Vec<(String, String, f64)> = self
+            .comparisons
+            .iter()
+            .zip(levels)
+            .map(|(c, &l)| {
+                let label = if l == NULL_LEVEL {
+                    "null".to_owned()
+                } else {
+                    c.levels[l as usize].clone()
+                };
+                (c.name.clone(), label, c.weight(l))
+            })
+            .collect();
+        let weight = self.prior_weight() + terms.iter().map(|t| t.2).sum::<f64>();
+        Explanation {
+            prior_weight: self.prior_weight(),
+            terms,
+            weight,
+            probability: probability(weight),
+        }
+    }
+
+    /// The model as JSON (parameters, levels, λ).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// A model stored by [`Model::to_json`]; the error says what is wrong with it.
+    pub fn from_json(text: &str) -> Result<Model, String> {
+        let model: Model = serde_json::from_str(text).map_err(|e| format!("not a model: {e}"))?;
+        if !(model.lambda > 0.0 && model.lambda < 1.0) {
+            return Err(format!("lambda must be in (0, 1), not {}", model.lambda));
+        }
+        for c in &model.comparisons {
+            let n = c.levels.len();
+            if n < 2 || c.m.len() != n || c.u.len() != n {
+                return Err(format!(
+                    "comparison {:?}: {n} levels need {n} m and {n} u probabilities (at least 2)",
+                    c.name
+                ));
+            }
+            for (what, p) in [("m", &c.m), ("u", &c.u)] {
+                let total: f64 = p.iter().sum();
+                if p.iter().any(|x| !(*x > 0.0 && *x <= 1.0)) || (total - 1.0).abs() > 1e-6 {
+                    return Err(format!(
+                        "comparison {:?}: {what} must be probabilities in (0, 1] summing to 1",
+                        c.name
+                    ));
+                }
+            }
+        }
+        Ok(model)
     }
 
     /// log2(λ / (1 − λ)).
@@ -483,6 +552,46 @@ mod tests {
             "{smith} {zyzzyva}"
         );
         assert!((smith - (0.9f64 / 0.05).log2()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn models_round_trip_and_explain_themselves() {
+        let (names, levels) = labels(2, 3);
+        let mut model = Model::initial(&names, &levels, vec![vec![0.9, 0.08, 0.02]; 2], 0.05);
+        model.comparisons[1].tf_adjust = true;
+        let back = Model::from_json(&model.to_json()).unwrap();
+        // Equal up to the last bit of a JSON float.
+        assert_eq!(back.lambda, model.lambda);
+        for (b, a) in back.comparisons.iter().zip(&model.comparisons) {
+            assert_eq!(
+                (&b.name, &b.levels, b.tf_adjust),
+                (&a.name, &a.levels, a.tf_adjust)
+            );
+            for (x, y) in b.m.iter().chain(&b.u).zip(a.m.iter().chain(&a.u)) {
+                assert!((x - y).abs() <= 1e-15, "{x} vs {y}");
+            }
+        }
+        let e = model.explain(&[2, NULL_LEVEL]);
+        assert_eq!(e.terms[0].1, "l2");
+        assert_eq!(e.terms[1], ("c1".to_owned(), "null".to_owned(), 0.0));
+        assert!((e.weight - model.weight(&[2, NULL_LEVEL])).abs() < 1e-12);
+        assert!((e.probability - probability(e.weight)).abs() < 1e-15);
+        let mut bad = model.clone();
+        bad.comparisons[0].m = vec![0.5, 0.5];
+        let err = Model::from_json(&bad.to_json()).unwrap_err();
+        assert!(err.contains("3 levels need 3 m"), "{err}");
+        bad = model.clone();
+        bad.lambda = 1.0;
+        assert!(
+            Model::from_json(&bad.to_json())
+                .unwrap_err()
+                .contains("lambda")
+        );
+        assert!(
+            Model::from_json("{")
+                .unwrap_err()
+                .starts_with("not a model")
+        );
     }
 
     #[test]
