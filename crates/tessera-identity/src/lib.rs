@@ -11,12 +11,15 @@
 //! - [`profiles`]: the golden `profiles` table (survivorship per trait, computed traits
 //!   from `sql/traits/`);
 //! - [`lookup`]: a profile by any identifier, following merges;
+//! - [`blocking`]: which record pairs probabilistic matching compares (SQL rules, pair
+//!   counts before running);
 //! - [`fellegi_sunter`]: the probabilistic record-linkage model (comparison levels,
 //!   `m`/`u` probabilities, EM training, match weights, term-frequency adjustment)
 //!   for records that share no exact identifier (pure, no I/O).
 //!
 //! This crate knows nothing of HTTP or gRPC.
 
+pub mod blocking;
 pub mod fellegi_sunter;
 pub mod lookup;
 pub mod profiles;
