@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditLog, Entry, StreamAudit};
 use crate::auth::{Auth, Principal};
-use crate::index::{IndexHandle, masked, masked_identifier, timestamp};
+use crate::index::{IndexHandle, as_seen, masked_identifier, timestamp};
 
 /// The generated `tessera.v1` messages, clients and servers.
 pub mod v1 {
@@ -249,11 +249,7 @@ impl ProfileService for Api {
         e.rows = Some(1);
         self.audit.record(e);
         Ok(Response::new(v1::GetProfileResponse {
-            profile: Some(if who.pii {
-                profile.clone()
-            } else {
-                masked(profile)
-            }),
+            profile: Some(as_seen(profile, who.pii)),
             identifier: Some(masked_identifier(&resolved.identifier, who.pii)),
             merged_from: resolved.merged_from.unwrap_or_default(),
             snapshot: Some(*index.snapshot()),
@@ -283,10 +279,7 @@ impl ProfileService for Api {
                 },
                 Ok(r) => v1::ProfileResult {
                     identifier: Some(masked_identifier(&r.identifier, who.pii)),
-                    profile: r.profile.map(|i| {
-                        let p = index.profile(i);
-                        if who.pii { p.clone() } else { masked(p) }
-                    }),
+                    profile: r.profile.map(|i| as_seen(index.profile(i), who.pii)),
                     merged_from: r.merged_from.unwrap_or_default(),
                     error: String::new(),
                 },

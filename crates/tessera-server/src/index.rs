@@ -193,6 +193,15 @@ pub fn masked(profile: &v1::Profile) -> v1::Profile {
     p
 }
 
+/// The profile as a caller with or without the `pii` grant sees it.
+pub fn as_seen(profile: &v1::Profile, pii: bool) -> v1::Profile {
+    if pii {
+        profile.clone()
+    } else {
+        masked(profile)
+    }
+}
+
 /// An identifier value as the caller may see it.
 pub fn masked_identifier(id: &v1::Identifier, pii: bool) -> v1::Identifier {
     if !pii && PII_ID_TYPES.contains(&id.r#type.as_str()) {
