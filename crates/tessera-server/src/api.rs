@@ -110,19 +110,6 @@ impl Api {
         }
     }
 
-    fn entry<T>(
-        &self,
-        request: &Request<T>,
-        who: Option<&Principal>,
-        action: &str,
-        status: &str,
-    ) -> Entry {
-        let mut e = Entry::new(who.map_or("-", |p| p.user.as_str()), action, status);
-        e.role = who.map(|p| p.role.name().to_owned());
-        e.client = request.remote_addr().map(|a| a.to_string());
-        e
-    }
-
     /// The caller, allowed `access`; refusals are audited.
     fn caller<T>(
         &self,
@@ -134,17 +121,21 @@ impl Api {
             .auth
             .authenticate(request.metadata())
             .inspect_err(|s| {
-                let mut e = self.entry(request, None, action, "unauthenticated");
-                e.detail = Some(s.message().to_owned());
-                self.audit.record(e);
+                self.audit.record(
+                    Entry::of(request, None, action, "unauthenticated").detail(s.message()),
+                );
             })?;
         let allowed = match access {
             Access::Read => matches!(principal.role, Role::Admin | Role::Analyst | Role::Marketer),
             Access::Admin => principal.role == Role::Admin,
         };
         if !allowed {
-            self.audit
-                .record(self.entry(request, Some(&principal), action, "permission_denied"));
+            self.audit.record(Entry::of(
+                request,
+                Some(&principal),
+                action,
+                "permission_denied",
+            ));
             let what = match access {
                 Access::Read => "read profiles and audiences (admin, analyst and marketer may)",
                 Access::Admin => "run stitching or refreshes (admin may)",
@@ -183,7 +174,7 @@ impl AuthService for Api {
         match self.auth.login(user, password) {
             Ok(login) => {
                 self.audit
-                    .record(self.entry(&request, Some(&login.principal), "login", "ok"));
+                    .record(Entry::of(&request, Some(&login.principal), "login", "ok"));
                 let micros = login
                     .expires_at
                     .duration_since(UNIX_EPOCH)
@@ -196,7 +187,7 @@ impl AuthService for Api {
                 }))
             }
             Err(status) => {
-                let mut e = self.entry(&request, None, "login", "unauthenticated");
+                let mut e = Entry::of(&request, None, "login", "unauthenticated");
                 e.user = user.clone();
                 e.detail = Some(status.message().to_owned());
                 self.audit.record(e);
@@ -222,14 +213,15 @@ impl ProfileService for Api {
         let resolved = match index.resolve(id) {
             Ok(r) => r,
             Err(bad) => {
-                let mut e = self.entry(&request, Some(&who), "get_profile", "invalid");
-                e.target = Some(audit_identifier(id));
-                e.detail = Some(bad.0.clone());
-                self.audit.record(e);
+                self.audit.record(
+                    Entry::of(&request, Some(&who), "get_profile", "invalid")
+                        .target(audit_identifier(id))
+                        .detail(bad.0.clone()),
+                );
                 return Err(Status::invalid_argument(bad.0));
             }
         };
-        let mut e = self.entry(&request, Some(&who), "get_profile", "ok");
+        let mut e = Entry::of(&request, Some(&who), "get_profile", "ok");
         let target = audit_identifier(&resolved.identifier);
         let Some(i) = resolved.profile else {
             e.status = "not_found".into();
@@ -285,10 +277,11 @@ impl ProfileService for Api {
                 },
             })
             .collect();
-        let mut e = self.entry(&request, Some(&who), "batch_get_profiles", "ok");
-        e.target = Some(format!("{} identifiers", asked.len()));
-        e.rows = Some(results.iter().filter(|r| r.profile.is_some()).count() as i64);
-        self.audit.record(e);
+        self.audit.record(
+            Entry::of(&request, Some(&who), "batch_get_profiles", "ok")
+                .target(format!("{} identifiers", asked.len()))
+                .rows(results.iter().filter(|r| r.profile.is_some()).count() as i64),
+        );
         Ok(Response::new(v1::BatchGetProfilesResponse {
             results,
             snapshot: Some(*index.snapshot()),
@@ -308,9 +301,9 @@ impl AudienceService for Api {
         let who = self.caller(&request, "list_segments", Access::Read)?;
         let index = self.index.get();
         let segments: Vec<v1::Segment> = index.segments().iter().map(|s| s.info.clone()).collect();
-        let mut e = self.entry(&request, Some(&who), "list_segments", "ok");
-        e.rows = Some(segments.len() as i64);
-        self.audit.record(e);
+        self.audit.record(
+            Entry::of(&request, Some(&who), "list_segments", "ok").rows(segments.len() as i64),
+        );
         Ok(Response::new(v1::ListSegmentsResponse {
             segments,
             snapshot: Some(*index.snapshot()),
@@ -348,13 +341,14 @@ impl AudienceService for Api {
                 out.since = m.since;
             }
         }
-        let mut e = self.entry(&request, Some(&who), "check_membership", "ok");
-        e.target = Some(format!(
-            "{segment} {}",
-            audit_identifier(&resolved.identifier)
-        ));
-        e.rows = Some(i64::from(out.member));
-        self.audit.record(e);
+        self.audit.record(
+            Entry::of(&request, Some(&who), "check_membership", "ok")
+                .target(format!(
+                    "{segment} {}",
+                    audit_identifier(&resolved.identifier)
+                ))
+                .rows(i64::from(out.member)),
+        );
         Ok(Response::new(out))
     }
 
@@ -378,7 +372,7 @@ impl AudienceService for Api {
                 "since_version must be 0 (current members) or a refresh version",
             ));
         }
-        let mut e = self.entry(&request, Some(&who), "stream_audience", "ok");
+        let mut e = Entry::of(&request, Some(&who), "stream_audience", "ok");
         e.target = Some(format!("{segment} since {since_version}"));
         let audit = StreamAudit::new(self.audit.clone(), e);
         let (rows, finished) = (audit.rows.clone(), audit.finished.clone());
@@ -534,7 +528,7 @@ impl AdminService for Api {
             &(),
         )
         .await;
-        let mut e = self.entry(&request, Some(&who), "stitch", "ok");
+        let mut e = Entry::of(&request, Some(&who), "stitch", "ok");
         let report = match report {
             Ok(r) => r,
             Err(err) => {
@@ -586,7 +580,7 @@ impl AdminService for Api {
             },
         )
         .await;
-        let mut e = self.entry(&request, Some(&who), "refresh_segments", "ok");
+        let mut e = Entry::of(&request, Some(&who), "refresh_segments", "ok");
         e.target = Some(if segments.is_empty() {
             "all".into()
         } else {

@@ -42,6 +42,38 @@ impl Entry {
             client: None,
         }
     }
+
+    /// An entry for a gRPC request by `who` (`-` when the caller is unknown), with the
+    /// caller's role and address.
+    pub fn of<T>(
+        request: &tonic::Request<T>,
+        who: Option<&crate::auth::Principal>,
+        action: &str,
+        status: &str,
+    ) -> Entry {
+        let mut e = Entry::new(who.map_or("-", |p| p.user.as_str()), action, status);
+        e.role = who.map(|p| p.role.name().to_owned());
+        e.client = request.remote_addr().map(|a| a.to_string());
+        e
+    }
+
+    /// With what the call was about.
+    pub fn target(mut self, target: impl Into<String>) -> Entry {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// With how many rows the call delivered.
+    pub fn rows(mut self, rows: i64) -> Entry {
+        self.rows = Some(rows);
+        self
+    }
+
+    /// With why it was refused or failed.
+    pub fn detail(mut self, detail: impl Into<String>) -> Entry {
+        self.detail = Some(detail.into());
+        self
+    }
 }
 
 /// The buffer of entries not yet in the lake.

@@ -104,26 +104,12 @@ impl TesseraFlightSql {
         })
     }
 
-    /// An audit entry for `request` by `session` (or an unknown user).
-    fn entry<T>(
-        &self,
-        request: &Request<T>,
-        session: Option<&Session>,
-        action: &str,
-        status: &str,
-    ) -> Entry {
-        let mut e = Entry::new(session.map_or("-", |s| s.user.as_str()), action, status);
-        e.role = session.map(|s| s.role.name().to_owned());
-        e.client = request.remote_addr().map(|a| a.to_string());
-        e
-    }
-
     /// The session of the request's bearer token; a refusal is audited.
     fn session<T>(&self, request: &Request<T>) -> Result<Session, Status> {
         self.authenticate(request).inspect_err(|status| {
-            let mut e = self.entry(request, None, "call", "unauthenticated");
-            e.detail = Some(status.message().to_owned());
-            self.audit.record(e);
+            self.audit.record(
+                Entry::of(request, None, "call", "unauthenticated").detail(status.message()),
+            );
         })
     }
 
@@ -135,8 +121,12 @@ impl TesseraFlightSql {
     fn querier<T>(&self, request: &Request<T>) -> Result<Session, Status> {
         let session = self.session(request)?;
         if !session.role.may_query() {
-            self.audit
-                .record(self.entry(request, Some(&session), "query", "permission_denied"));
+            self.audit.record(Entry::of(
+                request,
+                Some(&session),
+                "query",
+                "permission_denied",
+            ));
             return Err(Status::permission_denied(format!(
                 "user {} has role {}, which may not run SQL (admin and analyst may)",
                 session.user,
@@ -355,7 +345,7 @@ impl FlightSqlService for TesseraFlightSql {
             Ok(login) => login,
             Err(status) => {
                 tracing::warn!(user, "Flight SQL handshake refused: {}", status.message());
-                let mut e = self.entry(&request, None, "handshake", "unauthenticated");
+                let mut e = Entry::of(&request, None, "handshake", "unauthenticated");
                 e.user = user.to_owned();
                 e.detail = Some(status.message().to_owned());
                 self.audit.record(e);
@@ -363,8 +353,12 @@ impl FlightSqlService for TesseraFlightSql {
             }
         };
         let token = login.token;
-        self.audit
-            .record(self.entry(&request, Some(&login.principal), "handshake", "ok"));
+        self.audit.record(Entry::of(
+            &request,
+            Some(&login.principal),
+            "handshake",
+            "ok",
+        ));
         let output: HandshakeStream =
             Box::pin(futures::stream::iter(vec![Ok(HandshakeResponse {
                 protocol_version: 0,
@@ -399,10 +393,11 @@ impl FlightSqlService for TesseraFlightSql {
         let df = match self.plan(&session, &query.query, &[]).await {
             Ok(df) => df,
             Err(status) => {
-                let mut e = self.entry(&request, Some(&session), "query", "invalid");
-                e.target = Some(query.query.clone());
-                e.detail = Some(status.message().to_owned());
-                self.audit.record(e);
+                self.audit.record(
+                    Entry::of(&request, Some(&session), "query", "invalid")
+                        .target(query.query.clone())
+                        .detail(status.message()),
+                );
                 return Err(status);
             }
         };
@@ -432,7 +427,7 @@ impl FlightSqlService for TesseraFlightSql {
             Status::invalid_argument("the ticket is not a statement of this server")
         })?;
         let df = self.plan(&session, &sql, &[]).await?;
-        let mut entry = self.entry(&request, Some(&session), "query", "ok");
+        let mut entry = Entry::of(&request, Some(&session), "query", "ok");
         entry.target = Some(sql);
         Self::stream(df, StreamAudit::new(self.audit.clone(), entry)).await
     }
@@ -461,7 +456,7 @@ impl FlightSqlService for TesseraFlightSql {
         let session = self.querier(&request)?;
         let prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
         let df = self.plan(&session, &prepared.sql, &prepared.params).await?;
-        let mut entry = self.entry(&request, Some(&session), "prepared_query", "ok");
+        let mut entry = Entry::of(&request, Some(&session), "prepared_query", "ok");
         entry.target = Some(prepared.sql.clone());
         entry.detail = (!prepared.params.is_empty()).then(|| {
             let shown: Vec<String> = prepared.params.iter().map(ToString::to_string).collect();
@@ -480,7 +475,7 @@ impl FlightSqlService for TesseraFlightSql {
         let df = match ctx.sql(&query.query).await {
             Ok(df) => df,
             Err(e) => {
-                let mut entry = self.entry(&request, Some(&session), "prepare", "invalid");
+                let mut entry = Entry::of(&request, Some(&session), "prepare", "invalid");
                 entry.target = Some(query.query.clone());
                 entry.detail = Some(e.to_string());
                 self.audit.record(entry);

@@ -37,20 +37,41 @@ pub enum UserAction {
     List,
 }
 
+/// Prints accounts or tokens with their role and PII grant (never a secret).
+fn list<'a>(entries: impl Iterator<Item = (&'a String, Role, bool)>, empty: &str) {
+    let mut any = false;
+    for (name, role, pii) in entries {
+        any = true;
+        println!(
+            "{name:<20} {:<9} {}",
+            role.name(),
+            if pii { "pii" } else { "masked" }
+        );
+    }
+    if !any {
+        println!("{empty}");
+    }
+}
+
+/// A new user or token name must be valid and not taken.
+fn check_new_name(kind: &str, name: &str, taken: bool) -> anyhow::Result<()> {
+    if !valid_name(name) {
+        bail!("{kind} name {name:?}: use letters, digits, '_' and '-' only (at most 64)");
+    }
+    if taken {
+        bail!("a {kind} named {name:?} already exists in {CONFIG_FILE}");
+    }
+    Ok(())
+}
+
 pub fn run(project_dir: &std::path::Path, args: UserArgs) -> anyhow::Result<()> {
     let project = Project::load(project_dir)?;
     match args.action {
         UserAction::List => {
-            if project.config.users.is_empty() {
-                println!("No users yet: tessera user add NAME --role analyst --password-stdin");
-            }
-            for (name, u) in &project.config.users {
-                println!(
-                    "{name:<20} {:<9} {}",
-                    u.role.name(),
-                    if u.pii { "pii" } else { "masked" }
-                );
-            }
+            list(
+                project.config.users.iter().map(|(n, u)| (n, u.role, u.pii)),
+                "No users yet: tessera user add NAME --role analyst --password-stdin",
+            );
             Ok(())
         }
         UserAction::Add {
@@ -59,12 +80,7 @@ pub fn run(project_dir: &std::path::Path, args: UserArgs) -> anyhow::Result<()> 
             pii,
             password_stdin: _,
         } => {
-            if !valid_name(&name) {
-                bail!("user name {name:?}: use letters, digits, '_' and '-' only (at most 64)");
-            }
-            if project.config.users.contains_key(&name) {
-                bail!("a user named {name:?} already exists in {CONFIG_FILE}");
-            }
+            check_new_name("user", &name, project.config.users.contains_key(&name))?;
             let mut input = String::new();
             std::io::stdin()
                 .read_to_string(&mut input)
@@ -116,25 +132,18 @@ pub fn run_token(project_dir: &std::path::Path, args: TokenArgs) -> anyhow::Resu
     let project = Project::load(project_dir)?;
     match args.action {
         TokenAction::List => {
-            if project.config.tokens.is_empty() {
-                println!("No API tokens yet: tessera token add NAME --role marketer");
-            }
-            for (name, t) in &project.config.tokens {
-                println!(
-                    "{name:<20} {:<9} {}",
-                    t.role.name(),
-                    if t.pii { "pii" } else { "masked" }
-                );
-            }
+            list(
+                project
+                    .config
+                    .tokens
+                    .iter()
+                    .map(|(n, t)| (n, t.role, t.pii)),
+                "No API tokens yet: tessera token add NAME --role marketer",
+            );
             Ok(())
         }
         TokenAction::Add { name, role, pii } => {
-            if !valid_name(&name) {
-                bail!("token name {name:?}: use letters, digits, '_' and '-' only (at most 64)");
-            }
-            if project.config.tokens.contains_key(&name) {
-                bail!("a token named {name:?} already exists in {CONFIG_FILE}");
-            }
+            check_new_name("token", &name, project.config.tokens.contains_key(&name))?;
             let token = tessera_core::auth::random_token().map_err(anyhow::Error::msg)?;
             let digest = tessera_core::auth::token_digest(&token);
             let section = format!(
