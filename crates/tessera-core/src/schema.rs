@@ -33,6 +33,10 @@ pub const SCORES: &str = "scores";
 pub const MODEL_RUNS: &str = "model_runs";
 /// Who did what through the gRPC services, and how many rows they got.
 pub const AUDIT_LOG: &str = "audit_log";
+/// One row per trained probabilistic-matching model.
+pub const MATCH_MODELS: &str = "match_models";
+/// Scored record pairs of the latest probabilistic-matching prediction.
+pub const MATCH_PAIRS: &str = "match_pairs";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -342,6 +346,54 @@ pub fn model_runs_schema() -> SchemaRef {
     MODEL_RUNS_SCHEMA.clone()
 }
 
+static MATCH_MODELS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("version", DataType::Int64, false),
+        ts("trained_at", false),
+        utf8("model", false),
+        Field::new("records", DataType::Int64, false),
+        Field::new("candidate_pairs", DataType::Int64, false),
+        Field::new("random_pairs", DataType::Int64, false),
+        Field::new("iterations", DataType::Int64, false),
+        Field::new("converged", DataType::Boolean, false),
+        utf8("report", false),
+        Field::new("duration_ms", DataType::Int64, false),
+    ]))
+});
+
+/// The `match_models` table: one row per `tessera match train`: the Fellegi–Sunter
+/// model as JSON (λ, and per comparison its levels with `m` and `u`), how many records,
+/// blocked and random pairs it learnt from, EM iterations and convergence, and the
+/// training report (one EM session per blocking rule) as JSON.
+pub fn match_models_schema() -> SchemaRef {
+    MATCH_MODELS_SCHEMA.clone()
+}
+
+static MATCH_PAIRS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("id_l", false),
+        utf8("id_r", false),
+        utf8("rule", false),
+        Field::new("match_weight", DataType::Float64, false),
+        Field::new("probability", DataType::Float64, false),
+        utf8("decision", false),
+        utf8("cluster", true),
+        utf8("comparisons", false),
+        Field::new("model_version", DataType::Int64, false),
+        ts("predicted_at", false),
+    ]))
+});
+
+/// The `match_pairs` table: the candidate pairs of the latest `tessera match predict`
+/// at or above the review band, each once (`id_l < id_r`): the blocking rule that
+/// generated it, match weight and probability, `decision` (`match` at or above the
+/// threshold, `review` in the band below it), the cluster of a matched record (its
+/// smallest id), per-comparison levels and weights as JSON ("why these two matched"),
+/// and the model version that scored it.
+pub fn match_pairs_schema() -> SchemaRef {
+    MATCH_PAIRS_SCHEMA.clone()
+}
+
 static AUDIT_LOG_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         ts("at", false),
@@ -501,6 +553,18 @@ pub fn tables() -> Vec<TableDef> {
             schema: model_runs_schema(),
             partition_columns: &[],
             description: "one row per model fit: parameters, fit quality, data quality",
+        },
+        TableDef {
+            name: MATCH_MODELS,
+            schema: match_models_schema(),
+            partition_columns: &[],
+            description: "one row per trained probabilistic-matching model",
+        },
+        TableDef {
+            name: MATCH_PAIRS,
+            schema: match_pairs_schema(),
+            partition_columns: &[],
+            description: "scored record pairs of the latest probabilistic matching",
         },
     ]
 }

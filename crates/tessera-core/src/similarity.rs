@@ -1,9 +1,43 @@
 //! String comparisons for record matching, on Unicode scalar values (not bytes):
 //! Levenshtein and (unrestricted) Damerau–Levenshtein distances, Jaro and
 //! Jaro–Winkler similarities, Jaccard similarity of token sets, and the American
-//! Soundex code. The engine exposes them as SQL functions.
+//! Soundex code; days between two dates written in the usual ways. The engine exposes
+//! them as SQL functions.
 
 use std::collections::{BTreeSet, HashMap};
+
+/// A calendar date from `YYYY-MM-DD`, `YYYY/MM/DD`, `YYYYMMDD` or a timestamp starting
+/// with `YYYY-MM-DD`; `None` for anything else (including impossible dates such as
+/// `19991341`, common in typed-in records).
+pub fn parse_date(text: &str) -> Option<chrono::NaiveDate> {
+    let t = text.trim();
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let (y, m, d) = if t.len() == 8 && digits(t) {
+        (&t[..4], &t[4..6], &t[6..8])
+    } else if t.len() >= 10 && t.is_char_boundary(10) {
+        let head = &t[..10];
+        let sep = head.as_bytes()[4];
+        if !(sep == b'-' || sep == b'/') || head.as_bytes()[7] != sep {
+            return None;
+        }
+        if t.len() > 10 && !matches!(t.as_bytes()[10], b'T' | b' ') {
+            return None;
+        }
+        (&head[..4], &head[5..7], &head[8..10])
+    } else {
+        return None;
+    };
+    if !(digits(y) && digits(m) && digits(d)) {
+        return None;
+    }
+    chrono::NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
+}
+
+/// Whole days between two dates (see [`parse_date`]), never negative; `None` when
+/// either is not a date.
+pub fn days_between(a: &str, b: &str) -> Option<i64> {
+    Some((parse_date(a)? - parse_date(b)?).num_days().abs())
+}
 
 /// Edits (insert, delete, substitute one character) turning `a` into `b`.
 pub fn levenshtein(a: &str, b: &str) -> usize {
@@ -304,5 +338,39 @@ mod tests {
             assert_eq!(soundex(name).as_deref(), Some(code), "{name}");
         }
         assert_eq!(soundex("123"), None);
+    }
+
+    #[test]
+    fn dates_in_every_layout_and_impossible_ones() {
+        assert_eq!(days_between("19560909", "1956-09-19"), Some(10));
+        assert_eq!(days_between("2024/03/01", "2024-02-28T23:59:00Z"), Some(2));
+        assert_eq!(days_between("2024-01-01 10:00:00", "20240101"), Some(0));
+        for bad in [
+            "19561309",
+            "1956-02-30",
+            "1956-9-9",
+            "195609",
+            "2024-01-01x",
+            "",
+            "abcdefgh",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Against the day count from the proleptic calendar (days since 0001-01-01).
+        #[test]
+        fn days_between_counts_calendar_days(a in 0i32..800_000, b in 0i32..800_000, la in 0usize..3, lb in 0usize..3) {
+            let date = |n: i32| chrono::NaiveDate::from_num_days_from_ce_opt(n + 1).unwrap();
+            let layout = |d: chrono::NaiveDate, l: usize| match l {
+                0 => d.format("%Y-%m-%d").to_string(),
+                1 => d.format("%Y%m%d").to_string(),
+                _ => d.format("%Y/%m/%d").to_string(),
+            };
+            let (da, db) = (date(a), date(b));
+            prop_assume!(da.format("%Y").to_string().len() == 4 && db.format("%Y").to_string().len() == 4);
+            prop_assert_eq!(days_between(&layout(da, la), &layout(db, lb)), Some(i64::from((a - b).abs())));
+        }
     }
 }

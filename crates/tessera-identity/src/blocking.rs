@@ -29,22 +29,37 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The join of `table` with itself admitting the pairs rule `index` adds: its condition,
-/// none of the earlier rules' (a condition that is NULL counts as false), each pair
-/// once.
-fn rule_join(table: &str, id: &str, rules: &[BlockingRule], index: usize, select: &str) -> String {
+/// The join of `table` with itself (`l`, `r`) admitting the pairs of rule `index`,
+/// each pair once; with `exclusive`, only the pairs no earlier rule admits (a condition
+/// that is NULL counts as false). A `FROM` clause.
+pub fn rule_from(
+    table: &str,
+    id: &str,
+    rules: &[BlockingRule],
+    index: usize,
+    exclusive: bool,
+) -> String {
     let (t, id) = (quote_ident(table), quote_ident(id));
     let mut sql = format!(
-        "SELECT {select} FROM {t} AS l JOIN {t} AS r ON ({}) AND l.{id} < r.{id}",
+        "FROM {t} AS l JOIN {t} AS r ON ({}) AND l.{id} < r.{id}",
         rules[index].condition
     );
-    for earlier in &rules[..index] {
-        sql.push_str(&format!(
-            " AND NOT coalesce(({}), false)",
-            earlier.condition
-        ));
+    if exclusive {
+        for earlier in &rules[..index] {
+            sql.push_str(&format!(
+                " AND NOT coalesce(({}), false)",
+                earlier.condition
+            ));
+        }
     }
     sql
+}
+
+fn rule_join(table: &str, id: &str, rules: &[BlockingRule], index: usize, select: &str) -> String {
+    format!(
+        "SELECT {select} {}",
+        rule_from(table, id, rules, index, true)
+    )
 }
 
 /// The candidate pairs of every rule: `id_l`, `id_r` (with `id_l < id_r`) and `rule`

@@ -199,6 +199,8 @@ pub struct EmOptions {
     pub tolerance: f64,
     /// Re-estimate `u` as well (otherwise `u` stays as given, e.g. from random sampling).
     pub update_u: bool,
+    /// Re-estimate `m` (otherwise only `λ` is estimated, `m` and `u` as given).
+    pub update_m: bool,
 }
 
 impl Default for EmOptions {
@@ -207,6 +209,7 @@ impl Default for EmOptions {
             max_iterations: 200,
             tolerance: 1e-6,
             update_u: false,
+            update_m: true,
         }
     }
 }
@@ -352,6 +355,11 @@ impl Model {
             let mut change = (lambda - self.lambda).abs();
             self.lambda = lambda;
             for (j, comparison) in self.comparisons.iter_mut().enumerate() {
+                // A comparison missing from every vector (or held out) keeps what it has.
+                let seen = m_acc[j].iter().sum::<f64>() + u_acc[j].iter().sum::<f64>() > 0.0;
+                if !options.update_m || !seen {
+                    continue;
+                }
                 let m = normalize(std::mem::take(&mut m_acc[j]));
                 change = change.max(max_diff(&m, &comparison.m));
                 comparison.m = m;

@@ -15,13 +15,17 @@
 //!   counts before running);
 //! - [`fellegi_sunter`]: the probabilistic record-linkage model (comparison levels,
 //!   `m`/`u` probabilities, EM training, match weights, term-frequency adjustment)
-//!   for records that share no exact identifier (pure, no I/O).
+//!   for records that share no exact identifier (pure, no I/O);
+//! - [`matching`]: the probabilistic-matching pipeline over the lake (`match.toml`:
+//!   records, blocking, comparisons; training, prediction, `match_models`,
+//!   `match_pairs`, evaluation).
 //!
 //! This crate knows nothing of HTTP or gRPC.
 
 pub mod blocking;
 pub mod fellegi_sunter;
 pub mod lookup;
+pub mod matching;
 pub mod profiles;
 pub mod resolve;
 pub mod rules;

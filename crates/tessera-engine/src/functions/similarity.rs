@@ -1,6 +1,8 @@
 //! String comparisons for record matching: `jaro(a, b)`, `jaro_winkler(a, b)`,
 //! `jaccard(a, b)` (token sets) → `DOUBLE` in [0, 1]; `damerau_levenshtein(a, b)` →
-//! `BIGINT` edits; `soundex(text)` → text. Characters, not bytes, are compared. A NULL
+//! `BIGINT` edits; `days_between(a, b)` → `BIGINT` days between two dates written as
+//! `YYYY-MM-DD`, `YYYYMMDD` or `YYYY/MM/DD` (NULL when either is not a real date);
+//! `soundex(text)` → text. Characters, not bytes, are compared. A NULL
 //! argument gives NULL (a missing value is neither similar nor different: matching
 //! rules say what it means). DataFusion's own `levenshtein(a, b)` completes the set.
 //!
@@ -8,6 +10,7 @@
 //! SELECT jaro_winkler('MARTHA', 'MARHTA');        -- 0.9611…
 //! SELECT damerau_levenshtein('smtih', 'smith');  -- 1
 //! SELECT soundex('Robert'), soundex('Rupert');    -- R163, R163
+//! SELECT days_between('19560909', '1956-09-19');  -- 10
 //! ```
 
 use std::sync::{Arc, LazyLock};
@@ -30,6 +33,8 @@ use super::strings::map_strings;
 enum Kind {
     Similarity(fn(&str, &str) -> f64),
     Distance(fn(&str, &str) -> usize),
+    /// A distance defined for some inputs only (NULL otherwise).
+    Partial(fn(&str, &str) -> Option<i64>),
 }
 
 /// One two-string comparison as a SQL function (identified by its name).
@@ -92,6 +97,18 @@ doc!(
     "SELECT damerau_levenshtein('smtih', 'smith');"
 );
 
+static DAYS_BETWEEN: LazyLock<Documentation> = LazyLock::new(|| {
+    Documentation::builder(
+        DOC_SECTION_STRING,
+        "Whole days between two dates (YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD or a timestamp), never negative; NULL when either is not a real date.",
+        "days_between(a, b)",
+    )
+    .with_sql_example("SELECT days_between('19560909', '1956-09-19');")
+    .with_argument("a", "a date, or text holding one")
+    .with_argument("b", "a date, or text holding one")
+    .build()
+});
+
 impl ScalarUDFImpl for Compare {
     fn name(&self) -> &str {
         self.name
@@ -104,7 +121,7 @@ impl ScalarUDFImpl for Compare {
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
             Kind::Similarity(_) => DataType::Float64,
-            Kind::Distance(_) => DataType::Int64,
+            Kind::Distance(_) | Kind::Partial(_) => DataType::Int64,
         })
     }
 
@@ -140,6 +157,13 @@ impl ScalarUDFImpl for Compare {
                 }
                 Arc::new(out.finish())
             }
+            Kind::Partial(f) => {
+                let mut out = Int64Builder::with_capacity(n);
+                for (x, y) in pairs {
+                    out.append_option(x.zip(y).and_then(|(x, y)| f(x, y)));
+                }
+                Arc::new(out.finish())
+            }
         };
         if all_scalar {
             Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
@@ -159,7 +183,11 @@ fn compare(name: &'static str, kind: Kind, doc: &'static LazyLock<Documentation>
     ScalarUDF::new_from_impl(Compare {
         name,
         kind,
-        signature: Signature::string(2, Volatility::Immutable),
+        // Dates may come as DATE or TIMESTAMP: any type, read as its text.
+        signature: match kind {
+            Kind::Partial(_) => Signature::any(2, Volatility::Immutable),
+            _ => Signature::string(2, Volatility::Immutable),
+        },
         doc,
     })
 }
@@ -219,6 +247,11 @@ pub fn functions() -> Vec<ScalarUDF> {
             "damerau_levenshtein",
             Kind::Distance(similarity::damerau_levenshtein),
             &DAMERAU,
+        ),
+        compare(
+            "days_between",
+            Kind::Partial(similarity::days_between),
+            &DAYS_BETWEEN,
         ),
         ScalarUDF::new_from_impl(Soundex {
             signature: Signature::string(1, Volatility::Immutable),

@@ -1,0 +1,493 @@
+//! The matching spec (`match.toml` in the project): which records, which blocking rules,
+//! which comparisons with which levels, and the decision thresholds.
+//!
+//! ```toml
+//! records = "SELECT * FROM crm"          # any query over the lake and the files below
+//! id = "crm_id"                          # the column naming a record (unique)
+//! tables = { crm = "data/crm.csv" }      # CSV or Parquet files, relative to the project
+//!
+//! [[blocking]]
+//! name = "surname_postcode"
+//! on = "l.surname = r.surname AND l.postcode = r.postcode"
+//!
+//! [[comparison]]
+//! column = "given_name"
+//! kind = "jaro_winkler"                  # levels: else, ≥ 0.80, ≥ 0.92, exact
+//! thresholds = [0.92, 0.80]
+//! tf_adjust = true                       # agreeing on a rare name weighs more
+//!
+//! [predict]
+//! threshold = 0.9                        # pairs at or above: a match
+//! review = 0.5                           # pairs in [review, threshold): for a person to check
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blocking::BlockingRule;
+use crate::error::{IdentityError, Result};
+use crate::fellegi_sunter::NULL_LEVEL;
+
+/// File name of the spec inside a project.
+pub const SPEC_FILE: &str = "match.toml";
+
+/// What to match and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// A query returning the records to match.
+    pub records: String,
+    /// The column identifying a record.
+    #[serde(default = "default_id")]
+    pub id: String,
+    /// Files registered as tables (name → path) for `records`.
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    /// Which pairs are compared: each rule a SQL condition over `l.` and `r.`.
+    #[serde(default)]
+    pub blocking: Vec<BlockingSpec>,
+    /// How a pair is compared, field by field.
+    #[serde(rename = "comparison", default)]
+    pub comparisons: Vec<ComparisonSpec>,
+    #[serde(default)]
+    pub train: TrainSpec,
+    #[serde(default)]
+    pub predict: PredictSpec,
+}
+
+fn default_id() -> String {
+    "id".into()
+}
+
+/// One blocking rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockingSpec {
+    pub name: String,
+    pub on: String,
+}
+
+/// How one field is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Exact agreement or not.
+    Exact,
+    /// Jaro–Winkler similarity at or above each threshold.
+    JaroWinkler,
+    /// Jaro similarity at or above each threshold.
+    Jaro,
+    /// Jaccard similarity of token sets at or above each threshold.
+    Jaccard,
+    /// At most each number of edits.
+    Levenshtein,
+    /// At most each number of edits, adjacent swaps counting one.
+    DamerauLevenshtein,
+    /// Dates at most each number of days apart.
+    Date,
+    /// Numbers at most each difference apart.
+    Numeric,
+    /// The same Soundex code.
+    Soundex,
+}
+
+impl Kind {
+    /// Whether thresholds are similarities (at least, descending) rather than distances
+    /// (at most, ascending).
+    fn is_similarity(self) -> bool {
+        matches!(self, Kind::JaroWinkler | Kind::Jaro | Kind::Jaccard)
+    }
+
+    fn takes_thresholds(self) -> bool {
+        !matches!(self, Kind::Exact | Kind::Soundex)
+    }
+
+    fn sql_name(self) -> &'static str {
+        match self {
+            Kind::Exact => "exact",
+            Kind::JaroWinkler => "jaro_winkler",
+            Kind::Jaro => "jaro",
+            Kind::Jaccard => "jaccard",
+            Kind::Levenshtein => "levenshtein",
+            Kind::DamerauLevenshtein => "damerau_levenshtein",
+            Kind::Date => "days_between",
+            Kind::Numeric => "abs_difference",
+            Kind::Soundex => "soundex",
+        }
+    }
+}
+
+/// One comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComparisonSpec {
+    /// The column compared.
+    pub column: String,
+    /// How it is reported (the column by default).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_kind")]
+    pub kind: Kind,
+    /// Similarities (descending) or distances (ascending) making the levels between
+    /// exact and else.
+    #[serde(default)]
+    pub thresholds: Vec<f64>,
+    /// Weigh an exact agreement by how rare the agreed value is.
+    #[serde(default)]
+    pub tf_adjust: bool,
+}
+
+fn default_kind() -> Kind {
+    Kind::Exact
+}
+
+impl ComparisonSpec {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.column)
+    }
+
+    /// Level labels, lowest ("else") first, exact last.
+    pub fn labels(&self) -> Vec<String> {
+        let mut labels = vec!["else".to_owned()];
+        if self.kind == Kind::Soundex {
+            labels.push("soundex".into());
+        }
+        let op = if self.kind.is_similarity() {
+            ">="
+        } else {
+            "<="
+        };
+        for t in self.thresholds.iter().rev() {
+            labels.push(format!("{} {op} {t}", self.kind.sql_name()));
+        }
+        labels.push("exact".into());
+        labels
+    }
+
+    /// The level of a pair `l`, `r` as SQL (NULL_LEVEL when either value is missing).
+    pub fn level_sql(&self) -> String {
+        let col = quote_ident(&self.column);
+        let (a, b) = (format!("l.{col}"), format!("r.{col}"));
+        let n = self.labels().len();
+        let mut sql = format!(
+            "CASE WHEN {a} IS NULL OR {b} IS NULL THEN {NULL_LEVEL} WHEN {a} = {b} THEN {}",
+            n - 1
+        );
+        let measure = match self.kind {
+            Kind::Exact => String::new(),
+            Kind::Soundex => format!("soundex({a}) = soundex({b})"),
+            Kind::Numeric => {
+                format!("abs(TRY_CAST({a} AS DOUBLE) - TRY_CAST({b} AS DOUBLE))")
+            }
+            Kind::Date => format!("days_between({a}, {b})"),
+            k => format!("{}({a}, {b})", k.sql_name()),
+        };
+        if self.kind == Kind::Soundex {
+            sql.push_str(&format!(" WHEN {measure} THEN 1"));
+        }
+        let op = if self.kind.is_similarity() {
+            ">="
+        } else {
+            "<="
+        };
+        for (i, t) in self.thresholds.iter().enumerate() {
+            sql.push_str(&format!(" WHEN {measure} {op} {t:?} THEN {}", n - 2 - i));
+        }
+        sql.push_str(" ELSE 0 END");
+        sql
+    }
+
+    /// Whether a blocking condition reads this comparison's column (`l.col`, `r."col"`).
+    pub fn used_by(&self, condition: &str) -> bool {
+        let text = condition.to_lowercase();
+        let column = self.column.to_lowercase();
+        ["l.", "r."].iter().any(|side| {
+            [format!("{side}{column}"), format!("{side}\"{column}\"")]
+                .iter()
+                .any(|needle| {
+                    text.match_indices(needle.as_str()).any(|(at, _)| {
+                        let before = text[..at].chars().next_back();
+                        let after = text[at + needle.len()..].chars().next();
+                        let ident =
+                            |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                        !ident(before) && (needle.ends_with('"') || !ident(after))
+                    })
+                })
+        })
+    }
+}
+
+/// How the model is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Pairs drawn at random to estimate `u`.
+    #[serde(default = "default_random_pairs")]
+    pub random_pairs: u64,
+    /// Seed of that draw (the same seed, the same model).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// At most this many EM iterations per session.
+    #[serde(default = "default_iterations")]
+    pub max_iterations: usize,
+}
+
+fn default_random_pairs() -> u64 {
+    1_000_000
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+fn default_iterations() -> usize {
+    100
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            random_pairs: default_random_pairs(),
+            seed: default_seed(),
+            max_iterations: default_iterations(),
+        }
+    }
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictSpec {
+    /// Pairs at or above this probability are matches.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Pairs from this probability up to the threshold are listed for review.
+    #[serde(default = "default_review")]
+    pub review: f64,
+}
+
+fn default_threshold() -> f64 {
+    0.9
+}
+
+fn default_review() -> f64 {
+    0.5
+}
+
+impl Default for PredictSpec {
+    fn default() -> Self {
+        PredictSpec {
+            threshold: default_threshold(),
+            review: default_review(),
+        }
+    }
+}
+
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl MatchSpec {
+    /// Reads and checks a spec file.
+    pub fn load(path: &Path) -> Result<MatchSpec> {
+        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        MatchSpec::parse(&text).map_err(|message| IdentityError::BadFile {
+            file: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// A spec from its TOML text; the error says what is wrong.
+    pub fn parse(text: &str) -> std::result::Result<MatchSpec, String> {
+        let spec: MatchSpec = toml::from_str(text).map_err(|e| e.to_string())?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.records.trim().is_empty() {
+            return Err("records: a query returning the records to match is needed".into());
+        }
+        if self.blocking.is_empty() {
+            return Err(
+                "no [[blocking]] rule: without one every pair would be compared; add e.g. \
+                 on = \"l.surname = r.surname\""
+                    .into(),
+            );
+        }
+        let mut names = HashSet::new();
+        for b in &self.blocking {
+            if b.on.trim().is_empty() || !names.insert(b.name.as_str()) {
+                return Err(format!(
+                    "blocking rule {:?}: needs a unique name and an `on` condition",
+                    b.name
+                ));
+            }
+        }
+        if self.comparisons.is_empty() {
+            return Err("no [[comparison]]: at least one field must be compared".into());
+        }
+        let mut names = HashSet::new();
+        for c in &self.comparisons {
+            let name = c.name();
+            if !names.insert(name) {
+                return Err(format!("comparison {name:?} appears twice"));
+            }
+            let t = &c.thresholds;
+            if !c.kind.takes_thresholds() && !t.is_empty() {
+                return Err(format!(
+                    "comparison {name:?}: kind {:?} has no thresholds",
+                    c.kind.sql_name()
+                ));
+            }
+            if c.kind.is_similarity() {
+                if t.iter().any(|x| !(*x > 0.0 && *x < 1.0)) || t.windows(2).any(|w| w[0] <= w[1]) {
+                    return Err(format!(
+                        "comparison {name:?}: similarity thresholds must be in (0, 1) and \
+                         descending, e.g. [0.92, 0.80]; got {t:?}"
+                    ));
+                }
+            } else if t.iter().any(|x| !(*x >= 0.0 && x.is_finite()))
+                || t.windows(2).any(|w| w[0] >= w[1])
+            {
+                return Err(format!(
+                    "comparison {name:?}: distance thresholds must be non-negative and \
+                     ascending, e.g. [1, 2]; got {t:?}"
+                ));
+            }
+            if c.labels().len() > 16 {
+                return Err(format!("comparison {name:?}: at most 14 thresholds"));
+            }
+        }
+        let p = &self.predict;
+        if !(p.threshold > 0.0 && p.threshold < 1.0) || !(p.review > 0.0 && p.review <= p.threshold)
+        {
+            return Err(format!(
+                "[predict]: threshold must be in (0, 1) and review in (0, threshold]; got \
+                 threshold = {}, review = {}",
+                p.threshold, p.review
+            ));
+        }
+        if self.train.random_pairs == 0 {
+            return Err("[train] random_pairs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The blocking rules as [`BlockingRule`]s.
+    pub fn rules(&self) -> Vec<BlockingRule> {
+        self.blocking
+            .iter()
+            .map(|b| BlockingRule {
+                name: b.name.clone(),
+                condition: b.on.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const SPEC: &str = r#"
+records = "SELECT * FROM people"
+id = "rec_id"
+tables = { people = "people.csv" }
+[[blocking]]
+name = "surname"
+on = "l.surname = r.surname"
+[[comparison]]
+column = "given_name"
+kind = "jaro_winkler"
+thresholds = [0.92, 0.8]
+tf_adjust = true
+[[comparison]]
+column = "dob"
+kind = "date"
+thresholds = [1, 365]
+[[comparison]]
+column = "surname"
+kind = "soundex"
+"#;
+
+    #[test]
+    fn levels_and_their_sql() {
+        let spec = MatchSpec::parse(SPEC).unwrap();
+        let jw = &spec.comparisons[0];
+        assert_eq!(
+            jw.labels(),
+            [
+                "else",
+                "jaro_winkler >= 0.8",
+                "jaro_winkler >= 0.92",
+                "exact"
+            ]
+        );
+        assert_eq!(
+            jw.level_sql(),
+            "CASE WHEN l.\"given_name\" IS NULL OR r.\"given_name\" IS NULL THEN 255 \
+             WHEN l.\"given_name\" = r.\"given_name\" THEN 3 \
+             WHEN jaro_winkler(l.\"given_name\", r.\"given_name\") >= 0.92 THEN 2 \
+             WHEN jaro_winkler(l.\"given_name\", r.\"given_name\") >= 0.8 THEN 1 ELSE 0 END"
+        );
+        assert_eq!(
+            spec.comparisons[1].labels(),
+            ["else", "days_between <= 365", "days_between <= 1", "exact"]
+        );
+        assert_eq!(spec.comparisons[2].labels(), ["else", "soundex", "exact"]);
+        assert_eq!(spec.predict, PredictSpec::default());
+    }
+
+    #[test]
+    fn which_rules_read_a_column() {
+        let spec = MatchSpec::parse(SPEC).unwrap();
+        let surname = &spec.comparisons[2];
+        assert!(surname.used_by("l.surname = r.surname"));
+        assert!(surname.used_by("soundex(L.Surname) = soundex(r.\"surname\")"));
+        assert!(!surname.used_by("l.surname_2 = r.surname_2 AND l.xsurname = 1"));
+        assert!(!spec.comparisons[0].used_by("l.surname = r.surname"));
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        let cases = [
+            (
+                SPEC.replace("kind = \"soundex\"", "kind = \"phonetic\""),
+                "phonetic",
+            ),
+            (SPEC.replace("[0.92, 0.8]", "[0.8, 0.92]"), "descending"),
+            (SPEC.replace("[1, 365]", "[365, 1]"), "ascending"),
+            (SPEC.replace("tf_adjust", "tf_adjustment"), "tf_adjustment"),
+            (
+                SPEC.replace(
+                    "[[blocking]]\nname = \"surname\"\non = \"l.surname = r.surname\"",
+                    "",
+                ),
+                "no [[blocking]]",
+            ),
+            (
+                format!("{SPEC}[predict]\nthreshold = 0.5\nreview = 0.8\n"),
+                "review",
+            ),
+            (
+                format!("{SPEC}[[comparison]]\ncolumn = \"surname\"\nkind = \"soundex\"\n"),
+                "twice",
+            ),
+            (
+                SPEC.replace("kind = \"soundex\"", "kind = \"soundex\"\nthresholds = [1]"),
+                "no thresholds",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = MatchSpec::parse(&text).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}
