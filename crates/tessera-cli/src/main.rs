@@ -42,6 +42,9 @@ pub enum Command {
     /// Show the profile holding an identifier (TYPE:VALUE), with its identifiers,
     /// traits and merge history.
     Profile(commands::profile::ProfileArgs),
+    /// Probabilistic matching of records that share no exact identifier (match.toml):
+    /// pairs, train, predict, explain, evaluate.
+    Match(commands::matching::MatchArgs),
     /// Predictive scores: RFM, BG/NBD purchases and churn, Gamma-Gamma spend and CLV,
     /// purchase propensity; written to `scores` and `model_runs`.
     Predict(commands::predict::PredictArgs),

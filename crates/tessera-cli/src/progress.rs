@@ -121,6 +121,11 @@ impl Stages {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+
+    /// Names the stage now running.
+    pub fn set(&self, message: &str) {
+        self.bar.set_message(message.to_owned());
+    }
 }
 
 impl tessera_identity::StitchProgress for Stages {

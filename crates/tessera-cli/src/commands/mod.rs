@@ -2,6 +2,7 @@
 
 pub mod import;
 pub mod init;
+pub mod matching;
 pub mod predict;
 pub mod profile;
 pub mod quickstart;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&open_project(&cli.project)?, args).await,
         Command::Stitch(args) => stitch::run(&open_project(&cli.project)?, args).await,
         Command::Profile(args) => profile::run(&open_project(&cli.project)?, args).await,
+        Command::Match(args) => matching::run(&open_project(&cli.project)?, args).await,
         Command::Predict(args) => predict::run(&open_project(&cli.project)?, args).await,
         Command::Segments(args) => segments::run(&open_project(&cli.project)?, args).await,
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,

@@ -394,21 +394,40 @@ impl Matcher {
         self.spec.comparisons.iter().map(|c| c.labels()).collect()
     }
 
-    /// Each comparison's level (`c0`, `c1`, …), `NULL_LEVEL` where `masked`.
-    fn levels_select(&self, masked: &[bool]) -> String {
-        self.spec
-            .comparisons
-            .iter()
-            .enumerate()
-            .map(|(j, c)| {
-                if masked.get(j).copied().unwrap_or(false) {
-                    format!("{NULL_LEVEL} AS c{j}")
-                } else {
-                    format!("{} AS c{j}", c.level_sql())
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// A query over the pairs of `from` (a `FROM` clause over `l`, `r`) returning each
+    /// comparison's level (`c0`, `c1`, …; `NULL_LEVEL` where `masked`) first, then the
+    /// `carry` expressions under their aliases, then `extra`; `tail` ends it. Each
+    /// similarity is computed once per pair, in an inner query.
+    fn vector_query(
+        &self,
+        from: &str,
+        masked: &[bool],
+        carry: &[(String, String)],
+        extra: &str,
+        tail: &str,
+    ) -> String {
+        let mut inner: Vec<String> = carry.iter().map(|(e, a)| format!("{e} AS {a}")).collect();
+        let mut outer = Vec::new();
+        for (j, c) in self.spec.comparisons.iter().enumerate() {
+            if masked.get(j).copied().unwrap_or(false) {
+                outer.push(format!("{NULL_LEVEL} AS c{j}"));
+            } else {
+                inner.extend(c.parts_sql(j));
+                outer.push(format!("{} AS c{j}", c.level_sql(j)));
+            }
+        }
+        outer.extend(carry.iter().map(|(_, a)| a.clone()));
+        if !extra.is_empty() {
+            outer.push(extra.to_owned());
+        }
+        if inner.is_empty() {
+            inner.push("1 AS one".into());
+        }
+        format!(
+            "SELECT {} FROM (SELECT {} {from}) AS v {tail}",
+            outer.join(", "),
+            inner.join(", ")
+        )
     }
 
     /// Distinct comparison vectors of the pairs of `from` (a `FROM` clause over `l`, `r`).
@@ -418,9 +437,12 @@ impl Matcher {
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "SELECT {}, count(*) AS n {from} GROUP BY {groups}",
-            self.levels_select(masked)
+        let sql = self.vector_query(
+            from,
+            masked,
+            &[],
+            "count(*) AS n",
+            &format!("GROUP BY {groups}"),
         );
         let mut patterns = Patterns::new(k);
         let mut v = vec![0u8; k];
@@ -655,24 +677,22 @@ impl Matcher {
         let k = model.comparisons.len();
         let (threshold, review) = (self.spec.predict.threshold, self.spec.predict.review);
         let id = quote_ident(&self.spec.id);
-        let tf_select: String = self
-            .spec
-            .comparisons
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| tf[*j].is_some())
-            .map(|(j, c)| format!(", l.{} AS t{j}", quote_ident(&c.column)))
-            .collect();
+        let mut carry = vec![
+            (format!("l.{id}"), "id_l".to_owned()),
+            (format!("r.{id}"), "id_r".to_owned()),
+        ];
+        for (j, c) in self.spec.comparisons.iter().enumerate() {
+            if tf[j].is_some() {
+                carry.push((format!("l.{}", quote_ident(&c.column)), format!("t{j}")));
+            }
+        }
         let mut pairs = Vec::new();
         let mut candidates = 0u64;
         for (i, rule) in self.rules.iter().enumerate() {
             stage(&format!("scoring the pairs of rule {}", rule.name));
             let what = format!("blocking rule {}", rule.name);
-            let sql = format!(
-                "SELECT l.{id} AS id_l, r.{id} AS id_r, {}{tf_select} {}",
-                self.levels_select(&[]),
-                blocking::rule_from(RECORDS, &self.spec.id, &self.rules, i, true)
-            );
+            let from = blocking::rule_from(RECORDS, &self.spec.id, &self.rules, i, true);
+            let sql = self.vector_query(&from, &[], &carry, "", "");
             let err = query_err(&what);
             let mut stream = self
                 .ctx
@@ -684,10 +704,10 @@ impl Matcher {
                 .map_err(&err)?;
             while let Some(batch) = stream.try_next().await.map_err(&err)? {
                 candidates += batch.num_rows() as u64;
-                let ids_l = text(batch.column(0))?;
-                let ids_r = text(batch.column(1))?;
+                let ids_l = text(batch.column(k))?;
+                let ids_r = text(batch.column(k + 1))?;
                 let levels: Vec<ArrayRef> = (0..k)
-                    .map(|j| cast(batch.column(2 + j), &DataType::Int64))
+                    .map(|j| cast(batch.column(j), &DataType::Int64))
                     .collect::<std::result::Result<_, _>>()?;
                 let mut values: HashMap<usize, StringArray> = HashMap::new();
                 for (j, t) in tf.iter().enumerate() {
@@ -761,21 +781,22 @@ impl Matcher {
             }
         }
         let tf = self.term_frequencies(model).await?;
-        let values: String = self
-            .spec
-            .comparisons
-            .iter()
-            .enumerate()
-            .map(|(j, c)| {
-                let col = quote_ident(&c.column);
-                format!(", l.{col} AS a{j}, r.{col} AS b{j}")
-            })
-            .collect();
-        let sql = format!(
-            "SELECT {}{values} FROM {RECORDS} AS l, {RECORDS} AS r WHERE l.{id} = {} AND r.{id} = {}",
-            self.levels_select(&[]),
-            literal(a),
-            literal(b)
+        let mut carry = Vec::new();
+        for (j, c) in self.spec.comparisons.iter().enumerate() {
+            let col = quote_ident(&c.column);
+            carry.push((format!("l.{col}"), format!("a{j}")));
+            carry.push((format!("r.{col}"), format!("b{j}")));
+        }
+        let sql = self.vector_query(
+            &format!(
+                "FROM {RECORDS} AS l, {RECORDS} AS r WHERE l.{id} = {} AND r.{id} = {}",
+                literal(a),
+                literal(b)
+            ),
+            &[],
+            &carry,
+            "",
+            "",
         );
         let batches = collect(&self.ctx, &sql, "explain").await?;
         let batch = batches

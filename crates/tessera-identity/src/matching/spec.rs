@@ -166,26 +166,35 @@ impl ComparisonSpec {
         labels
     }
 
-    /// The level of a pair `l`, `r` as SQL (NULL_LEVEL when either value is missing).
-    pub fn level_sql(&self) -> String {
+    /// What the level of comparison `j` needs, computed once per pair `l`, `r`: `n{j}`
+    /// (a value is missing), `e{j}` (exact agreement) and `s{j}` (the similarity or
+    /// distance, when the kind has one). Select items of an inner query.
+    pub fn parts_sql(&self, j: usize) -> Vec<String> {
         let col = quote_ident(&self.column);
         let (a, b) = (format!("l.{col}"), format!("r.{col}"));
-        let n = self.labels().len();
-        let mut sql = format!(
-            "CASE WHEN {a} IS NULL OR {b} IS NULL THEN {NULL_LEVEL} WHEN {a} = {b} THEN {}",
-            n - 1
-        );
+        let mut parts = vec![
+            format!("({a} IS NULL OR {b} IS NULL) AS n{j}"),
+            format!("({a} = {b}) AS e{j}"),
+        ];
         let measure = match self.kind {
-            Kind::Exact => String::new(),
+            Kind::Exact => return parts,
             Kind::Soundex => format!("soundex({a}) = soundex({b})"),
-            Kind::Numeric => {
-                format!("abs(TRY_CAST({a} AS DOUBLE) - TRY_CAST({b} AS DOUBLE))")
-            }
+            Kind::Numeric => format!("abs(TRY_CAST({a} AS DOUBLE) - TRY_CAST({b} AS DOUBLE))"),
             Kind::Date => format!("days_between({a}, {b})"),
             k => format!("{}({a}, {b})", k.sql_name()),
         };
+        parts.push(format!("{measure} AS s{j}"));
+        parts
+    }
+
+    /// The level of comparison `j` from its [`parts_sql`](Self::parts_sql):
+    /// `NULL_LEVEL` when a value is missing, the highest level for exact agreement, then
+    /// the thresholds, `0` for anything else.
+    pub fn level_sql(&self, j: usize) -> String {
+        let n = self.labels().len();
+        let mut sql = format!("CASE WHEN n{j} THEN {NULL_LEVEL} WHEN e{j} THEN {}", n - 1);
         if self.kind == Kind::Soundex {
-            sql.push_str(&format!(" WHEN {measure} THEN 1"));
+            sql.push_str(&format!(" WHEN s{j} THEN 1"));
         }
         let op = if self.kind.is_similarity() {
             ">="
@@ -193,7 +202,7 @@ impl ComparisonSpec {
             "<="
         };
         for (i, t) in self.thresholds.iter().enumerate() {
-            sql.push_str(&format!(" WHEN {measure} {op} {t:?} THEN {}", n - 2 - i));
+            sql.push_str(&format!(" WHEN s{j} {op} {t:?} THEN {}", n - 2 - i));
         }
         sql.push_str(" ELSE 0 END");
         sql
@@ -431,11 +440,21 @@ kind = "soundex"
             ]
         );
         assert_eq!(
-            jw.level_sql(),
-            "CASE WHEN l.\"given_name\" IS NULL OR r.\"given_name\" IS NULL THEN 255 \
-             WHEN l.\"given_name\" = r.\"given_name\" THEN 3 \
-             WHEN jaro_winkler(l.\"given_name\", r.\"given_name\") >= 0.92 THEN 2 \
-             WHEN jaro_winkler(l.\"given_name\", r.\"given_name\") >= 0.8 THEN 1 ELSE 0 END"
+            jw.parts_sql(0),
+            [
+                "(l.\"given_name\" IS NULL OR r.\"given_name\" IS NULL) AS n0",
+                "(l.\"given_name\" = r.\"given_name\") AS e0",
+                "jaro_winkler(l.\"given_name\", r.\"given_name\") AS s0",
+            ]
+        );
+        assert_eq!(
+            jw.level_sql(0),
+            "CASE WHEN n0 THEN 255 WHEN e0 THEN 3 WHEN s0 >= 0.92 THEN 2 \
+             WHEN s0 >= 0.8 THEN 1 ELSE 0 END"
+        );
+        assert_eq!(
+            spec.comparisons[2].level_sql(2),
+            "CASE WHEN n2 THEN 255 WHEN e2 THEN 2 WHEN s2 THEN 1 ELSE 0 END"
         );
         assert_eq!(
             spec.comparisons[1].labels(),
