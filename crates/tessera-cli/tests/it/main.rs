@@ -9,6 +9,7 @@ mod flight;
 mod grpc;
 mod identity;
 mod import;
+mod matching;
 mod predict;
 mod quickstart;
 mod readers;
