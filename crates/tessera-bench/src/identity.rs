@@ -204,7 +204,7 @@ fn write_edges(n: u64, path: &Path) -> anyhow::Result<u64> {
     Ok(persons)
 }
 
-fn peak_rss() -> u64 {
+pub(crate) fn peak_rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -363,7 +363,7 @@ print(json.dumps({{"seconds": secs, "nodes": rows[0], "components": rows[1], "pe
     Ok(())
 }
 
-fn run_py(python: &Path, script: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn run_py(python: &Path, script: &str) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(python).arg("-c").arg(script).output()?;
     if !out.status.success() {
         bail!("python failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -7,6 +7,7 @@
 //! tessera-bench collect [--clients C] [--seconds S]  # `tessera serve` ingest vs parse-only
 //! tessera-bench segments [--events N] [--runs R]     # example segments, Tessera vs DuckDB
 //! tessera-bench predict [--customers N]              # BG/NBD + Gamma-Gamma vs lifetimes
+//! tessera-bench match [--dataset febrl1] [--records N] # probabilistic matching vs Splink
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -24,6 +25,7 @@ use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 mod collect;
 mod flight;
 mod identity;
+mod matching;
 mod predict;
 mod profile;
 mod segments;
@@ -96,6 +98,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         customers: usize,
         #[arg(long, default_value = "target/bench-predict")]
+        work: PathBuf,
+    },
+    /// Probabilistic matching: FEBRL F1 and time, Tessera vs Splink (DuckDB) with the same
+    /// blocking and comparisons; deduplicating generated records at scale.
+    Match {
+        /// FEBRL data sets to deduplicate (febrl1, febrl2, febrl3; comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = ["febrl1".to_owned(), "febrl2".to_owned()])]
+        dataset: Vec<String>,
+        /// Generated records to deduplicate at scale (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value = "target/bench-match")]
         work: PathBuf,
     },
     /// Streaming `events` over Arrow Flight SQL (ADBC against `tessera serve`) vs
@@ -176,6 +190,11 @@ fn main() -> anyhow::Result<()> {
         } => identity::run(events, edges, !no_splink, &work),
         Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
         Cmd::Predict { customers, work } => predict::run(customers, &work),
+        Cmd::Match {
+            dataset,
+            records,
+            work,
+        } => matching::run(&dataset, records, &work),
         Cmd::Flight { project, runs } => flight::run(&project, runs),
         Cmd::Profile {
             project,

@@ -945,3 +945,89 @@ mod tests {
         d
     }
 }
+
+/// Sizes of a generated matching data set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatchData {
+    pub records: u64,
+    pub persons: u64,
+    /// Pairs of records of the same person.
+    pub true_pairs: u64,
+}
+
+/// People records for probabilistic matching at scale: `records` rows in `csv`
+/// (`rec_id,first_name,surname,date_of_birth,street,city,postcode,email`), about a
+/// quarter of the people recorded twice or three times, the copies with typos in names
+/// and streets, a birth date a day or a month off, missing e-mails and postcodes. The
+/// true pairs go to `truth` (`id,cluster`).
+pub fn match_records(
+    records: u64,
+    seed: u64,
+    csv: &Path,
+    truth: &Path,
+) -> std::io::Result<MatchData> {
+    let mut out = BufWriter::new(File::create(csv)?);
+    let mut known = BufWriter::new(File::create(truth)?);
+    writeln!(
+        out,
+        "rec_id,first_name,surname,date_of_birth,street,city,postcode,email"
+    )?;
+    writeln!(known, "id,cluster")?;
+    let mut r = Rng::new(seed, 7, 0, 0);
+    let mut data = MatchData::default();
+    let mut person = 0u64;
+    while data.records < records {
+        person += 1;
+        let first = r.pick(FIRST);
+        let last = r.pick(LAST);
+        let born = NaiveDate::from_num_days_from_ce_opt(711_000 + r.below(60 * 365) as i32)
+            .unwrap_or_default();
+        let number = 1 + r.below(300);
+        let street = r.pick(STREETS);
+        let city_index = r.below(CITIES.len() as u64);
+        let city = CITIES[city_index as usize];
+        let postcode = format!("{}{:04}", city_index + 1, r.below(2_000));
+        let email = format!(
+            "{}.{}{}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            r.below(1000)
+        );
+        let copies = if r.chance(0.25) { 2 + r.below(2) } else { 1 };
+        let copies = copies.min(records - data.records);
+        data.persons += 1;
+        data.true_pairs += copies * (copies - 1) / 2;
+        for copy in 0..copies {
+            data.records += 1;
+            let id = format!("R{:08}", data.records);
+            writeln!(known, "{id},P{person}")?;
+            let noisy = copy > 0;
+            let p = if noisy { 0.3 } else { 0.0 };
+            let date = if noisy && r.chance(0.1) {
+                born + Duration::days(if r.chance(0.5) { 1 } else { 30 })
+            } else {
+                born
+            };
+            let keep = |r: &mut Rng, x: String, missing: f64| {
+                if noisy && r.chance(missing) {
+                    String::new()
+                } else {
+                    x
+                }
+            };
+            let e = keep(&mut r, email.clone(), 0.3);
+            let pc = keep(&mut r, postcode.clone(), 0.1);
+            writeln!(
+                out,
+                "{id},{},{},{},{number} {},{city},{pc},{e}",
+                typo(&mut r, first, p),
+                typo(&mut r, last, p),
+                date.format("%Y-%m-%d"),
+                typo(&mut r, street, p),
+            )?;
+        }
+    }
+    out.flush()?;
+    known.flush()?;
+    Ok(data)
+}

@@ -22,9 +22,8 @@
 //! **Term frequencies**: agreeing on a common value ("Smith") is weaker evidence than
 //! agreeing on a rare one ("Zyzzyva"). For a comparison with term-frequency
 //! adjustment, an exact agreement on value `v` uses `u = tf(v)`, the share of records
-//! holding `v` (floored at the average `u` of exact agreement, so rare values are not
-//! over-rewarded beyond what the data supports), instead of the average `u` of exact
-//! agreement.
+//! holding `v` (the chance that two records picked at random agree on `v`, given one
+//! holds it), instead of the average `u` of exact agreement — as Splink does.
 
 use std::collections::HashMap;
 
@@ -65,7 +64,7 @@ impl Comparison {
     /// of the records), when this comparison adjusts for term frequency.
     pub fn exact_weight_tf(&self, tf: f64) -> f64 {
         let exact = self.level_count() - 1;
-        let u = tf.max(self.u[exact]).max(f64::MIN_POSITIVE);
+        let u = tf.max(f64::MIN_POSITIVE);
         (self.m[exact] / u).log2()
     }
 }
@@ -555,11 +554,14 @@ mod tests {
         };
         let smith = c.exact_weight_tf(0.05);
         let zyzzyva = c.exact_weight_tf(0.00001);
+        // u of an agreement on a value is its frequency: Smith below the average exact
+        // agreement, Zyzzyva above it.
         assert!(
-            smith < c.weight(1) && zyzzyva == c.weight(1),
+            smith < c.weight(1) && zyzzyva > c.weight(1),
             "{smith} {zyzzyva}"
         );
         assert!((smith - (0.9f64 / 0.05).log2()).abs() < 1e-12);
+        assert!((zyzzyva - (0.9f64 / 0.00001).log2()).abs() < 1e-9);
     }
 
     #[test]
