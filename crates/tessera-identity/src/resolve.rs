@@ -84,6 +84,9 @@ pub struct Observation {
     /// Index of the rule that produced it (the caller's list).
     pub rule: u32,
     pub source: Option<String>,
+    /// How sure the rule is: 1 for deterministic rules, the match probability for the
+    /// probabilistic one.
+    pub score: f64,
 }
 
 /// What became of an observation with two identifiers.

@@ -22,7 +22,9 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use tessera_core::config::IdentitySection;
 use tessera_core::identifier::{normalize_email, normalize_phone};
-use tessera_core::schema::{self, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, PROFILE_MERGES};
+use tessera_core::schema::{
+    self, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, MATCH_PAIRS, PROFILE_MERGES,
+};
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
 
@@ -33,6 +35,10 @@ use crate::rules::{self, Rule};
 
 /// Application transaction id of stitching commits.
 pub const STITCH_APP: &str = "tessera-stitch";
+/// Application transaction recording the `match_pairs` version a stitch consumed.
+pub const MATCH_APP: &str = "tessera-match-pairs";
+/// Name of the generated rule turning `match_pairs` matches into edges.
+pub const PROBABILISTIC_RULE: &str = "probabilistic";
 const BATCH_ROWS: usize = 65_536;
 
 /// How to run.
@@ -142,7 +148,18 @@ pub async fn stitch(
         current: None,
         done: Vec::new(),
     };
-    if !report.full && previous == Some(events_version) {
+    // Probabilistic matches become edges when match_pairs changed since the last run.
+    let match_version = match lake.try_open(MATCH_PAIRS).await? {
+        Some(t) => t.version().and_then(|v| i64::try_from(v).ok()),
+        None => None,
+    };
+    let match_consumed = if map_exists {
+        lake.transaction_version(IDENTITY_MAP, MATCH_APP).await?
+    } else {
+        None
+    };
+    let new_matches = match_version.is_some() && (report.full || match_version != match_consumed);
+    if !report.full && previous == Some(events_version) && !new_matches {
         report.up_to_date = true;
         let stats = lake.stats(IDENTITY_MAP).await?;
         report.identifiers = stats.rows;
@@ -150,7 +167,7 @@ pub async fn stitch(
     }
 
     let types = config.identifier_types();
-    let rules = rules::load_rules(&project_dir.join(rules::RULES_DIR), &types)?;
+    let mut rules = rules::load_rules(&project_dir.join(rules::RULES_DIR), &types)?;
     let mut rules_types: Vec<(String, u32, u32)> = types
         .iter()
         .map(|(n, t)| (n.clone(), t.limit, t.priority))
@@ -218,6 +235,17 @@ pub async fn stitch(
             report.rules.push(rule_report);
         }
     }
+    if new_matches {
+        let rule = Rule {
+            name: PROBABILISTIC_RULE.into(),
+            sql: probabilistic_rule_sql(type_rules.names()),
+        };
+        clock.stage("rule probabilistic (match_pairs)");
+        let (obs, rule_report) = run_rule(&ctx, &rule, rules.len() as u32, &type_rules).await?;
+        observations.extend(obs);
+        report.rules.push(rule_report);
+        rules.push(rule);
+    }
     let observations = dedup_observations(observations);
 
     clock.stage("resolving identities");
@@ -252,8 +280,18 @@ pub async fn stitch(
     } else {
         lake.append_writer(&edges_def).await?
     };
-    let mut already =
-        !report.full && lake.transaction_version(IDENTITY_EDGES, STITCH_APP).await? == Some(run);
+    let match_run = match_version.unwrap_or(-1);
+    let done = |table: &'static str| async move {
+        Ok::<bool, IdentityError>(
+            lake.transaction_version(table, STITCH_APP).await? == Some(run)
+                && lake
+                    .transaction_version(table, MATCH_APP)
+                    .await?
+                    .unwrap_or(-1)
+                    == match_run,
+        )
+    };
+    let mut already = !report.full && done(IDENTITY_EDGES).await?;
     if !already {
         for batch in edge_batches(&applied, &rules, &mut graph, &type_rules, run)? {
             let (merged, rejected) = count_status(&batch);
@@ -263,7 +301,11 @@ pub async fn stitch(
             writer.write(batch).await?;
         }
         writer
-            .commit(note("stitch").transaction(STITCH_APP, run))
+            .commit(
+                note("stitch")
+                    .transaction(STITCH_APP, run)
+                    .transaction(MATCH_APP, match_run),
+            )
             .await?;
     } else {
         writer.abort();
@@ -272,8 +314,7 @@ pub async fn stitch(
     clock.stage("writing profile_merges");
     let merges_def = table_def(PROFILE_MERGES)?;
     let mut writer = lake.append_writer(&merges_def).await?;
-    already =
-        !report.full && lake.transaction_version(PROFILE_MERGES, STITCH_APP).await? == Some(run);
+    already = !report.full && done(PROFILE_MERGES).await?;
     if !already {
         writer
             .write(merge_batch(
@@ -286,7 +327,11 @@ pub async fn stitch(
             )?)
             .await?;
         writer
-            .commit(note("stitch").transaction(STITCH_APP, run))
+            .commit(
+                note("stitch")
+                    .transaction(STITCH_APP, run)
+                    .transaction(MATCH_APP, match_run),
+            )
             .await?;
     } else {
         writer.abort();
@@ -301,7 +346,8 @@ pub async fn stitch(
         .commit(
             note("stitch")
                 .detail("identifiers", report.identifiers)
-                .transaction(STITCH_APP, run),
+                .transaction(STITCH_APP, run)
+                .transaction(MATCH_APP, match_run),
         )
         .await?;
 
@@ -328,6 +374,25 @@ pub async fn stitch(
     clock.stop();
     report.stages = clock.done;
     Ok(report)
+}
+
+/// The generated rule reading `match_pairs`: each pair decided `match` whose two ids are
+/// identifiers written `TYPE:VALUE` of configured types becomes an edge scored with the
+/// match probability (other ids — plain record keys — are not identifiers).
+fn probabilistic_rule_sql(types: &[String]) -> String {
+    let known = types
+        .iter()
+        .map(|t| format!("'{}'", t.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT split_part(id_l, ':', 1) AS a_type, substr(id_l, strpos(id_l, ':') + 1) AS a_value, \
+                split_part(id_r, ':', 1) AS b_type, substr(id_r, strpos(id_r, ':') + 1) AS b_value, \
+                predicted_at AS seen_at, 'match' AS source, probability AS score \
+         FROM {MATCH_PAIRS} \
+         WHERE decision = 'match' AND strpos(id_l, ':') > 1 AND strpos(id_r, ':') > 1 \
+           AND split_part(id_l, ':', 1) IN ({known}) AND split_part(id_r, ':', 1) IN ({known})"
+    )
 }
 
 fn table_def(name: &str) -> Result<schema::TableDef> {
@@ -384,7 +449,7 @@ async fn run_rule(
                 file: rule.name.clone(),
                 message: format!(
                     "the rule returns no {needed} column; it must return a_type, a_value, \
-                     b_type, b_value, seen_at (and optionally source); it returns {}",
+                     b_type, b_value, seen_at (and optionally source, score); it returns {}",
                     columns.join(", ")
                 ),
             });
@@ -395,12 +460,17 @@ async fn run_rule(
     } else {
         "CAST(NULL AS VARCHAR)"
     };
+    let score = if columns.iter().any(|c| c == "score") {
+        "max(CAST(score AS DOUBLE))"
+    } else {
+        "CAST(1.0 AS DOUBLE)"
+    };
     let sql = format!(
         "SELECT CAST(a_type AS VARCHAR) AS a_type, CAST(a_value AS VARCHAR) AS a_value, \
                 CAST(b_type AS VARCHAR) AS b_type, CAST(b_value AS VARCHAR) AS b_value, \
                 CAST(min(seen_at) AS TIMESTAMP) AS first_seen, \
                 CAST(max(seen_at) AS TIMESTAMP) AS last_seen, \
-                count(*) AS events, {source} AS source \
+                count(*) AS events, {source} AS source, {score} AS score \
          FROM ({}) AS rule_rows \
          WHERE seen_at IS NOT NULL AND (a_value IS NOT NULL OR b_value IS NOT NULL) \
          GROUP BY 1, 2, 3, 4",
@@ -443,6 +513,8 @@ async fn run_rule(
         let events = batch.column(6).as_any().downcast_ref::<Int64Array>();
         let src = text(7)?;
         let src = src.as_string::<i32>();
+        let scores = cast(batch.column(8), &DataType::Float64)?;
+        let scores = scores.as_primitive::<arrow::datatypes::Float64Type>();
         for row in 0..batch.num_rows() {
             let mut side = |t: &arrow::array::StringArray,
                             v: &arrow::array::StringArray|
@@ -494,6 +566,11 @@ async fn run_rule(
                 events: events.map_or(1, |e| e.value(row)),
                 rule: index,
                 source: src.is_valid(row).then(|| src.value(row).to_owned()),
+                score: if scores.is_valid(row) {
+                    scores.value(row)
+                } else {
+                    1.0
+                },
             });
         }
     }
@@ -522,6 +599,7 @@ fn dedup_observations(observations: Vec<Observation>) -> Vec<Observation> {
                 e.first_seen = e.first_seen.min(o.first_seen);
                 e.last_seen = e.last_seen.max(o.last_seen);
                 e.events += o.events;
+                e.score = e.score.max(o.score);
                 if e.source.is_none() {
                     e.source = o.source;
                 }
@@ -670,7 +748,7 @@ fn edge_batches(
             first.append_value(o.first_seen);
             last.append_value(o.last_seen);
             events.append_value(o.events);
-            score.append_value(1.0);
+            score.append_value(o.score);
             status.append_value(s.as_str());
             reason.append_option(s.reason());
             profile.append_option(graph.profile_of(&o.a).as_deref());

@@ -49,10 +49,21 @@ async fn create_append_and_transaction_ids() {
     let mut w = lake.append_writer(&def).await.unwrap();
     w.write(row("a")).await.unwrap();
     let v = w
-        .commit(CommitNote::new("test", "unit").transaction("app-1", 7))
+        .commit(
+            CommitNote::new("test", "unit")
+                .transaction("app-1", 7)
+                .transaction("app-3", 9),
+        )
         .await
         .unwrap();
     assert_eq!(v, Some(1));
+    // One commit, two applications' transactions.
+    assert_eq!(
+        lake.transaction_version(IMPORTED_FILES, "app-3")
+            .await
+            .unwrap(),
+        Some(9)
+    );
     assert_eq!(
         lake.transaction_version(IMPORTED_FILES, "app-1")
             .await

@@ -30,13 +30,13 @@ const UNIQUE_TEXT_COLUMNS: &[&str] = &[
 /// Files roll over at this size.
 const TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Who wrote a commit and why, plus an optional application transaction that makes the
+/// Who wrote a commit and why, plus optional application transactions that make the
 /// commit idempotent: a second commit with the same `(app_id, version)` is recognised
 /// through [`transaction_version`] before it is attempted.
 #[derive(Debug, Clone)]
 pub struct CommitNote {
     details: Map<String, Value>,
-    transaction: Option<(String, i64)>,
+    transactions: Vec<(String, i64)>,
 }
 
 impl CommitNote {
@@ -48,7 +48,7 @@ impl CommitNote {
         details.insert("tessera.version".into(), env!("CARGO_PKG_VERSION").into());
         CommitNote {
             details,
-            transaction: None,
+            transactions: Vec::new(),
         }
     }
 
@@ -58,17 +58,18 @@ impl CommitNote {
         self
     }
 
-    /// Makes the commit carry application transaction `(app_id, version)`.
+    /// Makes the commit carry application transaction `(app_id, version)` (one per
+    /// application; a commit may carry several).
     pub fn transaction(mut self, app_id: impl Into<String>, version: i64) -> Self {
-        self.transaction = Some((app_id.into(), version));
+        self.transactions.push((app_id.into(), version));
         self
     }
 
     /// The Delta commit properties carrying this note.
     pub fn into_properties(self) -> CommitProperties {
         let mut props = CommitProperties::default().with_metadata(self.details);
-        if let Some((app_id, version)) = self.transaction {
-            let now = chrono::Utc::now().timestamp_millis();
+        let now = chrono::Utc::now().timestamp_millis();
+        for (app_id, version) in self.transactions {
             props = props.with_application_transaction(Transaction::new_with_last_update(
                 app_id,
                 version,
@@ -282,7 +283,8 @@ impl AppendWriter {
     /// that the transaction is recorded.
     pub async fn commit(mut self, note: CommitNote) -> Result<Option<u64>> {
         self.flush_files().await?;
-        if self.adds.is_empty() && note.transaction.is_none() && self.replace == Replace::Nothing {
+        if self.adds.is_empty() && note.transactions.is_empty() && self.replace == Replace::Nothing
+        {
             return Ok(None);
         }
         let snapshot = self

@@ -20,7 +20,7 @@ fn stitch(p: &TestProject, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("stitch --json prints JSON")
 }
 
-fn score(p: &TestProject, truth: &Path) -> accuracy::Accuracy {
+pub fn score(p: &TestProject, truth: &Path) -> accuracy::Accuracy {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let lake = Arc::new(Lake::new(p.lake().to_str().unwrap(), Default::default()).unwrap());

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{TestProject, fails, ok, run_python};
+use crate::common::{TestProject, fails, ok, run_python, sample_data};
+use crate::identity::score;
 
 /// Exports FEBRL `n` (1 or 2) as `febrl.csv` and its true matches as `truth.csv`.
 fn export_febrl(dir: &Path, n: u8) {
@@ -28,7 +29,7 @@ with open(r"{dir}/truth.csv", "w") as t:
 fn project(n: u8) -> TestProject {
     let p = TestProject::new();
     export_febrl(p.path(), n);
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/match/febrl.toml");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/matching/febrl.toml");
     std::fs::copy(spec, p.path().join("match.toml")).unwrap();
     p
 }
@@ -205,4 +206,94 @@ fn bad_specs_and_files_are_named() {
     write(&spec("").replace("[0.9]", "[0.9, 0.7]"));
     let e = fails(&mut p.cmd(&["match", "predict"]));
     assert!(e.contains("tessera match train"), "{e}");
+}
+
+/// The generator's CRM export (typos, missing e-mails and phones, no key shared with
+/// the events) matched against the stitched profiles: matching links CRM records whose
+/// e-mail and phone both fail to agree exactly — links exact identifiers miss — and the
+/// next stitch adds them as `probabilistic` edges under the limits, with identity
+/// accuracy intact (no CRM record in another person's profile).
+#[test]
+fn crm_records_join_their_profiles() {
+    let (data, summary) = sample_data();
+    let p = TestProject::new();
+    for (f, s) in [
+        ("events-web.ndjson", "web"),
+        ("events-app.ndjson", "app"),
+        ("events-pos.ndjson", "pos"),
+    ] {
+        p.import(&[data.join(f).to_str().unwrap(), "--source", s]);
+    }
+    ok(&mut p.cmd(&["stitch"]));
+    let before = score(&p, &data.join("truth.csv"));
+
+    std::fs::create_dir_all(p.path().join("sample-data")).unwrap();
+    std::fs::copy(data.join("crm.csv"), p.path().join("sample-data/crm.csv")).unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/matching");
+    std::fs::copy(examples.join("crm.toml"), p.path().join("match.toml")).unwrap();
+    let config = p.path().join("tessera.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[identity.types.crm_id]\nlimit = 1\n");
+    std::fs::write(&config, toml).unwrap();
+
+    json(&p, &["train"]);
+    let predicted = json(&p, &["predict"]);
+    let matches = predicted["matches"].as_u64().unwrap();
+    assert!(
+        matches * 10 >= summary.crm_rows * 9 && matches <= summary.crm_rows,
+        "{predicted} of {} CRM rows",
+        summary.crm_rows
+    );
+    // Matches where neither e-mail nor phone agrees exactly.
+    let fuzzy = p.count(
+        "SELECT count(*) AS n FROM match_pairs WHERE decision = 'match' \
+         AND json_get_str(json_get(comparisons, 'email'), 'level') <> 'exact' \
+         AND json_get_str(json_get(comparisons, 'phone'), 'level') <> 'exact'",
+    );
+    assert!(fuzzy > 0, "no match beyond exact identifiers");
+
+    // The next stitch consumes match_pairs once.
+    ok(&mut p.cmd(&["stitch"]));
+    let edges = p.sql(
+        "SELECT status, count(*) AS n, min(score) AS low FROM identity_edges \
+         WHERE rule = 'probabilistic' GROUP BY status",
+    );
+    let linked: i64 = edges.iter().map(|r| r["n"].as_i64().unwrap()).sum();
+    assert_eq!(linked as u64, matches, "{edges:?}");
+    assert!(edges.iter().all(|r| r["low"].as_f64().unwrap() >= 0.9));
+    let out = ok(&mut p.cmd(&["stitch"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+
+    // Every CRM id sits in the profile of its own person's user id.
+    let truth = std::fs::read_to_string(data.join("truth.csv")).unwrap();
+    let mut person_of: std::collections::HashMap<(String, String), String> = Default::default();
+    for line in truth.lines().skip(1) {
+        let f: Vec<&str> = line.splitn(3, ',').collect();
+        person_of.insert((f[1].to_owned(), f[2].to_owned()), f[0].to_owned());
+    }
+    let rows = p.sql(
+        "SELECT c.id_value AS crm_id, u.id_value AS user_id FROM identity_map c \
+         JOIN identity_map u ON u.profile_id = c.profile_id AND u.id_type = 'user_id' \
+         WHERE c.id_type = 'crm_id'",
+    );
+    assert_eq!(rows.len() as u64, matches);
+    for r in &rows {
+        let crm = person_of[&(
+            "crm_id".to_owned(),
+            r["crm_id"].as_str().unwrap().to_owned(),
+        )]
+            .clone();
+        let user = person_of[&(
+            "user_id".to_owned(),
+            r["user_id"].as_str().unwrap().to_owned(),
+        )]
+            .clone();
+        assert_eq!(crm, user, "{r}");
+    }
+    let after = score(&p, &data.join("truth.csv"));
+    assert_eq!(after.profiles_with_two_persons_user_ids, 0);
+    assert!(
+        after.precision >= before.precision && after.identifiers_scored > before.identifiers_scored,
+        "before {before:?} after {after:?}"
+    );
 }

@@ -374,8 +374,7 @@ impl MatchSpec {
             }
         }
         let p = &self.predict;
-        if !(p.threshold > 0.0 && p.threshold < 1.0) || !(p.review > 0.0 && p.review <= p.threshold)
-        {
+        if !(p.threshold > 0.0 && p.threshold < 1.0 && p.review > 0.0 && p.review <= p.threshold) {
             return Err(format!(
                 "[predict]: threshold must be in (0, 1) and review in (0, threshold]; got \
                  threshold = {}, review = {}",

@@ -28,6 +28,7 @@ fn obs(a: NodeKey, b: Option<NodeKey>, t: i64) -> Observation {
         events: 1,
         rule: 0,
         source: None,
+        score: 1.0,
     }
 }
 
