@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod identifier;
+pub mod phonetic;
 pub mod schema;
 pub mod similarity;
 

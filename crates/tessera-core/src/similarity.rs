@@ -60,26 +60,62 @@ pub fn levenshtein(a: &str, b: &str) -> usize {
 /// edit, with no restriction on editing a substring twice (the true Damerau–Levenshtein
 /// distance, Lowrance–Wagner algorithm): `"CA"` → `"ABC"` is 2.
 pub fn damerau_levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
+    // Matching compares millions of pairs: ASCII text (most names, dates, ids) goes
+    // through bytes and a flat table of last rows, without a map or per-row vectors.
+    if a.is_ascii() && b.is_ascii() {
+        lowrance_wagner(a.as_bytes(), b.as_bytes(), &mut [0u32; 128])
+    } else {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        lowrance_wagner(&a, &b, &mut HashMap::new())
+    }
+}
+
+/// The last row (1-based) of `a` holding each symbol so far.
+trait LastRows<T> {
+    fn get(&self, c: T) -> usize;
+    fn set(&mut self, c: T, row: usize);
+}
+
+impl LastRows<u8> for [u32; 128] {
+    fn get(&self, c: u8) -> usize {
+        self[usize::from(c & 0x7f)] as usize
+    }
+    fn set(&mut self, c: u8, row: usize) {
+        self[usize::from(c & 0x7f)] = row as u32;
+    }
+}
+
+impl LastRows<char> for HashMap<char, usize> {
+    fn get(&self, c: char) -> usize {
+        *HashMap::get(self, &c).unwrap_or(&0)
+    }
+    fn set(&mut self, c: char, row: usize) {
+        self.insert(c, row);
+    }
+}
+
+/// Lowrance–Wagner over any symbols.
+fn lowrance_wagner<T: Copy + Eq>(a: &[T], b: &[T], last: &mut impl LastRows<T>) -> usize {
     let (n, m) = (a.len(), b.len());
     let infinity = n + m;
-    // d[i+1][j+1] is the distance of a[..i] and b[..j]; row/column 0 hold infinity.
-    let mut d = vec![vec![0usize; m + 2]; n + 2];
-    d[0][0] = infinity;
+    let width = m + 2;
+    // d[(i+1) * width + j+1] is the distance of a[..i] and b[..j]; row/column 0 hold
+    // infinity.
+    let mut d = vec![0usize; (n + 2) * width];
+    d[0] = infinity;
     for i in 0..=n {
-        d[i + 1][0] = infinity;
-        d[i + 1][1] = i;
+        d[(i + 1) * width] = infinity;
+        d[(i + 1) * width + 1] = i;
     }
     for j in 0..=m {
-        d[0][j + 1] = infinity;
-        d[1][j + 1] = j;
+        d[j + 1] = infinity;
+        d[width + j + 1] = j;
     }
-    let mut last_row: HashMap<char, usize> = HashMap::new();
     for i in 1..=n {
         let mut last_match_col = 0;
         for j in 1..=m {
-            let i1 = *last_row.get(&b[j - 1]).unwrap_or(&0);
+            let i1 = last.get(b[j - 1]);
             let j1 = last_match_col;
             let cost = if a[i - 1] == b[j - 1] {
                 last_match_col = j;
@@ -87,30 +123,46 @@ pub fn damerau_levenshtein(a: &str, b: &str) -> usize {
             } else {
                 1
             };
-            d[i + 1][j + 1] = (d[i][j] + cost)
-                .min(d[i + 1][j] + 1)
-                .min(d[i][j + 1] + 1)
-                .min(d[i1][j1] + (i - i1 - 1) + 1 + (j - j1 - 1));
+            d[(i + 1) * width + j + 1] = (d[i * width + j] + cost)
+                .min(d[(i + 1) * width + j] + 1)
+                .min(d[i * width + j + 1] + 1)
+                .min(d[i1 * width + j1] + (i - i1 - 1) + 1 + (j - j1 - 1));
         }
-        last_row.insert(a[i - 1], i);
+        last.set(a[i - 1], i);
     }
-    d[n + 1][m + 1]
+    d[(n + 1) * width + m + 1]
 }
 
 /// Jaro similarity in [0, 1]: 1 for equal strings (two empty strings included), 0 when
 /// nothing matches.
 pub fn jaro(a: &str, b: &str) -> f64 {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
+    if a.is_ascii() && b.is_ascii() {
+        jaro_of(a.as_bytes(), b.as_bytes())
+    } else {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        jaro_of(&a, &b)
+    }
+}
+
+fn jaro_of<T: Copy + Eq>(a: &[T], b: &[T]) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 1.0;
     }
     if a.is_empty() || b.is_empty() {
         return 0.0;
     }
+    // Matched flags on the stack for the usual short strings.
+    let (mut a_small, mut b_small) = ([false; 64], [false; 64]);
+    let (mut a_large, mut b_large) = (Vec::new(), Vec::new());
+    let (a_matched, b_matched): (&mut [bool], &mut [bool]) = if a.len() <= 64 && b.len() <= 64 {
+        (&mut a_small[..a.len()], &mut b_small[..b.len()])
+    } else {
+        a_large.resize(a.len(), false);
+        b_large.resize(b.len(), false);
+        (&mut a_large, &mut b_large)
+    };
     let window = (a.len().max(b.len()) / 2).saturating_sub(1);
-    let mut a_matched = vec![false; a.len()];
-    let mut b_matched = vec![false; b.len()];
     let mut matches = 0usize;
     for (i, ca) in a.iter().enumerate() {
         let start = i.saturating_sub(window);
@@ -129,12 +181,12 @@ pub fn jaro(a: &str, b: &str) -> f64 {
     }
     let a_order = a
         .iter()
-        .zip(&a_matched)
+        .zip(a_matched.iter())
         .filter(|(_, m)| **m)
         .map(|(c, _)| c);
     let b_order = b
         .iter()
-        .zip(&b_matched)
+        .zip(b_matched.iter())
         .filter(|(_, m)| **m)
         .map(|(c, _)| c);
     let transpositions = a_order.zip(b_order).filter(|(x, y)| x != y).count() / 2;
@@ -298,6 +350,19 @@ mod tests {
         #[test]
         fn damerau_matches_a_search_over_edits(a in "[abc]{0,4}", b in "[abc]{0,4}") {
             prop_assert_eq!(damerau_levenshtein(&a, &b), damerau_reference(&a, &b));
+        }
+
+        #[test]
+        fn damerau_on_any_characters_matches_the_search(a in "[abé]{0,4}", b in "[abé]{0,4}") {
+            prop_assert_eq!(damerau_levenshtein(&a, &b), damerau_reference(&a, &b));
+        }
+
+        /// The byte path for ASCII text equals the character path.
+        #[test]
+        fn ascii_and_character_paths_agree(a in "[a-f ]{0,12}", b in "[a-f ]{0,12}") {
+            let (ca, cb): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+            prop_assert_eq!(damerau_levenshtein(&a, &b), lowrance_wagner(&ca, &cb, &mut HashMap::new()));
+            prop_assert_eq!(jaro(&a, &b), jaro_of(&ca, &cb));
         }
 
         #[test]

@@ -267,6 +267,15 @@ fn train_text(model: &Model, report: &TrainReport, version: i64, started: Instan
         ));
     }
     s.push_str(&format!(
+        "  time: {}\n",
+        report
+            .stages
+            .iter()
+            .map(|(n, t)| format!("{n} {t:.2}s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    s.push_str(&format!(
         "  share of matches among all pairs: {:.3e} (about {} matches among the candidates)\n\n",
         model.lambda,
         thousands(report.expected_matches.round() as u64)

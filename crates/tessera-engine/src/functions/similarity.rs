@@ -2,7 +2,9 @@
 //! `jaccard(a, b)` (token sets) → `DOUBLE` in [0, 1]; `damerau_levenshtein(a, b)` →
 //! `BIGINT` edits; `days_between(a, b)` → `BIGINT` days between two dates written as
 //! `YYYY-MM-DD`, `YYYYMMDD` or `YYYY/MM/DD` (NULL when either is not a real date);
-//! `soundex(text)` → text. Characters, not bytes, are compared. A NULL
+//! `soundex(text)` → text; `double_metaphone(text)` and `double_metaphone_alt(text)`
+//! → the primary and alternate Double Metaphone codes (the alternate is the primary when
+//! the name has no other reading). Characters, not bytes, are compared. A NULL
 //! argument gives NULL (a missing value is neither similar nor different: matching
 //! rules say what it means). DataFusion's own `levenshtein(a, b)` completes the set.
 //!
@@ -11,6 +13,7 @@
 //! SELECT damerau_levenshtein('smtih', 'smith');  -- 1
 //! SELECT soundex('Robert'), soundex('Rupert');    -- R163, R163
 //! SELECT days_between('19560909', '1956-09-19');  -- 10
+//! SELECT double_metaphone('Smith'), double_metaphone_alt('Schmidt');  -- SM0, SMT
 //! ```
 
 use std::sync::{Arc, LazyLock};
@@ -233,6 +236,73 @@ impl ScalarUDFImpl for Soundex {
     }
 }
 
+/// `double_metaphone(text)` / `double_metaphone_alt(text)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DoubleMetaphone {
+    alternate: bool,
+    signature: Signature,
+}
+
+static DOUBLE_METAPHONE: LazyLock<Documentation> = LazyLock::new(|| {
+    Documentation::builder(
+        DOC_SECTION_STRING,
+        "Primary Double Metaphone code of a name (full length); NULL for a NULL name.",
+        "double_metaphone(text)",
+    )
+    .with_sql_example("SELECT double_metaphone('Schmidt');")
+    .with_argument("text", "a name")
+    .build()
+});
+
+static DOUBLE_METAPHONE_ALT: LazyLock<Documentation> = LazyLock::new(|| {
+    Documentation::builder(
+        DOC_SECTION_STRING,
+        "Alternate Double Metaphone code of a name, or its primary code when it has no other reading.",
+        "double_metaphone_alt(text)",
+    )
+    .with_sql_example("SELECT double_metaphone_alt('Smith');")
+    .with_argument("text", "a name")
+    .build()
+});
+
+impl ScalarUDFImpl for DoubleMetaphone {
+    fn name(&self) -> &str {
+        if self.alternate {
+            "double_metaphone_alt"
+        } else {
+            "double_metaphone"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let alternate = self.alternate;
+        map_strings(&args.args, args.number_rows, |v| {
+            let (primary, secondary) = tessera_core::phonetic::double_metaphone(v[0]);
+            Ok(Some(if alternate && !secondary.is_empty() {
+                secondary
+            } else {
+                primary
+            }))
+        })
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(if self.alternate {
+            &DOUBLE_METAPHONE_ALT
+        } else {
+            &DOUBLE_METAPHONE
+        })
+    }
+}
+
 /// Every comparison function.
 pub fn functions() -> Vec<ScalarUDF> {
     vec![
@@ -254,6 +324,14 @@ pub fn functions() -> Vec<ScalarUDF> {
             &DAYS_BETWEEN,
         ),
         ScalarUDF::new_from_impl(Soundex {
+            signature: Signature::string(1, Volatility::Immutable),
+        }),
+        ScalarUDF::new_from_impl(DoubleMetaphone {
+            alternate: false,
+            signature: Signature::string(1, Volatility::Immutable),
+        }),
+        ScalarUDF::new_from_impl(DoubleMetaphone {
+            alternate: true,
             signature: Signature::string(1, Volatility::Immutable),
         }),
     ]

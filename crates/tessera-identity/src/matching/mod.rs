@@ -68,6 +68,8 @@ pub struct Matcher {
     spec: MatchSpec,
     rules: Vec<BlockingRule>,
     records: u64,
+    /// The compared columns of every record, in row order (for random pairs).
+    compared: RecordBatch,
 }
 
 /// One EM session (one blocking rule).
@@ -97,6 +99,33 @@ pub struct TrainReport {
     /// Expected matches among the candidate pairs.
     pub expected_matches: f64,
     pub lambda_iterations: usize,
+    /// Seconds per stage, in order.
+    pub stages: Vec<(String, f64)>,
+}
+
+/// Times the stages of a run.
+#[derive(Default)]
+struct Clock {
+    current: Option<(String, std::time::Instant)>,
+    done: Vec<(String, f64)>,
+}
+
+impl Clock {
+    fn start(&mut self, name: &str) {
+        self.stop();
+        self.current = Some((name.to_owned(), std::time::Instant::now()));
+    }
+
+    fn stop(&mut self) {
+        if let Some((name, at)) = self.current.take() {
+            self.done.push((name, at.elapsed().as_secs_f64()));
+        }
+    }
+
+    fn finish(mut self) -> Vec<(String, f64)> {
+        self.stop();
+        self.done
+    }
 }
 
 impl TrainReport {
@@ -198,6 +227,50 @@ async fn collect(ctx: &SessionContext, sql: &str, what: &str) -> Result<Vec<Reco
         .collect()
         .await
         .map_err(&err)
+}
+
+/// The columns the comparisons read, as one batch.
+fn compared_columns(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    spec: &MatchSpec,
+) -> Result<RecordBatch> {
+    let all = arrow::compute::concat_batches(schema, batches)?;
+    let mut names: Vec<&str> = Vec::new();
+    for c in &spec.comparisons {
+        if !names.contains(&c.column.as_str()) {
+            names.push(&c.column);
+        }
+    }
+    let indices: Vec<usize> = names
+        .iter()
+        .filter_map(|n| schema.index_of(n).ok())
+        .collect();
+    Ok(all.project(&indices)?)
+}
+
+/// Rows split evenly into `n` partitions (slices, no copy), so that a scan — whichever
+/// side of a join it probes — runs on every core.
+fn spread(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let n = n.max(1);
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let share = rows.div_ceil(n).max(1);
+    let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+    let (mut part, mut filled) = (0, 0);
+    for b in batches {
+        let mut offset = 0;
+        while offset < b.num_rows() {
+            let take = (share - filled).min(b.num_rows() - offset);
+            out[part].push(b.slice(offset, take));
+            offset += take;
+            filled += take;
+            if filled == share && part + 1 < n {
+                part += 1;
+                filled = 0;
+            }
+        }
+    }
+    out
 }
 
 /// A column as `Utf8` (queries may hand back views or large strings).
@@ -343,13 +416,16 @@ impl Matcher {
             row += n;
             out.push(RecordBatch::try_new(schema.clone(), arrays)?);
         }
-        ctx.register_table(RECORDS, Arc::new(MemTable::try_new(schema, vec![out])?))?;
+        let compared = compared_columns(&schema, &out, &spec)?;
+        let partitions = spread(out, ctx.state().config().target_partitions());
+        ctx.register_table(RECORDS, Arc::new(MemTable::try_new(schema, partitions)?))?;
         let rules = spec.rules();
         Ok(Matcher {
             ctx,
             spec,
             rules,
             records: row as u64,
+            compared,
         })
     }
 
@@ -467,28 +543,45 @@ impl Matcher {
         let n = self.records;
         let all = self.all_pairs();
         let wanted = self.spec.train.random_pairs.min(all);
+        // Each pair is one row of two structs `l` and `r` holding the compared columns,
+        // gathered here: the comparisons then run with no join, on every core.
+        let side = DataType::Struct(self.compared.schema().fields().clone());
         let schema = Arc::new(Schema::new(vec![
-            Field::new("i_l", DataType::Int64, false),
-            Field::new("i_r", DataType::Int64, false),
+            Field::new("l", side.clone(), false),
+            Field::new("r", side, false),
         ]));
         let mut batches = Vec::new();
-        let (mut left, mut right) = (Vec::new(), Vec::new());
-        let mut flush = |left: &mut Vec<i64>, right: &mut Vec<i64>| -> Result<()> {
+        let (mut left, mut right): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
+        let mut flush = |left: &mut Vec<u32>, right: &mut Vec<u32>| -> Result<()> {
+            let gather = |rows: Vec<u32>| -> Result<ArrayRef> {
+                let rows = arrow::array::UInt32Array::from(rows);
+                let columns = self
+                    .compared
+                    .columns()
+                    .iter()
+                    .map(|c| arrow::compute::take(c.as_ref(), &rows, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(Arc::new(arrow::array::StructArray::try_new(
+                    self.compared.schema().fields().clone(),
+                    columns,
+                    None,
+                )?))
+            };
             batches.push(RecordBatch::try_new(
                 schema.clone(),
                 vec![
-                    Arc::new(Int64Array::from(std::mem::take(left))) as ArrayRef,
-                    Arc::new(Int64Array::from(std::mem::take(right))),
+                    gather(std::mem::take(left))?,
+                    gather(std::mem::take(right))?,
                 ],
             )?);
             Ok(())
         };
         if wanted == all {
-            for i in 0..n as i64 {
-                for j in i + 1..n as i64 {
+            for i in 0..n as u32 {
+                for j in i + 1..n as u32 {
                     left.push(i);
                     right.push(j);
-                    if left.len() == 65_536 {
+                    if left.len() == 16_384 {
                         flush(&mut left, &mut right)?;
                     }
                 }
@@ -501,22 +594,25 @@ impl Matcher {
                 if j >= i {
                     j += 1;
                 }
-                left.push(i as i64);
-                right.push(j as i64);
-                if left.len() == 65_536 {
+                left.push(i as u32);
+                right.push(j as u32);
+                if left.len() == 16_384 {
                     flush(&mut left, &mut right)?;
                 }
             }
         }
         flush(&mut left, &mut right)?;
         let _ = self.ctx.deregister_table(RANDOM)?;
-        self.ctx
-            .register_table(RANDOM, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-        let from = format!(
-            "FROM {RANDOM} AS p JOIN {RECORDS} AS l ON l.{ROW} = p.i_l \
-             JOIN {RECORDS} AS r ON r.{ROW} = p.i_r"
-        );
-        let patterns = self.patterns(&from, &[], "random pairs for u").await?;
+        self.ctx.register_table(
+            RANDOM,
+            Arc::new(MemTable::try_new(
+                schema,
+                spread(batches, self.ctx.state().config().target_partitions()),
+            )?),
+        )?;
+        let patterns = self
+            .patterns(&format!("FROM {RANDOM}"), &[], "random pairs for u")
+            .await?;
         let counts: Vec<usize> = self.labels().iter().map(Vec::len).collect();
         Ok((level_shares(&patterns, &counts), wanted))
     }
@@ -524,6 +620,13 @@ impl Matcher {
     /// Trains a model: `u` from random pairs, `m` by EM per blocking rule, λ over all
     /// pairs. `stage` hears what is running.
     pub async fn train(&self, stage: &dyn Fn(&str)) -> Result<(Model, TrainReport)> {
+        let clock = std::sync::Mutex::new(Clock::default());
+        let stage = |name: &str| {
+            if let Ok(mut c) = clock.lock() {
+                c.start(name);
+            }
+            stage(name);
+        };
         if self.records < 2 {
             return Err(bad(format!(
                 "the records query returned {} record(s): at least 2 are needed",
@@ -608,6 +711,7 @@ impl Matcher {
         }
         let (expected_matches, lambda_iterations) =
             estimate_lambda(&mut model, &candidates, self.all_pairs() as f64);
+        let stages = clock.into_inner().map(Clock::finish).unwrap_or_default();
         Ok((
             model,
             TrainReport {
@@ -618,6 +722,7 @@ impl Matcher {
                 untrained,
                 expected_matches,
                 lambda_iterations,
+                stages,
             },
         ))
     }

@@ -13,6 +13,9 @@
 //! [[comparison]]
 //! column = "given_name"
 //! kind = "jaro_winkler"                  # levels: else, ≥ 0.80, ≥ 0.92, exact
+//!                                        # (also jaro, jaccard, levenshtein,
+//!                                        # damerau_levenshtein, date, numeric,
+//!                                        # soundex, double_metaphone, exact)
 //! thresholds = [0.92, 0.80]
 //! tf_adjust = true                       # agreeing on a rare name weighs more
 //!
@@ -91,6 +94,8 @@ pub enum Kind {
     Numeric,
     /// The same Soundex code.
     Soundex,
+    /// A Double Metaphone code in common (primary or alternate).
+    DoubleMetaphone,
 }
 
 impl Kind {
@@ -101,7 +106,12 @@ impl Kind {
     }
 
     fn takes_thresholds(self) -> bool {
-        !matches!(self, Kind::Exact | Kind::Soundex)
+        !matches!(self, Kind::Exact | Kind::Soundex | Kind::DoubleMetaphone)
+    }
+
+    /// A phonetic kind: one level between exact and else, "sounds alike".
+    fn is_phonetic(self) -> bool {
+        matches!(self, Kind::Soundex | Kind::DoubleMetaphone)
     }
 
     fn sql_name(self) -> &'static str {
@@ -115,6 +125,7 @@ impl Kind {
             Kind::Date => "days_between",
             Kind::Numeric => "abs_difference",
             Kind::Soundex => "soundex",
+            Kind::DoubleMetaphone => "double_metaphone",
         }
     }
 }
@@ -151,8 +162,8 @@ impl ComparisonSpec {
     /// Level labels, lowest ("else") first, exact last.
     pub fn labels(&self) -> Vec<String> {
         let mut labels = vec!["else".to_owned()];
-        if self.kind == Kind::Soundex {
-            labels.push("soundex".into());
+        if self.kind.is_phonetic() {
+            labels.push(self.kind.sql_name().into());
         }
         let op = if self.kind.is_similarity() {
             ">="
@@ -179,6 +190,10 @@ impl ComparisonSpec {
         let measure = match self.kind {
             Kind::Exact => return parts,
             Kind::Soundex => format!("soundex({a}) = soundex({b})"),
+            Kind::DoubleMetaphone => format!(
+                "(double_metaphone({a}) IN (double_metaphone({b}), double_metaphone_alt({b})) \
+                 OR double_metaphone_alt({a}) IN (double_metaphone({b}), double_metaphone_alt({b})))"
+            ),
             Kind::Numeric => format!("abs(TRY_CAST({a} AS DOUBLE) - TRY_CAST({b} AS DOUBLE))"),
             Kind::Date => format!("days_between({a}, {b})"),
             k => format!("{}({a}, {b})", k.sql_name()),
@@ -193,7 +208,7 @@ impl ComparisonSpec {
     pub fn level_sql(&self, j: usize) -> String {
         let n = self.labels().len();
         let mut sql = format!("CASE WHEN n{j} THEN {NULL_LEVEL} WHEN e{j} THEN {}", n - 1);
-        if self.kind == Kind::Soundex {
+        if self.kind.is_phonetic() {
             sql.push_str(&format!(" WHEN s{j} THEN 1"));
         }
         let op = if self.kind.is_similarity() {
