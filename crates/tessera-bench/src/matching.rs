@@ -332,7 +332,7 @@ async fn at_scale(records: u64, work: &Path) -> anyhow::Result<()> {
         truth.len()
     );
     println!(
-        "  candidate pairs {} ({}), random pairs for u {}",
+        "  candidate pairs {} ({}), random pairs for u {} (exact from value counts: {})",
         prediction.candidates,
         report
             .candidate_pairs
@@ -340,7 +340,8 @@ async fn at_scale(records: u64, work: &Path) -> anyhow::Result<()> {
             .map(|(r, n)| format!("{r} {n}"))
             .collect::<Vec<_>>()
             .join(", "),
-        report.random_pairs
+        report.random_pairs,
+        report.u_exact.join(", ")
     );
     println!(
         "  read {read:.1} s, train {train:.1} s, predict {predict:.1} s ({:.0} pairs/s), write match_pairs {write:.1} s; total {:.1} s",

@@ -97,12 +97,30 @@ impl LastRows<char> for HashMap<char, usize> {
 
 /// Lowrance–Wagner over any symbols.
 fn lowrance_wagner<T: Copy + Eq>(a: &[T], b: &[T], last: &mut impl LastRows<T>) -> usize {
+    thread_local! {
+        /// The distance table, reused: every cell is written before it is read.
+        static TABLE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TABLE.with(|table| {
+        let mut table = table.borrow_mut();
+        lowrance_wagner_in(a, b, last, &mut table)
+    })
+}
+
+fn lowrance_wagner_in<T: Copy + Eq>(
+    a: &[T],
+    b: &[T],
+    last: &mut impl LastRows<T>,
+    d: &mut Vec<usize>,
+) -> usize {
     let (n, m) = (a.len(), b.len());
     let infinity = n + m;
     let width = m + 2;
     // d[(i+1) * width + j+1] is the distance of a[..i] and b[..j]; row/column 0 hold
     // infinity.
-    let mut d = vec![0usize; (n + 2) * width];
+    if d.len() < (n + 2) * width {
+        d.resize((n + 2) * width, 0);
+    }
     d[0] = infinity;
     for i in 0..=n {
         d[(i + 1) * width] = infinity;

@@ -229,7 +229,7 @@ async fn run_command(
 
 fn train_text(model: &Model, report: &TrainReport, version: i64, started: Instant) -> String {
     let mut s = format!(
-        "Trained match model version {version} on {} records in {:.1} s\n  candidate pairs: {} ({})\n  random pairs for u: {}\n",
+        "Trained match model version {version} on {} records in {:.1} s\n  candidate pairs: {} ({})\n  u: exact from value counts for {}; from {} random pairs for the others\n",
         thousands(report.records),
         started.elapsed().as_secs_f64(),
         thousands(report.candidates()),
@@ -239,6 +239,11 @@ fn train_text(model: &Model, report: &TrainReport, version: i64, started: Instan
             .map(|(r, n)| format!("{r} {}", thousands(*n)))
             .collect::<Vec<_>>()
             .join(", "),
+        if report.u_exact.is_empty() {
+            "none".to_owned()
+        } else {
+            report.u_exact.join(", ")
+        },
         thousands(report.random_pairs),
     );
     for session in &report.sessions {

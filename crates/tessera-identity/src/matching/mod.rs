@@ -91,7 +91,10 @@ pub struct TrainReport {
     pub records: u64,
     /// Candidate pairs per rule (each pair counted for the first rule admitting it).
     pub candidate_pairs: Vec<(String, u64)>,
+    /// Random pairs drawn for the `u` of comparisons with many distinct values.
     pub random_pairs: u64,
+    /// Comparisons whose `u` is exact over all pairs (from value counts).
+    pub u_exact: Vec<String>,
     pub sessions: Vec<Session>,
     /// Comparisons no session could train (every rule reads them): `m` kept at its
     /// starting guess.
@@ -472,13 +475,26 @@ impl Matcher {
 
     /// A query over the pairs of `from` (a `FROM` clause over `l`, `r`) returning each
     /// comparison's level (`c0`, `c1`, …; `NULL_LEVEL` where `masked`) first, then the
-    /// `carry` expressions under their aliases, then `extra`; `tail` ends it. Each
-    /// similarity is computed once per pair, in an inner query.
+    /// `carry` expressions under their aliases (unless `hide_carry`: they only feed
+    /// `extra`), then `extra`; `tail` ends it. Each similarity is computed once per
+    /// pair, in an inner query.
     fn vector_query(
         &self,
         from: &str,
         masked: &[bool],
         carry: &[(String, String)],
+        extra: &str,
+        tail: &str,
+    ) -> String {
+        self.vector_query_with(from, masked, carry, false, extra, tail)
+    }
+
+    fn vector_query_with(
+        &self,
+        from: &str,
+        masked: &[bool],
+        carry: &[(String, String)],
+        hide_carry: bool,
         extra: &str,
         tail: &str,
     ) -> String {
@@ -492,7 +508,9 @@ impl Matcher {
                 outer.push(format!("{} AS c{j}", c.level_sql(j)));
             }
         }
-        outer.extend(carry.iter().map(|(_, a)| a.clone()));
+        if !hide_carry {
+            outer.extend(carry.iter().map(|(_, a)| a.clone()));
+        }
         if !extra.is_empty() {
             outer.push(extra.to_owned());
         }
@@ -508,16 +526,31 @@ impl Matcher {
 
     /// Distinct comparison vectors of the pairs of `from` (a `FROM` clause over `l`, `r`).
     async fn patterns(&self, from: &str, masked: &[bool], what: &str) -> Result<Patterns> {
+        self.weighted_patterns(from, masked, &[], "count(*)", what)
+            .await
+    }
+
+    /// [`Matcher::patterns`] counting `weight` per row (`carry` feeds it from the
+    /// inner query).
+    async fn weighted_patterns(
+        &self,
+        from: &str,
+        masked: &[bool],
+        carry: &[(String, String)],
+        weight: &str,
+        what: &str,
+    ) -> Result<Patterns> {
         let k = self.spec.comparisons.len();
         let groups = (1..=k)
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = self.vector_query(
+        let sql = self.vector_query_with(
             from,
             masked,
-            &[],
-            "count(*) AS n",
+            carry,
+            true,
+            &format!("CAST({weight} AS BIGINT) AS n"),
             &format!("GROUP BY {groups}"),
         );
         let mut patterns = Patterns::new(k);
@@ -539,13 +572,115 @@ impl Matcher {
     }
 
     /// `u` from random pairs (all pairs when there are no more than the spec asks for).
-    async fn u_from_random_pairs(&self) -> Result<(Vec<Vec<f64>>, u64)> {
+    /// `u` of every comparison: exact over all pairs from the column's value counts
+    /// when its distinct values make no more pairs than the random-pair budget (names,
+    /// cities, postcodes: far fewer comparisons than pairs of records), from random
+    /// pairs of records otherwise. Returns `u` and the random pairs drawn.
+    async fn estimate_u(&self) -> Result<(Vec<Vec<f64>>, u64, Vec<String>)> {
+        let k = self.spec.comparisons.len();
+        let level_counts: Vec<usize> = self.labels().iter().map(Vec::len).collect();
+        let mut u: Vec<Option<Vec<f64>>> = vec![None; k];
+        for j in 0..k {
+            u[j] = self.u_exact(j, &level_counts).await?;
+        }
+        let sampled: Vec<bool> = u.iter().map(Option::is_none).collect();
+        let mut drawn = 0;
+        if sampled.iter().any(|s| *s) {
+            let masked: Vec<bool> = sampled.iter().map(|s| !s).collect();
+            let (shares, pairs) = self.u_from_random_pairs(&masked).await?;
+            drawn = pairs;
+            for j in 0..k {
+                if sampled[j] {
+                    u[j] = Some(shares[j].clone());
+                }
+            }
+        }
+        let exact = self
+            .spec
+            .comparisons
+            .iter()
+            .zip(&sampled)
+            .filter(|(_, s)| !**s)
+            .map(|(c, _)| c.name().to_owned())
+            .collect();
+        Ok((
+            u.into_iter().map(Option::unwrap_or_default).collect(),
+            drawn,
+            exact,
+        ))
+    }
+
+    /// `u` of comparison `j` over every pair of records, from value counts, or `None`
+    /// when the column has too many distinct values for that.
+    async fn u_exact(&self, j: usize, level_counts: &[usize]) -> Result<Option<Vec<f64>>> {
+        let c = &self.spec.comparisons[j];
+        let Some(column) = self.compared.column_by_name(&c.column) else {
+            return Ok(None);
+        };
+        let values = text(column)?;
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for v in values.iter().flatten() {
+            *counts.entry(v).or_default() += 1;
+        }
+        let d = counts.len() as u64;
+        if d * d.saturating_sub(1) / 2 > self.spec.train.random_pairs {
+            return Ok(None);
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(&c.column, DataType::Utf8, false),
+            Field::new("__n", DataType::Int64, false),
+        ]));
+        let (names, ns): (Vec<&str>, Vec<i64>) = counts.iter().map(|(v, n)| (*v, *n)).unzip();
+        let same: i64 = ns.iter().map(|n| n * (n - 1) / 2).sum();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(names)) as ArrayRef,
+                Arc::new(Int64Array::from(ns)),
+            ],
+        )?;
+        let table = format!("match_values_{j}");
+        let _ = self.ctx.deregister_table(&table)?;
+        self.ctx
+            .register_table(&table, Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+        let col = quote_ident(&c.column);
+        let masked: Vec<bool> = (0..self.spec.comparisons.len()).map(|i| i != j).collect();
+        let mut patterns = self
+            .weighted_patterns(
+                &format!("FROM {table} AS l JOIN {table} AS r ON l.{col} < r.{col}"),
+                &masked,
+                &[("l.__n * r.__n".to_owned(), "w".to_owned())],
+                "sum(w)",
+                &format!("value pairs of {}", c.column),
+            )
+            .await?;
+        let _ = self.ctx.deregister_table(&table)?;
+        // Records sharing a value: exact agreement.
+        let mut exact = vec![NULL_LEVEL; self.spec.comparisons.len()];
+        exact[j] = (level_counts[j] - 1) as u8;
+        patterns.push(&exact, same.max(0) as u64);
+        Ok(Some(level_shares(&patterns, level_counts).swap_remove(j)))
+    }
+
+    async fn u_from_random_pairs(&self, masked: &[bool]) -> Result<(Vec<Vec<f64>>, u64)> {
         let n = self.records;
         let all = self.all_pairs();
         let wanted = self.spec.train.random_pairs.min(all);
-        // Each pair is one row of two structs `l` and `r` holding the compared columns,
-        // gathered here: the comparisons then run with no join, on every core.
-        let side = DataType::Struct(self.compared.schema().fields().clone());
+        // Each pair is one row of two structs `l` and `r` holding the compared columns
+        // (those not masked), gathered here: the comparisons then run with no join, on
+        // every core.
+        let needed: Vec<usize> = self
+            .spec
+            .comparisons
+            .iter()
+            .zip(masked.iter().chain(std::iter::repeat(&false)))
+            .filter(|(_, m)| !**m)
+            .filter_map(|(c, _)| self.compared.schema().index_of(&c.column).ok())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let compared = self.compared.project(&needed)?;
+        let side = DataType::Struct(compared.schema().fields().clone());
         let schema = Arc::new(Schema::new(vec![
             Field::new("l", side.clone(), false),
             Field::new("r", side, false),
@@ -555,14 +690,13 @@ impl Matcher {
         let mut flush = |left: &mut Vec<u32>, right: &mut Vec<u32>| -> Result<()> {
             let gather = |rows: Vec<u32>| -> Result<ArrayRef> {
                 let rows = arrow::array::UInt32Array::from(rows);
-                let columns = self
-                    .compared
+                let columns = compared
                     .columns()
                     .iter()
                     .map(|c| arrow::compute::take(c.as_ref(), &rows, None))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 Ok(Arc::new(arrow::array::StructArray::try_new(
-                    self.compared.schema().fields().clone(),
+                    compared.schema().fields().clone(),
                     columns,
                     None,
                 )?))
@@ -611,7 +745,7 @@ impl Matcher {
             )?),
         )?;
         let patterns = self
-            .patterns(&format!("FROM {RANDOM}"), &[], "random pairs for u")
+            .patterns(&format!("FROM {RANDOM}"), masked, "random pairs for u")
             .await?;
         let counts: Vec<usize> = self.labels().iter().map(Vec::len).collect();
         Ok((level_shares(&patterns, &counts), wanted))
@@ -635,8 +769,8 @@ impl Matcher {
         }
         stage("counting candidate pairs");
         let candidate_pairs = self.count_pairs().await?;
-        stage("estimating u from random pairs");
-        let (u, random_pairs) = self.u_from_random_pairs().await?;
+        stage("estimating u");
+        let (u, random_pairs, u_exact) = self.estimate_u().await?;
         let names = self.names();
         let start = Model::initial(&names, &self.labels(), u, SESSION_LAMBDA);
         let options = EmOptions {
@@ -718,6 +852,7 @@ impl Matcher {
                 records: self.records,
                 candidate_pairs,
                 random_pairs,
+                u_exact,
                 sessions,
                 untrained,
                 expected_matches,
