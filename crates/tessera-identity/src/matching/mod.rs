@@ -45,6 +45,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use tessera_core::schema::{self, MATCH_MODELS, MATCH_PAIRS};
 use tessera_engine::Engine;
+use tessera_engine::graph::{Interner, UnionFind};
 use tessera_lake::CommitNote;
 
 pub use spec::{MatchSpec, SPEC_FILE};
@@ -57,8 +58,6 @@ use spec::quote_ident;
 /// The materialized records' table name inside the matching session.
 pub const RECORDS: &str = "match_records";
 const RANDOM: &str = "match_random_pairs";
-/// Row number of a record in [`RECORDS`] (for random pairs).
-const ROW: &str = "__row";
 /// Starting λ of the per-rule EM sessions (the share of matches among a rule's pairs).
 const SESSION_LAMBDA: f64 = 0.1;
 
@@ -380,16 +379,15 @@ impl Matcher {
         )
         .await?;
 
-        // Row numbers, and the id's uniqueness.
+        // Text columns, and the id's uniqueness.
         let mut out = Vec::with_capacity(batches.len());
         let mut seen: HashSet<String> = HashSet::new();
         let mut row = 0i64;
         let id_index = columns.iter().position(|c| *c == spec.id).unwrap_or(0);
-        let mut fields: Vec<Field> = columns
+        let fields: Vec<Field> = columns
             .iter()
             .map(|c| Field::new(c, DataType::Utf8, true))
             .collect();
-        fields.push(Field::new(ROW, DataType::Int64, false));
         let schema = Arc::new(Schema::new(fields));
         for batch in batches {
             let arrays: Vec<ArrayRef> = batch
@@ -413,10 +411,7 @@ impl Matcher {
                     )));
                 }
             }
-            let n = batch.num_rows() as i64;
-            let mut arrays = arrays;
-            arrays.push(Arc::new(Int64Array::from_iter_values(row..row + n)));
-            row += n;
+            row += batch.num_rows() as i64;
             out.push(RecordBatch::try_new(schema.clone(), arrays)?);
         }
         let compared = compared_columns(&schema, &out, &spec)?;
@@ -579,9 +574,9 @@ impl Matcher {
     async fn estimate_u(&self) -> Result<(Vec<Vec<f64>>, u64, Vec<String>)> {
         let k = self.spec.comparisons.len();
         let level_counts: Vec<usize> = self.labels().iter().map(Vec::len).collect();
-        let mut u: Vec<Option<Vec<f64>>> = vec![None; k];
+        let mut u: Vec<Option<Vec<f64>>> = Vec::with_capacity(k);
         for j in 0..k {
-            u[j] = self.u_exact(j, &level_counts).await?;
+            u.push(self.u_exact(j, &level_counts).await?);
         }
         let sampled: Vec<bool> = u.iter().map(Option::is_none).collect();
         let mut drawn = 0;
@@ -589,9 +584,9 @@ impl Matcher {
             let masked: Vec<bool> = sampled.iter().map(|s| !s).collect();
             let (shares, pairs) = self.u_from_random_pairs(&masked).await?;
             drawn = pairs;
-            for j in 0..k {
-                if sampled[j] {
-                    u[j] = Some(shares[j].clone());
+            for ((slot, share), sampled) in u.iter_mut().zip(shares).zip(&sampled) {
+                if *sampled {
+                    *slot = Some(share);
                 }
             }
         }
@@ -641,8 +636,10 @@ impl Matcher {
         )?;
         let table = format!("match_values_{j}");
         let _ = self.ctx.deregister_table(&table)?;
-        self.ctx
-            .register_table(&table, Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+        self.ctx.register_table(
+            &table,
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+        )?;
         let col = quote_ident(&c.column);
         let masked: Vec<bool> = (0..self.spec.comparisons.len()).map(|i| i != j).collect();
         let mut patterns = self
@@ -1163,44 +1160,29 @@ fn estimate_lambda(model: &mut Model, candidates: &Patterns, total: f64) -> (f64
     (expected, 500)
 }
 
-/// Connected components of the matched pairs: each record's cluster is its smallest id.
+/// Connected components of the matched pairs (the union-find of the identity graph):
+/// each record's cluster is its smallest id.
 fn clusters<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> HashMap<String, String> {
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut names: Vec<&str> = Vec::new();
-    let mut parent: Vec<usize> = Vec::new();
-    fn find(parent: &mut [usize], mut x: usize) -> usize {
-        while parent[x] != x {
-            parent[x] = parent[parent[x]];
-            x = parent[x];
-        }
-        x
-    }
-    let mut id = |s: &'a str, names: &mut Vec<&'a str>, parent: &mut Vec<usize>| {
-        *index.entry(s).or_insert_with(|| {
-            names.push(s);
-            parent.push(parent.len());
-            parent.len() - 1
-        })
-    };
+    let mut names: Interner<&str> = Interner::new();
+    let mut sets = UnionFind::new();
     for (a, b) in pairs {
-        let (a, b) = (
-            id(a, &mut names, &mut parent),
-            id(b, &mut names, &mut parent),
-        );
-        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-        if ra != rb {
-            // The root keeps the smallest name.
-            if names[ra] <= names[rb] {
-                parent[rb] = ra;
-            } else {
-                parent[ra] = rb;
-            }
+        let (a, _) = names.intern(&a);
+        let (b, _) = names.intern(&b);
+        sets.grow_to(names.len());
+        sets.union(a, b);
+    }
+    let mut smallest: HashMap<u32, &str> = HashMap::new();
+    for id in 0..names.len() as u32 {
+        let name = *names.key(id);
+        let first = smallest.entry(sets.find(id)).or_insert(name);
+        if name < *first {
+            *first = name;
         }
     }
-    (0..names.len())
-        .map(|i| {
-            let root = find(&mut parent, i);
-            (names[i].to_owned(), names[root].to_owned())
+    (0..names.len() as u32)
+        .map(|id| {
+            let root = sets.find(id);
+            ((*names.key(id)).to_owned(), smallest[&root].to_owned())
         })
         .collect()
 }
