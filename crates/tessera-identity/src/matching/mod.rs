@@ -478,17 +478,6 @@ impl Matcher {
         from: &str,
         masked: &[bool],
         carry: &[(String, String)],
-        extra: &str,
-        tail: &str,
-    ) -> String {
-        self.vector_query_with(from, masked, carry, false, extra, tail)
-    }
-
-    fn vector_query_with(
-        &self,
-        from: &str,
-        masked: &[bool],
-        carry: &[(String, String)],
         hide_carry: bool,
         extra: &str,
         tail: &str,
@@ -540,7 +529,7 @@ impl Matcher {
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = self.vector_query_with(
+        let sql = self.vector_query(
             from,
             masked,
             carry,
@@ -764,8 +753,6 @@ impl Matcher {
                 self.records
             )));
         }
-        stage("counting candidate pairs");
-        let candidate_pairs = self.count_pairs().await?;
         stage("estimating u");
         let (u, random_pairs, u_exact) = self.estimate_u().await?;
         let names = self.names();
@@ -831,14 +818,17 @@ impl Matcher {
         // λ over all pairs: the candidates' expected matches.
         stage("estimating the share of matches");
         let mut candidates = Patterns::new(k);
-        for i in 0..self.rules.len() {
+        // The candidate pairs, each counted for the first rule admitting it.
+        let mut candidate_pairs = Vec::with_capacity(self.rules.len());
+        for (i, rule) in self.rules.iter().enumerate() {
             let from = blocking::rule_from(RECORDS, &self.spec.id, &self.rules, i, true);
             let p = self
-                .patterns(&from, &[], &format!("blocking rule {}", self.rules[i].name))
+                .patterns(&from, &[], &format!("blocking rule {}", rule.name))
                 .await?;
             for x in 0..p.len() {
                 candidates.push(p.vector(x), p.counts[x]);
             }
+            candidate_pairs.push((rule.name.clone(), p.pairs()));
         }
         let (expected_matches, lambda_iterations) =
             estimate_lambda(&mut model, &candidates, self.all_pairs() as f64);
@@ -929,7 +919,7 @@ impl Matcher {
             stage(&format!("scoring the pairs of rule {}", rule.name));
             let what = format!("blocking rule {}", rule.name);
             let from = blocking::rule_from(RECORDS, &self.spec.id, &self.rules, i, true);
-            let sql = self.vector_query(&from, &[], &carry, "", "");
+            let sql = self.vector_query(&from, &[], &carry, false, "", "");
             let err = query_err(&what);
             let mut stream = self
                 .ctx
@@ -1032,6 +1022,7 @@ impl Matcher {
             ),
             &[],
             &carry,
+            false,
             "",
             "",
         );
