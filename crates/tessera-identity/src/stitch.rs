@@ -235,7 +235,8 @@ pub async fn stitch(
             report.rules.push(rule_report);
         }
     }
-    if new_matches {
+    // An empty match_pairs (as `tessera init` creates it) has nothing to add.
+    if new_matches && lake.stats(MATCH_PAIRS).await?.rows > 0 {
         let rule = Rule {
             name: PROBABILISTIC_RULE.into(),
             sql: probabilistic_rule_sql(type_rules.names()),

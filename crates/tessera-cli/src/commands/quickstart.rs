@@ -10,6 +10,9 @@ use super::import::{ImportArgs, print_report};
 use crate::output::{bytes, thousands};
 use crate::progress::counter;
 
+/// Matching the sample CRM export to the profiles stitched from events.
+const CRM_SPEC: &str = include_str!("../../../../examples/matching/crm.toml");
+
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
     /// Folder of the quickstart project.
@@ -51,7 +54,13 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        std::fs::write(&path, pinned + "\n")?;
+        // The CRM export joins profiles by probabilistic matching (step 5).
+        std::fs::write(
+            &path,
+            pinned
+                + "\n\n[identity.types.crm_id]\n# CRM records linked by `tessera match` (match.toml)\nlimit = 1\n",
+        )?;
+        std::fs::write(dir.join(tessera_identity::matching::SPEC_FILE), CRM_SPEC)?;
     }
     let opened = super::open_project(&dir)?;
     opened.lake.create_missing_tables().await?;
@@ -108,8 +117,17 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let report = super::stitch::stitch(&opened, false, false).await?;
     super::stitch::print_report(&report, started.elapsed().as_secs_f64());
 
-    // 5. Predictive scores (before segments: segments may read them).
-    println!("\n5. Predictive scores (sql/predict/):");
+    // 5. The CRM export: no key shared with the events, typos; linked by matching.
+    if !report.up_to_date {
+        println!("\n5. Linking the CRM export to profiles (probabilistic matching, match.toml):");
+        match link_crm(&opened).await {
+            Ok(text) => println!("{text}"),
+            Err(e) => println!("   skipped: {e:#}"),
+        }
+    }
+
+    // 6. Predictive scores (before segments: segments may read them).
+    println!("\n6. Predictive scores (sql/predict/):");
     let started = std::time::Instant::now();
     let predicted = super::predict::predict(
         &opened,
@@ -123,8 +141,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     .await?;
     super::predict::print_report(&predicted, started.elapsed().as_secs_f64());
 
-    // 6. Segments.
-    println!("\n6. Refreshing segments (sql/segments/):");
+    // 7. Segments.
+    println!("\n7. Refreshing segments (sql/segments/):");
     let as_of = opened.project.config.segments.as_of_micros()?;
     let set = tessera_segments::SegmentSet::load(&dir)?;
     let started = std::time::Instant::now();
@@ -132,8 +150,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         super::segments::refresh(&opened, &set, vec![], false, as_of, "tessera quickstart").await?;
     super::segments::print_report(&report, started.elapsed().as_secs_f64());
 
-    // 7. What the lake holds now.
-    println!("\n7. The lake:");
+    // 8. What the lake holds now.
+    println!("\n8. The lake:");
     for s in opened.lake.stats_all().await? {
         println!(
             "   {:<20} {:>12} rows {:>6} files {:>10}  version {}",
@@ -160,6 +178,8 @@ Try next:
   tessera --project {p} sql "SELECT p.email, s.p_alive, s.clv_12m, s.purchase_propensity, s.rfm_score FROM profile_scores s JOIN profiles p USING (profile_id) ORDER BY s.clv_12m DESC NULLS LAST LIMIT 5"
   tessera --project {p} sql "SELECT profile_id, email, top_category, total_revenue FROM profiles WHERE in_segment(profile_id, 'cart_abandoners') AND email IS NOT NULL ORDER BY total_revenue DESC NULLS LAST LIMIT 5"
   tessera --project {p} sql "SELECT status, reason, count(*) FROM identity_edges GROUP BY 1, 2"
+  tessera --project {p} sql "SELECT id_l, id_r, round(probability, 3) AS p, comparisons FROM match_pairs WHERE decision = 'review' LIMIT 5"
+  tessera --project {p} match explain crm_id:C0000001 user_id:u00000001"
   tessera --project {p} tables
   python -c "from deltalake import DeltaTable; print(DeltaTable('{lake}events').to_pyarrow_table().num_rows)"
 (`tessera` is {exe}; `cargo install --path crates/tessera-cli` puts it on your PATH.)
@@ -178,7 +198,7 @@ Try next:
         return Ok(());
     }
 
-    // 8. The server, until Ctrl-C.
+    // 9. The server, until Ctrl-C.
     let key = opened
         .project
         .config
@@ -187,7 +207,7 @@ Try next:
         .map(|s| s.write_key.clone())
         .unwrap_or_default();
     println!(
-        r#"8. Serving (Ctrl-C to stop). Send an event the way the Segment SDKs do:
+        r#"9. Serving (Ctrl-C to stop). Send an event the way the Segment SDKs do:
   curl -u {key}: -H 'Content-Type: application/json' http://{http}/v1/track \
        -d '{{"userId":"u00000001","event":"Signed Up","properties":{{"plan":"pro"}}}}'
 then `tessera --project {p} sql "SELECT * FROM events WHERE event = 'Signed Up'"` sees it
@@ -208,4 +228,48 @@ or an API token: `tessera --project {p} token add my-app --role marketer`.
     )
     .await
     .context("starting the server (use --no-serve to skip it, or free the ports in tessera.toml [server])")
+}
+
+/// Trains and applies the CRM matching model, then stitches its matches in.
+async fn link_crm(opened: &super::Opened) -> anyhow::Result<String> {
+    use tessera_identity::matching::{self, MatchSpec, Matcher};
+    let dir = &opened.project.dir;
+    let spec = MatchSpec::load(&dir.join(matching::SPEC_FILE))?;
+    let rules = spec.rules();
+    let predict = spec.predict.clone();
+    let started = std::time::Instant::now();
+    let matcher = Matcher::open(&opened.engine, dir, spec).await?;
+    let (model, report) = matcher.train(&|_| {}).await?;
+    let ms = started.elapsed().as_millis() as i64;
+    let version =
+        matching::save_model(&opened.engine, &model, &report, ms, "tessera quickstart").await?;
+    let prediction = matcher.predict(&model, &|_| {}).await?;
+    matching::write_pairs(
+        &opened.engine,
+        &model,
+        &prediction,
+        &rules,
+        version,
+        &predict,
+        "tessera quickstart",
+    )
+    .await?;
+    let stitched = super::stitch::stitch(opened, false, true).await?;
+    Ok(format!(
+        "   {} records compared in {} candidate pairs: {} matches, {} for review ({:.1} s); \
+         the next stitch added {} `probabilistic` edges",
+        thousands(matcher.records()),
+        thousands(prediction.candidates),
+        thousands(prediction.matches() as u64),
+        thousands(prediction.in_review() as u64),
+        started.elapsed().as_secs_f64(),
+        thousands(
+            stitched
+                .rules
+                .iter()
+                .filter(|r| r.rule == tessera_identity::stitch::PROBABILISTIC_RULE)
+                .map(|r| r.observations)
+                .sum::<u64>()
+        ),
+    ))
 }

@@ -18,6 +18,11 @@ fn quickstart_runs_and_reruns() {
         text.contains("Stitched events version") && text.contains("computed traits"),
         "{text}"
     );
+    // The CRM export joins profiles through probabilistic matching.
+    assert!(
+        text.contains("Linking the CRM export") && text.contains("`probabilistic` edges"),
+        "{text}"
+    );
     let count = |q: &str| -> String {
         String::from_utf8(
             ok(tessera()
@@ -29,6 +34,11 @@ fn quickstart_runs_and_reruns() {
         .unwrap()
     };
     let before = count("SELECT count(*) AS n FROM events");
+    let crm = count(
+        "SELECT count(*) > 0 AS linked FROM identity_map m JOIN identity_edges e \
+         ON m.id_value IN (e.a_value, e.b_value) AND e.rule = 'probabilistic' WHERE m.id_type = 'crm_id'",
+    );
+    assert_eq!(crm, "linked\ntrue\n");
     let sources =
         count("SELECT source, count(*) > 0 AS some FROM events GROUP BY source ORDER BY source");
     assert_eq!(sources, "source,some\napp,true\npos,true\nweb,true\n");
