@@ -70,6 +70,17 @@ impl TestProject {
         serde_json::from_slice(&out.stdout).expect("import --json prints JSON")
     }
 
+    /// Imports the sample data's three channels (web, app, POS), each as its source.
+    pub fn import_sample_channels(&self, data: &Path) {
+        for (file, source) in [
+            ("events-web.ndjson", "web"),
+            ("events-app.ndjson", "app"),
+            ("events-pos.ndjson", "pos"),
+        ] {
+            self.import(&[data.join(file).to_str().unwrap(), "--source", source]);
+        }
+    }
+
     /// `tessera sql --format json QUERY`, parsed into rows.
     pub fn sql(&self, query: &str) -> Vec<serde_json::Value> {
         let out = ok(&mut self.cmd(&["sql", "--format", "json", query]));

@@ -217,13 +217,7 @@ fn bad_specs_and_files_are_named() {
 fn crm_records_join_their_profiles() {
     let (data, summary) = sample_data();
     let p = TestProject::new();
-    for (f, s) in [
-        ("events-web.ndjson", "web"),
-        ("events-app.ndjson", "app"),
-        ("events-pos.ndjson", "pos"),
-    ] {
-        p.import(&[data.join(f).to_str().unwrap(), "--source", s]);
-    }
+    p.import_sample_channels(data);
     ok(&mut p.cmd(&["stitch"]));
     let before = score(&p, &data.join("truth.csv"));
 

@@ -47,13 +47,7 @@ fn scores_of(p: &TestProject, user: &str) -> BTreeMap<String, f64> {
 fn scores_follow_the_stated_rules_and_are_never_nan() {
     let (data, _) = sample_data();
     let p = TestProject::new();
-    for (f, s) in [
-        ("events-web.ndjson", "web"),
-        ("events-app.ndjson", "app"),
-        ("events-pos.ndjson", "pos"),
-    ] {
-        p.import(&[data.join(f).to_str().unwrap(), "--source", s]);
-    }
+    p.import_sample_channels(data);
     let odd = p.path().join("odd-orders.ndjson");
     let mut text = String::new();
     // zz-sameday: three orders on one day, one a week later → 1 repeat day, spend 40.
