@@ -528,6 +528,29 @@ mod tests {
         }
     }
 
+    /// A comparison held out of a session (every level NULL, as when the blocking rule
+    /// reads its column) keeps its `m`; the others are still learnt.
+    #[test]
+    fn a_held_out_comparison_keeps_its_m() {
+        let m = vec![vec![0.1, 0.9], vec![0.2, 0.8], vec![0.3, 0.7]];
+        let u = vec![vec![0.9, 0.1], vec![0.85, 0.15], vec![0.8, 0.2]];
+        let (simulated, _) = simulate(&m, &u, 0.2, 100_000, 0.0, 5);
+        let mut patterns = Patterns::new(3);
+        for i in 0..simulated.len() {
+            let v = simulated.vector(i);
+            patterns.push(&[v[0], v[1], NULL_LEVEL], simulated.counts[i]);
+        }
+        let (names, levels) = labels(3, 2);
+        let mut model = Model::initial(&names, &levels, u.clone(), 0.1);
+        let before = model.comparisons[2].m.clone();
+        model.train(&patterns, EmOptions::default());
+        assert_eq!(model.comparisons[2].m, before);
+        for j in 0..2 {
+            let learnt = &model.comparisons[j].m;
+            assert!((learnt[1] - m[j][1]).abs() < 0.05, "m {j}: {learnt:?}");
+        }
+    }
+
     #[test]
     fn trained_weights_separate_matches() {
         let m = vec![vec![0.05, 0.15, 0.80]; 4];
