@@ -545,9 +545,8 @@ mod tests {
         let before = model.comparisons[2].m.clone();
         model.train(&patterns, EmOptions::default());
         assert_eq!(model.comparisons[2].m, before);
-        for j in 0..2 {
-            let learnt = &model.comparisons[j].m;
-            assert!((learnt[1] - m[j][1]).abs() < 0.05, "m {j}: {learnt:?}");
+        for (c, truth) in model.comparisons.iter().zip(&m).take(2) {
+            assert!((c.m[1] - truth[1]).abs() < 0.05, "{}: {:?}", c.name, c.m);
         }
     }
 
