@@ -98,32 +98,17 @@ async fn tessera(
     spec: MatchSpec,
     truth: &std::collections::HashSet<(String, String)>,
 ) -> anyhow::Result<Outcome> {
-    let lake_dir = dir.join("lake");
-    let _ = std::fs::remove_dir_all(&lake_dir);
-    let lake = Lake::new(lake_dir.to_str().context("work path")?, Default::default())?;
-    let engine = Engine::new(Arc::new(lake), EngineConfig::default());
+    let engine = fresh_lake(dir)?;
     let started = Instant::now();
     let matcher = Matcher::open(&engine, dir, spec.clone()).await?;
     let (model, report) = matcher.train(&|_| {}).await?;
     let version = matching::save_model(&engine, &model, &report, 0, "tessera-bench").await?;
     let prediction = matcher.predict(&model, &|_| {}).await?;
-    matching::write_pairs(
-        &engine,
-        &model,
-        &prediction,
-        &spec.rules(),
-        version,
-        &spec.predict,
-        "tessera-bench",
-    )
-    .await?;
+    matcher
+        .write_pairs(&engine, &model, &prediction, version, "tessera-bench")
+        .await?;
     let seconds = started.elapsed().as_secs_f64();
-    let scored: Vec<(String, String, f64)> = prediction
-        .pairs
-        .iter()
-        .map(|p| (p.id_l.clone(), p.id_r.clone(), p.probability))
-        .collect();
-    let m = matching::evaluate(&scored, truth, spec.predict.threshold);
+    let m = matching::evaluate(&prediction.scored(), truth, spec.predict.threshold);
     Ok(Outcome {
         seconds,
         precision: m.precision,
@@ -131,6 +116,14 @@ async fn tessera(
         f1: m.f1,
         predicted: m.predicted,
     })
+}
+
+/// An engine over an empty lake in `dir/lake` (a previous run's is removed).
+fn fresh_lake(dir: &Path) -> anyhow::Result<Engine> {
+    let lake_dir = dir.join("lake");
+    let _ = std::fs::remove_dir_all(&lake_dir);
+    let lake = Lake::new(lake_dir.to_str().context("work path")?, Default::default())?;
+    Ok(Engine::new(Arc::new(lake), EngineConfig::default()))
 }
 
 /// The spec's comparisons in Splink's comparison library.
@@ -294,10 +287,7 @@ async fn at_scale(records: u64, work: &Path) -> anyhow::Result<()> {
     }
     let truth = matching::read_truth(&truth_file)?;
     let spec = MatchSpec::parse(SCALE_SPEC).map_err(anyhow::Error::msg)?;
-    let lake_dir = dir.join("lake");
-    let _ = std::fs::remove_dir_all(&lake_dir);
-    let lake = Lake::new(lake_dir.to_str().context("work path")?, Default::default())?;
-    let engine = Engine::new(Arc::new(lake), EngineConfig::default());
+    let engine = fresh_lake(&dir)?;
 
     let started = Instant::now();
     let matcher = Matcher::open(&engine, &dir, spec.clone()).await?;
@@ -309,23 +299,11 @@ async fn at_scale(records: u64, work: &Path) -> anyhow::Result<()> {
     let prediction = matcher.predict(&model, &|_| {}).await?;
     let predict = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    matching::write_pairs(
-        &engine,
-        &model,
-        &prediction,
-        &spec.rules(),
-        1,
-        &spec.predict,
-        "tessera-bench",
-    )
-    .await?;
+    matcher
+        .write_pairs(&engine, &model, &prediction, 1, "tessera-bench")
+        .await?;
     let write = t.elapsed().as_secs_f64();
-    let scored: Vec<(String, String, f64)> = prediction
-        .pairs
-        .iter()
-        .map(|p| (p.id_l.clone(), p.id_r.clone(), p.probability))
-        .collect();
-    let m = matching::evaluate(&scored, &truth, spec.predict.threshold);
+    let m = matching::evaluate(&prediction.scored(), &truth, spec.predict.threshold);
     println!(
         "\nDeduplicating {} generated people records ({} true pairs):",
         matcher.records(),

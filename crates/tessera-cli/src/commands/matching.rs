@@ -141,21 +141,18 @@ async fn run_command(
         }
         MatchCommand::Predict => {
             let (version, model) = matching::load_model(&opened.engine).await?;
-            let rules = spec.rules();
-            let predict = spec.predict.clone();
             let matcher = open(opened, spec, stages).await?;
             let prediction = matcher.predict(&model, &stage).await?;
             stages.set("writing match_pairs");
-            matching::write_pairs(
-                &opened.engine,
-                &model,
-                &prediction,
-                &rules,
-                version,
-                &predict,
-                "tessera match predict",
-            )
-            .await?;
+            matcher
+                .write_pairs(
+                    &opened.engine,
+                    &model,
+                    &prediction,
+                    version,
+                    "tessera match predict",
+                )
+                .await?;
             let (clusters, largest) = prediction.cluster_sizes();
             if args.json {
                 return Ok(serde_json::json!({

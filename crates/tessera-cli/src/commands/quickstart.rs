@@ -235,8 +235,6 @@ async fn link_crm(opened: &super::Opened) -> anyhow::Result<String> {
     use tessera_identity::matching::{self, MatchSpec, Matcher};
     let dir = &opened.project.dir;
     let spec = MatchSpec::load(&dir.join(matching::SPEC_FILE))?;
-    let rules = spec.rules();
-    let predict = spec.predict.clone();
     let started = std::time::Instant::now();
     let matcher = Matcher::open(&opened.engine, dir, spec).await?;
     let (model, report) = matcher.train(&|_| {}).await?;
@@ -244,16 +242,15 @@ async fn link_crm(opened: &super::Opened) -> anyhow::Result<String> {
     let version =
         matching::save_model(&opened.engine, &model, &report, ms, "tessera quickstart").await?;
     let prediction = matcher.predict(&model, &|_| {}).await?;
-    matching::write_pairs(
-        &opened.engine,
-        &model,
-        &prediction,
-        &rules,
-        version,
-        &predict,
-        "tessera quickstart",
-    )
-    .await?;
+    matcher
+        .write_pairs(
+            &opened.engine,
+            &model,
+            &prediction,
+            version,
+            "tessera quickstart",
+        )
+        .await?;
     let stitched = super::stitch::stitch(opened, false, true).await?;
     Ok(format!(
         "   {} records compared in {} candidate pairs: {} matches, {} for review ({:.1} s); \

@@ -171,6 +171,14 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// The pairs as (id, id, probability), as [`evaluate`] takes them.
+    pub fn scored(&self) -> Vec<(String, String, f64)> {
+        self.pairs
+            .iter()
+            .map(|p| (p.id_l.clone(), p.id_r.clone(), p.probability))
+            .collect()
+    }
+
     pub fn matches(&self) -> usize {
         self.pairs
             .iter()
@@ -1070,6 +1078,85 @@ impl Matcher {
                 .into(),
         })
     }
+
+    /// Replaces `match_pairs` with a prediction's pairs (by `model`, stored as
+    /// `model_version`); returns the rows written.
+    pub async fn write_pairs(
+        &self,
+        engine: &Engine,
+        model: &Model,
+        prediction: &Prediction,
+        model_version: i64,
+        actor: &str,
+    ) -> Result<u64> {
+        let (rules, predict) = (&self.rules, &self.spec.predict);
+        let def = schema::table(MATCH_PAIRS).ok_or_else(|| bad("no match_pairs table"))?;
+        let mut writer = engine.lake().replace_writer(&def).await?;
+        let now = chrono::Utc::now().timestamp_micros();
+        for chunk in prediction.pairs.chunks(65_536) {
+            let comparisons: Vec<String> = chunk
+                .iter()
+                .map(|p| {
+                    let terms: serde_json::Map<String, serde_json::Value> = model
+                        .comparisons
+                        .iter()
+                        .enumerate()
+                        .map(|(j, c)| {
+                            (
+                                c.name.clone(),
+                                serde_json::json!({
+                                    "level": level_label(c, p.levels[j]),
+                                    "weight": (p.weights[j] * 1000.0).round() / 1000.0,
+                                }),
+                            )
+                        })
+                        .collect();
+                    serde_json::Value::Object(terms).to_string()
+                })
+                .collect();
+            let n = chunk.len();
+            let batch = RecordBatch::try_new(
+                def.schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(chunk.iter().map(|p| &p.id_l)))
+                        as ArrayRef,
+                    Arc::new(StringArray::from_iter_values(chunk.iter().map(|p| &p.id_r))),
+                    Arc::new(StringArray::from_iter_values(
+                        chunk.iter().map(|p| rules[p.rule].name.as_str()),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        chunk.iter().map(|p| p.weight),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        chunk.iter().map(|p| p.probability),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        chunk
+                            .iter()
+                            .map(|p| decision(p.probability, predict).unwrap_or("review")),
+                    )),
+                    Arc::new(StringArray::from(
+                        chunk
+                            .iter()
+                            .map(|p| prediction.clusters.get(&p.id_l).cloned())
+                            .collect::<Vec<_>>(),
+                    )),
+                    Arc::new(StringArray::from(comparisons)),
+                    Arc::new(Int64Array::from(vec![model_version; n])),
+                    Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+                ],
+            )?;
+            writer.write(batch).await?;
+        }
+        writer
+            .commit(
+                CommitNote::new("match predict", actor)
+                    .detail("model_version", model_version)
+                    .detail("pairs", prediction.pairs.len() as u64),
+            )
+            .await?;
+        Ok(prediction.pairs.len() as u64)
+    }
 }
 
 fn describe(list: &[(String, Vec<String>)]) -> String {
@@ -1244,83 +1331,6 @@ pub async fn load_model(engine: &Engine) -> Result<(i64, Model)> {
     let model =
         Model::from_json(&json).map_err(|e| bad(format!("match_models version {version}: {e}")))?;
     Ok((version, model))
-}
-
-/// Replaces `match_pairs` with a prediction's pairs; returns the rows written.
-pub async fn write_pairs(
-    engine: &Engine,
-    model: &Model,
-    prediction: &Prediction,
-    rules: &[BlockingRule],
-    model_version: i64,
-    predict: &spec::PredictSpec,
-    actor: &str,
-) -> Result<u64> {
-    let def = schema::table(MATCH_PAIRS).ok_or_else(|| bad("no match_pairs table"))?;
-    let mut writer = engine.lake().replace_writer(&def).await?;
-    let now = chrono::Utc::now().timestamp_micros();
-    for chunk in prediction.pairs.chunks(65_536) {
-        let comparisons: Vec<String> = chunk
-            .iter()
-            .map(|p| {
-                let terms: serde_json::Map<String, serde_json::Value> = model
-                    .comparisons
-                    .iter()
-                    .enumerate()
-                    .map(|(j, c)| {
-                        (
-                            c.name.clone(),
-                            serde_json::json!({
-                                "level": level_label(c, p.levels[j]),
-                                "weight": (p.weights[j] * 1000.0).round() / 1000.0,
-                            }),
-                        )
-                    })
-                    .collect();
-                serde_json::Value::Object(terms).to_string()
-            })
-            .collect();
-        let n = chunk.len();
-        let batch = RecordBatch::try_new(
-            def.schema.clone(),
-            vec![
-                Arc::new(StringArray::from_iter_values(chunk.iter().map(|p| &p.id_l))) as ArrayRef,
-                Arc::new(StringArray::from_iter_values(chunk.iter().map(|p| &p.id_r))),
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|p| rules[p.rule].name.as_str()),
-                )),
-                Arc::new(Float64Array::from_iter_values(
-                    chunk.iter().map(|p| p.weight),
-                )),
-                Arc::new(Float64Array::from_iter_values(
-                    chunk.iter().map(|p| p.probability),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    chunk
-                        .iter()
-                        .map(|p| decision(p.probability, predict).unwrap_or("review")),
-                )),
-                Arc::new(StringArray::from(
-                    chunk
-                        .iter()
-                        .map(|p| prediction.clusters.get(&p.id_l).cloned())
-                        .collect::<Vec<_>>(),
-                )),
-                Arc::new(StringArray::from(comparisons)),
-                Arc::new(Int64Array::from(vec![model_version; n])),
-                Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
-            ],
-        )?;
-        writer.write(batch).await?;
-    }
-    writer
-        .commit(
-            CommitNote::new("match predict", actor)
-                .detail("model_version", model_version)
-                .detail("pairs", prediction.pairs.len() as u64),
-        )
-        .await?;
-    Ok(prediction.pairs.len() as u64)
 }
 
 /// Pairwise quality against known matches.

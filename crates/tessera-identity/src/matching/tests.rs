@@ -217,17 +217,10 @@ async fn trains_predicts_and_finds_the_duplicates() {
     }
 
     let prediction = matcher.predict(&loaded, &|_| {}).await.unwrap();
-    let written = write_pairs(
-        &engine,
-        &loaded,
-        &prediction,
-        &spec.rules(),
-        version,
-        &spec.predict,
-        "test",
-    )
-    .await
-    .unwrap();
+    let written = matcher
+        .write_pairs(&engine, &loaded, &prediction, version, "test")
+        .await
+        .unwrap();
     assert_eq!(written as usize, prediction.pairs.len());
     let stored = stored_pairs(&engine).await.unwrap();
     let metrics = evaluate(&stored, &truth, spec.predict.threshold);
