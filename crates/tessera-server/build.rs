@@ -26,5 +26,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    // The server side of `ProfileService` once more, answering with messages that
+    // carry each profile already encoded (`crate::api::wire`): the same bytes on the
+    // wire as `GetProfileResponse` / `BatchGetProfilesResponse`.
+    let method = |name: &str, route: &str, input: &str, output: &str| {
+        tonic_build::manual::Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(input)
+            .output_type(output)
+            .codec_path("tonic_prost::ProstCodec")
+            .build()
+    };
+    let profile_service = tonic_build::manual::Service::builder()
+        .name("ProfileService")
+        .package("tessera.v1")
+        .method(method(
+            "get_profile",
+            "GetProfile",
+            "crate::api::v1::GetProfileRequest",
+            "crate::api::wire::GetProfileReply",
+        ))
+        .method(method(
+            "batch_get_profiles",
+            "BatchGetProfiles",
+            "crate::api::v1::BatchGetProfilesRequest",
+            "crate::api::wire::BatchGetProfilesReply",
+        ))
+        .build();
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .build_server(true)
+        .compile(&[profile_service]);
     Ok(())
 }

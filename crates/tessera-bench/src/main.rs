@@ -127,10 +127,18 @@ enum Cmd {
         /// A stitched project (the segments benchmark builds one).
         #[arg(long, default_value = "target/bench-segments/project")]
         project: PathBuf,
-        #[arg(long, default_value_t = 16)]
+        /// Concurrent callers, each with one request in flight at a time.
+        #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// HTTP/2 connections the callers share (gRPC multiplexes calls on one).
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Server on the first core, clients on the second (so that neither waits for
+        /// the other to be scheduled).
+        #[arg(long)]
+        pin: bool,
     },
     /// The example segments over generated customers: Tessera's refresh vs DuckDB
     /// running the same SQL on the same Parquet files; a refresh with nothing new.
@@ -199,8 +207,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Profile {
             project,
             clients,
+            connections,
             seconds,
-        } => profile::run(&project, clients, seconds),
+            pin,
+        } => profile::run(&project, clients, connections, seconds, pin),
     }
 }
 

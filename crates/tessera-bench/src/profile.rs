@@ -57,22 +57,48 @@ async fn identifiers(project: &Path, n: usize) -> anyhow::Result<Vec<v1::Identif
     Ok(out)
 }
 
-pub fn run(project: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
+pub fn run(
+    project: &Path,
+    clients: usize,
+    connections: usize,
+    seconds: u64,
+    pin: bool,
+) -> anyhow::Result<()> {
+    if clients == 0 || connections == 0 || connections > clients {
+        bail!("--clients and --connections must be at least 1, and connections at most clients");
+    }
     if !project.join("tessera.toml").exists() {
         bail!(
             "{} is not a project: run `tessera-bench segments` first (it builds one), or pass --project",
             project.display()
         );
     }
+    // Threads and child processes inherit the affinity of the thread creating them.
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if pin {
+        if cores.len() < 2 {
+            bail!("--pin needs two cores, this machine offers {}", cores.len());
+        }
+        if !core_affinity::set_for_current(cores[0]) {
+            bail!("cannot pin to core {}", cores[0].id);
+        }
+    }
+    let started = super::flight::start_server(project, PASSWORD);
+    if pin && !core_affinity::set_for_current(cores[1]) {
+        bail!("cannot pin to core {}", cores[1].id);
+    }
+    let (mut server, grpc) = started?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let ids = runtime.block_on(identifiers(project, 100_000))?;
-    if ids.is_empty() {
-        bail!("the project has no identifiers: run `tessera stitch` first");
-    }
-    let (mut server, grpc) = super::flight::start_server(project, PASSWORD)?;
-    let result = runtime.block_on(drive(&grpc, ids, clients, seconds));
+    let result = runtime
+        .block_on(identifiers(project, 100_000))
+        .and_then(|ids| {
+            if ids.is_empty() {
+                bail!("the project has no identifiers: run `tessera stitch` first");
+            }
+            runtime.block_on(drive(&grpc, ids, clients, connections, seconds))
+        });
     let _ = server.kill();
     let _ = server.wait();
     let (mut latencies, errors, wall, profiles) = result?;
@@ -82,8 +108,14 @@ pub fn run(project: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
         latencies[i] as f64 / 1000.0
     };
     println!(
-        "GetProfile over loopback: {clients} clients, {seconds} s after a 2 s warm-up, index of {profiles} profiles"
+        "GetProfile over loopback: {clients} clients on {connections} HTTP/2 connections, {seconds} s after a 2 s warm-up, index of {profiles} profiles"
     );
+    if pin {
+        println!(
+            "  server pinned to core {}, clients to core {}",
+            cores[0].id, cores[1].id
+        );
+    }
     println!(
         "  {} requests ({errors} errors) = {:.0} requests/s",
         latencies.len(),
@@ -114,6 +146,7 @@ async fn drive(
     grpc: &str,
     ids: Vec<v1::Identifier>,
     clients: usize,
+    connections: usize,
     seconds: u64,
 ) -> anyhow::Result<Outcome> {
     let endpoint = format!("http://{grpc}");
@@ -132,13 +165,18 @@ async fn drive(
     let ids = Arc::new(ids);
     let warm_until = Instant::now() + Duration::from_secs(2);
     let stop_at = warm_until + Duration::from_secs(seconds);
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(endpoint.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        let mut client = ProfileServiceClient::new(channel);
+        let mut client = ProfileServiceClient::new(channels[c % connections].clone());
         let (ids, bearer) = (ids.clone(), bearer.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 16);

@@ -130,6 +130,28 @@ impl Lake {
         Ok(Some(table))
     }
 
+    /// The latest committed version of table `name` (`None`: no such table). Given a
+    /// version seen before (`known`), it lists the log from there instead of loading
+    /// the table: cheap enough to ask every few seconds.
+    pub async fn latest_version(&self, name: &str, known: Option<i64>) -> Result<Option<i64>> {
+        if let Some(known) = known {
+            let table = self
+                .builder(name)?
+                .build()
+                .map_err(|e| LakeError::delta(name, "open", e))?;
+            // Fails when that version's commit is gone (log cleanup) or the table was
+            // replaced: then the table is opened in full.
+            if let Ok(latest) = table.log_store().get_latest_version(known as u64).await {
+                return Ok(Some(latest as i64));
+            }
+        }
+        Ok(self
+            .try_open(name)
+            .await?
+            .and_then(|t| t.version())
+            .map(|v| v as i64))
+    }
+
     /// Opens table `name` at its latest version.
     pub async fn open(&self, name: &str) -> Result<DeltaTable> {
         match self.try_open(name).await? {

@@ -172,3 +172,37 @@ async fn replacing_one_partition_keeps_the_others() {
         .to_string();
     assert!(err.contains("not a partition column"), "{err}");
 }
+
+#[tokio::test]
+async fn latest_version_without_loading_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    assert_eq!(
+        lake.latest_version(IMPORTED_FILES, None).await.unwrap(),
+        None
+    );
+    let def = schema::table(IMPORTED_FILES).unwrap();
+    lake.create_missing_tables().await.unwrap();
+    assert_eq!(
+        lake.latest_version(IMPORTED_FILES, None).await.unwrap(),
+        Some(0)
+    );
+    for (i, fingerprint) in ["a", "b", "c"].into_iter().enumerate() {
+        let mut w = lake.append_writer(&def).await.unwrap();
+        w.write(row(fingerprint)).await.unwrap();
+        w.commit(CommitNote::new("test", "unit")).await.unwrap();
+        let now = Some(i as i64 + 1);
+        for known in [None, Some(0), Some(i as i64), now] {
+            assert_eq!(
+                lake.latest_version(IMPORTED_FILES, known).await.unwrap(),
+                now,
+                "known {known:?}"
+            );
+        }
+    }
+    // A version the log never had (a table replaced by a younger one): opened in full.
+    assert_eq!(
+        lake.latest_version(IMPORTED_FILES, Some(40)).await.unwrap(),
+        Some(3)
+    );
+}

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditLog, Entry, StreamAudit};
 use crate::auth::{Auth, Principal};
-use crate::index::{IndexHandle, as_seen, masked_identifier, timestamp};
+use crate::index::{IndexHandle, masked_identifier, timestamp};
 
 /// The generated `tessera.v1` messages, clients and servers.
 pub mod v1 {
@@ -40,10 +40,61 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/tessera_v1_descriptor.bin"));
 }
 
+/// `ProfileService` as this server answers it: replies carrying each profile already
+/// encoded ([`ProfileIndex::encoded_profile`](crate::index::ProfileIndex::encoded_profile)).
+/// A field holding an encoded message and the message itself are the same bytes on
+/// the wire, so clients decode these replies as `GetProfileResponse` and
+/// `BatchGetProfilesResponse` of `proto/tessera/v1/profile.proto`.
+pub mod wire {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    use super::v1;
+    use prost::bytes::Bytes;
+
+    /// `tessera.v1.GetProfileResponse` with `profile` encoded.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetProfileReply {
+        /// An encoded `tessera.v1.Profile`.
+        #[prost(bytes = "bytes", tag = "1")]
+        pub profile: Bytes,
+        #[prost(message, optional, tag = "2")]
+        pub identifier: Option<v1::Identifier>,
+        #[prost(string, tag = "3")]
+        pub merged_from: String,
+        #[prost(message, optional, tag = "4")]
+        pub snapshot: Option<v1::Snapshot>,
+    }
+
+    /// `tessera.v1.ProfileResult` with `profile` encoded (empty: no profile).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ProfileResultReply {
+        #[prost(message, optional, tag = "1")]
+        pub identifier: Option<v1::Identifier>,
+        /// An encoded `tessera.v1.Profile`; empty (not sent) when none holds the
+        /// identifier.
+        #[prost(bytes = "bytes", tag = "2")]
+        pub profile: Bytes,
+        #[prost(string, tag = "3")]
+        pub merged_from: String,
+        #[prost(string, tag = "4")]
+        pub error: String,
+    }
+
+    /// `tessera.v1.BatchGetProfilesResponse` with each profile encoded.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct BatchGetProfilesReply {
+        #[prost(message, repeated, tag = "1")]
+        pub results: Vec<ProfileResultReply>,
+        #[prost(message, optional, tag = "2")]
+        pub snapshot: Option<v1::Snapshot>,
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/tessera.v1.ProfileService.rs"));
+}
+
 use v1::admin_service_server::AdminService;
 use v1::audience_service_server::AudienceService;
 use v1::auth_service_server::AuthService;
-use v1::profile_service_server::ProfileService;
+use wire::profile_service_server::ProfileService;
 
 /// Most identifiers one `BatchGetProfiles` call may ask for.
 pub const MAX_BATCH: usize = 1000;
@@ -202,7 +253,7 @@ impl ProfileService for Api {
     async fn get_profile(
         &self,
         request: Request<v1::GetProfileRequest>,
-    ) -> Result<Response<v1::GetProfileResponse>, Status> {
+    ) -> Result<Response<wire::GetProfileReply>, Status> {
         let who = self.caller(&request, "get_profile", Access::Read)?;
         let Some(id) = request.get_ref().identifier.as_ref() else {
             return Err(Status::invalid_argument(
@@ -240,8 +291,8 @@ impl ProfileService for Api {
         e.target = Some(format!("{target} -> {}", profile.profile_id));
         e.rows = Some(1);
         self.audit.record(e);
-        Ok(Response::new(v1::GetProfileResponse {
-            profile: Some(as_seen(profile, who.pii)),
+        Ok(Response::new(wire::GetProfileReply {
+            profile: index.encoded_profile(i, who.pii),
             identifier: Some(masked_identifier(&resolved.identifier, who.pii)),
             merged_from: resolved.merged_from.unwrap_or_default(),
             snapshot: Some(*index.snapshot()),
@@ -251,7 +302,7 @@ impl ProfileService for Api {
     async fn batch_get_profiles(
         &self,
         request: Request<v1::BatchGetProfilesRequest>,
-    ) -> Result<Response<v1::BatchGetProfilesResponse>, Status> {
+    ) -> Result<Response<wire::BatchGetProfilesReply>, Status> {
         let who = self.caller(&request, "batch_get_profiles", Access::Read)?;
         let asked = &request.get_ref().identifiers;
         if asked.len() > MAX_BATCH {
@@ -261,17 +312,20 @@ impl ProfileService for Api {
             )));
         }
         let index = self.index.get();
-        let results: Vec<v1::ProfileResult> = asked
+        let results: Vec<wire::ProfileResultReply> = asked
             .iter()
             .map(|id| match index.resolve(id) {
-                Err(bad) => v1::ProfileResult {
+                Err(bad) => wire::ProfileResultReply {
                     identifier: Some(masked_identifier(id, who.pii)),
                     error: bad.0,
-                    ..v1::ProfileResult::default()
+                    ..Default::default()
                 },
-                Ok(r) => v1::ProfileResult {
+                Ok(r) => wire::ProfileResultReply {
                     identifier: Some(masked_identifier(&r.identifier, who.pii)),
-                    profile: r.profile.map(|i| as_seen(index.profile(i), who.pii)),
+                    profile: r
+                        .profile
+                        .map(|i| index.encoded_profile(i, who.pii))
+                        .unwrap_or_default(),
                     merged_from: r.merged_from.unwrap_or_default(),
                     error: String::new(),
                 },
@@ -280,9 +334,9 @@ impl ProfileService for Api {
         self.audit.record(
             Entry::of(&request, Some(&who), "batch_get_profiles", "ok")
                 .target(format!("{} identifiers", asked.len()))
-                .rows(results.iter().filter(|r| r.profile.is_some()).count() as i64),
+                .rows(results.iter().filter(|r| !r.profile.is_empty()).count() as i64),
         );
-        Ok(Response::new(v1::BatchGetProfilesResponse {
+        Ok(Response::new(wire::BatchGetProfilesReply {
             results,
             snapshot: Some(*index.snapshot()),
         }))

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -20,6 +20,8 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::TryStreamExt;
+use prost::Message as _;
+use prost::bytes::Bytes;
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Timestamp, Value};
 use tessera_core::schema::{
@@ -80,6 +82,9 @@ pub struct ProfileIndex {
     /// Identifier types present.
     types: Vec<String>,
     profiles: Vec<v1::Profile>,
+    /// Each profile encoded as callers see it, `[masked, clear]`, made on its first
+    /// look-up: answers copy no profile and encode none.
+    encoded: Vec<[OnceLock<Bytes>; 2]>,
     segments: Vec<SegmentEntry>,
     segment_by_name: HashMap<String, usize>,
 }
@@ -318,6 +323,9 @@ impl ProfileIndex {
             profiles: index.profiles.len() as i64,
             identifiers,
         };
+        index.encoded = std::iter::repeat_with(Default::default)
+            .take(index.profiles.len())
+            .collect();
         Ok(index)
     }
 
@@ -594,6 +602,14 @@ impl ProfileIndex {
         &self.profiles[i as usize]
     }
 
+    /// Profile `i` as a caller with or without the `pii` grant sees it, encoded as a
+    /// `tessera.v1.Profile` message (encoded once per snapshot and view).
+    pub fn encoded_profile(&self, i: u32, pii: bool) -> Bytes {
+        self.encoded[i as usize][usize::from(pii)]
+            .get_or_init(|| Bytes::from(as_seen(self.profile(i), pii).encode_to_vec()))
+            .clone()
+    }
+
     pub fn segments(&self) -> &[SegmentEntry] {
         &self.segments
     }
@@ -690,17 +706,18 @@ impl IndexHandle {
     pub async fn refresh(&self, force: bool) -> Result<bool, String> {
         let _one = self.rebuilding.lock().await;
         if !force {
+            let known = self.get().versions.clone();
             let mut now = Vec::with_capacity(SOURCES.len());
-            for name in SOURCES {
-                let table = self
-                    .engine
-                    .lake()
-                    .try_open(name)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                now.push(table.and_then(|t| t.version()).map(|v| v as i64));
+            for (i, name) in SOURCES.iter().enumerate() {
+                now.push(
+                    self.engine
+                        .lake()
+                        .latest_version(name, known.get(i).copied().flatten())
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
             }
-            if now == self.get().versions {
+            if now == known {
                 return Ok(false);
             }
         }
@@ -747,9 +764,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn masking_reaches_every_depth_and_spares_the_rest() {
-        let profile = v1::Profile {
+    fn jane() -> v1::Profile {
+        v1::Profile {
             profile_id: "p_1".into(),
             identifiers: vec![
                 v1::ProfileIdentifier {
@@ -773,8 +789,22 @@ mod tests {
             computed_traits: Some(json_struct(
                 serde_json::json!({"last_name": "Doe", "orders": 3}),
             )),
+            scores: vec![v1::Score {
+                model: "bgnbd".into(),
+                name: "p_alive".into(),
+                value: 0.75,
+            }],
+            segments: vec![v1::SegmentMembership {
+                segment: "vip".into(),
+                since: Some(timestamp(1_700_000_000_000_000)),
+            }],
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn masking_reaches_every_depth_and_spares_the_rest() {
+        let profile = jane();
         let m = masked(&profile);
         assert_eq!(m.identifiers[0].value, MASK);
         assert_eq!(m.identifiers[1].value, "u1");
@@ -804,6 +834,97 @@ mod tests {
         assert_eq!(
             profile.identifiers[0].value, "jane@example.com",
             "the index copy is untouched"
+        );
+    }
+
+    #[test]
+    fn encoded_replies_are_the_proto_responses_byte_for_byte() {
+        use crate::api::wire;
+        use prost::Message as _;
+        let profile = jane();
+        let index = ProfileIndex {
+            profiles: vec![profile.clone()],
+            encoded: vec![Default::default()],
+            ..ProfileIndex::default()
+        };
+        let identifier = Some(v1::Identifier {
+            r#type: "user_id".into(),
+            value: "u1".into(),
+        });
+        let snapshot = Some(v1::Snapshot {
+            identity_map_version: 3,
+            profiles: 1,
+            loaded_at: Some(timestamp(1)),
+            ..v1::Snapshot::default()
+        });
+        for pii in [false, true] {
+            let reply = wire::GetProfileReply {
+                profile: index.encoded_profile(0, pii),
+                identifier: identifier.clone(),
+                merged_from: "p_0".into(),
+                snapshot,
+            };
+            let expected = v1::GetProfileResponse {
+                profile: Some(as_seen(&profile, pii)),
+                identifier: identifier.clone(),
+                merged_from: "p_0".into(),
+                snapshot,
+            };
+            assert_eq!(reply.encode_to_vec(), expected.encode_to_vec(), "pii {pii}");
+            let decoded = v1::GetProfileResponse::decode(&*reply.encode_to_vec()).unwrap();
+            assert_eq!(decoded, expected);
+            assert_eq!(
+                decoded.profile.unwrap().identifiers[0].value,
+                if pii { "jane@example.com" } else { MASK }
+            );
+
+            let batch = wire::BatchGetProfilesReply {
+                results: vec![
+                    wire::ProfileResultReply {
+                        identifier: identifier.clone(),
+                        profile: index.encoded_profile(0, pii),
+                        ..Default::default()
+                    },
+                    wire::ProfileResultReply {
+                        identifier: identifier.clone(),
+                        ..Default::default()
+                    },
+                    wire::ProfileResultReply {
+                        error: "bad".into(),
+                        ..Default::default()
+                    },
+                ],
+                snapshot,
+            };
+            let expected = v1::BatchGetProfilesResponse {
+                results: vec![
+                    v1::ProfileResult {
+                        identifier: identifier.clone(),
+                        profile: Some(as_seen(&profile, pii)),
+                        ..Default::default()
+                    },
+                    v1::ProfileResult {
+                        identifier: identifier.clone(),
+                        ..Default::default()
+                    },
+                    v1::ProfileResult {
+                        error: "bad".into(),
+                        ..Default::default()
+                    },
+                ],
+                snapshot,
+            };
+            assert_eq!(batch.encode_to_vec(), expected.encode_to_vec(), "pii {pii}");
+            let decoded = v1::BatchGetProfilesResponse::decode(&*batch.encode_to_vec()).unwrap();
+            assert_eq!(decoded, expected);
+            assert!(
+                decoded.results[1].profile.is_none(),
+                "no profile stays unset"
+            );
+        }
+        assert!(
+            index.encoded[0].iter().all(|e| e.get().is_some()),
+            "both views cached after their first look-up"
         );
     }
 

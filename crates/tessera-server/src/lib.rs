@@ -174,23 +174,26 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
         let mut grpc_stop = stop_rx.clone();
+        // Periodic work runs on threads of its own, so that an `audit_log` commit, an
+        // index rebuild or a scheduled refresh never holds up a request.
+        let background = Background::start()?;
         let scheduler = self
             .segments
             .clone()
-            .map(|s| tokio::spawn(schedule::run(self.engine.clone(), s, stop_rx.clone())));
-        let auditor = tokio::spawn(
+            .map(|s| background.spawn(schedule::run(self.engine.clone(), s, stop_rx.clone())));
+        let auditor = background.spawn(
             self.audit
                 .clone()
                 .run(std::time::Duration::from_secs(1), stop_rx.clone()),
         );
         let refitter = self.predict.clone().map(|s| {
-            tokio::spawn(schedule::run_models(
+            background.spawn(schedule::run_models(
                 self.engine.clone(),
                 s,
                 stop_rx.clone(),
             ))
         });
-        let indexer = tokio::spawn(
+        let indexer = background.spawn(
             self.index
                 .clone()
                 .run(self.index_check_every, stop_rx.clone()),
@@ -242,8 +245,8 @@ impl Server {
                 admin_service_server::AdminServiceServer,
                 audience_service_server::AudienceServiceServer,
                 auth_service_server::AuthServiceServer,
-                profile_service_server::ProfileServiceServer,
             };
+            use api::wire::profile_service_server::ProfileServiceServer;
             builder
                 .add_service(health)
                 .add_service(reflection_v1)
@@ -279,5 +282,92 @@ impl Server {
             Err(e) => return Err(ServerError::Serve(format!("gRPC: {e}"))),
         }
         Ok(flushed)
+    }
+}
+
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs when no request
+/// thread wants the core, and a request thread waking up takes the core from it at
+/// once (a lower nice value alone still lets it finish a time slice of milliseconds
+/// first). Best effort: a system refusing it leaves the thread as it was.
+fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    if let Err(e) = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    ) {
+        tracing::debug!("background thread keeps its priority: {e:?}");
+    }
+}
+
+/// The runtime of the server's periodic work (`audit_log` commits, index checks and
+/// rebuilds, scheduled refreshes and refits): threads of their own in the idle
+/// scheduling class, so that none of it holds up a request. Shut down without blocking when
+/// dropped (also from async code).
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn start() -> Result<Background, ServerError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("tessera-bg")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map(|rt| Background(Some(rt)))
+            .map_err(|e| ServerError::Serve(format!("cannot start the background runtime: {e}")))
+    }
+
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The scheduling policy of the calling thread (field 41 of `/proc/thread-self/stat`).
+    fn policy() -> u32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name (field 2) is parenthesized and may hold spaces.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(38).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn background_work_runs_in_the_idle_scheduling_class() {
+        const SCHED_OTHER: u32 = 0;
+        const SCHED_IDLE: u32 = 5;
+        assert_eq!(policy(), SCHED_OTHER);
+        let background = Background::start().unwrap();
+        let (there, name) = background
+            .spawn(async { (policy(), std::thread::current().name().map(str::to_owned)) })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("tessera-bg"));
+        assert_eq!(there, SCHED_IDLE);
+        assert_eq!(policy(), SCHED_OTHER, "the caller's class is untouched");
+        drop(background); // from async code: must not block or panic
     }
 }
