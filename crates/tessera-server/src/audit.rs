@@ -2,7 +2,10 @@
 //! catalog request and refused call becomes a row of `audit_log` (who, when, what,
 //! how many rows, outcome). Entries are buffered and appended in one Delta commit per
 //! flush (every second while there are any, and at shutdown), so auditing adds no
-//! write to the path of a query.
+//! write to the path of a query. The flushes run with the server's background work
+//! (idle scheduling class); should a saturated server leave them no time and the
+//! buffer reach [`BACKLOG`] entries, the next flush runs beside the requests instead
+//! ([`AuditLog::run_backlog`]): the buffer stays bounded and no entry is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,11 +79,16 @@ impl Entry {
     }
 }
 
+/// Buffered entries past which a flush no longer waits for the background's turn.
+pub const BACKLOG: usize = 100_000;
+
 /// The buffer of entries not yet in the lake.
 #[derive(Debug)]
 pub struct AuditLog {
     lake: Arc<Lake>,
     pending: Mutex<Vec<Entry>>,
+    /// Woken when the buffer reaches [`BACKLOG`].
+    backlog: tokio::sync::Notify,
 }
 
 impl AuditLog {
@@ -88,14 +96,24 @@ impl AuditLog {
         Arc::new(AuditLog {
             lake,
             pending: Mutex::new(Vec::new()),
+            backlog: tokio::sync::Notify::new(),
         })
     }
 
     pub fn record(&self, entry: Entry) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(entry);
+        let buffered = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(entry);
+            pending.len()
+        };
+        if buffered == BACKLOG {
+            self.backlog.notify_one();
+        }
+    }
+
+    /// Entries buffered, not yet in the lake.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Appends the pending entries to `audit_log`; returns how many.
@@ -170,12 +188,34 @@ impl AuditLog {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
-            if let Err(e) = self.flush().await {
-                tracing::warn!("writing audit_log failed (kept for the next try): {e}");
-            }
+            self.flush_logged("").await;
         }
         if let Err(e) = self.flush().await {
             tracing::error!("writing audit_log at shutdown failed: {e}");
+        }
+    }
+
+    /// Flushes whenever the buffer reaches [`BACKLOG`], until `stop`: spawned on the
+    /// runtime answering requests, for when [`AuditLog::run`] gets no time.
+    pub async fn run_backlog(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.backlog.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            self.flush_logged(" (backlog)").await;
+        }
+    }
+
+    async fn flush_logged(&self, why: &str) {
+        let started = std::time::Instant::now();
+        match self.flush().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                "audit_log: {n} entries committed in {:.1} ms{why}",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+            Err(e) => tracing::warn!("writing audit_log failed (kept for the next try): {e}"),
         }
     }
 }
@@ -209,5 +249,40 @@ impl Drop for StreamAudit {
             }
             self.log.record(entry);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_backlog_is_flushed_without_waiting_for_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Arc::new(Lake::new(dir.path().to_str().unwrap(), Default::default()).unwrap());
+        let log = AuditLog::new(lake.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Only the backlog task runs: the periodic flush never gets a turn.
+        let backlog = tokio::spawn(log.clone().run_backlog(stop_rx));
+        for i in 0..BACKLOG - 1 {
+            log.record(Entry::new("ana", "get_profile", "ok").rows(i as i64));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            log.pending(),
+            BACKLOG - 1,
+            "below the backlog nothing is written"
+        );
+        log.record(Entry::new("ana", "get_profile", "ok"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while log.pending() > 0 {
+            assert!(std::time::Instant::now() < deadline, "backlog not flushed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop_tx.send(true).unwrap();
+        backlog.await.unwrap();
+        let stats = lake.stats(AUDIT_LOG).await.unwrap();
+        assert_eq!(stats.rows, BACKLOG as u64);
     }
 }

@@ -186,6 +186,7 @@ impl Server {
                 .clone()
                 .run(std::time::Duration::from_secs(1), stop_rx.clone()),
         );
+        let audit_backlog = tokio::spawn(self.audit.clone().run_backlog(stop_rx.clone()));
         let refitter = self.predict.clone().map(|s| {
             background.spawn(schedule::run_models(
                 self.engine.clone(),
@@ -270,6 +271,7 @@ impl Server {
         for task in [scheduler, refitter].into_iter().flatten() {
             let _ = task.await;
         }
+        let _ = audit_backlog.await;
         let _ = auditor.await;
         match http_result {
             Ok(Ok(())) => {}
