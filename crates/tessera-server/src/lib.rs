@@ -349,6 +349,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[cfg(target_os = "linux")]
     /// The scheduling policy of the calling thread (field 41 of `/proc/thread-self/stat`).
     fn policy() -> u32 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
@@ -357,6 +358,7 @@ mod tests {
         after.split(' ').nth(38).unwrap().parse().unwrap()
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn background_work_runs_in_the_idle_scheduling_class() {
         const SCHED_OTHER: u32 = 0;
