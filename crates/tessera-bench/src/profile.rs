@@ -101,7 +101,7 @@ pub fn run(
         });
     let _ = server.kill();
     let _ = server.wait();
-    let (mut latencies, errors, wall, profiles) = result?;
+    let (mut latencies, errors, wall, profiles, bytes) = result?;
     latencies.sort_unstable();
     let pct = |p: f64| {
         let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
@@ -117,9 +117,10 @@ pub fn run(
         );
     }
     println!(
-        "  {} requests ({errors} errors) = {:.0} requests/s",
+        "  {} requests ({errors} errors) = {:.0} requests/s, answers of {:.0} bytes on average",
         latencies.len(),
-        latencies.len() as f64 / wall
+        latencies.len() as f64 / wall,
+        bytes as f64 / latencies.len().max(1) as f64
     );
     println!(
         "  latency: p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs",
@@ -140,7 +141,8 @@ pub fn run(
     Ok(())
 }
 
-type Outcome = (Vec<u64>, u64, f64, i64);
+/// Latencies (ns), errors, seconds, profiles in the index, answer bytes.
+type Outcome = (Vec<u64>, u64, f64, i64, u64);
 
 async fn drive(
     grpc: &str,
@@ -180,7 +182,7 @@ async fn drive(
         let (ids, bearer) = (ids.clone(), bearer.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 16);
-            let (mut errors, mut profiles) = (0u64, 0i64);
+            let (mut errors, mut profiles, mut bytes) = (0u64, 0i64, 0u64);
             let mut i = c * 7919;
             loop {
                 let id = ids[i % ids.len()].clone();
@@ -199,10 +201,12 @@ async fn drive(
                 }
                 match response {
                     Ok(r) => {
+                        let r = r.into_inner();
                         if done >= warm_until {
                             latencies.push((done - started).as_nanos() as u64);
+                            bytes += prost::Message::encoded_len(&r) as u64;
                         }
-                        if let Some(s) = r.into_inner().snapshot {
+                        if let Some(s) = r.snapshot {
                             profiles = s.profiles;
                         }
                     }
@@ -210,16 +214,17 @@ async fn drive(
                     Err(_) => {}
                 }
             }
-            (latencies, errors, profiles)
+            (latencies, errors, profiles, bytes)
         }));
     }
     let mut all = Vec::new();
-    let (mut errors, mut profiles) = (0, 0);
+    let (mut errors, mut profiles, mut bytes) = (0, 0, 0);
     for t in tasks {
-        let (l, e, p) = t.await?;
+        let (l, e, p, b) = t.await?;
+        bytes += b;
         all.extend(l);
         errors += e;
         profiles = profiles.max(p);
     }
-    Ok((all, errors, seconds as f64, profiles))
+    Ok((all, errors, seconds as f64, profiles, bytes))
 }
