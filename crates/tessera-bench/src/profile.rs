@@ -83,6 +83,7 @@ pub fn run(
             bail!("cannot pin to core {}", cores[0].id);
         }
     }
+    let since_micros = chrono::Utc::now().timestamp_micros();
     let started = super::flight::start_server(project, PASSWORD);
     if pin && !core_affinity::set_for_current(cores[1]) {
         bail!("cannot pin to core {}", cores[1].id);
@@ -99,9 +100,11 @@ pub fn run(
             }
             runtime.block_on(drive(&grpc, ids, clients, connections, seconds))
         });
-    let _ = server.kill();
-    let _ = server.wait();
-    let (mut latencies, errors, wall, profiles, bytes) = result?;
+    // Stopped as an operator would (SIGTERM): it commits what `audit_log` still buffers.
+    let stopped = stop(&mut server);
+    let (mut latencies, errors, wall, profiles, bytes, calls) = result?;
+    stopped?;
+    let audited = runtime.block_on(audited_calls(project, since_micros))?;
     latencies.sort_unstable();
     let pct = |p: f64| {
         let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
@@ -131,6 +134,14 @@ pub fn run(
         pct(1.0)
     );
     println!(
+        "  audit_log: {audited} get_profile rows for {calls} calls (warm-up included): {}",
+        if audited == calls {
+            "every call audited"
+        } else {
+            "MISMATCH"
+        }
+    );
+    println!(
         "  goal p99 < 1000 µs at >= 20000 requests/s: {}",
         if pct(0.99) < 1000.0 && latencies.len() as f64 / wall >= 20_000.0 {
             "met"
@@ -141,8 +152,56 @@ pub fn run(
     Ok(())
 }
 
-/// Latencies (ns), errors, seconds, profiles in the index, answer bytes.
-type Outcome = (Vec<u64>, u64, f64, i64, u64);
+/// Stops `tessera serve` with SIGTERM and waits for it to finish (killed after a
+/// minute).
+fn stop(server: &mut std::process::Child) -> anyhow::Result<()> {
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while term.as_ref().is_ok_and(|s| s.success()) && Instant::now() < deadline {
+        if server.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill()?;
+    server.wait()?;
+    bail!("tessera serve did not stop on SIGTERM within a minute (killed)")
+}
+
+/// `get_profile` rows of `audit_log` written since `since_micros`.
+async fn audited_calls(project: &Path, since_micros: i64) -> anyhow::Result<u64> {
+    let lake = tessera_lake::Lake::new(
+        project
+            .join("tessera-data")
+            .to_str()
+            .context("project path")?,
+        Default::default(),
+    )?;
+    let engine = Engine::new(Arc::new(lake), EngineConfig::default());
+    let ctx = engine.session_of(&["audit_log"]).await?;
+    let batches = ctx
+        .sql(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'get_profile' \
+             AND at >= to_timestamp_micros({since_micros})"
+        ))
+        .await?
+        .collect()
+        .await?;
+    use datafusion::arrow::array::AsArray;
+    let count = batches
+        .first()
+        .context("no count")?
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .value(0);
+    Ok(count as u64)
+}
+
+/// Latencies (ns), errors, seconds, profiles in the index, answer bytes, calls
+/// answered (warm-up and errors included).
+type Outcome = (Vec<u64>, u64, f64, i64, u64, u64);
 
 async fn drive(
     grpc: &str,
@@ -182,7 +241,7 @@ async fn drive(
         let (ids, bearer) = (ids.clone(), bearer.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 16);
-            let (mut errors, mut profiles, mut bytes) = (0u64, 0i64, 0u64);
+            let (mut errors, mut profiles, mut bytes, mut calls) = (0u64, 0i64, 0u64, 0u64);
             let mut i = c * 7919;
             loop {
                 let id = ids[i % ids.len()].clone();
@@ -196,6 +255,7 @@ async fn drive(
                 let started = Instant::now();
                 let response = client.get_profile(request).await;
                 let done = Instant::now();
+                calls += 1;
                 if done >= stop_at {
                     break;
                 }
@@ -214,17 +274,18 @@ async fn drive(
                     Err(_) => {}
                 }
             }
-            (latencies, errors, profiles, bytes)
+            (latencies, errors, profiles, bytes, calls)
         }));
     }
     let mut all = Vec::new();
-    let (mut errors, mut profiles, mut bytes) = (0, 0, 0);
+    let (mut errors, mut profiles, mut bytes, mut calls) = (0, 0, 0, 0);
     for t in tasks {
-        let (l, e, p, b) = t.await?;
+        let (l, e, p, b, n) = t.await?;
         bytes += b;
+        calls += n;
         all.extend(l);
         errors += e;
         profiles = profiles.max(p);
     }
-    Ok((all, errors, seconds as f64, profiles, bytes))
+    Ok((all, errors, seconds as f64, profiles, bytes, calls))
 }
