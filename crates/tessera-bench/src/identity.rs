@@ -94,11 +94,7 @@ fn stitch_on_events(events: u64, work: &Path) -> anyhow::Result<()> {
 
     let rt = tokio::runtime::Runtime::new()?;
     let acc = rt.block_on(async {
-        let lake = Arc::new(Lake::new(
-            project.join("tessera-data").to_str().unwrap_or_default(),
-            Default::default(),
-        )?);
-        let engine = Engine::new(lake, EngineConfig::default());
+        let engine = super::project_engine(&project)?;
         let (map, edges) = accuracy::load_from_lake(&engine).await?;
         let truth = accuracy::read_truth(&data.join("truth.csv"))?;
         anyhow::Ok(accuracy::evaluate(&truth, &map, &edges))

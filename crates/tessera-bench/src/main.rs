@@ -214,6 +214,21 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// An engine over the lake of `project` (its `tessera-data` folder).
+fn project_engine(project: &Path) -> anyhow::Result<tessera_engine::Engine> {
+    let lake = tessera_lake::Lake::new(
+        project
+            .join("tessera-data")
+            .to_str()
+            .context("the project path is not UTF-8")?,
+        Default::default(),
+    )?;
+    Ok(tessera_engine::Engine::new(
+        std::sync::Arc::new(lake),
+        tessera_engine::EngineConfig::default(),
+    ))
+}
+
 /// The `tessera` binary next to this one.
 fn tessera_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::TryStreamExt;
-use tessera_engine::{Engine, EngineConfig};
 use tessera_server::api::v1;
 use tessera_server::api::v1::profile_service_client::ProfileServiceClient;
 
@@ -18,14 +17,7 @@ const PASSWORD: &str = "bench-password-0";
 
 /// Up to `n` identifiers of the lake, spread over its types.
 async fn identifiers(project: &Path, n: usize) -> anyhow::Result<Vec<v1::Identifier>> {
-    let lake = tessera_lake::Lake::new(
-        project
-            .join("tessera-data")
-            .to_str()
-            .context("project path")?,
-        Default::default(),
-    )?;
-    let engine = Engine::new(Arc::new(lake), EngineConfig::default());
+    let engine = super::project_engine(project)?;
     let ctx = engine.session_of(&["identity_map"]).await?;
     let batches: Vec<_> = ctx
         .sql(&format!(
@@ -172,14 +164,7 @@ fn stop(server: &mut std::process::Child) -> anyhow::Result<()> {
 
 /// `get_profile` rows of `audit_log` written since `since_micros`.
 async fn audited_calls(project: &Path, since_micros: i64) -> anyhow::Result<u64> {
-    let lake = tessera_lake::Lake::new(
-        project
-            .join("tessera-data")
-            .to_str()
-            .context("project path")?,
-        Default::default(),
-    )?;
-    let engine = Engine::new(Arc::new(lake), EngineConfig::default());
+    let engine = super::project_engine(project)?;
     let ctx = engine.session_of(&["audit_log"]).await?;
     let batches = ctx
         .sql(&format!(
