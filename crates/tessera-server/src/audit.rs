@@ -112,7 +112,8 @@ impl AuditLog {
     }
 
     /// Entries buffered, not yet in the lake.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 

@@ -1,6 +1,7 @@
 //! The in-memory profile index behind `tessera.v1`: every identifier, profile, score
 //! and segment membership of the latest lake snapshot, so that a profile look-up is a
-//! hash probe and a clone — never a query planned per request.
+//! hash probe and bytes encoded once per snapshot and view — never a query planned per
+//! request.
 //!
 //! [`ProfileIndex::load`] reads `identity_map`, `profiles`, `profile_merges`, `scores`,
 //! `audience_membership` and `segment_refreshes` once. [`IndexHandle`] holds the

@@ -14,6 +14,10 @@
 //! - [`tls`]: TLS on both ports from `[server.tls]`.
 //! - [`schedule`]: refreshes segments on their `-- refresh:` interval and refits the
 //!   predictive models every `[predict] refit_hours`.
+//!
+//! [`Server::run`] runs the periodic work (audit commits, index checks and rebuilds,
+//! schedules) on threads of their own in the idle scheduling class, apart from the
+//! threads answering requests.
 
 pub mod api;
 pub mod audit;
@@ -309,7 +313,11 @@ fn lower_priority() {
 /// rebuilds, scheduled refreshes and refits): threads of their own in the idle
 /// scheduling class, so that none of it holds up a request. Shut down without blocking when
 /// dropped (also from async code).
-struct Background(Option<tokio::runtime::Runtime>);
+struct Background {
+    /// Taken on drop, to shut down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
 
 impl Background {
     fn start() -> Result<Background, ServerError> {
@@ -320,7 +328,10 @@ impl Background {
             .on_thread_start(lower_priority)
             .enable_all()
             .build()
-            .map(|rt| Background(Some(rt)))
+            .map(|runtime| Background {
+                handle: runtime.handle().clone(),
+                runtime: Some(runtime),
+            })
             .map_err(|e| ServerError::Serve(format!("cannot start the background runtime: {e}")))
     }
 
@@ -329,16 +340,13 @@ impl Background {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match &self.0 {
-            Some(rt) => rt.spawn(task),
-            None => tokio::spawn(task),
-        }
+        self.handle.spawn(task)
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
+        if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
     }
