@@ -163,7 +163,8 @@ pub async fn load_from_lake(
         let ctx = ctx.clone();
         async move {
             let mut out: Vec<Vec<String>> = Vec::new();
-            let mut stream = tessera_engine::execute(&ctx, sql).await?;
+            let mut stream =
+                tessera_engine::execute(&ctx, sql, tessera_engine::Policy::ReadOnly).await?;
             while let Some(batch) = stream.try_next().await? {
                 let cols: Vec<_> = batch
                     .columns()

@@ -13,16 +13,16 @@ use anyhow::Context as _;
 use super::tessera_binary;
 
 const EVENTS_PER_BATCH: usize = 100;
-const KEY: &str = "wk_bench_0123456789";
+pub(crate) const KEY: &str = "wk_bench_0123456789";
 
 /// A batch body whose message ids are patched in place per request.
-struct Template {
-    body: Vec<u8>,
+pub(crate) struct Template {
+    pub(crate) body: Vec<u8>,
     /// Offsets of the 16 hex digits of each event's request counter.
     slots: Vec<usize>,
 }
 
-fn template(client: usize) -> Template {
+pub(crate) fn template(client: usize) -> Template {
     let mut body = String::from(r#"{"batch":["#);
     let mut slots = Vec::new();
     for i in 0..EVENTS_PER_BATCH {
@@ -43,7 +43,7 @@ fn template(client: usize) -> Template {
 }
 
 impl Template {
-    fn stamp(&mut self, counter: u64) {
+    pub(crate) fn stamp(&mut self, counter: u64) {
         let hex = format!("{counter:016x}");
         for &s in &self.slots {
             self.body[s..s + 16].copy_from_slice(hex.as_bytes());
@@ -51,7 +51,7 @@ impl Template {
     }
 }
 
-fn auth() -> String {
+pub(crate) fn auth() -> String {
     let raw = format!("{KEY}:");
     let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -74,7 +74,7 @@ fn auth() -> String {
 }
 
 /// Sends one request on a keep-alive connection; returns the status.
-fn send(
+pub(crate) fn send(
     stream: &mut BufReader<TcpStream>,
     addr: SocketAddr,
     auth: &str,

@@ -27,6 +27,17 @@ pub(crate) fn start_server(
     project: &Path,
     password: &str,
 ) -> anyhow::Result<(std::process::Child, String)> {
+    let (server, grpc, _) = start_server_with(project, password, &[])?;
+    Ok((server, grpc))
+}
+
+/// [`start_server`] with environment variables for the server; also returns the HTTP
+/// address.
+pub(crate) fn start_server_with(
+    project: &Path,
+    password: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(std::process::Child, String, String)> {
     let config = std::fs::read_to_string(project.join("tessera.toml"))?;
     if !config.contains("[users.bench]") {
         let mut child = Command::new(tessera_binary()?)
@@ -56,14 +67,22 @@ pub(crate) fn start_server(
         .arg("--project")
         .arg(project)
         .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
     let stdout = server.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let mut grpc = String::new();
+    let (mut grpc, mut http) = (String::new(), String::new());
     for line in lines.by_ref() {
         let line = line?;
+        if let Some(rest) = line.strip_prefix("HTTP collector listening on http://") {
+            http = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
         if let Some(rest) = line.strip_prefix("gRPC listening on ") {
             grpc = rest
                 .split_whitespace()
@@ -79,7 +98,7 @@ pub(crate) fn start_server(
         let _ = server.kill();
         bail!("tessera serve did not start");
     }
-    Ok((server, grpc))
+    Ok((server, grpc, http))
 }
 
 pub fn run(project: &Path, runs: u32) -> anyhow::Result<()> {

@@ -8,6 +8,8 @@
 //! tessera-bench segments [--events N] [--runs R]     # example segments, Tessera vs DuckDB
 //! tessera-bench predict [--customers N]              # BG/NBD + Gamma-Gamma vs lifetimes
 //! tessera-bench match [--dataset febrl1] [--records N] # probabilistic matching vs Splink
+//! tessera-bench flight | profile [--project P]        # Flight streaming; GetProfile latency
+//! tessera-bench isolation [--project P]               # collector and GetProfile under a heavy query
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -25,6 +27,7 @@ use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
 mod collect;
 mod flight;
 mod identity;
+mod isolation;
 mod matching;
 mod predict;
 mod profile;
@@ -140,6 +143,17 @@ enum Cmd {
         #[arg(long)]
         pin: bool,
     },
+    /// The collector's acknowledgements and GetProfile look-ups at a steady rate, with
+    /// and without a heavy Flight SQL query running; DataFusion on its own runtime and
+    /// on the request runtime.
+    Isolation {
+        /// A stitched project (the segments benchmark builds one).
+        #[arg(long, default_value = "target/bench-segments/project")]
+        project: PathBuf,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+    },
     /// The example segments over generated customers: Tessera's refresh vs DuckDB
     /// running the same SQL on the same Parquet files; a refresh with nothing new.
     Segments {
@@ -197,6 +211,7 @@ fn main() -> anyhow::Result<()> {
             work,
         } => identity::run(events, edges, !no_splink, &work),
         Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
+        Cmd::Isolation { project, seconds } => isolation::run(&project, seconds),
         Cmd::Predict { customers, work } => predict::run(customers, &work),
         Cmd::Match {
             dataset,

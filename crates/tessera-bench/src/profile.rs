@@ -16,7 +16,7 @@ use tessera_server::api::v1::profile_service_client::ProfileServiceClient;
 const PASSWORD: &str = "bench-password-0";
 
 /// Up to `n` identifiers of the lake, spread over its types.
-async fn identifiers(project: &Path, n: usize) -> anyhow::Result<Vec<v1::Identifier>> {
+pub(crate) async fn identifiers(project: &Path, n: usize) -> anyhow::Result<Vec<v1::Identifier>> {
     let engine = super::project_engine(project)?;
     let ctx = engine.session_of(&["identity_map"]).await?;
     let batches: Vec<_> = ctx

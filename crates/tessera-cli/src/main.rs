@@ -136,7 +136,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    // DataFusion's work for API callers runs on threads of its own, so that a heavy
+    // query never holds up the threads answering the collector and the profile API.
+    let cpu = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tessera-cpu")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the query runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // TESSERA_QUERY_RUNTIME=shared runs them on the request runtime instead: only for
+    // measuring what the separation buys (`tessera-bench isolation`).
+    let query_runtime = if std::env::var("TESSERA_QUERY_RUNTIME").as_deref() == Ok("shared") {
+        runtime.handle().clone()
+    } else {
+        cpu.handle().clone()
+    };
+    let result = runtime.block_on(commands::run(cli, query_runtime));
+    cpu.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

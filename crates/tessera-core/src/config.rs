@@ -68,6 +68,10 @@ pub struct TokenSection {
     pub pii: bool,
     /// Hex SHA-256 of the token.
     pub sha256: String,
+    /// Only the profiles this SQL condition over `profiles` admits (and their rows in
+    /// every table), e.g. `"json_get_str(traits, 'country') = 'DE'"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<String>,
 }
 
 /// `[users.NAME]`: one account of the gRPC services.
@@ -81,6 +85,14 @@ pub struct UserSection {
     /// The password as an Argon2id hash in PHC format (`$argon2id$v=19$...`); the
     /// password itself is never stored. `tessera user add` writes it.
     pub password_hash: String,
+    /// A disabled user cannot sign in, and its live sessions end
+    /// (`tessera user disable NAME`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Only the profiles this SQL condition over `profiles` admits (and their rows in
+    /// every table), e.g. `"json_get_str(traits, 'country') = 'DE'"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<String>,
 }
 
 /// What a user may do.
@@ -418,6 +430,123 @@ pub struct ServerSection {
     /// TLS on both ports (`[server.tls]`); plain text when absent.
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Memory the running SQL queries of API callers may hold together: a size
+    /// (`"2GiB"`, `"512MB"`, bytes) or a share of the machine's memory (`"25%"`).
+    /// Sorts and aggregations spill to disk past it; a query that still does not fit
+    /// fails with `RESOURCE_EXHAUSTED`.
+    #[serde(default = "default_query_memory")]
+    pub query_memory: String,
+    /// Longest an API query may run (`"15m"`, `"30s"`, `"500ms"`; `"0"`: no limit).
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout: String,
+    /// API queries running at once; more wait for a slot.
+    #[serde(default = "default_max_concurrent_queries")]
+    pub max_concurrent_queries: usize,
+    /// Longest a query waits for a slot before it is refused (`RESOURCE_EXHAUSTED`).
+    #[serde(default = "default_query_queue_timeout")]
+    pub query_queue_timeout: String,
+    /// Where queries spill to disk (relative to the project; the system's temporary
+    /// folder when unset).
+    #[serde(default)]
+    pub spill_dir: Option<String>,
+}
+
+/// A memory amount of the configuration: bytes, or a share of the machine's memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemorySize {
+    Bytes(u64),
+    /// Percent of the physical memory.
+    Share(f64),
+}
+
+impl MemorySize {
+    /// The bytes this amount is on a machine with `total` bytes of memory.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            MemorySize::Bytes(b) => b,
+            MemorySize::Share(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+/// Parses `"2GiB"`, `"512 MB"`, `"1.5g"`, `"1048576"` (bytes) or `"25%"`.
+pub fn parse_memory(text: &str) -> std::result::Result<MemorySize, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "{text:?} is not a memory size: write bytes, \"512MiB\", \"2GiB\" or a share such as \"25%\""
+        )
+    };
+    if let Some(p) = t.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        return if p > 0.0 && p <= 100.0 {
+            Ok(MemorySize::Share(p))
+        } else {
+            Err(format!("{text:?}: a share of memory is between 0 and 100%"))
+        };
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let bytes = number * scale;
+    if bytes < 1.0 {
+        return Err(bad());
+    }
+    Ok(MemorySize::Bytes(bytes as u64))
+}
+
+/// Parses `"15m"`, `"30s"`, `"500ms"`, `"2h"`, `"90"` (seconds); `"0"` is zero.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration: write \"500ms\", \"30s\", \"15m\" or \"2h\"")
+    })?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration: write \"500ms\", \"30s\", \"15m\" or \"2h\""
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+fn default_query_memory() -> String {
+    "25%".into()
+}
+
+fn default_query_timeout() -> String {
+    "15m".into()
+}
+
+fn default_max_concurrent_queries() -> usize {
+    4
+}
+
+fn default_query_queue_timeout() -> String {
+    "30s".into()
 }
 
 /// `[server.tls]`: the certificate chain and private key (PEM files, relative to the
@@ -440,6 +569,11 @@ impl Default for ServerSection {
             max_batch_bytes: default_max_batch(),
             dedup_window_hours: default_dedup_hours(),
             tls: None,
+            query_memory: default_query_memory(),
+            query_timeout: default_query_timeout(),
+            max_concurrent_queries: default_max_concurrent_queries(),
+            query_queue_timeout: default_query_queue_timeout(),
+            spill_dir: None,
         }
     }
 }
@@ -791,6 +925,39 @@ impl Config {
                 ));
             }
         }
+        parse_memory(&self.server.query_memory).map_err(|m| invalid("server.query_memory", m))?;
+        for (key, value) in [
+            ("server.query_timeout", &self.server.query_timeout),
+            (
+                "server.query_queue_timeout",
+                &self.server.query_queue_timeout,
+            ),
+        ] {
+            parse_duration(value).map_err(|m| invalid(key, m))?;
+        }
+        if self.server.max_concurrent_queries == 0 {
+            return Err(invalid(
+                "server.max_concurrent_queries",
+                "must be at least 1".into(),
+            ));
+        }
+        let filters = self
+            .users
+            .iter()
+            .map(|(n, u)| (format!("users.{n}.rows"), &u.rows))
+            .chain(
+                self.tokens
+                    .iter()
+                    .map(|(n, t)| (format!("tokens.{n}.rows"), &t.rows)),
+            );
+        for (key, rows) in filters {
+            if rows.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                return Err(invalid(
+                    &key,
+                    "an empty row filter: remove the key to see every row, or write an SQL condition over profiles".into(),
+                ));
+            }
+        }
         if let Some(tls) = &self.server.tls
             && (tls.cert.trim().is_empty() || tls.key.trim().is_empty())
         {
@@ -907,6 +1074,15 @@ max_batch_bytes = 512000
 dedup_window_hours = 24
 # TLS on both ports, from PEM files relative to this file (plain text without it):
 # tls = {{ cert = "server.crt", key = "server.key" }}
+# SQL of API callers (Flight SQL): memory all running queries share (a size such as
+# "2GiB" or a share of the machine's memory), time limit per query, queries at once
+# and how long one waits for a slot. Sorts and aggregations spill to disk past the
+# memory (spill_dir, default the system's temporary folder).
+query_memory = "25%"
+query_timeout = "15m"
+max_concurrent_queries = 4
+query_queue_timeout = "30s"
+# spill_dir = "spill"
 
 [import]
 default_source = "import"
@@ -1033,6 +1209,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("predict.calibration_end"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_memory("2GiB"), Ok(MemorySize::Bytes(2 << 30)));
+        assert_eq!(parse_memory("512 MB"), Ok(MemorySize::Bytes(512_000_000)));
+        assert_eq!(parse_memory("1.5g"), Ok(MemorySize::Bytes(1_500_000_000)));
+        assert_eq!(parse_memory("1048576"), Ok(MemorySize::Bytes(1 << 20)));
+        assert_eq!(parse_memory("25%"), Ok(MemorySize::Share(25.0)));
+        assert_eq!(MemorySize::Share(25.0).bytes(8 << 30), 2 << 30);
+        for bad in ["lots", "12 parsecs", "0", "150%", "-1GB", ""] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+        use std::time::Duration;
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["soon", "5 days", "m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let e = Config::from_toml("[server]\nquery_memory = \"lots\"\n", Path::new("t.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("server.query_memory"), "{e}");
+        let e = Config::from_toml("[server]\nquery_timeout = \"soon\"\n", Path::new("t.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("server.query_timeout"), "{e}");
+        let e = Config::from_toml(
+            "[server]\nmax_concurrent_queries = 0\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("server.max_concurrent_queries"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "[users.ana]\nrole = \"analyst\"\npassword_hash = \"$argon2id$x\"\nrows = \" \"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("users.ana.rows"), "{e}");
     }
 
     #[test]

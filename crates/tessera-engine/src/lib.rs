@@ -7,16 +7,25 @@
 //! tests and the benchmarks all query through it, so a function or table registered
 //! here is available everywhere.
 //!
+//! What a caller may run and see is decided here too: [`policy`] (read-only
+//! statements, `?` placeholders), [`access`] (row filters, masked personal data, the
+//! audit log) and [`query`] (the query boundary of API callers, with memory, time and
+//! concurrency limits).
+//!
 //! This crate knows nothing of HTTP or gRPC; it hands out DataFusion streams.
 
+pub mod access;
 pub mod functions;
 pub mod graph;
+pub mod policy;
+pub mod query;
 
 mod error;
 
 use std::sync::Arc;
 
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use functions::FunctionContext;
 use functions::clock::Clock;
@@ -24,8 +33,10 @@ use functions::segment::SegmentSources;
 use tessera_core::schema::{AUDIENCE_MEMBERSHIP, EVENTS, IDENTITY_MAP, SCORE_COLUMNS, SCORES};
 use tessera_lake::Lake;
 
+pub use access::{Access, mask_pii};
 pub use datafusion;
 pub use error::{EngineError, Result};
+pub use policy::Policy;
 
 /// Session settings.
 #[derive(Debug, Clone)]
@@ -37,6 +48,10 @@ pub struct EngineConfig {
     /// The evaluation time of `as_of()`, `days_since()` and `within_days()`, in
     /// microseconds since the epoch; `None` takes the time each session is built.
     pub as_of_micros: Option<i64>,
+    /// Memory each sort sets aside up front for merging what it spilled (`None`:
+    /// DataFusion's 10 MiB); smaller under a small memory pool, since every partition
+    /// of every sort holds one.
+    pub sort_spill_reservation_bytes: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +60,7 @@ impl Default for EngineConfig {
             target_partitions: None,
             batch_size: 8192,
             as_of_micros: None,
+            sort_spill_reservation_bytes: None,
         }
     }
 }
@@ -64,22 +80,47 @@ impl EngineConfig {
 pub struct Engine {
     lake: Arc<Lake>,
     config: EngineConfig,
+    /// Memory pool and spill folder of the sessions (`None`: DataFusion's default,
+    /// unbounded).
+    runtime: Option<Arc<RuntimeEnv>>,
 }
 
 impl Engine {
     /// An engine over `lake`.
     pub fn new(lake: Arc<Lake>, config: EngineConfig) -> Self {
-        Engine { lake, config }
+        Engine {
+            lake,
+            config,
+            runtime: None,
+        }
     }
 
     /// The same engine with `as_of()` pinned to `micros` (microseconds since the epoch).
     pub fn with_as_of(&self, micros: i64) -> Engine {
-        let mut config = self.config.clone();
-        config.as_of_micros = Some(micros);
-        Engine {
-            lake: self.lake.clone(),
-            config,
-        }
+        let mut engine = self.clone();
+        engine.config.as_of_micros = Some(micros);
+        engine
+    }
+
+    /// The same engine whose sessions draw memory and spill space from `runtime`,
+    /// each sort setting aside `sort_reservation` bytes for its merge (`None`:
+    /// DataFusion's default).
+    pub fn with_runtime(
+        &self,
+        runtime: Arc<RuntimeEnv>,
+        sort_reservation: Option<usize>,
+    ) -> Engine {
+        let mut engine = self.clone();
+        engine.runtime = Some(runtime);
+        engine.config.sort_spill_reservation_bytes = sort_reservation;
+        engine
+    }
+
+    /// The plans' parallelism: the configured partitions, else every core.
+    pub fn target_partitions(&self) -> usize {
+        self.config.target_partitions.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 
     /// The pinned evaluation time of `as_of()`, if any.
@@ -120,6 +161,9 @@ impl Engine {
         if let Some(n) = self.config.target_partitions {
             config = config.with_target_partitions(n);
         }
+        if let Some(bytes) = self.config.sort_spill_reservation_bytes {
+            config.options_mut().execution.sort_spill_reservation_bytes = bytes;
+        }
         // DataFusion 55's leaf-expression pushdown fails to plan JSON functions over a
         // view that joins (`profile_events`): "Schema contains qualified field name
         // e.__datafusion_extracted_1 and unqualified field name ...". Off until fixed.
@@ -127,7 +171,10 @@ impl Engine {
             .options_mut()
             .optimizer
             .enable_leaf_expression_pushdown = false;
-        let mut ctx = SessionContext::new_with_config(config);
+        let mut ctx = match &self.runtime {
+            Some(runtime) => SessionContext::new_with_config_rt(config, runtime.clone()),
+            None => SessionContext::new_with_config(config),
+        };
         datafusion_functions_json::register_all(&mut ctx)?;
         functions::register(&mut ctx, &self.function_context(segments))?;
         Ok(ctx)
@@ -164,12 +211,16 @@ impl Engine {
         {
             segments.set_membership(provider);
         }
-        if registered.contains(&EVENTS) && registered.contains(&IDENTITY_MAP) {
-            register_profile_events(&ctx).await?;
-        }
-        if registered.contains(&SCORES) {
-            ctx.sql(&profile_scores_view()).await?;
-        }
+        register_views(&ctx).await?;
+        Ok(ctx)
+    }
+
+    /// [`Engine::session`] narrowed to what `access` may see ([`access::narrow`]):
+    /// the session of one API caller.
+    pub async fn session_for(&self, access: &Access) -> Result<SessionContext> {
+        let segments = Arc::new(SegmentSources::default());
+        let ctx = self.session_with(segments.clone()).await?;
+        access::narrow(&ctx, access, &segments).await?;
         Ok(ctx)
     }
 
@@ -204,17 +255,23 @@ impl Engine {
         Ok((ctx, versions))
     }
 
-    /// Plans and starts one SQL statement, returning its result as a stream.
-    pub async fn query(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+    /// Plans and starts one SQL statement under `policy` over every lake table, in
+    /// clear, returning its result as a stream.
+    pub async fn query(&self, sql: &str, policy: Policy) -> Result<SendableRecordBatchStream> {
         let ctx = self.session().await?;
-        execute(&ctx, sql).await
+        execute(&ctx, sql, policy).await
     }
 }
 
-/// Plans and starts `sql` on `ctx`. Planning errors (syntax, unknown table or column,
-/// wrong types) come back as [`EngineError::Sql`] with DataFusion's message.
-pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream> {
-    let df = ctx.sql(sql).await.map_err(EngineError::sql)?;
+/// Plans and starts `sql` on `ctx` under `policy`. Planning errors (syntax, unknown
+/// table or column, wrong types) come back as [`EngineError::Sql`] with DataFusion's
+/// message; refused statements as [`EngineError::Refused`].
+pub async fn execute(
+    ctx: &SessionContext,
+    sql: &str,
+    policy: Policy,
+) -> Result<SendableRecordBatchStream> {
+    let df = policy::plan(ctx, sql, policy).await?;
     df.execute_stream().await.map_err(EngineError::sql)
 }
 
@@ -226,55 +283,18 @@ pub async fn register_profile_events(ctx: &SessionContext) -> Result<()> {
     Ok(())
 }
 
-/// Replaces every table of `ctx` that holds personal data (`PII_COLUMNS`) by a view
-/// of it with those columns masked (`***`; JSON columns through `redact_pii`), and
-/// re-creates the views over them. The unmasked tables are no longer reachable from
-/// `ctx` by any name: this is the session of a user without the `pii` grant.
-pub async fn mask_pii(ctx: &SessionContext) -> Result<()> {
-    use tessera_core::schema::{PII_COLUMNS, PII_ID_TYPES, PiiMask};
-    let mut tables: Vec<&str> = PII_COLUMNS.iter().map(|(t, _, _)| *t).collect();
-    tables.sort_unstable();
-    tables.dedup();
-    let id_types = PII_ID_TYPES
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    for table in tables {
-        let Ok(provider) = ctx.table_provider(table).await else {
-            continue;
-        };
-        let df = ctx.read_table(provider.clone())?;
-        let exprs: Vec<String> = provider
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                let name = f.name();
-                let quoted = format!("\"{name}\"");
-                match PII_COLUMNS
-                    .iter()
-                    .find(|(t, c, _)| *t == table && c == name)
-                    .map(|(_, _, m)| *m)
-                {
-                    None => quoted,
-                    Some(PiiMask::Value) => format!(
-                        "CASE WHEN {quoted} IS NULL THEN NULL ELSE '***' END AS {quoted}"
-                    ),
-                    Some(PiiMask::Json) => format!("redact_pii({quoted}) AS {quoted}"),
-                    Some(PiiMask::WhenIdType(kind)) => format!(
-                        "CASE WHEN \"{kind}\" IN ({id_types}) THEN '***' ELSE {quoted} END AS {quoted}"
-                    ),
-                }
-            })
-            .collect();
-        let refs: Vec<&str> = exprs.iter().map(String::as_str).collect();
-        let masked = df.select_exprs(&refs)?.into_view();
-        ctx.deregister_table(table)?;
-        ctx.register_table(table, masked)?;
-    }
-    if ctx.table_exist("profile_events")? {
+/// (Re-)creates the views over the tables registered in `ctx` now: `profile_events`
+/// (over `events` and `identity_map`) and `profile_scores` (over `scores`); a view
+/// whose tables are gone is dropped.
+pub async fn register_views(ctx: &SessionContext) -> Result<()> {
+    if ctx.table_exist(EVENTS)? && ctx.table_exist(IDENTITY_MAP)? {
         register_profile_events(ctx).await?;
+    } else {
+        ctx.deregister_table("profile_events")?;
+    }
+    ctx.deregister_table("profile_scores")?;
+    if ctx.table_exist(SCORES)? {
+        ctx.sql(&profile_scores_view()).await?;
     }
     Ok(())
 }

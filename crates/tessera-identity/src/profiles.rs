@@ -88,10 +88,12 @@ pub async fn build(
     let mut selects = String::new();
     let mut traits = Vec::new();
     for (i, (name, sql)) in trait_files.iter().enumerate() {
-        let df = ctx.sql(sql).await.map_err(|e| IdentityError::Query {
-            file: name.clone(),
-            source: e,
-        })?;
+        let df = tessera_engine::policy::read_only(&ctx, sql)
+            .await
+            .map_err(|e| IdentityError::Query {
+                file: name.clone(),
+                source: e,
+            })?;
         let columns: Vec<String> = df
             .schema()
             .fields()

@@ -437,7 +437,9 @@ async fn run_rule(
         file: rule.name.clone(),
         source,
     };
-    let planned = ctx.sql(&rule.sql).await.map_err(query_err)?;
+    let planned = tessera_engine::policy::read_only(ctx, &rule.sql)
+        .await
+        .map_err(query_err)?;
     let columns: Vec<String> = planned
         .schema()
         .fields()
@@ -620,6 +622,7 @@ async fn load_map(ctx: &SessionContext) -> Result<Vec<(String, MapRow)>> {
         "SELECT id_type, id_value, profile_id, \
                 CAST(first_seen AS BIGINT) AS first_seen, CAST(last_seen AS BIGINT) AS last_seen \
          FROM identity_map",
+        tessera_engine::Policy::ReadOnly,
     )
     .await?;
     let mut rows = Vec::new();

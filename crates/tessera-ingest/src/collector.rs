@@ -353,6 +353,7 @@ impl Collector {
                 "SELECT message_id, received_at FROM events \
                  WHERE CAST(received_at AS BIGINT) >= {since}"
             ),
+            tessera_engine::Policy::ReadOnly,
         )
         .await?;
         while let Some(batch) = stream.try_next().await.map_err(|e| {

@@ -102,8 +102,7 @@ pub(crate) async fn import_file(
         message: e.strip_backtrace(),
     })?;
 
-    let df = ctx
-        .sql(sql)
+    let df = tessera_engine::policy::read_only(&ctx, sql)
         .await
         .map_err(|e| mapping_error(file, e.strip_backtrace()))?;
     let mut stream = df

@@ -90,11 +90,12 @@ impl Dedup {
             "SELECT message_id FROM {EVENTS} WHERE event_date IN ({})",
             list.join(", ")
         );
-        let batches: Vec<RecordBatch> = tessera_engine::execute(ctx, &sql)
-            .await?
-            .try_collect()
-            .await
-            .map_err(tessera_engine::EngineError::from)?;
+        let batches: Vec<RecordBatch> =
+            tessera_engine::execute(ctx, &sql, tessera_engine::Policy::ReadOnly)
+                .await?
+                .try_collect()
+                .await
+                .map_err(tessera_engine::EngineError::from)?;
         for batch in batches {
             let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
                 .map_err(|e| ImportError::Worker(e.to_string()))?;
@@ -158,6 +159,7 @@ impl EventSink {
         let batches: Vec<RecordBatch> = tessera_engine::execute(
             &ctx,
             &format!("SELECT fingerprint, events_version FROM {IMPORTED_FILES}"),
+            tessera_engine::Policy::ReadOnly,
         )
         .await?
         .try_collect()

@@ -1088,8 +1088,7 @@ async fn materialize(
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let shown = shown_file(file);
     let failed = |e| PredictError::sql(&shown, tessera_engine::EngineError::sql(e));
-    let df = ctx
-        .sql(sql.trim().trim_end_matches(';'))
+    let df = tessera_engine::policy::read_only(ctx, sql.trim().trim_end_matches(';'))
         .await
         .map_err(failed)?;
     let schema = df.schema().inner().clone();

@@ -222,7 +222,8 @@ impl AuthService for Api {
         request: Request<v1::LoginRequest>,
     ) -> Result<Response<v1::LoginResponse>, Status> {
         let v1::LoginRequest { user, password } = request.get_ref();
-        match self.auth.login(user, password) {
+        let from = request.remote_addr().map(|a| a.ip());
+        match self.auth.login(user, password, from) {
             Ok(login) => {
                 self.audit
                     .record(Entry::of(&request, Some(&login.principal), "login", "ok"));
@@ -237,12 +238,12 @@ impl AuthService for Api {
                     pii: login.principal.pii,
                 }))
             }
-            Err(status) => {
-                let mut e = Entry::of(&request, None, "login", "unauthenticated");
+            Err(refused) => {
+                let mut e = Entry::of(&request, None, "login", refused.audit);
                 e.user = user.clone();
-                e.detail = Some(status.message().to_owned());
+                e.detail = Some(refused.status.message().to_owned());
                 self.audit.record(e);
-                Err(status)
+                Err(refused.status)
             }
         }
     }
@@ -274,7 +275,11 @@ impl ProfileService for Api {
         };
         let mut e = Entry::of(&request, Some(&who), "get_profile", "ok");
         let target = audit_identifier(&resolved.identifier);
-        let Some(i) = resolved.profile else {
+        // A row-filtered caller never learns that a profile outside its rows exists.
+        let visible = resolved
+            .profile
+            .filter(|&i| index.visible(i, who.rows.as_deref()));
+        let Some(i) = visible else {
             e.status = "not_found".into();
             e.target = Some(target);
             e.rows = Some(0);
@@ -320,15 +325,17 @@ impl ProfileService for Api {
                     error: bad.0,
                     ..Default::default()
                 },
-                Ok(r) => wire::ProfileResultReply {
-                    identifier: Some(masked_identifier(&r.identifier, who.pii)),
-                    profile: r
-                        .profile
-                        .map(|i| index.encoded_profile(i, who.pii))
-                        .unwrap_or_default(),
-                    merged_from: r.merged_from.unwrap_or_default(),
-                    error: String::new(),
-                },
+                Ok(r) => {
+                    let visible = r.profile.filter(|&i| index.visible(i, who.rows.as_deref()));
+                    wire::ProfileResultReply {
+                        identifier: Some(masked_identifier(&r.identifier, who.pii)),
+                        profile: visible
+                            .map(|i| index.encoded_profile(i, who.pii))
+                            .unwrap_or_default(),
+                        merged_from: visible.and(r.merged_from).unwrap_or_default(),
+                        error: String::new(),
+                    }
+                }
             })
             .collect();
         self.audit.record(
@@ -354,7 +361,23 @@ impl AudienceService for Api {
     ) -> Result<Response<v1::ListSegmentsResponse>, Status> {
         let who = self.caller(&request, "list_segments", Access::Read)?;
         let index = self.index.get();
-        let segments: Vec<v1::Segment> = index.segments().iter().map(|s| s.info.clone()).collect();
+        let rows = who.rows.as_deref();
+        let segments: Vec<v1::Segment> = index
+            .segments()
+            .iter()
+            .map(|s| {
+                let mut info = s.info.clone();
+                if rows.is_some() {
+                    // Sizes count only the caller's rows.
+                    info.members = s
+                        .members
+                        .iter()
+                        .filter(|&&i| index.visible(i, rows))
+                        .count() as i64;
+                }
+                info
+            })
+            .collect();
         self.audit.record(
             Entry::of(&request, Some(&who), "list_segments", "ok").rows(segments.len() as i64),
         );
@@ -387,7 +410,10 @@ impl AudienceService for Api {
             refresh_version: entry.info.refresh_version,
             ..v1::CheckMembershipResponse::default()
         };
-        if let Some(i) = resolved.profile {
+        if let Some(i) = resolved
+            .profile
+            .filter(|&i| index.visible(i, who.rows.as_deref()))
+        {
             let p = index.profile(i);
             out.profile_id = p.profile_id.clone();
             if let Some(m) = p.segments.iter().find(|m| &m.segment == segment) {
@@ -432,7 +458,13 @@ impl AudienceService for Api {
         let (rows, finished) = (audit.rows.clone(), audit.finished.clone());
         let chunks: AudienceStream = if since_version == 0 {
             let version = entry.info.refresh_version;
-            let members = entry.members.clone();
+            let rows = who.rows.clone();
+            let members: Vec<u32> = entry
+                .members
+                .iter()
+                .copied()
+                .filter(|&i| index.visible(i, rows.as_deref()))
+                .collect();
             let at = entry.info.refreshed_at;
             let index = index.clone();
             Box::pin(futures::stream::iter(
@@ -455,7 +487,25 @@ impl AudienceService for Api {
                     .collect::<Vec<_>>(),
             ))
         } else {
-            changes_since(&self.engine, &segment, since_version).await?
+            let changes = changes_since(&self.engine, &segment, since_version).await?;
+            match who.rows.clone() {
+                None => changes,
+                Some(rows) => {
+                    // Only changes of profiles the caller may see (a merged-away
+                    // profile by its survivor).
+                    let index = index.clone();
+                    Box::pin(changes.map(move |chunk| {
+                        chunk.map(|mut c| {
+                            c.changes.retain(|change| {
+                                index
+                                    .profile_of(&change.profile_id)
+                                    .is_some_and(|i| index.visible(i, Some(&rows)))
+                            });
+                            c
+                        })
+                    }))
+                }
+            }
         };
         let counted = chunks.map(move |chunk| {
             if let Ok(c) = &chunk {

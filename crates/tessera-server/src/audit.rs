@@ -228,6 +228,8 @@ pub struct StreamAudit {
     entry: Option<Entry>,
     pub rows: Arc<AtomicU64>,
     pub finished: Arc<AtomicBool>,
+    /// Set when the stream ended with an error: (status, detail).
+    pub failure: Arc<Mutex<Option<(&'static str, String)>>>,
 }
 
 impl StreamAudit {
@@ -237,7 +239,23 @@ impl StreamAudit {
             entry: Some(entry),
             rows: Arc::default(),
             finished: Arc::default(),
+            failure: Arc::default(),
         }
+    }
+
+    /// Records the entry now as failed with `status` (the stream never started).
+    pub fn fail(self, status: &'static str, detail: &str) {
+        Self::record_failure(&self.failure, status, detail);
+    }
+
+    /// Notes that the stream ended with an error.
+    pub fn record_failure(
+        failure: &Mutex<Option<(&'static str, String)>>,
+        status: &'static str,
+        detail: &str,
+    ) {
+        let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+        f.get_or_insert_with(|| (status, detail.to_owned()));
     }
 }
 
@@ -245,7 +263,15 @@ impl Drop for StreamAudit {
     fn drop(&mut self) {
         if let Some(mut entry) = self.entry.take() {
             entry.rows = Some(self.rows.load(Ordering::Relaxed) as i64);
-            if !self.finished.load(Ordering::Relaxed) && entry.status == "ok" {
+            let failure = self
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some((status, detail)) = failure {
+                entry.status = status.into();
+                entry.detail = Some(detail);
+            } else if !self.finished.load(Ordering::Relaxed) && entry.status == "ok" {
                 entry.status = "cancelled".into();
             }
             self.log.record(entry);

@@ -7,9 +7,20 @@
 //! - **Every other call** carries `authorization: Bearer TOKEN`: a sign-in token or an
 //!   API token (looked up by its SHA-256 digest, so `tessera.toml` never holds it).
 //!   Missing, malformed, forged and expired tokens are `UNAUTHENTICATED`.
+//! - **Revocation takes effect at once**: the accounts are reloaded when `tessera.toml`
+//!   changes ([`Auth::reload`]); a sign-in token carries only the user's name, and each
+//!   call reads the account as it is now, so a disabled (`tessera user disable`) or
+//!   removed user, and a revoked API token (`tessera token revoke`), are refused on
+//!   their next call, and a changed role or grant applies to live sessions.
+//! - **Guessing is slowed down**: after [`FREE_FAILURES`] failed sign-ins for a user (or
+//!   [`FREE_FAILURES_PER_ADDRESS`] from one address) further attempts are refused
+//!   without checking the password for a delay that doubles with each failure, from 1 s
+//!   up to [`MAX_DELAY`] (`RESOURCE_EXHAUSTED`, audited as `throttled`). A successful
+//!   sign-in clears the user's count.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tessera_core::config::{Role, TokenSection, UserSection};
@@ -18,6 +29,13 @@ use tonic::metadata::MetadataMap;
 
 /// How long a bearer token from sign-in stays valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// Failed sign-ins of one user before attempts are delayed.
+pub const FREE_FAILURES: u32 = 3;
+/// Failed sign-ins from one address (any users) before attempts are delayed.
+pub const FREE_FAILURES_PER_ADDRESS: u32 = 10;
+/// The longest delay between attempts.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// An Argon2id hash of a random password, verified against when the user name is
 /// unknown so that timing does not tell which user names exist.
@@ -31,9 +49,19 @@ pub struct Principal {
     pub role: Role,
     /// Sees personal data in clear.
     pub pii: bool,
-    /// When a sign-in token stops being valid (`None`: an API token, valid until
-    /// removed from `tessera.toml`).
-    expires: Option<Instant>,
+    /// Sees only the profiles this condition over `profiles` admits.
+    pub rows: Option<Arc<str>>,
+}
+
+impl Principal {
+    /// What the caller may see in SQL and in profile answers.
+    pub fn access(&self) -> tessera_engine::Access {
+        tessera_engine::Access {
+            pii: self.pii,
+            audit_log: self.role == Role::Admin,
+            rows: self.rows.clone(),
+        }
+    }
 }
 
 /// A successful sign-in.
@@ -44,35 +72,187 @@ pub struct Login {
     pub expires_at: SystemTime,
 }
 
-/// Accounts, API tokens and live sign-in tokens.
-#[derive(Debug)]
-pub struct Auth {
+/// The accounts and API tokens of `tessera.toml`, as last loaded.
+#[derive(Debug, Default)]
+struct Accounts {
     users: HashMap<String, UserSection>,
     /// SHA-256 hex digest → (name, section).
     api_tokens: HashMap<String, (String, TokenSection)>,
-    sessions: Mutex<HashMap<String, Principal>>,
+}
+
+impl Accounts {
+    fn new(users: HashMap<String, UserSection>, tokens: HashMap<String, TokenSection>) -> Self {
+        Accounts {
+            users,
+            api_tokens: tokens
+                .into_iter()
+                .map(|(name, t)| (t.sha256.to_ascii_lowercase(), (name, t)))
+                .collect(),
+        }
+    }
+}
+
+/// A live sign-in token: whose, and until when.
+#[derive(Debug, Clone)]
+struct Session {
+    user: String,
+    expires: Instant,
+}
+
+/// Failed sign-ins of one user or address.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+impl Failures {
+    /// How long after the last failure the next attempt must wait.
+    fn delay(&self, free: u32) -> Duration {
+        if self.count < free {
+            return Duration::ZERO;
+        }
+        let doublings = (self.count - free).min(16);
+        (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_DELAY)
+    }
+}
+
+/// The distinct row filters of `users` and `tokens`, sorted.
+pub fn row_filters(
+    users: &HashMap<String, UserSection>,
+    tokens: &HashMap<String, TokenSection>,
+) -> Vec<Arc<str>> {
+    distinct_filters(
+        users
+            .values()
+            .filter_map(|u| u.rows.as_deref())
+            .chain(tokens.values().filter_map(|t| t.rows.as_deref())),
+    )
+}
+
+fn distinct_filters<'a>(filters: impl Iterator<Item = &'a str>) -> Vec<Arc<str>> {
+    let mut filters: Vec<Arc<str>> = filters.map(Arc::from).collect();
+    filters.sort();
+    filters.dedup();
+    filters
+}
+
+/// Accounts, API tokens and live sign-in tokens.
+#[derive(Debug)]
+pub struct Auth {
+    accounts: RwLock<Arc<Accounts>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// `user:NAME` / `addr:IP` → failures.
+    failures: Mutex<HashMap<String, Failures>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Why a sign-in was refused.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub status: Status,
+    /// How the audit log records it: `unauthenticated` or `throttled`.
+    pub audit: &'static str,
+}
+
 impl Auth {
     pub fn new(users: HashMap<String, UserSection>, tokens: HashMap<String, TokenSection>) -> Auth {
         Auth {
-            users,
-            api_tokens: tokens
-                .into_iter()
-                .map(|(name, t)| (t.sha256.to_ascii_lowercase(), (name, t)))
-                .collect(),
+            accounts: RwLock::new(Arc::new(Accounts::new(users, tokens))),
             sessions: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    fn accounts(&self) -> Arc<Accounts> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the accounts and API tokens (after `tessera.toml` changed). Sessions of
+    /// users no longer there, or disabled, end; live sessions take the new role and
+    /// grants on their next call.
+    pub fn reload(
+        &self,
+        users: HashMap<String, UserSection>,
+        tokens: HashMap<String, TokenSection>,
+    ) {
+        let accounts = Arc::new(Accounts::new(users, tokens));
+        lock(&self.sessions)
+            .retain(|_, s| accounts.users.get(&s.user).is_some_and(|u| !u.disabled));
+        *self.accounts.write().unwrap_or_else(|p| p.into_inner()) = accounts;
+    }
+
+    /// The row filters of every account and token (to prepare the profile index).
+    pub fn row_filters(&self) -> Vec<Arc<str>> {
+        let accounts = self.accounts();
+        distinct_filters(
+            accounts
+                .users
+                .values()
+                .filter_map(|u| u.rows.as_deref())
+                .chain(
+                    accounts
+                        .api_tokens
+                        .values()
+                        .filter_map(|(_, t)| t.rows.as_deref()),
+                ),
+        )
+    }
+
+    /// The wait left before `key` may try again, if any.
+    fn throttled(&self, keys: &[(String, u32)], now: Instant) -> Option<Duration> {
+        let failures = lock(&self.failures);
+        keys.iter()
+            .filter_map(|(key, free)| {
+                let f = failures.get(key)?;
+                let until = f.last + f.delay(*free);
+                (until > now).then(|| until - now)
+            })
+            .max()
+    }
+
+    fn failed(&self, keys: &[(String, u32)], now: Instant) {
+        let mut failures = lock(&self.failures);
+        for (key, _) in keys {
+            let f = failures.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            f.count += 1;
+            f.last = now;
         }
     }
 
     /// Checks `password` and mints a token. The error never says whether the user
-    /// exists.
-    pub fn login(&self, user: &str, password: &str) -> Result<Login, Status> {
-        let account = self.users.get(user);
+    /// exists. `from` is the caller's address (throttled on its own count).
+    pub fn login(
+        &self,
+        user: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Login, Refused> {
+        let now = Instant::now();
+        let mut keys = vec![(format!("user:{user}"), FREE_FAILURES)];
+        if let Some(ip) = from {
+            keys.push((format!("addr:{ip}"), FREE_FAILURES_PER_ADDRESS));
+        }
+        if let Some(wait) = self.throttled(&keys, now) {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(Refused {
+                status: Status::resource_exhausted(format!(
+                    "too many failed sign-ins for this user or from this address: try again in {seconds} s"
+                )),
+                audit: "throttled",
+            });
+        }
+        let accounts = self.accounts();
+        let account = accounts.users.get(user);
         let valid = match account {
             Some(a) => tessera_core::auth::verify_password(password, &a.password_hash),
             None => {
@@ -81,19 +261,40 @@ impl Auth {
             }
         };
         let Some(account) = account.filter(|_| valid) else {
-            return Err(Status::unauthenticated("wrong user or password"));
+            self.failed(&keys, now);
+            return Err(Refused {
+                status: Status::unauthenticated("wrong user or password"),
+                audit: "unauthenticated",
+            });
         };
-        let token = tessera_core::auth::random_token().map_err(Status::unavailable)?;
-        let principal = Principal {
-            user: user.to_owned(),
-            role: account.role,
-            pii: account.pii,
-            expires: Some(Instant::now() + TOKEN_LIFETIME),
-        };
-        lock(&self.sessions).insert(token.clone(), principal.clone());
+        lock(&self.failures).remove(&keys[0].0);
+        if account.disabled {
+            return Err(Refused {
+                status: Status::unauthenticated(format!(
+                    "user {user} is disabled (tessera user enable {user})"
+                )),
+                audit: "unauthenticated",
+            });
+        }
+        let token = tessera_core::auth::random_token().map_err(|e| Refused {
+            status: Status::unavailable(e),
+            audit: "failed",
+        })?;
+        lock(&self.sessions).insert(
+            token.clone(),
+            Session {
+                user: user.to_owned(),
+                expires: now + TOKEN_LIFETIME,
+            },
+        );
         Ok(Login {
             token,
-            principal,
+            principal: Principal {
+                user: user.to_owned(),
+                role: account.role,
+                pii: account.pii,
+                rows: account.rows.as_deref().map(Arc::from),
+            },
             expires_at: SystemTime::now() + TOKEN_LIFETIME,
         })
     }
@@ -116,20 +317,38 @@ impl Auth {
                 Status::unauthenticated("expected an `authorization: Bearer TOKEN` header")
             })?
             .trim();
-        {
+        let session = {
             let mut sessions = lock(&self.sessions);
-            if let Some(p) = sessions.get(token) {
-                if p.expires.is_some_and(|e| e <= Instant::now()) {
+            match sessions.get(token) {
+                Some(s) if s.expires <= Instant::now() => {
                     sessions.remove(token);
                     return Err(Status::unauthenticated(
                         "the token has expired: sign in again",
                     ));
                 }
-                return Ok(p.clone());
+                other => other.cloned(),
             }
+        };
+        let accounts = self.accounts();
+        if let Some(session) = session {
+            return match accounts.users.get(&session.user) {
+                Some(u) if !u.disabled => Ok(Principal {
+                    user: session.user,
+                    role: u.role,
+                    pii: u.pii,
+                    rows: u.rows.as_deref().map(Arc::from),
+                }),
+                _ => {
+                    lock(&self.sessions).remove(token);
+                    Err(Status::unauthenticated(format!(
+                        "user {} is disabled or no longer exists",
+                        session.user
+                    )))
+                }
+            };
         }
-        if !self.api_tokens.is_empty()
-            && let Some((name, t)) = self
+        if !accounts.api_tokens.is_empty()
+            && let Some((name, t)) = accounts
                 .api_tokens
                 .get(&tessera_core::auth::token_digest(token))
         {
@@ -137,7 +356,7 @@ impl Auth {
                 user: format!("token:{name}"),
                 role: t.role,
                 pii: t.pii,
-                expires: None,
+                rows: t.rows.as_deref().map(Arc::from),
             });
         }
         Err(Status::unauthenticated(
@@ -145,89 +364,28 @@ impl Auth {
         ))
     }
 
-    /// Drops expired sign-in tokens (called now and then).
+    /// Drops expired sign-in tokens and failure counts old enough not to matter.
     pub fn sweep(&self) {
         let now = Instant::now();
-        lock(&self.sessions).retain(|_, p| p.expires.is_none_or(|e| e > now));
+        lock(&self.sessions).retain(|_, s| s.expires > now);
+        lock(&self.failures).retain(|_, f| now.duration_since(f.last) < MAX_DELAY * 2);
     }
 
     #[cfg(test)]
     fn expire_all(&self) {
         let past = Instant::now() - Duration::from_secs(1);
-        for p in lock(&self.sessions).values_mut() {
-            p.expires = Some(past);
+        for s in lock(&self.sessions).values_mut() {
+            s.expires = past;
+        }
+    }
+
+    #[cfg(test)]
+    fn age_failures(&self, by: Duration) {
+        for f in lock(&self.failures).values_mut() {
+            f.last -= by;
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn meta(value: &str) -> MetadataMap {
-        let mut m = MetadataMap::new();
-        m.insert("authorization", value.parse().unwrap());
-        m
-    }
-
-    fn auth() -> (Auth, String) {
-        let users = HashMap::from([(
-            "ana".to_owned(),
-            UserSection {
-                role: Role::Analyst,
-                pii: false,
-                password_hash: tessera_core::auth::hash_password("secret-pass").unwrap(),
-            },
-        )]);
-        let token = tessera_core::auth::random_token().unwrap();
-        let tokens = HashMap::from([(
-            "crm".to_owned(),
-            TokenSection {
-                role: Role::Marketer,
-                pii: true,
-                sha256: tessera_core::auth::token_digest(&token),
-            },
-        )]);
-        (Auth::new(users, tokens), token)
-    }
-
-    #[test]
-    fn sign_in_api_tokens_and_refusals() {
-        let (auth, api) = auth();
-        assert_eq!(
-            auth.login("ana", "wrong").unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        assert_eq!(
-            auth.login("nobody", "secret-pass").unwrap_err().message(),
-            "wrong user or password"
-        );
-        let login = auth.login("ana", "secret-pass").unwrap();
-        let p = auth
-            .authenticate(&meta(&format!("Bearer {}", login.token)))
-            .unwrap();
-        assert_eq!(
-            (p.user.as_str(), p.role, p.pii),
-            ("ana", Role::Analyst, false)
-        );
-        let p = auth.authenticate(&meta(&format!("Bearer {api}"))).unwrap();
-        assert_eq!(
-            (p.user.as_str(), p.role, p.pii),
-            ("token:crm", Role::Marketer, true)
-        );
-        for bad in ["Bearer forged", "Basic YW5hOnNlY3JldA==", "Bearer "] {
-            let e = auth.authenticate(&meta(bad)).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad}");
-        }
-        let e = auth.authenticate(&MetadataMap::new()).unwrap_err();
-        assert!(e.message().contains("no credentials"), "{e}");
-        auth.expire_all();
-        let e = auth
-            .authenticate(&meta(&format!("Bearer {}", login.token)))
-            .unwrap_err();
-        assert!(e.message().contains("expired"), "{e}");
-        // API tokens do not expire.
-        assert!(auth.authenticate(&meta(&format!("Bearer {api}"))).is_ok());
-    }
-}
+mod tests;

@@ -8,12 +8,19 @@
 //!   may not run SQL (`marketer`, `ingest`) gets `PERMISSION_DENIED`.
 //! - **Metadata**: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with
 //!   schemas), `GetTableTypes`, from the same DataFusion session queries run in.
-//! - **Statements**: planned when the client asks for their `FlightInfo` (errors come
-//!   back as `INVALID_ARGUMENT` with DataFusion's message), executed as a stream of
-//!   record batches when the ticket is redeemed — results are never materialized.
-//! - **Prepared statements** with bound parameters (`$1`, `$2`, …).
-//! - **Personal data** (`tessera_core::schema::PII_COLUMNS`) is masked in every result
-//!   for users without the `pii` grant ([`tessera_engine::mask_pii`]).
+//! - **Statements**: planned when the client asks for their `FlightInfo`, executed as a
+//!   stream of record batches when the ticket is redeemed — results are never
+//!   materialized. Both go through the query boundary
+//!   ([`tessera_engine::query::QueryService`]): read-only statements only (anything
+//!   else is `PERMISSION_DENIED` naming the statement kind, `CommandStatementUpdate`
+//!   included), memory, time and concurrency limits (`RESOURCE_EXHAUSTED`,
+//!   `DEADLINE_EXCEEDED`), and a client that goes away cancels its query.
+//! - **Prepared statements** with bound parameters: `?` (DB-API's qmark, JDBC) or `$1`,
+//!   `$2`, …; the parameter schema lists them in order. Parameters may come as plain
+//!   columns (ADBC) or as dense unions (flightsql-dbapi).
+//! - **What a caller sees** ([`tessera_engine::access`]): personal data masked without
+//!   the `pii` grant, only the rows of a row-filtered user, `audit_log` only for admins
+//!   — in results and in the metadata alike.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -38,12 +45,11 @@ use arrow_flight::{
 use base64::Engine as _;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
-use datafusion::common::ParamValues;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use tessera_engine::Engine;
+use tessera_engine::query::QueryService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{AuditLog, Entry, StreamAudit};
@@ -60,7 +66,7 @@ struct Prepared {
 /// The Flight SQL service.
 #[derive(Clone)]
 pub struct TesseraFlightSql {
-    engine: Engine,
+    queries: Arc<dyn QueryService>,
     auth: Arc<Auth>,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
     sql_info: Arc<SqlInfoData>,
@@ -83,8 +89,22 @@ fn sql_error(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// A bound parameter as a plain value: flightsql-dbapi sends each one as a dense union
+/// of one row (so that every parameter may have its own type).
+fn parameter(value: ScalarValue) -> ScalarValue {
+    match value {
+        ScalarValue::Union(Some((_, inner)), _, _) => parameter(*inner),
+        ScalarValue::Union(None, _, _) => ScalarValue::Null,
+        other => other,
+    }
+}
+
 impl TesseraFlightSql {
-    pub fn new(engine: Engine, auth: Arc<Auth>, audit: Arc<AuditLog>) -> Result<Self, Status> {
+    pub fn new(
+        queries: Arc<dyn QueryService>,
+        auth: Arc<Auth>,
+        audit: Arc<AuditLog>,
+    ) -> Result<Self, Status> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "Tessera");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -96,7 +116,7 @@ impl TesseraFlightSql {
         info.append(SqlInfo::FlightSqlServerCancel, false);
         let sql_info = info.build().map_err(|e| Status::internal(e.to_string()))?;
         Ok(TesseraFlightSql {
-            engine,
+            queries,
             auth,
             prepared: Arc::default(),
             sql_info: Arc::new(sql_info),
@@ -136,31 +156,17 @@ impl TesseraFlightSql {
         Ok(session)
     }
 
-    /// A session over the lake (for metadata: table names and schemas).
-    async fn context(&self) -> Result<SessionContext, Status> {
-        self.engine
-            .session()
+    /// The caller's session (for metadata: the tables and schemas it may see).
+    async fn context(&self, session: &Session) -> Result<SessionContext, Status> {
+        self.queries
+            .session(&session.access())
             .await
-            .map_err(|e| Status::unavailable(format!("cannot open the lake: {e}")))
+            .map_err(|e| crate::status::engine(&e))
     }
 
     /// A session without tables: catalog and schema names, with no lake I/O.
     fn names(&self) -> Result<SessionContext, Status> {
-        self.engine
-            .bare_session()
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-
-    /// The session queries of `session`'s user run in: personal data masked unless
-    /// the user has the `pii` grant.
-    async fn user_context(&self, session: &Session) -> Result<SessionContext, Status> {
-        let ctx = self.context().await?;
-        if !session.pii {
-            tessera_engine::mask_pii(&ctx)
-                .await
-                .map_err(|e| Status::internal(format!("masking personal data: {e}")))?;
-        }
-        Ok(ctx)
+        self.queries.names().map_err(|e| crate::status::engine(&e))
     }
 
     async fn plan(
@@ -169,14 +175,32 @@ impl TesseraFlightSql {
         sql: &str,
         params: &[ScalarValue],
     ) -> Result<DataFrame, Status> {
-        let ctx = self.user_context(session).await?;
-        let df = ctx.sql(sql).await.map_err(sql_error)?;
-        if params.is_empty() {
-            Ok(df)
-        } else {
-            df.with_param_values(ParamValues::from(params.to_vec()))
-                .map_err(sql_error)
-        }
+        self.queries
+            .plan(&session.access(), sql, params)
+            .await
+            .map_err(|e| crate::status::engine(&e))
+    }
+
+    /// Plans `sql` for `session`; a refusal or a planning error is audited as `action`.
+    async fn planned<T>(
+        &self,
+        request: &Request<T>,
+        session: &Session,
+        action: &str,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<DataFrame, Status> {
+        self.plan(session, sql, params).await.inspect_err(|status| {
+            let outcome = match status.code() {
+                tonic::Code::PermissionDenied => "permission_denied",
+                _ => "invalid",
+            };
+            self.audit.record(
+                Entry::of(request, Some(session), action, outcome)
+                    .target(sql.to_owned())
+                    .detail(status.message()),
+            );
+        })
     }
 
     fn info(
@@ -209,23 +233,38 @@ impl TesseraFlightSql {
         )?))
     }
 
+    /// Runs `df` through the query boundary as a stream of Flight data; `audit` is
+    /// recorded when the stream ends or is dropped, with the rows delivered and how it
+    /// ended.
     async fn stream(
+        &self,
         df: DataFrame,
         audit: StreamAudit,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let rows = audit.rows.clone();
         let finished = audit.finished.clone();
-        let counted = df
-            .execute_stream()
-            .await
-            .map_err(sql_error)?
-            .map(move |batch| {
-                if let Ok(b) = &batch {
-                    rows.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                batch.map_err(|e| FlightError::ExternalError(Box::new(e)))
-            });
+        let failure = audit.failure.clone();
+        let started = match self.queries.execute(df).await {
+            Ok(s) => s,
+            Err(e) => {
+                let status = crate::status::engine(&e);
+                audit.fail(outcome_of(&status), status.message());
+                return Err(status);
+            }
+        };
+        let queries = self.queries.clone();
+        let counted = started.map(move |batch| match batch {
+            Ok(b) => {
+                rows.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(b)
+            }
+            Err(e) => {
+                let status = crate::status::engine(&queries.running_error(e));
+                StreamAudit::record_failure(&failure, outcome_of(&status), status.message());
+                Err(FlightError::Tonic(Box::new(status)))
+            }
+        });
         // The audit entry lives in the stream's last step: recorded `ok` when the
         // client read everything, `cancelled` when the stream is dropped before.
         let end = futures::stream::once(async move {
@@ -268,11 +307,13 @@ impl TesseraFlightSql {
         }
     }
 
-    /// Every table and view: (catalog, schema, table, type, Arrow schema).
+    /// Every table and view `session` may see: (catalog, schema, table, type, Arrow
+    /// schema).
     async fn tables(
         &self,
+        session: &Session,
     ) -> Result<Vec<(String, String, String, &'static str, SchemaRef)>, Status> {
-        let ctx = self.context().await?;
+        let ctx = self.context(session).await?;
         let mut out = Vec::new();
         for catalog_name in ctx.catalog_names() {
             let Some(catalog) = ctx.catalog(&catalog_name) else {
@@ -341,15 +382,20 @@ impl FlightSqlService for TesseraFlightSql {
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| Status::unauthenticated("malformed basic credentials"))?;
-        let login = match self.auth.login(user, password) {
+        let from = request.remote_addr().map(|a| a.ip());
+        let login = match self.auth.login(user, password, from) {
             Ok(login) => login,
-            Err(status) => {
-                tracing::warn!(user, "Flight SQL handshake refused: {}", status.message());
-                let mut e = Entry::of(&request, None, "handshake", "unauthenticated");
+            Err(refused) => {
+                tracing::warn!(
+                    user,
+                    "Flight SQL handshake refused: {}",
+                    refused.status.message()
+                );
+                let mut e = Entry::of(&request, None, "handshake", refused.audit);
                 e.user = user.to_owned();
-                e.detail = Some(status.message().to_owned());
+                e.detail = Some(refused.status.message().to_owned());
                 self.audit.record(e);
-                return Err(status);
+                return Err(refused.status);
             }
         };
         let token = login.token;
@@ -390,17 +436,9 @@ impl FlightSqlService for TesseraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.querier(&request)?;
-        let df = match self.plan(&session, &query.query, &[]).await {
-            Ok(df) => df,
-            Err(status) => {
-                self.audit.record(
-                    Entry::of(&request, Some(&session), "query", "invalid")
-                        .target(query.query.clone())
-                        .detail(status.message()),
-                );
-                return Err(status);
-            }
-        };
+        let df = self
+            .planned(&request, &session, "query", &query.query, &[])
+            .await?;
         tracing::info!(
             user = session.user,
             sql = query.query,
@@ -426,10 +464,11 @@ impl FlightSqlService for TesseraFlightSql {
         let sql = String::from_utf8(ticket.statement_handle.to_vec()).map_err(|_| {
             Status::invalid_argument("the ticket is not a statement of this server")
         })?;
-        let df = self.plan(&session, &sql, &[]).await?;
+        let df = self.planned(&request, &session, "query", &sql, &[]).await?;
         let mut entry = Entry::of(&request, Some(&session), "query", "ok");
         entry.target = Some(sql);
-        Self::stream(df, StreamAudit::new(self.audit.clone(), entry)).await
+        self.stream(df, StreamAudit::new(self.audit.clone(), entry))
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -462,7 +501,8 @@ impl FlightSqlService for TesseraFlightSql {
             let shown: Vec<String> = prepared.params.iter().map(ToString::to_string).collect();
             format!("parameters: {}", shown.join(", "))
         });
-        Self::stream(df, StreamAudit::new(self.audit.clone(), entry)).await
+        self.stream(df, StreamAudit::new(self.audit.clone(), entry))
+            .await
     }
 
     async fn do_action_create_prepared_statement(
@@ -471,17 +511,9 @@ impl FlightSqlService for TesseraFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.querier(&request)?;
-        let ctx = self.user_context(&session).await?;
-        let df = match ctx.sql(&query.query).await {
-            Ok(df) => df,
-            Err(e) => {
-                let mut entry = Entry::of(&request, Some(&session), "prepare", "invalid");
-                entry.target = Some(query.query.clone());
-                entry.detail = Some(e.to_string());
-                self.audit.record(entry);
-                return Err(sql_error(e));
-            }
-        };
+        let df = self
+            .planned(&request, &session, "prepare", &query.query, &[])
+            .await?;
         let plan = df.logical_plan();
         let types = plan.get_parameter_types().map_err(sql_error)?;
         let mut names: Vec<&String> = types.keys().collect();
@@ -551,7 +583,9 @@ impl FlightSqlService for TesseraFlightSql {
                 ));
             }
             for column in batch.columns() {
-                params.push(ScalarValue::try_from_array(column, 0).map_err(sql_error)?);
+                params.push(parameter(
+                    ScalarValue::try_from_array(column, 0).map_err(sql_error)?,
+                ));
             }
         }
         prepared.params = params;
@@ -643,9 +677,9 @@ impl FlightSqlService for TesseraFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.session(&request)?;
         let mut builder = query.into_builder();
-        for (catalog, schema, table, kind, arrow_schema) in self.tables().await? {
+        let session = self.session(&request)?;
+        for (catalog, schema, table, kind, arrow_schema) in self.tables(&session).await? {
             builder
                 .append(catalog, schema, table, kind, &arrow_schema)
                 .map_err(Status::from)?;
@@ -693,5 +727,47 @@ impl FlightSqlService for TesseraFlightSql {
         Ok(Self::one_batch(builder.schema(), builder.build()))
     }
 
+    async fn do_put_statement_update(
+        &self,
+        _ticket: arrow_flight::sql::CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.refuse_update(&request)
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _query: arrow_flight::sql::CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.refuse_update(&request)
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+impl TesseraFlightSql {
+    /// Updates are refused: Tessera's SQL interface is read-only.
+    fn refuse_update<T>(&self, request: &Request<T>) -> Result<i64, Status> {
+        let session = self.session(request)?;
+        let status = Status::permission_denied(
+            "updates are not allowed: Tessera's SQL interface is read-only (SELECT, WITH, EXPLAIN, SHOW and DESCRIBE)",
+        );
+        self.audit.record(
+            Entry::of(request, Some(&session), "update", "permission_denied")
+                .detail(status.message()),
+        );
+        Err(status)
+    }
+}
+
+/// The audit outcome of a refused or failed query.
+fn outcome_of(status: &Status) -> &'static str {
+    match status.code() {
+        tonic::Code::PermissionDenied => "permission_denied",
+        tonic::Code::DeadlineExceeded => "timed_out",
+        tonic::Code::ResourceExhausted => "resource_exhausted",
+        tonic::Code::InvalidArgument => "invalid",
+        _ => "failed",
+    }
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub sources: HashMap<String, String>,
     /// Largest body (after decompression).
     pub max_body: usize,
+    /// The SQL queries of API callers (for `/metrics`).
+    pub queries: Option<tessera_engine::query::Queries>,
 }
 
 /// The routes.
@@ -272,6 +274,51 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "fsyncs of the write-ahead log (group commits).",
         vec![(String::new(), g(&m.wal_fsyncs))],
     );
+    if let Some(q) = &state.queries {
+        let stats = q.stats();
+        metric(
+            "tessera_queries_running",
+            "gauge",
+            "SQL queries of API callers running now.",
+            vec![(String::new(), stats.running as u64)],
+        );
+        metric(
+            "tessera_queries_waiting",
+            "gauge",
+            "SQL queries waiting for a slot ([server] max_concurrent_queries).",
+            vec![(String::new(), stats.waiting as u64)],
+        );
+        metric(
+            "tessera_queries_total",
+            "counter",
+            "SQL queries of API callers, by how they ended.",
+            [
+                ("finished", stats.finished),
+                ("failed", stats.failed),
+                ("cancelled", stats.cancelled),
+                ("timed_out", stats.timed_out),
+                ("out_of_memory", stats.out_of_memory),
+                ("refused_busy", stats.refused_busy),
+            ]
+            .into_iter()
+            .map(|(outcome, n)| (format!("{{outcome=\"{outcome}\"}}"), n))
+            .collect(),
+        );
+        metric(
+            "tessera_query_memory_bytes",
+            "gauge",
+            "Bytes the running queries hold in the query memory pool.",
+            vec![(String::new(), stats.memory_reserved)],
+        );
+        if let Some(limit) = stats.memory_limit {
+            metric(
+                "tessera_query_memory_limit_bytes",
+                "gauge",
+                "Size of the query memory pool ([server] query_memory).",
+                vec![(String::new(), limit)],
+            );
+        }
+    }
     out.push_str(&format!(
         "# HELP tessera_flush_seconds Time of commits to the events table.\n# TYPE tessera_flush_seconds summary\ntessera_flush_seconds_sum {}\ntessera_flush_seconds_count {}\n",
         g(&m.flush_micros_total) as f64 / 1e6,

@@ -88,6 +88,8 @@ pub struct ProfileIndex {
     encoded: Vec<[OnceLock<Bytes>; 2]>,
     segments: Vec<SegmentEntry>,
     segment_by_name: HashMap<String, usize>,
+    /// Row filter → which profiles it admits (by index).
+    admitted: HashMap<Arc<str>, Vec<bool>>,
 }
 
 fn key(id_type: &str, value: &str) -> String {
@@ -260,6 +262,7 @@ impl ProfileIndex {
     pub async fn load(
         engine: &Engine,
         project_dir: Option<&std::path::Path>,
+        filters: &[Arc<str>],
     ) -> Result<ProfileIndex, String> {
         let (ctx, versions) = engine
             .session_of_versions(&SOURCES)
@@ -327,7 +330,59 @@ impl ProfileIndex {
         index.encoded = std::iter::repeat_with(Default::default)
             .take(index.profiles.len())
             .collect();
+        if exists(1) {
+            index.load_filters(&ctx, filters).await?;
+        }
         Ok(index)
+    }
+
+    /// Which profiles each row filter admits (evaluated over `profiles`, as in SQL).
+    async fn load_filters(
+        &mut self,
+        ctx: &SessionContext,
+        filters: &[Arc<str>],
+    ) -> Result<(), String> {
+        for filter in filters {
+            let mut admitted = vec![false; self.profiles.len()];
+            let ids: Vec<RecordBatch> = tessera_engine::access::admitted(ctx, filter)
+                .await
+                .map_err(|e| e.to_string())?
+                .select_columns(&["profile_id"])
+                .map_err(|e| e.to_string())?
+                .collect()
+                .await
+                .map_err(|e| format!("row filter {filter:?}: {e}"))?;
+            for batch in &ids {
+                let pid = strings(batch, "profile_id")?;
+                for row in 0..batch.num_rows() {
+                    if let Some(&i) = self.by_profile_id.get(pid.value(row)) {
+                        admitted[i as usize] = true;
+                    }
+                }
+            }
+            self.admitted.insert(filter.clone(), admitted);
+        }
+        Ok(())
+    }
+
+    /// Whether a caller with row filter `rows` may see profile `i` (every caller
+    /// without a filter may; a filter the index was not built with admits none).
+    pub fn visible(&self, i: u32, rows: Option<&str>) -> bool {
+        match rows {
+            None => true,
+            Some(filter) => self
+                .admitted
+                .get(filter)
+                .is_some_and(|a| a.get(i as usize).copied().unwrap_or(false)),
+        }
+    }
+
+    /// The current profile of `profile_id` (following merges), if any.
+    pub fn profile_of(&self, profile_id: &str) -> Option<u32> {
+        self.by_profile_id
+            .get(profile_id)
+            .or_else(|| self.merged.get(profile_id))
+            .copied()
     }
 
     async fn load_profiles(&mut self, ctx: &SessionContext) -> Result<(), String> {
@@ -679,6 +734,8 @@ pub struct IndexHandle {
     current: RwLock<Arc<ProfileIndex>>,
     engine: Engine,
     project_dir: Option<PathBuf>,
+    /// The callers' row filters, evaluated at each load.
+    filters: RwLock<Vec<Arc<str>>>,
     /// One rebuild at a time.
     rebuilding: tokio::sync::Mutex<()>,
 }
@@ -690,8 +747,20 @@ impl IndexHandle {
             current: RwLock::new(Arc::new(ProfileIndex::default())),
             engine,
             project_dir,
+            filters: RwLock::default(),
             rebuilding: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Sets the row filters of the callers; returns whether they changed (the next
+    /// load evaluates them).
+    pub fn set_filters(&self, filters: Vec<Arc<str>>) -> bool {
+        let mut current = self.filters.write().unwrap_or_else(|p| p.into_inner());
+        if *current == filters {
+            return false;
+        }
+        *current = filters;
+        true
     }
 
     /// The current snapshot.
@@ -723,7 +792,12 @@ impl IndexHandle {
             }
         }
         let started = std::time::Instant::now();
-        let index = ProfileIndex::load(&self.engine, self.project_dir.as_deref()).await?;
+        let filters = self
+            .filters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let index = ProfileIndex::load(&self.engine, self.project_dir.as_deref(), &filters).await?;
         tracing::info!(
             profiles = index.snapshot.profiles,
             identifiers = index.snapshot.identifiers,

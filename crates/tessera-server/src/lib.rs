@@ -26,6 +26,7 @@ pub mod flight;
 pub mod http;
 pub mod index;
 pub mod schedule;
+pub mod status;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tessera_engine::query::{Queries, QueryLimits};
 use tessera_ingest::collector::{Collector, CollectorConfig};
 
 /// Why the server could not start or stopped.
@@ -76,6 +78,13 @@ pub struct ServeOptions {
     pub tls: Option<tls::TlsFiles>,
     /// How often the profile index looks for a newer snapshot.
     pub index_check_every: std::time::Duration,
+    /// Limits of the SQL queries of API callers.
+    pub queries: QueryLimits,
+    /// The runtime DataFusion executes API queries on (`None`: the request runtime).
+    pub cpu: Option<tokio::runtime::Handle>,
+    /// The project's `tessera.toml`, re-read when it changes so that disabled users,
+    /// revoked tokens and new grants take effect at once (`None`: never re-read).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// A started server: ports bound, collector running.
@@ -92,6 +101,34 @@ pub struct Server {
     index_check_every: std::time::Duration,
     tls: Option<tls::Tls>,
     audit: Arc<audit::AuditLog>,
+    auth: Arc<auth::Auth>,
+    queries: Queries,
+    config_file: Option<std::path::PathBuf>,
+}
+
+/// Checks every row filter of `auth`'s accounts against the lake (a filter that does
+/// not plan over `profiles` would hide every row), naming the first that fails.
+async fn check_row_filters(queries: &Queries, filters: &[Arc<str>]) -> Result<(), ServerError> {
+    if filters.is_empty() {
+        return Ok(());
+    }
+    let ctx = queries
+        .engine()
+        .session_of(&[tessera_core::schema::PROFILES])
+        .await
+        .map_err(|e| ServerError::Serve(format!("cannot open the lake: {e}")))?;
+    if !ctx
+        .table_exist(tessera_core::schema::PROFILES)
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    for filter in filters {
+        tessera_engine::access::check_row_filter(&ctx, filter)
+            .await
+            .map_err(|e| ServerError::Serve(format!("a `rows` filter in tessera.toml: {e}")))?;
+    }
+    Ok(())
 }
 
 impl Server {
@@ -117,19 +154,24 @@ impl Server {
         let collector = Collector::start(engine.clone(), options.collector).await?;
         let audit = audit::AuditLog::new(engine.lake().clone());
         let auth = Arc::new(auth::Auth::new(options.users, options.tokens));
-        let flight = flight::TesseraFlightSql::new(engine.clone(), auth.clone(), audit.clone())
-            .map_err(|e| ServerError::Serve(format!("Flight SQL: {}", e.message())))?;
+        let queries = Queries::new(&engine, options.queries, options.cpu)
+            .map_err(|e| ServerError::Serve(format!("the query runtime: {e}")))?;
+        check_row_filters(&queries, &auth.row_filters()).await?;
+        let flight =
+            flight::TesseraFlightSql::new(Arc::new(queries.clone()), auth.clone(), audit.clone())
+                .map_err(|e| ServerError::Serve(format!("Flight SQL: {}", e.message())))?;
         let index = Arc::new(index::IndexHandle::new(
             engine.clone(),
             options.admin.as_ref().map(|a| a.project_dir.clone()),
         ));
+        index.set_filters(auth.row_filters());
         index
             .refresh(true)
             .await
             .map_err(|e| ServerError::Serve(format!("loading the profile index: {e}")))?;
         let api = api::Api::new(
             engine.clone(),
-            auth,
+            auth.clone(),
             audit.clone(),
             index.clone(),
             options.admin,
@@ -146,11 +188,15 @@ impl Server {
             index_check_every: options.index_check_every,
             tls,
             audit,
+            auth,
+            config_file: options.config_file,
             state: Arc::new(http::AppState {
                 collector,
                 sources: options.sources,
                 max_body,
+                queries: Some(queries.clone()),
             }),
+            queries,
         })
     }
 
@@ -203,6 +249,15 @@ impl Server {
                 .clone()
                 .run(self.index_check_every, stop_rx.clone()),
         );
+        let accounts = self.config_file.clone().map(|file| {
+            background.spawn(watch_accounts(
+                file,
+                self.auth.clone(),
+                self.index.clone(),
+                self.queries.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let app = http::router(self.state.clone());
         let http_listener = self.http;
         let http_tls = self.tls.as_ref().map(|t| t.acceptor.clone());
@@ -272,7 +327,7 @@ impl Server {
         let flushed = self.state.collector.shutdown().await?;
         let grpc_result = grpc.await;
         let _ = indexer.await;
-        for task in [scheduler, refitter].into_iter().flatten() {
+        for task in [scheduler, refitter, accounts].into_iter().flatten() {
             let _ = task.await;
         }
         let _ = audit_backlog.await;
@@ -288,6 +343,64 @@ impl Server {
             Err(e) => return Err(ServerError::Serve(format!("gRPC: {e}"))),
         }
         Ok(flushed)
+    }
+}
+
+/// How often `tessera.toml` is looked at for changed accounts.
+const ACCOUNTS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Re-reads the accounts, API tokens and row filters of `file` whenever it changes
+/// (size or modification time), until `stop`. A file that no longer parses, or a row
+/// filter that does not plan, keeps the accounts as they were (logged once per
+/// change). Also sweeps expired sign-ins.
+async fn watch_accounts(
+    file: std::path::PathBuf,
+    auth: Arc<auth::Auth>,
+    index: Arc<index::IndexHandle>,
+    queries: Queries,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stamp = |f: &std::path::Path| {
+        std::fs::metadata(f)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut seen = stamp(&file);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACCOUNTS_CHECK) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        auth.sweep();
+        let now = stamp(&file);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let dir = file.parent().unwrap_or(std::path::Path::new("."));
+        let config = match tessera_core::config::Project::load(dir) {
+            Ok(p) => p.config,
+            Err(e) => {
+                tracing::warn!("tessera.toml changed but cannot be read; accounts unchanged: {e}");
+                continue;
+            }
+        };
+        let users = config.users.into_iter().collect();
+        let tokens = config.tokens.into_iter().collect();
+        let filters = auth::row_filters(&users, &tokens);
+        if filters != auth.row_filters()
+            && let Err(e) = check_row_filters(&queries, &filters).await
+        {
+            tracing::warn!("tessera.toml changed; accounts unchanged: {e}");
+            continue;
+        }
+        auth.reload(users, tokens);
+        tracing::info!("accounts reloaded from {}", file.display());
+        if index.set_filters(filters)
+            && let Err(e) = index.refresh(true).await
+        {
+            tracing::warn!("profile index not rebuilt for the new row filters: {e}");
+        }
     }
 }
 

@@ -24,20 +24,21 @@ use tessera_lake::Lake;
 
 use crate::{Cli, Command};
 
-/// Runs the chosen subcommand.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the chosen subcommand. `cpu` is the runtime DataFusion executes the queries of
+/// API callers on (`tessera serve`), apart from the one answering requests.
+pub async fn run(cli: Cli, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init::run(&cli.project, args).await,
         Command::Import(args) => import::run(&open_project(&cli.project)?, args).await,
         Command::Sql(args) => sql::run(&open_project(&cli.project)?, args).await,
-        Command::Serve(args) => serve::run(&open_project(&cli.project)?, args).await,
+        Command::Serve(args) => serve::run(&open_project(&cli.project)?, args, cpu).await,
         Command::Stitch(args) => stitch::run(&open_project(&cli.project)?, args).await,
         Command::Profile(args) => profile::run(&open_project(&cli.project)?, args).await,
         Command::Match(args) => matching::run(&open_project(&cli.project)?, args).await,
         Command::Predict(args) => predict::run(&open_project(&cli.project)?, args).await,
         Command::Segments(args) => segments::run(&open_project(&cli.project)?, args).await,
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
-        Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Quickstart(args) => quickstart::run(args, cpu).await,
         Command::Source(args) => source::run(&cli.project, args),
         Command::User(args) => user::run(&cli.project, args),
         Command::Token(args) => user::run_token(&cli.project, args),

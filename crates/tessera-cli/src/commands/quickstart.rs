@@ -29,7 +29,7 @@ pub struct QuickstartArgs {
     pub no_serve: bool,
 }
 
-pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
+pub async fn run(args: QuickstartArgs, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
     let dir = args.dir;
     println!("Tessera quickstart in {}\n", dir.display());
 
@@ -212,7 +212,7 @@ Try next:
        -d '{{"userId":"u00000001","event":"Signed Up","properties":{{"plan":"pro"}}}}'
 then `tessera --project {p} sql "SELECT * FROM events WHERE event = 'Signed Up'"` sees it
 within {flush} ms. BI tools (Arrow Flight SQL) and apps (tessera.v1 gRPC) on {grpc} need
-an account first (then restart): `tessera --project {p} user add me --role admin --pii --password-stdin`
+an account first (the running server picks it up): `tessera --project {p} user add me --role admin --pii --password-stdin`
 or an API token: `tessera --project {p} token add my-app --role marketer`.
 "#,
         grpc = opened.project.config.server.grpc,
@@ -225,6 +225,7 @@ or an API token: `tessera --project {p} token add my-app --role marketer`.
             http: None,
             grpc: None,
         },
+        cpu,
     )
     .await
     .context("starting the server (use --no-serve to skip it, or free the ports in tessera.toml [server])")

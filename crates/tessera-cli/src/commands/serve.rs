@@ -47,7 +47,60 @@ async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
-pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
+/// The machine's physical memory in bytes (Linux `/proc/meminfo`; 8 GiB assumed
+/// elsewhere), for memory limits given as a share.
+fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(8 << 30)
+}
+
+/// The limits of API queries from `[server]` (validated when the project loaded).
+fn query_limits(
+    project: &tessera_core::config::Project,
+) -> anyhow::Result<tessera_engine::query::QueryLimits> {
+    use tessera_core::config::{parse_duration, parse_memory};
+    let server = &project.config.server;
+    let memory = parse_memory(&server.query_memory)
+        .map_err(anyhow::Error::msg)
+        .context("[server] query_memory")?
+        .bytes(physical_memory());
+    let timeout = parse_duration(&server.query_timeout)
+        .map_err(anyhow::Error::msg)
+        .context("[server] query_timeout")?;
+    let spill_dir = server.spill_dir.as_ref().map(|d| {
+        let d = Path::new(d);
+        if d.is_absolute() {
+            d.to_owned()
+        } else {
+            project.dir.join(d)
+        }
+    });
+    if let Some(d) = &spill_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("[server] spill_dir: creating {}", d.display()))?;
+    }
+    Ok(tessera_engine::query::QueryLimits {
+        memory: Some(memory),
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        max_concurrent: server.max_concurrent_queries,
+        queue_timeout: parse_duration(&server.query_queue_timeout)
+            .map_err(anyhow::Error::msg)
+            .context("[server] query_queue_timeout")?,
+        spill_dir,
+    })
+}
+
+pub async fn run(
+    opened: &Opened,
+    args: ServeArgs,
+    cpu: tokio::runtime::Handle,
+) -> anyhow::Result<()> {
     let config = &opened.project.config;
     let http = addr(
         args.http.as_deref().unwrap_or(&config.server.http),
@@ -106,6 +159,9 @@ pub async fn run(opened: &Opened, args: ServeArgs) -> anyhow::Result<()> {
                 key: opened.project.dir.join(&t.key),
             }),
         index_check_every: Duration::from_secs(2),
+        queries: query_limits(&opened.project)?,
+        cpu: Some(cpu),
+        config_file: Some(opened.project.dir.join(tessera_core::config::CONFIG_FILE)),
         predict: config.predict.schedule.then(|| PredictSchedule {
             project_dir: opened.project.dir.clone(),
             config: config.predict.clone(),

@@ -74,7 +74,31 @@ pub fn append_section(
     Ok(())
 }
 
-fn toml_string(s: &str) -> String {
+/// Edits `tessera.toml` in place with `edit` (comments and layout kept), checks that
+/// the result loads, and writes it atomically; the file is unchanged if anything fails.
+pub fn edit_config(
+    project_dir: &std::path::Path,
+    what: &str,
+    edit: impl FnOnce(&mut toml_edit::DocumentMut) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let path = project_dir.join(CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    edit(&mut doc)?;
+    let out = doc.to_string();
+    tessera_core::config::Config::from_toml(&out, &path)
+        .with_context(|| format!("tessera.toml after {what}"))?;
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, out.as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn toml_string(s: &str) -> String {
     let escaped: String = s
         .chars()
         .flat_map(|c| match c {

@@ -31,6 +31,10 @@ pub struct SqlArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Also allow statements that write: `COPY (...) TO 'file'` and DDL for this one
+    /// statement (queries only without it, as over Flight SQL).
+    #[arg(long)]
+    pub allow_write: bool,
 }
 
 pub async fn run(opened: &Opened, args: SqlArgs) -> anyhow::Result<()> {
@@ -45,7 +49,12 @@ pub async fn run(opened: &Opened, args: SqlArgs) -> anyhow::Result<()> {
     if args.format == OutputFormat::Parquet && args.output.is_none() {
         bail!("--format parquet writes a file: add --output FILE.parquet");
     }
-    let mut stream = opened.engine.query(&query).await?;
+    let policy = if args.allow_write {
+        tessera_engine::Policy::AllowWrite
+    } else {
+        tessera_engine::Policy::ReadOnly
+    };
+    let mut stream = opened.engine.query(&query, policy).await?;
     let schema = stream.schema();
     let mut out: Box<dyn Write + Send> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(

@@ -12,7 +12,7 @@ use crate::common::{TestProject, added, fails, ok, python, serve, stop};
 const PASSWORD: &str = "s3cret-passw0rd";
 
 /// Generates the stubs into a temporary folder and imports them; defines `call`.
-const PRELUDE: &str = r#"
+pub(crate) const PRELUDE: &str = r#"
 import json, os, sys, tempfile
 import grpc
 import grpc_tools

@@ -14,6 +14,7 @@ mod predict;
 mod quickstart;
 mod readers;
 mod s3;
+mod security;
 mod segments;
 mod serve;
 mod sql;

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::SessionState;
@@ -130,7 +130,12 @@ impl TableProvider for ComponentsTable {
         let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
             return exec_err!("connected_components needs a full DataFusion session");
         };
-        let plan = state.create_logical_plan(&self.query).await?;
+        // The edge query sees what the caller's session sees, and only ever reads.
+        let statement = crate::policy::parse(state, &self.query, crate::policy::Policy::ReadOnly)
+            .map_err(|e| DataFusionError::Plan(format!("connected_components: {e}")))?;
+        let plan = state.statement_to_plan(statement).await?;
+        crate::policy::verify(&plan, crate::policy::Policy::ReadOnly, "the edge query")
+            .map_err(|e| DataFusionError::Plan(format!("connected_components: {e}")))?;
         if plan.schema().fields().len() < 2 {
             return plan_err!(
                 "connected_components: the edge query must return two columns (the ends of \

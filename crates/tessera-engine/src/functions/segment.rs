@@ -33,6 +33,13 @@ impl SegmentSources {
         }
     }
 
+    /// No members can be read (a caller who may not see `audience_membership`).
+    pub fn clear_membership(&self) {
+        if let Ok(mut m) = self.membership.write() {
+            *m = None;
+        }
+    }
+
     /// Segment `name`'s members are the `profile_id` column of `provider` from now on.
     pub fn set(&self, name: &str, provider: Arc<dyn TableProvider>) {
         if let Ok(mut o) = self.overrides.write() {

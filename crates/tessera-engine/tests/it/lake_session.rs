@@ -21,7 +21,7 @@ pub fn empty_engine() -> Engine {
 
 async fn collect(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
     engine
-        .query(sql)
+        .query(sql, tessera_engine::Policy::ReadOnly)
         .await
         .expect(sql)
         .try_collect()
@@ -91,7 +91,7 @@ async fn sql_errors_are_reported_as_such() {
         ("SELECT * FROM nope", "nope"),
         ("SELECT missing_col FROM events", "missing_col"),
     ] {
-        match engine.query(sql).await {
+        match engine.query(sql, tessera_engine::Policy::ReadOnly).await {
             Err(EngineError::Sql(msg)) => assert!(msg.contains(needle), "{sql}: {msg}"),
             Err(other) => panic!("{sql}: expected a SQL error, got {other:?}"),
             Ok(_) => panic!("{sql}: expected an error"),

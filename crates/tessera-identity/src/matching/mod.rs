@@ -344,8 +344,7 @@ impl Matcher {
 
         // The records as text (trimmed, empty = missing); numbers and dates compare
         // through their text.
-        let planned = ctx
-            .sql(&spec.records)
+        let planned = tessera_engine::policy::read_only(&ctx, &spec.records)
             .await
             .map_err(query_err("records query"))?;
         let columns: Vec<String> = planned

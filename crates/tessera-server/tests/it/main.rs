@@ -54,6 +54,9 @@ fn options(dir: &Path) -> ServeOptions {
         admin: None,
         tls: None,
         index_check_every: Duration::from_millis(200),
+        queries: tessera_engine::query::QueryLimits::default(),
+        cpu: None,
+        config_file: None,
     }
 }
 
@@ -263,6 +266,8 @@ async fn the_profile_index_follows_new_snapshots() {
             role: tessera_core::config::Role::Marketer,
             pii: false,
             password_hash: tessera_core::auth::hash_password("app-password").unwrap(),
+            disabled: false,
+            rows: None,
         },
     )]);
     let server = Server::start(
