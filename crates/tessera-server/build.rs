@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_fds(fds)?;
     // The server side of `ProfileService` once more, answering with messages that
-    // carry each profile already encoded (`crate::api::wire`): the same bytes on the
+    // carry each profile already encoded (`crate::wire`): the same bytes on the
     // wire as `GetProfileResponse` / `BatchGetProfilesResponse`.
     let method = |name: &str, route: &str, input: &str, output: &str| {
         tonic_build::manual::Method::builder()
@@ -44,14 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .method(method(
             "get_profile",
             "GetProfile",
-            "crate::api::v1::GetProfileRequest",
-            "crate::api::wire::GetProfileReply",
+            "crate::v1::GetProfileRequest",
+            "crate::wire::GetProfileReply",
         ))
         .method(method(
             "batch_get_profiles",
             "BatchGetProfiles",
-            "crate::api::v1::BatchGetProfilesRequest",
-            "crate::api::wire::BatchGetProfilesReply",
+            "crate::v1::BatchGetProfilesRequest",
+            "crate::wire::BatchGetProfilesReply",
         ))
         .build();
     tonic_build::manual::Builder::new()

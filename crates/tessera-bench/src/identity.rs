@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::bail;
-use tessera_bench::accuracy;
 use tessera_engine::datafusion::prelude::ParquetReadOptions;
 use tessera_engine::{Engine, EngineConfig};
 use tessera_lake::Lake;
+use tessera_sample::accuracy;
 
 use super::{ensure_data, python, tessera};
 

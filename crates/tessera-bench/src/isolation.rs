@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tessera_server::api::v1;
-use tessera_server::api::v1::profile_service_client::ProfileServiceClient;
+use tessera_client::{Client, v1};
 
 use super::collect::{KEY, auth, send, template};
 
@@ -93,34 +92,17 @@ async fn profile_load(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Latencies, u64)> {
     let endpoint = format!("http://{grpc}");
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
-    let token = v1::auth_service_client::AuthServiceClient::new(channel.clone())
-        .login(v1::LoginRequest {
-            user: "bench".into(),
-            password: PASSWORD.into(),
-        })
-        .await?
-        .into_inner()
-        .token;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let mut client = ProfileServiceClient::new(channel);
+    let mut client =
+        Client::login(tessera_client::connect(&endpoint).await?, "bench", PASSWORD).await?;
     let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / LOOKUPS_PER_SECOND));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (mut latencies, mut errors, mut i) = (Vec::new(), 0u64, 0usize);
     while !stop.load(Ordering::Relaxed) {
         ticks.tick().await;
-        let mut request = tonic::Request::new(v1::GetProfileRequest {
-            identifier: Some(ids[i % ids.len()].clone()),
-        });
+        let id = &ids[i % ids.len()];
         i += 7919;
-        request
-            .metadata_mut()
-            .insert("authorization", bearer.clone());
         let t0 = Instant::now();
-        match client.get_profile(request).await {
+        match client.get_profile(&id.r#type, &id.value).await {
             Ok(_) => latencies.push(t0.elapsed().as_micros() as u64),
             Err(_) => errors += 1,
         }

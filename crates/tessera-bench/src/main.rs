@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
+use tessera_sample::synth::{GenConfig, generate_with_progress, is_current};
 
 mod collect;
 mod flight;

@@ -283,7 +283,7 @@ async fn at_scale(records: u64, work: &Path) -> anyhow::Result<()> {
     let truth_file = dir.join("truth.csv");
     if !csv.exists() || !truth_file.exists() {
         eprintln!("generating {records} people records ...");
-        tessera_bench::synth::match_records(records, 42, &csv, &truth_file)?;
+        tessera_sample::synth::match_records(records, 42, &csv, &truth_file)?;
     }
     let truth = matching::read_truth(&truth_file)?;
     let spec = MatchSpec::parse(SCALE_SPEC).map_err(anyhow::Error::msg)?;

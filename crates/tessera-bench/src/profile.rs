@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::TryStreamExt;
-use tessera_server::api::v1;
-use tessera_server::api::v1::profile_service_client::ProfileServiceClient;
+use tessera_client::{Client, Message as _, v1};
 
 const PASSWORD: &str = "bench-password-0";
 
@@ -196,49 +195,28 @@ async fn drive(
     seconds: u64,
 ) -> anyhow::Result<Outcome> {
     let endpoint = format!("http://{grpc}");
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
-        .connect()
-        .await?;
-    let token = v1::auth_service_client::AuthServiceClient::new(channel)
-        .login(v1::LoginRequest {
-            user: "bench".into(),
-            password: PASSWORD.into(),
-        })
-        .await?
-        .into_inner()
-        .token;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let signed =
+        Client::login(tessera_client::connect(&endpoint).await?, "bench", PASSWORD).await?;
     let ids = Arc::new(ids);
     let warm_until = Instant::now() + Duration::from_secs(2);
     let stop_at = warm_until + Duration::from_secs(seconds);
     let mut channels = Vec::new();
     for _ in 0..connections {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(endpoint.clone())?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
+        channels.push(tessera_client::connect(&endpoint).await?);
     }
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let mut client = ProfileServiceClient::new(channels[c % connections].clone());
-        let (ids, bearer) = (ids.clone(), bearer.clone());
+        let mut client = signed.on(channels[c % connections].clone());
+        let ids = ids.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 16);
             let (mut errors, mut profiles, mut bytes, mut calls) = (0u64, 0i64, 0u64, 0u64);
             let mut i = c * 7919;
             loop {
-                let id = ids[i % ids.len()].clone();
+                let id = &ids[i % ids.len()];
                 i += 1;
-                let mut request = tonic::Request::new(v1::GetProfileRequest {
-                    identifier: Some(id),
-                });
-                request
-                    .metadata_mut()
-                    .insert("authorization", bearer.clone());
                 let started = Instant::now();
-                let response = client.get_profile(request).await;
+                let response = client.get_profile(&id.r#type, &id.value).await;
                 let done = Instant::now();
                 calls += 1;
                 if done >= stop_at {
@@ -246,10 +224,9 @@ async fn drive(
                 }
                 match response {
                     Ok(r) => {
-                        let r = r.into_inner();
                         if done >= warm_until {
                             latencies.push((done - started).as_nanos() as u64);
-                            bytes += prost::Message::encoded_len(&r) as u64;
+                            bytes += r.encoded_len() as u64;
                         }
                         if let Some(s) = r.snapshot {
                             profiles = s.profiles;

@@ -5,17 +5,19 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+use crate::error::{CoreError, Result};
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     use std::io::Read;
     let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("no randomness (/dev/urandom): {e}"))?;
+        .map_err(CoreError::Randomness)?;
     Ok(bytes)
 }
 
 /// A fresh random 256-bit token as 64 hex digits.
-pub fn random_token() -> Result<String, String> {
+pub fn random_token() -> Result<String> {
     Ok(hex(&random_bytes::<32>()?))
 }
 
@@ -30,13 +32,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The Argon2id hash (PHC string) of `password` with a fresh random salt.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String> {
     let bytes = random_bytes::<16>()?;
-    let salt = SaltString::encode_b64(&bytes).map_err(|e| format!("salt: {e}"))?;
+    let salt =
+        SaltString::encode_b64(&bytes).map_err(|e| CoreError::PasswordHash(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
+        .map_err(|e| CoreError::PasswordHash(e.to_string()))
 }
 
 /// Whether `password` matches the stored `hash`.

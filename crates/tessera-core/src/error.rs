@@ -39,6 +39,14 @@ pub enum CoreError {
         source: std::io::Error,
     },
 
+    /// The system gave no random bytes (for a token or a password salt).
+    #[error("no randomness (/dev/urandom): {0}")]
+    Randomness(#[source] std::io::Error),
+
+    /// A password could not be hashed.
+    #[error("cannot hash the password: {0}")]
+    PasswordHash(String),
+
     /// Arrow refused to build a batch (a bug in a schema or builder, not user input).
     #[error("building an Arrow batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

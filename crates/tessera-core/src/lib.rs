@@ -2,9 +2,10 @@
 //! validation, the Arrow schema of every lake table, identifier normalization, the
 //! project configuration (`tessera.toml`) and the core error type.
 //!
-//! This crate does no I/O beyond reading a configuration file the caller names: no
-//! object stores, no networking, no DataFusion. Everything here is a pure function of
-//! its inputs, which keeps it fast to test and safe to use from any layer above.
+//! Its only I/O is reading the configuration file the caller names and drawing random
+//! bytes for tokens and password salts: no object stores, no networking, no DataFusion.
+//! Everything else here is a pure function of its inputs, which keeps it fast to test
+//! and safe to use from any layer above.
 
 pub mod auth;
 pub mod batch;
@@ -13,7 +14,10 @@ pub mod error;
 pub mod event;
 pub mod identifier;
 pub mod phonetic;
+pub mod random;
 pub mod schema;
 pub mod similarity;
+pub mod sql;
+pub mod stages;
 
 pub use error::{CoreError, Result};

@@ -50,6 +50,10 @@ pub enum EngineError {
         waited: std::time::Duration,
     },
 
+    /// A result column is missing or of a type that cannot be read as asked.
+    #[error("column {column}: {message}")]
+    Column { column: String, message: String },
+
     /// A caller's row filter does not plan against `profiles`.
     #[error("row filter {filter:?}: {message}")]
     RowFilter { filter: String, message: String },

@@ -15,6 +15,7 @@
 //! This crate knows nothing of HTTP or gRPC; it hands out DataFusion streams.
 
 pub mod access;
+pub mod columns;
 pub mod functions;
 pub mod graph;
 pub mod policy;

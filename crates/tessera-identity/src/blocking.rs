@@ -25,9 +25,7 @@ pub struct BlockingRule {
     pub condition: String,
 }
 
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+use tessera_core::sql::ident as quote_ident;
 
 /// The join of `table` with itself (`l`, `r`) admitting the pairs of rule `index`,
 /// each pair once; with `exclusive`, only the pairs no earlier rule admits (a condition

@@ -213,6 +213,11 @@ impl Default for EmOptions {
     }
 }
 
+/// Why a stored model cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidModel(pub String);
+
 impl Model {
     /// A starting point: `m` rising towards exact agreement, the given `u`.
     pub fn initial(
@@ -285,26 +290,30 @@ impl Model {
     }
 
     /// A model stored by [`Model::to_json`]; the error says what is wrong with it.
-    pub fn from_json(text: &str) -> Result<Model, String> {
-        let model: Model = serde_json::from_str(text).map_err(|e| format!("not a model: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Model, InvalidModel> {
+        let model: Model =
+            serde_json::from_str(text).map_err(|e| InvalidModel(format!("not a model: {e}")))?;
         if !(model.lambda > 0.0 && model.lambda < 1.0) {
-            return Err(format!("lambda must be in (0, 1), not {}", model.lambda));
+            return Err(InvalidModel(format!(
+                "lambda must be in (0, 1), not {}",
+                model.lambda
+            )));
         }
         for c in &model.comparisons {
             let n = c.levels.len();
             if n < 2 || c.m.len() != n || c.u.len() != n {
-                return Err(format!(
+                return Err(InvalidModel(format!(
                     "comparison {:?}: {n} levels need {n} m and {n} u probabilities (at least 2)",
                     c.name
-                ));
+                )));
             }
             for (what, p) in [("m", &c.m), ("u", &c.u)] {
                 let total: f64 = p.iter().sum();
                 if p.iter().any(|x| !(*x > 0.0 && *x <= 1.0)) || (total - 1.0).abs() > 1e-6 {
-                    return Err(format!(
+                    return Err(InvalidModel(format!(
                         "comparison {:?}: {what} must be probabilities in (0, 1] summing to 1",
                         c.name
-                    ));
+                    )));
                 }
             }
         }
@@ -611,17 +620,19 @@ mod tests {
         let mut bad = model.clone();
         bad.comparisons[0].m = vec![0.5, 0.5];
         let err = Model::from_json(&bad.to_json()).unwrap_err();
-        assert!(err.contains("3 levels need 3 m"), "{err}");
+        assert!(err.0.contains("3 levels need 3 m"), "{err}");
         bad = model.clone();
         bad.lambda = 1.0;
         assert!(
             Model::from_json(&bad.to_json())
                 .unwrap_err()
+                .0
                 .contains("lambda")
         );
         assert!(
             Model::from_json("{")
                 .unwrap_err()
+                .0
                 .starts_with("not a model")
         );
     }

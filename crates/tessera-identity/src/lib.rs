@@ -10,7 +10,10 @@
 //!   `identity_map` and `profile_merges`;
 //! - [`profiles`]: the golden `profiles` table (survivorship per trait, computed traits
 //!   from `sql/traits/`);
-//! - [`lookup`]: a profile by any identifier, following merges;
+//! - [`snapshot`]: every profile of one lake snapshot in memory (identifiers, traits,
+//!   scores, memberships, merges) and the one resolver of identifiers, shared by
+//!   `tessera profile`, `tessera.v1` and what comes after them;
+//! - [`lookup`]: `tessera profile`'s view of a profile, from a snapshot;
 //! - [`blocking`]: which record pairs probabilistic matching compares (SQL rules, pair
 //!   counts before running);
 //! - [`fellegi_sunter`]: the probabilistic record-linkage model (comparison levels,
@@ -29,10 +32,12 @@ pub mod matching;
 pub mod profiles;
 pub mod resolve;
 pub mod rules;
+pub mod snapshot;
 pub mod stitch;
 
 mod error;
 
 pub use error::{IdentityError, Result};
 pub use lookup::{ProfileView, lookup};
+pub use snapshot::{Profile, Resolved, Snapshot};
 pub use stitch::{StitchOptions, StitchProgress, StitchReport, stitch};

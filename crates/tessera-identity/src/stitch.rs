@@ -98,21 +98,13 @@ pub struct StitchReport {
 /// Times stages and forwards them to the progress display.
 struct Clock<'a> {
     progress: &'a dyn StitchProgress,
-    current: Option<(String, std::time::Instant)>,
-    done: Vec<(String, f64)>,
+    stages: tessera_core::stages::Stages,
 }
 
 impl Clock<'_> {
     fn stage(&mut self, name: &str) {
-        self.stop();
         self.progress.stage(name);
-        self.current = Some((name.to_owned(), std::time::Instant::now()));
-    }
-
-    fn stop(&mut self) {
-        if let Some((name, started)) = self.current.take() {
-            self.done.push((name, started.elapsed().as_secs_f64()));
-        }
+        self.stages.start(name);
     }
 }
 
@@ -145,8 +137,7 @@ pub async fn stitch(
     };
     let mut clock = Clock {
         progress,
-        current: None,
-        done: Vec::new(),
+        stages: tessera_core::stages::Stages::default(),
     };
     // Probabilistic matches become edges when match_pairs changed since the last run.
     let match_version = match lake.try_open(MATCH_PAIRS).await? {
@@ -372,8 +363,7 @@ pub async fn stitch(
     report.profiles = built.profiles;
     report.profiles_rebuilt = built.rebuilt;
     report.traits = built.traits;
-    clock.stop();
-    report.stages = clock.done;
+    report.stages = clock.stages.finish();
     Ok(report)
 }
 
@@ -383,7 +373,7 @@ pub async fn stitch(
 fn probabilistic_rule_sql(types: &[String]) -> String {
     let known = types
         .iter()
-        .map(|t| format!("'{}'", t.replace('\'', "''")))
+        .map(|t| tessera_core::sql::literal(t))
         .collect::<Vec<_>>()
         .join(", ");
     format!(

@@ -1,6 +1,27 @@
 //! Errors of the ingest crate.
 
-use crate::sink::RowError;
+use tessera_core::event::EventError;
+
+/// A row that was not imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// 1-based line (NDJSON, CSV) or row (Parquet) in the input file.
+    pub line: u64,
+    /// Stable reason code (`missing_identity`, `malformed_json`, ...).
+    pub code: &'static str,
+    /// What was wrong, in words.
+    pub reason: String,
+}
+
+impl RowError {
+    pub(crate) fn new(line: u64, e: &EventError) -> Self {
+        RowError {
+            line,
+            code: e.code(),
+            reason: e.to_string(),
+        }
+    }
+}
 
 /// Result alias for this crate.
 pub type Result<T, E = ImportError> = std::result::Result<T, E>;
@@ -50,7 +71,53 @@ pub enum ImportError {
     #[error(transparent)]
     Engine(#[from] tessera_engine::EngineError),
 
-    /// A worker thread died.
-    #[error("import worker failed: {0}")]
-    Worker(String),
+    /// A worker thread or task died (a bug, not user input).
+    #[error("{what} failed: {message}")]
+    Worker { what: &'static str, message: String },
+
+    /// A record of the collector's write-ahead log cannot be decoded.
+    #[error("write-ahead log record {seq} in {dir} is unreadable: {message}")]
+    WalRecord {
+        seq: u64,
+        dir: String,
+        message: String,
+    },
+
+    /// A thread of the collector could not be started.
+    #[error("cannot start {what}: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A lock was poisoned by a panicking thread (a bug, not user input).
+    #[error("the collector's {0} lock was poisoned by a failed thread")]
+    Poisoned(&'static str),
+
+    /// DataFusion failed while reading the lake or building a batch.
+    #[error("{doing}: {source}")]
+    DataFusion {
+        doing: &'static str,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+
+    /// Arrow failed while converting a column (a bug, not user input).
+    #[error("{doing}: {source}")]
+    Arrow {
+        doing: &'static str,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+}
+
+impl ImportError {
+    /// A worker (thread or blocking task) that could not be joined.
+    pub(crate) fn worker(what: &'static str, e: impl std::fmt::Display) -> Self {
+        ImportError::Worker {
+            what,
+            message: e.to_string(),
+        }
+    }
 }

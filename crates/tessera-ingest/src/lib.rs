@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use tessera_engine::Engine;
 use tessera_lake::Lake;
 
+pub use error::RowError;
 pub use error::{ImportError, Result};
 pub use input::{Format, InputFile, resolve_inputs};
-pub use sink::RowError;
 
 /// How to import.
 #[derive(Debug, Clone)]

@@ -134,7 +134,7 @@ pub(crate) async fn import_file(
             (p, data)
         })
         .await
-        .map_err(|e| ImportError::Worker(e.to_string()))?;
+        .map_err(|e| ImportError::worker("the mapping writer", e))?;
         buf = data;
         next_line += rows;
         run.accept(parsed).await?;

@@ -15,9 +15,10 @@ use serde_json::value::RawValue;
 use tessera_core::batch::EventBatchBuilder;
 use tessera_core::event::{EventError, ParseContext, parse_event};
 
+use crate::error::RowError;
 use crate::error::{ImportError, Result};
 use crate::input::{Format, InputFile};
-use crate::sink::{FileRun, Parsed, RowError};
+use crate::sink::{FileRun, Parsed};
 use crate::{ImportOptions, ImportProgress};
 
 /// Bytes per block handed to a parser.
@@ -279,7 +280,7 @@ pub(crate) async fn import_file(
             }
         })
         .await
-        .map_err(|e| ImportError::Worker(e.to_string()))??;
+        .map_err(|e| ImportError::worker("the NDJSON parser", e))??;
         progress.bytes(count.load(Ordering::Relaxed));
         return run.accept(parsed).await;
     }
@@ -331,7 +332,7 @@ pub(crate) async fn import_file(
     }
     reader_task
         .await
-        .map_err(|e| ImportError::Worker(e.to_string()))?
+        .map_err(|e| ImportError::worker("the NDJSON parser", e))?
         .map_err(|e| input_error(&file.location(), e))?;
     debug_assert!(pending.is_empty());
     Ok(())

@@ -13,35 +13,13 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use tessera_core::event::EventError;
 use tessera_core::schema::{self, EVENTS, IMPORTED_FILES, events_col};
 use tessera_engine::Engine;
 use tessera_lake::{AppendWriter, CommitNote, Lake};
 
-use crate::error::{ImportError, Result};
+use crate::error::{ImportError, Result, RowError};
 use crate::input::{Format, InputFile};
 use crate::{FileReport, ImportOptions, MAX_REPORTED_ERRORS};
-
-/// A row that was not imported, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowError {
-    /// 1-based line (NDJSON, CSV) or row (Parquet) in the input file.
-    pub line: u64,
-    /// Stable reason code (`missing_identity`, `malformed_json`, ...).
-    pub code: &'static str,
-    /// What was wrong, in words.
-    pub reason: String,
-}
-
-impl RowError {
-    pub(crate) fn new(line: u64, e: &EventError) -> Self {
-        RowError {
-            line,
-            code: e.code(),
-            reason: e.to_string(),
-        }
-    }
-}
 
 /// What a parser hands the sink: batches of valid events and the bad rows.
 #[derive(Debug, Default)]
@@ -98,7 +76,10 @@ impl Dedup {
                 .map_err(tessera_engine::EngineError::from)?;
         for batch in batches {
             let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
-                .map_err(|e| ImportError::Worker(e.to_string()))?;
+                .map_err(|source| ImportError::Arrow {
+                    doing: "reading message ids of events",
+                    source,
+                })?;
             for id in ids.as_string::<i32>().iter().flatten() {
                 self.seen.insert(id_hash(id));
             }
@@ -128,8 +109,10 @@ impl Dedup {
             return Ok((batch, 0));
         }
         let mask = BooleanArray::new(keep.finish(), None);
-        let kept =
-            filter_record_batch(&batch, &mask).map_err(|e| ImportError::Worker(e.to_string()))?;
+        let kept = filter_record_batch(&batch, &mask).map_err(|source| ImportError::Arrow {
+            doing: "dropping duplicate events",
+            source,
+        })?;
         Ok((kept, dropped))
     }
 }
@@ -166,8 +149,12 @@ impl EventSink {
         .await
         .map_err(tessera_engine::EngineError::from)?;
         for b in batches {
-            let fp = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
-                .map_err(|e| ImportError::Worker(e.to_string()))?;
+            let fp = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).map_err(
+                |source| ImportError::Arrow {
+                    doing: "reading imported file fingerprints",
+                    source,
+                },
+            )?;
             let fp = fp.as_string::<i32>();
             let v = b.column(1).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
@@ -278,7 +265,10 @@ impl EventSink {
                 t(Some(now)),
             ],
         )
-        .map_err(|e| ImportError::Worker(e.to_string()))?;
+        .map_err(|source| ImportError::Arrow {
+            doing: "recording the imported file",
+            source,
+        })?;
         let mut w = self
             .lake
             .append_writer(&schema::table(IMPORTED_FILES).expect("imported_files table"))
@@ -375,8 +365,8 @@ impl Lane {
     async fn failure(&mut self) -> ImportError {
         match (&mut self.task).await {
             Ok(Err(e)) => e,
-            Ok(Ok(_)) => ImportError::Worker("a writer stopped early".into()),
-            Err(e) => ImportError::Worker(e.to_string()),
+            Ok(Ok(_)) => ImportError::worker("a Parquet writer", "stopped early"),
+            Err(e) => ImportError::worker("a Parquet writer", e),
         }
     }
 
@@ -384,6 +374,6 @@ impl Lane {
         drop(self.tx);
         self.task
             .await
-            .map_err(|e| ImportError::Worker(e.to_string()))?
+            .map_err(|e| ImportError::worker("a Parquet writer", e))?
     }
 }

@@ -294,7 +294,7 @@ impl AppendWriter {
         let partition_cols: Vec<String> = snapshot.metadata().partition_columns().to_vec();
         let predicate = match &self.replace {
             Replace::Partition { column, value } => {
-                Some(format!("{column} = '{}'", value.replace('\'', "''")))
+                Some(format!("{column} = {}", tessera_core::sql::literal(value)))
             }
             _ => None,
         };

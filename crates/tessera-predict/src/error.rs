@@ -20,8 +20,18 @@ pub enum PredictError {
     /// The lake has nothing to predict from yet.
     #[error("{0}")]
     NotReady(String),
-    #[error("{0}")]
-    Other(String),
+    /// `[predict]` of `tessera.toml` is wrong.
+    #[error(transparent)]
+    Config(#[from] tessera_core::CoreError),
+    /// Data-quality counts could not be written as JSON.
+    #[error("writing data-quality counts: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Building an Arrow batch failed (a bug, not user input).
+    #[error("building an Arrow batch failed: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A table or query the models need is not defined (a bug, not user input).
+    #[error("no definition of {0}")]
+    Undefined(String),
 }
 
 impl PredictError {
@@ -36,11 +46,5 @@ impl PredictError {
 impl From<datafusion::error::DataFusionError> for PredictError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         PredictError::Engine(EngineError::sql(e))
-    }
-}
-
-impl From<arrow::error::ArrowError> for PredictError {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        PredictError::Other(e.to_string())
     }
 }

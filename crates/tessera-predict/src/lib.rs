@@ -18,6 +18,7 @@
 pub mod bgnbd;
 pub mod error;
 pub mod gamma_gamma;
+pub mod history;
 pub mod logistic;
 pub mod optimize;
 pub mod run;

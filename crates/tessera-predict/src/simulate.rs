@@ -3,21 +3,19 @@
 
 use crate::{bgnbd, gamma_gamma};
 
-/// A small, seeded pseudo-random generator (SplitMix64) with the draws the models need.
+/// A seeded pseudo-random generator (SplitMix64) with the draws the models need.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(tessera_core::random::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+        Rng(tessera_core::random::SplitMix64::new(
+            seed ^ 0x9E37_79B9_7F4A_7C15,
+        ))
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform on (0, 1).

@@ -11,8 +11,12 @@
 //!   `segment('x')` are refreshed first, and rejects cycles naming them ([`order`]);
 //! - materializes members into `audience_membership` and who entered or exited into
 //!   `audience_changes`, logging each refresh in `segment_refreshes`, skipping
-//!   segments whose inputs have not changed ([`refresh`]).
+//!   segments whose inputs have not changed ([`refresh`]; [`refresh::refresh_project`]
+//!   is the one entry point of the CLI, `tessera.v1` and the scheduler);
+//! - reads audiences back: members, entries and exits since a version, sizes over
+//!   time, latest refreshes ([`audience`]).
 
+pub mod audience;
 pub mod error;
 pub mod file;
 pub mod order;

@@ -67,6 +67,34 @@ pub struct RefreshOptions {
     pub actor: String,
 }
 
+impl RefreshOptions {
+    /// Refresh `names` (all when empty) now, on request of `actor`.
+    pub fn now(
+        names: Vec<String>,
+        force: bool,
+        as_of_micros: Option<i64>,
+        actor: impl Into<String>,
+    ) -> RefreshOptions {
+        RefreshOptions {
+            names,
+            force,
+            as_of_micros,
+            due_only: false,
+            actor: actor.into(),
+        }
+    }
+
+    /// Refresh the segments whose interval has elapsed (the server's scheduler).
+    pub fn due(as_of_micros: Option<i64>, actor: impl Into<String>) -> RefreshOptions {
+        RefreshOptions {
+            due_only: true,
+            as_of_micros,
+            actor: actor.into(),
+            ..RefreshOptions::default()
+        }
+    }
+}
+
 /// What happened to one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -76,6 +104,17 @@ pub enum Status {
     Unchanged,
     /// Its refresh interval has not elapsed (scheduled runs only).
     NotDue,
+}
+
+impl Status {
+    /// How every front door names it: `refreshed`, `unchanged`, `not_due`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Refreshed => "refreshed",
+            Status::Unchanged => "unchanged",
+            Status::NotDue => "not_due",
+        }
+    }
 }
 
 /// One segment's outcome.
@@ -231,6 +270,30 @@ async fn table_version(
 }
 
 /// Refreshes segments of `set` as `options` say.
+/// The one front door of refreshes (CLI, `tessera.v1`, the scheduler): reads the
+/// project's segment files, makes sure the lake has its tables, and refreshes.
+pub async fn refresh_project(
+    engine: &Engine,
+    project_dir: &std::path::Path,
+    options: &RefreshOptions,
+) -> Result<RefreshReport> {
+    let set = SegmentSet::load(project_dir)?;
+    if set.segments().is_empty() {
+        return Ok(RefreshReport {
+            run: 0,
+            as_of_micros: options
+                .as_of_micros
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
+            outcomes: Vec::new(),
+            written: false,
+            recovered: None,
+        });
+    }
+    engine.lake().create_missing_tables().await?;
+    refresh(engine, &set, options).await
+}
+
+/// Refreshes the segments of `set` chosen by `options` (see [`refresh_project`]).
 pub async fn refresh(
     engine: &Engine,
     set: &SegmentSet,

@@ -18,9 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type};
 use futures::{Stream, StreamExt};
 use tessera_core::config::{IdentitySection, Role};
 use tessera_engine::Engine;
@@ -28,68 +25,11 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditLog, Entry, StreamAudit};
 use crate::auth::{Auth, Principal};
-use crate::index::{IndexHandle, masked_identifier, timestamp};
+use crate::index::IndexHandle;
+use crate::proto::{self, timestamp};
 
-/// The generated `tessera.v1` messages, clients and servers.
-pub mod v1 {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    tonic::include_proto!("tessera.v1");
-
-    /// The encoded descriptors of `proto/tessera/v1/`, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/tessera_v1_descriptor.bin"));
-}
-
-/// `ProfileService` as this server answers it: replies carrying each profile already
-/// encoded ([`ProfileIndex::encoded_profile`](crate::index::ProfileIndex::encoded_profile)).
-/// A field holding an encoded message and the message itself are the same bytes on
-/// the wire, so clients decode these replies as `GetProfileResponse` and
-/// `BatchGetProfilesResponse` of `proto/tessera/v1/profile.proto`.
-pub mod wire {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    use super::v1;
-    use prost::bytes::Bytes;
-
-    /// `tessera.v1.GetProfileResponse` with `profile` encoded.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GetProfileReply {
-        /// An encoded `tessera.v1.Profile`.
-        #[prost(bytes = "bytes", tag = "1")]
-        pub profile: Bytes,
-        #[prost(message, optional, tag = "2")]
-        pub identifier: Option<v1::Identifier>,
-        #[prost(string, tag = "3")]
-        pub merged_from: String,
-        #[prost(message, optional, tag = "4")]
-        pub snapshot: Option<v1::Snapshot>,
-    }
-
-    /// `tessera.v1.ProfileResult` with `profile` encoded (empty: no profile).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ProfileResultReply {
-        #[prost(message, optional, tag = "1")]
-        pub identifier: Option<v1::Identifier>,
-        /// An encoded `tessera.v1.Profile`; empty (not sent) when none holds the
-        /// identifier.
-        #[prost(bytes = "bytes", tag = "2")]
-        pub profile: Bytes,
-        #[prost(string, tag = "3")]
-        pub merged_from: String,
-        #[prost(string, tag = "4")]
-        pub error: String,
-    }
-
-    /// `tessera.v1.BatchGetProfilesResponse` with each profile encoded.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct BatchGetProfilesReply {
-        #[prost(message, repeated, tag = "1")]
-        pub results: Vec<ProfileResultReply>,
-        #[prost(message, optional, tag = "2")]
-        pub snapshot: Option<v1::Snapshot>,
-    }
-
-    include!(concat!(env!("OUT_DIR"), "/tessera.v1.ProfileService.rs"));
-}
+pub use crate::v1;
+pub use crate::wire;
 
 use v1::admin_service_server::AdminService;
 use v1::audience_service_server::AudienceService;
@@ -138,9 +78,16 @@ enum Access {
 }
 
 /// An identifier as the audit log may hold it (personal-data values masked).
-fn audit_identifier(id: &v1::Identifier) -> String {
-    let shown = masked_identifier(id, false);
-    format!("{}:{}", shown.r#type, shown.value)
+fn audit_identifier(id_type: &str, value: &str) -> String {
+    format!(
+        "{id_type}:{}",
+        tessera_identity::snapshot::shown_value(id_type, value, false)
+    )
+}
+
+/// The message of an identifier the snapshot cannot resolve.
+fn unresolvable(e: tessera_identity::IdentityError) -> String {
+    e.to_string()
 }
 
 impl Api {
@@ -211,7 +158,7 @@ impl Api {
             .refresh(true)
             .await
             .map_err(|e| Status::internal(format!("reloading the profile index: {e}")))?;
-        Ok(*self.index.get().snapshot())
+        Ok(*self.index.get().versions())
     }
 }
 
@@ -262,45 +209,46 @@ impl ProfileService for Api {
             ));
         };
         let index = self.index.get();
-        let resolved = match index.resolve(id) {
+        let resolved = match index.snapshot().resolve(&id.r#type, &id.value) {
             Ok(r) => r,
             Err(bad) => {
+                let bad = unresolvable(bad);
                 self.audit.record(
                     Entry::of(&request, Some(&who), "get_profile", "invalid")
-                        .target(audit_identifier(id))
-                        .detail(bad.0.clone()),
+                        .target(audit_identifier(&id.r#type, &id.value))
+                        .detail(bad.clone()),
                 );
-                return Err(Status::invalid_argument(bad.0));
+                return Err(Status::invalid_argument(bad));
             }
         };
         let mut e = Entry::of(&request, Some(&who), "get_profile", "ok");
-        let target = audit_identifier(&resolved.identifier);
+        let target = audit_identifier(&resolved.id_type, &resolved.value);
         // A row-filtered caller never learns that a profile outside its rows exists.
         let visible = resolved
             .profile
-            .filter(|&i| index.visible(i, who.rows.as_deref()));
+            .filter(|&i| index.snapshot().visible(i, who.rows.as_deref()));
+        let shown = proto::identifier(&resolved.id_type, &resolved.value, who.pii);
         let Some(i) = visible else {
             e.status = "not_found".into();
             e.target = Some(target);
             e.rows = Some(0);
             self.audit.record(e);
-            let shown = masked_identifier(&resolved.identifier, who.pii);
             return Err(Status::not_found(format!(
                 "no profile holds {}:{} (snapshot of identity_map version {})",
                 shown.r#type,
                 shown.value,
-                index.snapshot().identity_map_version
+                index.versions().identity_map_version
             )));
         };
-        let profile = index.profile(i);
+        let profile = index.snapshot().profile(i);
         e.target = Some(format!("{target} -> {}", profile.profile_id));
         e.rows = Some(1);
         self.audit.record(e);
         Ok(Response::new(wire::GetProfileReply {
             profile: index.encoded_profile(i, who.pii),
-            identifier: Some(masked_identifier(&resolved.identifier, who.pii)),
+            identifier: Some(shown),
             merged_from: resolved.merged_from.unwrap_or_default(),
-            snapshot: Some(*index.snapshot()),
+            snapshot: Some(*index.versions()),
         }))
     }
 
@@ -319,16 +267,18 @@ impl ProfileService for Api {
         let index = self.index.get();
         let results: Vec<wire::ProfileResultReply> = asked
             .iter()
-            .map(|id| match index.resolve(id) {
+            .map(|id| match index.snapshot().resolve(&id.r#type, &id.value) {
                 Err(bad) => wire::ProfileResultReply {
-                    identifier: Some(masked_identifier(id, who.pii)),
-                    error: bad.0,
+                    identifier: Some(proto::identifier(&id.r#type, &id.value, who.pii)),
+                    error: unresolvable(bad),
                     ..Default::default()
                 },
                 Ok(r) => {
-                    let visible = r.profile.filter(|&i| index.visible(i, who.rows.as_deref()));
+                    let visible = r
+                        .profile
+                        .filter(|&i| index.snapshot().visible(i, who.rows.as_deref()));
                     wire::ProfileResultReply {
-                        identifier: Some(masked_identifier(&r.identifier, who.pii)),
+                        identifier: Some(proto::identifier(&r.id_type, &r.value, who.pii)),
                         profile: visible
                             .map(|i| index.encoded_profile(i, who.pii))
                             .unwrap_or_default(),
@@ -345,7 +295,7 @@ impl ProfileService for Api {
         );
         Ok(Response::new(wire::BatchGetProfilesReply {
             results,
-            snapshot: Some(*index.snapshot()),
+            snapshot: Some(*index.versions()),
         }))
     }
 }
@@ -362,20 +312,21 @@ impl AudienceService for Api {
         let who = self.caller(&request, "list_segments", Access::Read)?;
         let index = self.index.get();
         let rows = who.rows.as_deref();
-        let segments: Vec<v1::Segment> = index
+        let snapshot = index.snapshot();
+        let segments: Vec<v1::Segment> = snapshot
             .segments()
             .iter()
             .map(|s| {
-                let mut info = s.info.clone();
-                if rows.is_some() {
-                    // Sizes count only the caller's rows.
-                    info.members = s
+                // Sizes count only the caller's rows.
+                let members = match rows {
+                    None => s.size,
+                    Some(_) => s
                         .members
                         .iter()
-                        .filter(|&&i| index.visible(i, rows))
-                        .count() as i64;
-                }
-                info
+                        .filter(|&&i| snapshot.visible(i, rows))
+                        .count() as i64,
+                };
+                proto::segment(s, members)
             })
             .collect();
         self.audit.record(
@@ -383,7 +334,7 @@ impl AudienceService for Api {
         );
         Ok(Response::new(v1::ListSegmentsResponse {
             segments,
-            snapshot: Some(*index.snapshot()),
+            snapshot: Some(*index.versions()),
         }))
     }
 
@@ -397,35 +348,36 @@ impl AudienceService for Api {
             identifier,
         } = request.get_ref();
         let index = self.index.get();
-        let Some(entry) = index.segment(segment) else {
-            return Err(unknown_segment(segment, &index));
+        let snapshot = index.snapshot();
+        let Some(entry) = snapshot.segment(segment) else {
+            return Err(unknown_segment(segment, snapshot));
         };
         let id = identifier
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("`identifier` is required"))?;
-        let resolved = index
-            .resolve(id)
-            .map_err(|bad| Status::invalid_argument(bad.0))?;
+        let resolved = snapshot
+            .resolve(&id.r#type, &id.value)
+            .map_err(|bad| Status::invalid_argument(unresolvable(bad)))?;
         let mut out = v1::CheckMembershipResponse {
-            refresh_version: entry.info.refresh_version,
+            refresh_version: entry.refresh_version,
             ..v1::CheckMembershipResponse::default()
         };
         if let Some(i) = resolved
             .profile
-            .filter(|&i| index.visible(i, who.rows.as_deref()))
+            .filter(|&i| snapshot.visible(i, who.rows.as_deref()))
         {
-            let p = index.profile(i);
+            let p = snapshot.profile(i);
             out.profile_id = p.profile_id.clone();
             if let Some(m) = p.segments.iter().find(|m| &m.segment == segment) {
                 out.member = true;
-                out.since = m.since;
+                out.since = Some(timestamp(m.since));
             }
         }
         self.audit.record(
             Entry::of(&request, Some(&who), "check_membership", "ok")
                 .target(format!(
                     "{segment} {}",
-                    audit_identifier(&resolved.identifier)
+                    audit_identifier(&resolved.id_type, &resolved.value)
                 ))
                 .rows(i64::from(out.member)),
         );
@@ -444,8 +396,8 @@ impl AudienceService for Api {
             since_version,
         } = request.get_ref().clone();
         let index = self.index.get();
-        let Some(entry) = index.segment(&segment) else {
-            return Err(unknown_segment(&segment, &index));
+        let Some(entry) = index.snapshot().segment(&segment) else {
+            return Err(unknown_segment(&segment, index.snapshot()));
         };
         if since_version < 0 {
             return Err(Status::invalid_argument(
@@ -457,15 +409,15 @@ impl AudienceService for Api {
         let audit = StreamAudit::new(self.audit.clone(), e);
         let (rows, finished) = (audit.rows.clone(), audit.finished.clone());
         let chunks: AudienceStream = if since_version == 0 {
-            let version = entry.info.refresh_version;
+            let version = entry.refresh_version;
             let rows = who.rows.clone();
             let members: Vec<u32> = entry
                 .members
                 .iter()
                 .copied()
-                .filter(|&i| index.visible(i, rows.as_deref()))
+                .filter(|&i| index.snapshot().visible(i, rows.as_deref()))
                 .collect();
-            let at = entry.info.refreshed_at;
+            let at = entry.refreshed_at.map(timestamp);
             let index = index.clone();
             Box::pin(futures::stream::iter(
                 members
@@ -475,7 +427,7 @@ impl AudienceService for Api {
                             changes: chunk
                                 .iter()
                                 .map(|&i| v1::AudienceChange {
-                                    profile_id: index.profile(i).profile_id.clone(),
+                                    profile_id: index.snapshot().profile(i).profile_id.clone(),
                                     kind: v1::audience_change::Kind::Member as i32,
                                     refresh_version: version,
                                     at,
@@ -497,9 +449,9 @@ impl AudienceService for Api {
                     Box::pin(changes.map(move |chunk| {
                         chunk.map(|mut c| {
                             c.changes.retain(|change| {
-                                index
-                                    .profile_of(&change.profile_id)
-                                    .is_some_and(|i| index.visible(i, Some(&rows)))
+                                let s = index.snapshot();
+                                s.profile_of(&change.profile_id)
+                                    .is_some_and(|i| s.visible(i, Some(&rows)))
                             });
                             c
                         })
@@ -523,11 +475,11 @@ impl AudienceService for Api {
     }
 }
 
-fn unknown_segment(name: &str, index: &crate::index::ProfileIndex) -> Status {
-    let known: Vec<&str> = index
+fn unknown_segment(name: &str, snapshot: &tessera_identity::Snapshot) -> Status {
+    let known: Vec<&str> = snapshot
         .segments()
         .iter()
-        .map(|s| s.info.name.as_str())
+        .map(|s| s.name.as_str())
         .collect();
     Status::not_found(if known.is_empty() {
         format!("unknown segment {name:?}: no segment has been refreshed yet")
@@ -536,75 +488,31 @@ fn unknown_segment(name: &str, index: &crate::index::ProfileIndex) -> Status {
     })
 }
 
-/// Entries and exits of `segment` in refreshes after `since`, streamed from
-/// `audience_changes` in (refresh_version, profile_id) order.
+/// Entries and exits of `segment` in refreshes after `since`, in (refresh_version,
+/// change, profile_id) order, as they are read from the lake.
 async fn changes_since(
     engine: &Engine,
     segment: &str,
     since: i64,
 ) -> Result<AudienceStream, Status> {
-    let ctx = engine
-        .session_of(&[tessera_core::schema::AUDIENCE_CHANGES])
+    use tessera_segments::audience::ChangeKind;
+    let changes = tessera_segments::audience::change_stream(engine, segment, since)
         .await
-        .map_err(|e| Status::unavailable(format!("cannot open the lake: {e}")))?;
-    if !ctx
-        .table_exist(tessera_core::schema::AUDIENCE_CHANGES)
-        .unwrap_or(false)
-    {
-        return Ok(Box::pin(futures::stream::empty()));
-    }
-    let sql = format!(
-        "SELECT profile_id, change, refresh_version, CAST(changed_at AS BIGINT) AS at_us, merged_into \
-         FROM audience_changes WHERE segment = '{}' AND refresh_version > {since} \
-         ORDER BY refresh_version, profile_id",
-        segment.replace('\'', "''")
-    );
-    let stream = ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .execute_stream()
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Box::pin(stream.map(|batch| {
-        let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
-        let text = |name: &str| -> Result<_, Status> {
-            let col = batch
-                .column_by_name(name)
-                .ok_or_else(|| Status::internal(format!("{name} missing")))?;
-            Ok(cast(col, &DataType::Utf8)
-                .map_err(|e| Status::internal(e.to_string()))?
-                .as_string::<i32>()
-                .clone())
-        };
-        let int = |name: &str| -> Result<_, Status> {
-            let col = batch
-                .column_by_name(name)
-                .ok_or_else(|| Status::internal(format!("{name} missing")))?;
-            Ok(cast(col, &DataType::Int64)
-                .map_err(|e| Status::internal(e.to_string()))?
-                .as_primitive::<Int64Type>()
-                .clone())
-        };
-        let (pid, change, merged) = (text("profile_id")?, text("change")?, text("merged_into")?);
-        let (version, at) = (int("refresh_version")?, int("at_us")?);
-        use datafusion::arrow::array::Array;
+        .map_err(|e| crate::status::segments(&e))?;
+    Ok(Box::pin(changes.map(|chunk| {
+        let chunk = chunk.map_err(|e| crate::status::segments(&e))?;
         Ok(v1::StreamAudienceResponse {
-            changes: (0..batch.num_rows())
-                .map(|r| v1::AudienceChange {
-                    profile_id: pid.value(r).to_owned(),
-                    kind: match change.value(r) {
-                        "entered" => v1::audience_change::Kind::Entered,
-                        "exited" => v1::audience_change::Kind::Exited,
-                        _ => v1::audience_change::Kind::Unspecified,
+            changes: chunk
+                .into_iter()
+                .map(|c| v1::AudienceChange {
+                    profile_id: c.profile_id,
+                    kind: match c.change {
+                        ChangeKind::Entered => v1::audience_change::Kind::Entered,
+                        ChangeKind::Exited => v1::audience_change::Kind::Exited,
                     } as i32,
-                    refresh_version: version.value(r),
-                    at: Some(timestamp(at.value(r))),
-                    merged_into: if merged.is_valid(r) {
-                        merged.value(r).to_owned()
-                    } else {
-                        String::new()
-                    },
+                    refresh_version: c.refresh_version,
+                    at: Some(timestamp(c.changed_at)),
+                    merged_into: c.merged_into.unwrap_or_default(),
                 })
                 .collect(),
         })
@@ -639,12 +547,7 @@ impl AdminService for Api {
                 e.status = "failed".into();
                 e.detail = Some(err.to_string());
                 self.audit.record(e);
-                return Err(match err {
-                    tessera_identity::IdentityError::NoEvents => {
-                        Status::failed_precondition(err.to_string())
-                    }
-                    other => Status::internal(other.to_string()),
-                });
+                return Err(crate::status::identity(&err));
             }
         };
         e.rows = Some(report.identifiers as i64);
@@ -669,19 +572,16 @@ impl AdminService for Api {
         let options = self.admin_options()?;
         let _one = self.admin_job.lock().await;
         let started = Instant::now();
-        let set = tessera_segments::SegmentSet::load(&options.project_dir)
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let v1::RefreshSegmentsRequest { segments, force } = request.get_ref().clone();
-        let report = tessera_segments::refresh::refresh(
+        let report = tessera_segments::refresh::refresh_project(
             &self.engine,
-            &set,
-            &tessera_segments::refresh::RefreshOptions {
-                names: segments.clone(),
+            &options.project_dir,
+            &tessera_segments::refresh::RefreshOptions::now(
+                segments.clone(),
                 force,
-                as_of_micros: options.as_of_micros,
-                due_only: false,
-                actor: format!("tessera.v1 AdminService ({})", who.user),
-            },
+                options.as_of_micros,
+                format!("tessera.v1 AdminService ({})", who.user),
+            ),
         )
         .await;
         let mut e = Entry::of(&request, Some(&who), "refresh_segments", "ok");
@@ -696,7 +596,7 @@ impl AdminService for Api {
                 e.status = "failed".into();
                 e.detail = Some(err.to_string());
                 self.audit.record(e);
-                return Err(Status::failed_precondition(err.to_string()));
+                return Err(crate::status::segments(&err));
             }
         };
         e.rows = Some(report.outcomes.len() as i64);
@@ -708,12 +608,7 @@ impl AdminService for Api {
                 .iter()
                 .map(|o| v1::SegmentRefresh {
                     segment: o.segment.clone(),
-                    status: match o.status {
-                        tessera_segments::refresh::Status::Refreshed => "refreshed",
-                        tessera_segments::refresh::Status::Unchanged => "unchanged",
-                        tessera_segments::refresh::Status::NotDue => "not_due",
-                    }
-                    .into(),
+                    status: o.status.as_str().into(),
                     refresh_version: o.refresh_version,
                     members: o.members as i64,
                     entered: o.entered as i64,

@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use tessera_core::schema::{self, AUDIT_LOG};
-use tessera_lake::{CommitNote, Lake};
+use tessera_lake::{CommitNote, Lake, LakeError};
 
 /// One audited event.
 #[derive(Debug, Clone)]
@@ -118,26 +118,28 @@ impl AuditLog {
     }
 
     /// Appends the pending entries to `audit_log`; returns how many.
-    pub async fn flush(&self) -> Result<usize, String> {
+    pub async fn flush(&self) -> Result<usize, LakeError> {
         let entries = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if entries.is_empty() {
             return Ok(0);
         }
         let n = entries.len();
-        let result = self.write(&entries).await;
-        if let Err(e) = &result {
+        if let Err(e) = self.write(&entries).await {
             // Keep them for the next flush rather than lose the trail.
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let mut kept = entries;
             kept.append(&mut pending);
             *pending = kept;
-            return Err(e.clone());
+            return Err(e);
         }
         Ok(n)
     }
 
-    async fn write(&self, entries: &[Entry]) -> Result<(), String> {
-        let def = schema::table(AUDIT_LOG).ok_or("no audit_log table definition")?;
+    async fn write(&self, entries: &[Entry]) -> Result<(), LakeError> {
+        let def = schema::table(AUDIT_LOG).ok_or_else(|| LakeError::TableNotFound {
+            name: AUDIT_LOG.into(),
+            location: "the schema definitions".into(),
+        })?;
         let text = |f: &dyn Fn(&Entry) -> Option<String>| -> ArrayRef {
             Arc::new(StringArray::from(entries.iter().map(f).collect::<Vec<_>>()))
         };
@@ -162,19 +164,17 @@ impl AuditLog {
                 text(&|e| e.client.clone()),
             ],
         )
-        .map_err(|e| e.to_string())?;
-        let mut writer = self
-            .lake
-            .append_writer(&def)
-            .await
-            .map_err(|e| e.to_string())?;
-        writer.write(batch).await.map_err(|e| e.to_string())?;
+        .map_err(|e| LakeError::BadBatch {
+            table: AUDIT_LOG.into(),
+            message: e.to_string(),
+        })?;
+        let mut writer = self.lake.append_writer(&def).await?;
+        writer.write(batch).await?;
         writer
             .commit(
                 CommitNote::new("audit", "tessera serve").detail("entries", entries.len() as u64),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(())
     }
 

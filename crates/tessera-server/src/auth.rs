@@ -277,7 +277,7 @@ impl Auth {
             });
         }
         let token = tessera_core::auth::random_token().map_err(|e| Refused {
-            status: Status::unavailable(e),
+            status: Status::unavailable(e.to_string()),
             audit: "failed",
         })?;
         lock(&self.sessions).insert(

@@ -544,7 +544,8 @@ impl FlightSqlService for TesseraFlightSql {
                 })?;
             Ok(bytes)
         };
-        let handle = tessera_core::auth::random_token().map_err(Status::unavailable)?;
+        let handle =
+            tessera_core::auth::random_token().map_err(|e| Status::unavailable(e.to_string()))?;
         lock(&self.prepared).insert(
             handle.clone(),
             Prepared {

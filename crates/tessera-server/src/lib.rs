@@ -25,9 +25,14 @@ pub mod auth;
 pub mod flight;
 pub mod http;
 pub mod index;
+pub mod proto;
 pub mod schedule;
 pub mod status;
 pub mod tls;
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1;
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,9 +55,37 @@ pub enum ServerError {
     /// The collector could not start (WAL, lake).
     #[error(transparent)]
     Collector(#[from] tessera_ingest::ImportError),
-    /// Serving failed.
-    #[error("{0}")]
-    Serve(String),
+    /// The certificate and key of `[server.tls]` cannot serve.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The lake could not be read, or a row filter does not plan.
+    #[error(transparent)]
+    Engine(#[from] tessera_engine::EngineError),
+    /// The profile index could not be loaded.
+    #[error("loading the profile index: {0}")]
+    Index(#[from] tessera_identity::IdentityError),
+    /// A gRPC service could not be set up.
+    #[error("{service}: {message}")]
+    Setup {
+        service: &'static str,
+        message: String,
+    },
+    /// A runtime or thread could not be started.
+    #[error("cannot start {what}: {source}")]
+    Runtime {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP port failed while serving.
+    #[error("HTTP: {0}")]
+    Http(#[source] std::io::Error),
+    /// The gRPC port failed while serving.
+    #[error("gRPC: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// A serving task died (a bug, not user input).
+    #[error("a serving task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Where to listen and how to collect.
@@ -115,8 +148,7 @@ async fn check_row_filters(queries: &Queries, filters: &[Arc<str>]) -> Result<()
     let ctx = queries
         .engine()
         .session_of(&[tessera_core::schema::PROFILES])
-        .await
-        .map_err(|e| ServerError::Serve(format!("cannot open the lake: {e}")))?;
+        .await?;
     if !ctx
         .table_exist(tessera_core::schema::PROFILES)
         .unwrap_or(false)
@@ -124,9 +156,7 @@ async fn check_row_filters(queries: &Queries, filters: &[Arc<str>]) -> Result<()
         return Ok(());
     }
     for filter in filters {
-        tessera_engine::access::check_row_filter(&ctx, filter)
-            .await
-            .map_err(|e| ServerError::Serve(format!("a `rows` filter in tessera.toml: {e}")))?;
+        tessera_engine::access::check_row_filter(&ctx, filter).await?;
     }
     Ok(())
 }
@@ -142,33 +172,27 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
-        let tls = options
-            .tls
-            .as_ref()
-            .map(tls::Tls::load)
-            .transpose()
-            .map_err(ServerError::Serve)?;
+        let tls = options.tls.as_ref().map(tls::Tls::load).transpose()?;
         let http = bind(options.http).await?;
         let grpc = bind(options.grpc).await?;
         let max_body = options.collector.max_batch_bytes;
         let collector = Collector::start(engine.clone(), options.collector).await?;
         let audit = audit::AuditLog::new(engine.lake().clone());
         let auth = Arc::new(auth::Auth::new(options.users, options.tokens));
-        let queries = Queries::new(&engine, options.queries, options.cpu)
-            .map_err(|e| ServerError::Serve(format!("the query runtime: {e}")))?;
+        let queries = Queries::new(&engine, options.queries, options.cpu)?;
         check_row_filters(&queries, &auth.row_filters()).await?;
         let flight =
             flight::TesseraFlightSql::new(Arc::new(queries.clone()), auth.clone(), audit.clone())
-                .map_err(|e| ServerError::Serve(format!("Flight SQL: {}", e.message())))?;
+                .map_err(|e| ServerError::Setup {
+                service: "Flight SQL",
+                message: e.message().to_owned(),
+            })?;
         let index = Arc::new(index::IndexHandle::new(
             engine.clone(),
             options.admin.as_ref().map(|a| a.project_dir.clone()),
         ));
         index.set_filters(auth.row_filters());
-        index
-            .refresh(true)
-            .await
-            .map_err(|e| ServerError::Serve(format!("loading the profile index: {e}")))?;
+        index.refresh(true).await?;
         let api = api::Api::new(
             engine.clone(),
             auth.clone(),
@@ -280,15 +304,15 @@ impl Server {
         // Both reflection versions: grpcurl asks v1 first, many clients only v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| ServerError::Serve(format!("gRPC reflection: {e}")))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| ServerError::Serve(format!("gRPC reflection: {e}")))?;
+        let reflection_error = |e: tonic_reflection::server::Error| ServerError::Setup {
+            service: "gRPC reflection",
+            message: e.to_string(),
+        };
+        let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         // No Nagle: small unary answers (a profile) must not wait for a delayed ACK.
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
@@ -296,17 +320,15 @@ impl Server {
         let api = self.api.clone();
         let mut builder = tonic::transport::Server::builder();
         if let Some(t) = &self.tls {
-            builder = builder
-                .tls_config(t.grpc())
-                .map_err(|e| ServerError::Serve(format!("gRPC TLS: {e}")))?;
+            builder = builder.tls_config(t.grpc())?;
         }
         let grpc = tokio::spawn(async move {
-            use api::v1::{
+            use crate::v1::{
                 admin_service_server::AdminServiceServer,
                 audience_service_server::AudienceServiceServer,
                 auth_service_server::AuthServiceServer,
             };
-            use api::wire::profile_service_server::ProfileServiceServer;
+            use crate::wire::profile_service_server::ProfileServiceServer;
             builder
                 .add_service(health)
                 .add_service(reflection_v1)
@@ -332,16 +354,8 @@ impl Server {
         }
         let _ = audit_backlog.await;
         let _ = auditor.await;
-        match http_result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServerError::Serve(format!("HTTP: {e}"))),
-            Err(e) => return Err(ServerError::Serve(format!("HTTP: {e}"))),
-        }
-        match grpc_result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServerError::Serve(format!("gRPC: {e}"))),
-            Err(e) => return Err(ServerError::Serve(format!("gRPC: {e}"))),
-        }
+        http_result?.map_err(ServerError::Http)?;
+        grpc_result??;
         Ok(flushed)
     }
 }
@@ -445,7 +459,10 @@ impl Background {
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
             })
-            .map_err(|e| ServerError::Serve(format!("cannot start the background runtime: {e}")))
+            .map_err(|source| ServerError::Runtime {
+                what: "the background runtime",
+                source,
+            })
     }
 
     fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>

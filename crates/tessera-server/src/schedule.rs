@@ -11,8 +11,7 @@ use std::time::Duration;
 use tessera_core::config::PredictSection;
 use tessera_engine::Engine;
 use tessera_predict::PredictOptions;
-use tessera_segments::SegmentSet;
-use tessera_segments::refresh::{RefreshOptions, Status, refresh};
+use tessera_segments::refresh::{RefreshOptions, Status, refresh_project};
 
 /// What the scheduler needs.
 #[derive(Debug, Clone)]
@@ -26,23 +25,16 @@ pub struct SegmentSchedule {
 }
 
 /// Runs one check: refreshes the due segments. Returns how many were refreshed.
-pub async fn check(engine: &Engine, schedule: &SegmentSchedule) -> Result<usize, String> {
-    let set = SegmentSet::load(&schedule.project_dir).map_err(|e| e.to_string())?;
-    if set.segments().is_empty() {
-        return Ok(0);
-    }
-    let report = refresh(
+pub async fn check(
+    engine: &Engine,
+    schedule: &SegmentSchedule,
+) -> Result<usize, tessera_segments::SegmentsError> {
+    let report = refresh_project(
         engine,
-        &set,
-        &RefreshOptions {
-            due_only: true,
-            as_of_micros: schedule.as_of_micros,
-            actor: "tessera serve (schedule)".into(),
-            ..RefreshOptions::default()
-        },
+        &schedule.project_dir,
+        &RefreshOptions::due(schedule.as_of_micros, "tessera serve (schedule)"),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let refreshed: Vec<String> = report
         .outcomes
         .iter()
@@ -94,40 +86,16 @@ pub struct PredictSchedule {
     pub check_every: Duration,
 }
 
-/// Microseconds since the latest model run, `None` when no model ever ran.
-async fn since_last_fit(engine: &Engine) -> Result<Option<i64>, String> {
-    use tessera_engine::datafusion::arrow::array::{Array, AsArray};
-    use tessera_engine::datafusion::arrow::datatypes::Int64Type;
-    // Only `model_runs` is opened: this runs every check.
-    let ctx = engine
-        .session_of(&[tessera_core::schema::MODEL_RUNS])
-        .await
-        .map_err(|e| e.to_string())?;
-    if !ctx
-        .table_exist(tessera_core::schema::MODEL_RUNS)
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(None);
-    }
-    let batches = ctx
-        .sql("SELECT CAST(max(trained_at) AS BIGINT) AS last FROM model_runs")
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    let last = batches
-        .first()
-        .filter(|b| b.num_rows() > 0 && !b.column(0).is_null(0))
-        .map(|b| b.column(0).as_primitive::<Int64Type>().value(0));
-    Ok(last.map(|t| chrono::Utc::now().timestamp_micros() - t))
-}
-
 /// Runs one check: refits every model when due. Returns whether it refitted.
-pub async fn check_models(engine: &Engine, schedule: &PredictSchedule) -> Result<bool, String> {
-    let due = match since_last_fit(engine).await? {
+pub async fn check_models(
+    engine: &Engine,
+    schedule: &PredictSchedule,
+) -> Result<bool, tessera_predict::error::PredictError> {
+    let due = match tessera_predict::history::last_fit(engine).await? {
         None => true,
-        Some(age) => age >= schedule.refit_every.as_micros() as i64,
+        Some(at) => {
+            chrono::Utc::now().timestamp_micros() - at >= schedule.refit_every.as_micros() as i64
+        }
     };
     if !due {
         return Ok(false);
@@ -141,8 +109,7 @@ pub async fn check_models(engine: &Engine, schedule: &PredictSchedule) -> Result
             ..PredictOptions::default()
         },
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let summary: Vec<String> = report
         .runs
         .iter()

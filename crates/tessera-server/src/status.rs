@@ -44,10 +44,42 @@ pub fn engine(e: &EngineError) -> Status {
             "{running} queries are running, the most [server] max_concurrent_queries allows; waited {} for one to finish: try again later",
             humantime(*waited)
         )),
+        EngineError::Column { .. } => Status::internal(e.to_string()),
         EngineError::RowFilter { .. } => {
             Status::failed_precondition(format!("the caller's row filter cannot be applied: {e}"))
         }
         EngineError::DataFusion(inner) => datafusion(inner),
+    }
+}
+
+/// The status of an identity error (stitching, look-ups).
+pub fn identity(e: &tessera_identity::IdentityError) -> Status {
+    use tessera_identity::IdentityError as I;
+    match e {
+        I::NoEvents => Status::failed_precondition(e.to_string()),
+        I::BadIdentifier(m) => Status::invalid_argument(m.clone()),
+        I::ReadFile { .. } | I::BadFile { .. } | I::UnknownType { .. } | I::Query { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        I::Lake(_) => Status::unavailable(e.to_string()),
+        I::Engine(inner) => engine(inner),
+        I::DataFusion(inner) => datafusion(inner),
+        I::Arrow(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// The status of a segments error (refreshes, audience reads).
+pub fn segments(e: &tessera_segments::SegmentsError) -> Status {
+    use tessera_segments::SegmentsError as S;
+    match e {
+        S::ReadFile { .. } | S::Invalid(_) | S::Query { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        S::UnknownSegment { .. } => Status::not_found(e.to_string()),
+        S::Lake(_) => Status::unavailable(e.to_string()),
+        S::Engine(inner) => engine(inner),
+        S::DataFusion(inner) => datafusion(inner),
+        S::Arrow(_) => Status::internal(e.to_string()),
     }
 }
 

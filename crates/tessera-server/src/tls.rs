@@ -35,13 +35,46 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the TLS {what} {}: {e}", path.display()))
+/// Why the certificate and key cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read the TLS {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM {what}: {message}", path.display())]
+    NotPem {
+        what: &'static str,
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("{}: no certificate (expected -----BEGIN CERTIFICATE-----)", path.display())]
+    NoCertificate { path: std::path::PathBuf },
+    #[error("{} and {} do not form a usable pair: {source}", cert.display(), key.display())]
+    Pair {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS: {0}")]
+    Protocol(#[source] rustls::Error),
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 impl Tls {
     /// Reads and checks the pair.
-    pub fn load(files: &TlsFiles) -> Result<Tls, String> {
+    pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
         // Several crypto back ends are linked (object-store clients bring their own):
         // name the process default that tonic's acceptor uses. Fails harmlessly when
         // one is already installed.
@@ -50,28 +83,32 @@ impl Tls {
         let key_pem = read(&files.key, "key")?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+            .map_err(|e| TlsError::NotPem {
+                what: "certificate chain",
+                path: files.cert.clone(),
+                message: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(format!(
-                "{}: no certificate (expected -----BEGIN CERTIFICATE-----)",
-                files.cert.display()
-            ));
+            return Err(TlsError::NoCertificate {
+                path: files.cert.clone(),
+            });
         }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::NotPem {
+            what: "private key",
+            path: files.key.clone(),
+            message: e.to_string(),
+        })?;
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(TlsError::Protocol)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "{} and {} do not form a usable pair: {e}",
-                files.cert.display(),
-                files.key.display()
-            )
+        .map_err(|source| TlsError::Pair {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source,
         })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Tls {

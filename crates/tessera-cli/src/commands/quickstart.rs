@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use tessera_bench::synth::{GenConfig, generate_with_progress, is_current};
+use tessera_sample::synth::{GenConfig, generate_with_progress, is_current};
 
 use super::import::{ImportArgs, print_report};
 use crate::output::{bytes, thousands};
@@ -144,10 +144,9 @@ pub async fn run(args: QuickstartArgs, cpu: tokio::runtime::Handle) -> anyhow::R
     // 7. Segments.
     println!("\n7. Refreshing segments (sql/segments/):");
     let as_of = opened.project.config.segments.as_of_micros()?;
-    let set = tessera_segments::SegmentSet::load(&dir)?;
     let started = std::time::Instant::now();
     let report =
-        super::segments::refresh(&opened, &set, vec![], false, as_of, "tessera quickstart").await?;
+        super::segments::refresh(&opened, vec![], false, as_of, "tessera quickstart").await?;
     super::segments::print_report(&report, started.elapsed().as_secs_f64());
 
     // 8. What the lake holds now.

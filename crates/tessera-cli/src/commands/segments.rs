@@ -4,10 +4,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::prelude::SessionContext;
 use tessera_core::config::parse_instant;
+use tessera_segments::audience::{self, Refresh};
 use tessera_segments::refresh::{RefreshOptions, RefreshReport, Status};
 use tessera_segments::{SegmentSet, file::format_interval};
 
@@ -99,15 +97,7 @@ pub async fn run(opened: &Opened, args: SegmentsArgs) -> anyhow::Result<()> {
                 None => opened.project.config.segments.as_of_micros()?,
             };
             let started = Instant::now();
-            let report = refresh(
-                opened,
-                &set,
-                names,
-                force,
-                as_of,
-                "tessera segments refresh",
-            )
-            .await?;
+            let report = refresh(opened, names, force, as_of, "tessera segments refresh").await?;
             if json {
                 println!("{}", report_json(&report));
             } else {
@@ -128,34 +118,17 @@ pub async fn run(opened: &Opened, args: SegmentsArgs) -> anyhow::Result<()> {
 /// Refreshes segments of `set` (the quickstart and the server use this too).
 pub async fn refresh(
     opened: &Opened,
-    set: &SegmentSet,
     names: Vec<String>,
     force: bool,
     as_of_micros: Option<i64>,
     actor: &str,
 ) -> anyhow::Result<RefreshReport> {
-    opened.lake.create_missing_tables().await?;
-    let report = tessera_segments::refresh::refresh(
+    Ok(tessera_segments::refresh::refresh_project(
         &opened.engine,
-        set,
-        &RefreshOptions {
-            names,
-            force,
-            as_of_micros,
-            due_only: false,
-            actor: actor.into(),
-        },
+        &opened.project.dir,
+        &RefreshOptions::now(names, force, as_of_micros, actor),
     )
-    .await?;
-    Ok(report)
-}
-
-fn status_text(s: Status) -> &'static str {
-    match s {
-        Status::Refreshed => "refreshed",
-        Status::Unchanged => "unchanged",
-        Status::NotDue => "not due",
-    }
+    .await?)
 }
 
 fn micros_text(micros: i64) -> String {
@@ -203,7 +176,7 @@ pub fn print_report(report: &RefreshReport, seconds: f64) {
         println!(
             "  {:<24} {:<10} {:>7} {:>10} {:>9} {:>9} {:>8.2}",
             o.segment,
-            status_text(o.status),
+            o.status.as_str(),
             o.refresh_version,
             thousands(o.members),
             thousands(o.entered),
@@ -221,7 +194,7 @@ fn report_json(report: &RefreshReport) -> serde_json::Value {
         "recovered": report.recovered,
         "segments": report.outcomes.iter().map(|o| serde_json::json!({
             "segment": o.segment,
-            "status": status_text(o.status),
+            "status": o.status.as_str(),
             "refresh_version": o.refresh_version,
             "members": o.members,
             "entered": o.entered,
@@ -232,39 +205,50 @@ fn report_json(report: &RefreshReport) -> serde_json::Value {
     })
 }
 
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-async fn query(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    Ok(ctx.sql(sql).await?.collect().await?)
-}
-
-/// Column `i` of the first row as an integer (NULL or no row: `None`).
-fn first_i64(batches: &[RecordBatch], i: usize) -> Option<i64> {
-    let b = batches.first()?;
-    let a = b
-        .column(i)
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
-    (b.num_rows() > 0 && !datafusion::arrow::array::Array::is_null(a, 0)).then(|| a.value(0))
-}
-
-fn print_batches(batches: &[RecordBatch], json: bool) -> anyhow::Result<()> {
-    if json {
-        let mut out = Vec::new();
-        {
-            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        print!("{}", String::from_utf8_lossy(&out));
-    } else {
-        println!("{}", pretty_format_batches(batches)?);
+/// One JSON object per line.
+fn print_json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    for r in rows {
+        println!("{}", serde_json::to_string(r)?);
     }
     Ok(())
+}
+
+/// Rows as an aligned text table with a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("  {}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn optional<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// One row of `tessera segments list`.
+#[derive(Debug, serde::Serialize)]
+struct Listed<'a> {
+    segment: &'a str,
+    refresh: String,
+    members: Option<i64>,
+    version: Option<i64>,
+    last_refresh: Option<String>,
+    owner: &'a str,
+    description: &'a str,
 }
 
 async fn list(opened: &Opened, set: &SegmentSet, json: bool) -> anyhow::Result<()> {
@@ -272,37 +256,57 @@ async fn list(opened: &Opened, set: &SegmentSet, json: bool) -> anyhow::Result<(
         println!("No segments: add SQL files to sql/segments/ (see `tessera init`).");
         return Ok(());
     }
-    let rows: Vec<String> = set
+    let latest: std::collections::HashMap<String, Refresh> =
+        audience::latest_refreshes(&opened.engine)
+            .await?
+            .into_iter()
+            .collect();
+    let mut rows: Vec<Listed> = set
         .segments()
         .iter()
         .map(|s| {
-            format!(
-                "({}, {}, {}, {})",
-                quote(&s.name),
-                quote(&format_interval(s.refresh)),
-                quote(s.owner.as_deref().unwrap_or("")),
-                quote(s.description.as_deref().unwrap_or(""))
-            )
+            let r = latest.get(&s.name);
+            Listed {
+                segment: &s.name,
+                refresh: format_interval(s.refresh),
+                members: r.map(|r| r.members),
+                version: r.map(|r| r.version),
+                last_refresh: r.map(|r| micros_text(r.refreshed_at)),
+                owner: s.owner.as_deref().unwrap_or(""),
+                description: s.description.as_deref().unwrap_or(""),
+            }
         })
         .collect();
-    let ctx = opened.engine.session().await?;
-    let last = if ctx.table_exist(tessera_core::schema::SEGMENT_REFRESHES)? {
-        "LEFT JOIN (SELECT s.segment, s.refresh_version AS version, s.members, \
-                 s.refreshed_at AS last_refresh \
-          FROM segment_refreshes AS s \
-          JOIN (SELECT segment, max(refresh_version) AS v FROM segment_refreshes GROUP BY segment) AS l \
-            ON l.segment = s.segment AND l.v = s.refresh_version) AS r ON r.segment = d.name"
-    } else {
-        "LEFT JOIN (SELECT CAST(NULL AS TEXT) AS segment, CAST(NULL AS BIGINT) AS version, \
-                 CAST(NULL AS BIGINT) AS members, CAST(NULL AS TIMESTAMP) AS last_refresh) AS r \
-          ON r.segment = d.name"
-    };
-    let sql = format!(
-        "SELECT d.name AS segment, d.refresh, r.members, r.version, r.last_refresh, d.owner, d.description \
-         FROM (VALUES {}) AS d(name, refresh, owner, description) {last} ORDER BY d.name",
-        rows.join(", ")
+    rows.sort_by(|a, b| a.segment.cmp(b.segment));
+    if json {
+        return print_json_lines(&rows);
+    }
+    print_table(
+        &[
+            "segment",
+            "refresh",
+            "members",
+            "version",
+            "last refresh",
+            "owner",
+            "description",
+        ],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.segment.to_owned(),
+                    r.refresh.clone(),
+                    optional(r.members.map(|m| thousands(m as u64))),
+                    optional(r.version),
+                    optional(r.last_refresh.clone()),
+                    r.owner.to_owned(),
+                    r.description.to_owned(),
+                ]
+            })
+            .collect::<Vec<_>>(),
     );
-    print_batches(&query(&ctx, &sql).await?, json)
+    Ok(())
 }
 
 fn require<'a>(set: &'a SegmentSet, name: &str) -> anyhow::Result<&'a tessera_segments::Segment> {
@@ -310,21 +314,6 @@ fn require<'a>(set: &'a SegmentSet, name: &str) -> anyhow::Result<&'a tessera_se
         Some(s) => Ok(s),
         None => bail!("no segment named {name:?}; known segments: {}", set.known()),
     }
-}
-
-async fn latest_version(ctx: &SessionContext, name: &str) -> anyhow::Result<Option<i64>> {
-    if !ctx.table_exist(tessera_core::schema::SEGMENT_REFRESHES)? {
-        return Ok(None);
-    }
-    let batches = query(
-        ctx,
-        &format!(
-            "SELECT max(refresh_version) FROM segment_refreshes WHERE segment = {}",
-            quote(name)
-        ),
-    )
-    .await?;
-    Ok(first_i64(&batches, 0))
 }
 
 async fn diff(
@@ -336,8 +325,7 @@ async fn diff(
     json: bool,
 ) -> anyhow::Result<()> {
     require(set, name)?;
-    let ctx = opened.engine.session().await?;
-    let Some(latest) = latest_version(&ctx, name).await? else {
+    let Some(latest) = audience::latest_version(&opened.engine, name).await? else {
         bail!("segment {name} has not been refreshed yet: run `tessera segments refresh {name}`");
     };
     let since = since.unwrap_or(latest - 1);
@@ -347,40 +335,43 @@ async fn diff(
         }
         return Ok(());
     }
-    let filter = format!("segment = {} AND refresh_version > {since}", quote(name));
-    let counts = query(
-        &ctx,
-        &format!(
-            "SELECT count(*) FILTER (WHERE change = 'entered') AS entered, \
-                    count(*) FILTER (WHERE change = 'exited') AS exited \
-             FROM audience_changes WHERE {filter}"
-        ),
-    )
-    .await?;
-    let rows = query(
-        &ctx,
-        &format!(
-            "SELECT refresh_version, change, profile_id, changed_at, merged_into \
-             FROM audience_changes WHERE {filter} \
-             ORDER BY refresh_version, change, profile_id LIMIT {limit}"
-        ),
-    )
-    .await?;
+    let (rows, entered, exited) = audience::changes(&opened.engine, name, since, limit).await?;
     if json {
-        return print_batches(&rows, true);
+        return print_json_lines(&rows);
     }
-    let count = |i: usize| first_i64(&counts, i).unwrap_or(0);
     println!(
         "{name}: refresh versions {}..={latest}: {} entered, {} exited",
         since + 1,
-        thousands(count(0) as u64),
-        thousands(count(1) as u64)
+        thousands(entered),
+        thousands(exited)
     );
-    print_batches(&rows, false)?;
-    let shown: usize = rows.iter().map(RecordBatch::num_rows).sum();
-    let total = (count(0) + count(1)) as usize;
-    if shown < total {
-        println!("({shown} of {total} rows shown; --limit N or --json for more)");
+    print_table(
+        &[
+            "refresh_version",
+            "change",
+            "profile_id",
+            "changed_at",
+            "merged_into",
+        ],
+        &rows
+            .iter()
+            .map(|c| {
+                vec![
+                    c.refresh_version.to_string(),
+                    c.change.as_str().to_owned(),
+                    c.profile_id.clone(),
+                    micros_text(c.changed_at),
+                    optional(c.merged_into.clone()),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    let total = (entered + exited) as usize;
+    if rows.len() < total {
+        println!(
+            "({} of {total} rows shown; --limit N or --json for more)",
+            rows.len()
+        );
     }
     Ok(())
 }
@@ -404,32 +395,52 @@ async fn show(opened: &Opened, set: &SegmentSet, name: &str, limit: usize) -> an
         println!("  reads segments: {}", refs.join(", "));
     }
     println!("\n{}\n", segment.text.trim_end());
-    let ctx = opened.engine.session().await?;
-    if latest_version(&ctx, name).await?.is_none() {
+    let history = audience::history(&opened.engine, name, 20).await?;
+    if history.is_empty() {
         println!("Not refreshed yet: run `tessera segments refresh {name}`.");
         return Ok(());
     }
     println!("Refreshes (size over time):");
-    let history = query(
-        &ctx,
-        &format!(
-            "SELECT refresh_version AS version, refreshed_at, as_of, members, entered, exited, duration_ms \
-             FROM segment_refreshes WHERE segment = {} ORDER BY refresh_version DESC LIMIT 20",
-            quote(name)
-        ),
-    )
-    .await?;
-    print_batches(&history, false)?;
+    print_table(
+        &[
+            "version",
+            "refreshed_at",
+            "as_of",
+            "members",
+            "entered",
+            "exited",
+            "duration_ms",
+        ],
+        &history
+            .iter()
+            .map(|r| {
+                vec![
+                    r.version.to_string(),
+                    micros_text(r.refreshed_at),
+                    micros_text(r.as_of),
+                    thousands(r.members as u64),
+                    thousands(r.entered as u64),
+                    thousands(r.exited as u64),
+                    r.duration_ms.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
     println!("Members (first {limit}):");
-    let members = query(
-        &ctx,
-        &format!(
-            "SELECT m.profile_id, m.since, p.user_id, p.email \
-             FROM audience_membership AS m LEFT JOIN profiles AS p USING (profile_id) \
-             WHERE m.segment = {} ORDER BY m.profile_id LIMIT {limit}",
-            quote(name)
-        ),
-    )
-    .await?;
-    print_batches(&members, false)
+    let members = audience::members(&opened.engine, name, limit).await?;
+    print_table(
+        &["profile_id", "since", "user_id", "email"],
+        &members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.profile_id.clone(),
+                    micros_text(m.since),
+                    optional(m.user_id.clone()),
+                    optional(m.email.clone()),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(())
 }

@@ -168,7 +168,7 @@ pub fn run(project_dir: &std::path::Path, args: UserArgs) -> anyhow::Result<()> 
             if password.chars().count() < 8 {
                 bail!("the password must have at least 8 characters");
             }
-            let hash = tessera_core::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+            let hash = tessera_core::auth::hash_password(password)?;
             let section = format!(
                 "\n[users.{name}]\nrole = \"{}\"\npii = {pii}\n{rows}password_hash = \"{hash}\"\n",
                 role.name()
@@ -251,7 +251,7 @@ pub fn run_token(project_dir: &std::path::Path, args: TokenArgs) -> anyhow::Resu
         } => {
             let rows = rows_line(rows.as_deref())?;
             check_new_name("token", &name, project.config.tokens.contains_key(&name))?;
-            let token = tessera_core::auth::random_token().map_err(anyhow::Error::msg)?;
+            let token = tessera_core::auth::random_token()?;
             let digest = tessera_core::auth::token_digest(&token);
             let section = format!(
                 "\n[tokens.{name}]\nrole = \"{}\"\npii = {pii}\n{rows}sha256 = \"{digest}\"\n",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use tessera_bench::synth::{GenConfig, GenSummary, generate};
+use tessera_sample::synth::{GenConfig, GenSummary, generate};
 
 /// A `tessera` command.
 pub fn tessera() -> Command {

@@ -483,3 +483,114 @@ fn both_ports_speak_tls_from_the_configured_pair() {
         "the event sent over HTTPS was committed"
     );
 }
+
+const SAME_ANSWERS: &str = r#"
+target, password = sys.argv[2], sys.argv[3]
+asked = json.loads(sys.argv[4])
+channel = grpc.insecure_channel(target)
+auth = auth_pb2_grpc.AuthServiceStub(channel)
+profiles = profile_pb2_grpc.ProfileServiceStub(channel)
+md = [("authorization", "Bearer " + auth.Login(auth_pb2.LoginRequest(user="root", password=password)).token)]
+for t, v in asked:
+    call(t + ":" + v, lambda: profiles.GetProfile(profile_pb2.GetProfileRequest(identifier=profile_pb2.Identifier(type=t, value=v)), metadata=md))
+print(json.dumps(out))
+"#;
+
+/// `tessera profile` and `GetProfile` answer from the same resolver and snapshot: the
+/// same profile (or the same refusal) for every identifier, as typed by people.
+#[test]
+fn the_cli_and_get_profile_give_the_same_answers() {
+    let (data, _) = crate::common::sample_data();
+    let p = TestProject::new();
+    p.import_sample_channels(data);
+    ok(&mut p.cmd(&["stitch"]));
+    added(&p, &["root", "--role", "admin", "--pii"], PASSWORD);
+    let mut asked: Vec<(String, String)> = Vec::new();
+    for row in p.sql(
+        "SELECT id_type, id_value, profile_id FROM identity_map ORDER BY md5(id_type || id_value) LIMIT 12",
+    ) {
+        let (t, v) = (row["id_type"].as_str().unwrap(), row["id_value"].as_str().unwrap());
+        let pid = row["profile_id"].as_str().unwrap();
+        // As people type them: upper case and spaces for e-mails, the `profile` alias.
+        let typed = if t == "email" {
+            format!("  {} ", v.to_uppercase())
+        } else {
+            v.to_owned()
+        };
+        asked.push((t.to_uppercase(), typed));
+        asked.push(("profile".into(), pid.to_owned()));
+    }
+    for (t, v) in [
+        ("email", "nobody@example.com"),
+        ("email", "not an address"),
+        ("shoe_size", "42"),
+        ("profile_id", "p_does_not_exist"),
+    ] {
+        asked.push((t.into(), v.into()));
+    }
+    let (child, grpc, _) = serve(&p);
+    let v = run_client(
+        SAME_ANSWERS,
+        &[&grpc, PASSWORD, &serde_json::to_string(&asked).unwrap()],
+    );
+    stop(child);
+    for (t, value) in &asked {
+        let answer = &v[format!("{t}:{value}")];
+        let cli = p
+            .cmd(&["profile", "--json", &format!("{t}:{value}")])
+            .output()
+            .unwrap();
+        if cli.status.success() {
+            let view: Value = serde_json::from_slice(&cli.stdout).unwrap();
+            let profile = &answer["profile"];
+            assert_eq!(
+                profile["profile_id"], view["profile_id"],
+                "{t}:{value}: {answer}"
+            );
+            let from_grpc: Vec<String> = profile["identifiers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}:{}",
+                        i["type"].as_str().unwrap(),
+                        i["value"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            let from_cli: Vec<String> = view["identifiers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}:{}",
+                        i["id_type"].as_str().unwrap(),
+                        i["id_value"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            assert_eq!(from_grpc, from_cli, "{t}:{value}");
+            assert_eq!(
+                answer["identifier"]["value"], view["id_value"],
+                "normalized alike: {t}:{value}"
+            );
+        } else {
+            let stderr = String::from_utf8_lossy(&cli.stderr);
+            match code(answer) {
+                "NOT_FOUND" => {
+                    assert!(stderr.contains("no profile holds"), "{t}:{value}: {stderr}")
+                }
+                "INVALID_ARGUMENT" => {
+                    let message = answer["message"].as_str().unwrap();
+                    assert!(
+                        stderr.contains(message),
+                        "{t}:{value}: {stderr} vs {message}"
+                    );
+                }
+                other => panic!("{t}:{value}: {other} {answer}"),
+            }
+        }
+    }
+}

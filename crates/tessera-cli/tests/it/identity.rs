@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tessera_bench::accuracy;
 use tessera_engine::{Engine, EngineConfig};
 use tessera_lake::Lake;
+use tessera_sample::accuracy;
 
 use crate::common::{TestProject, fails, ok, sample_data};
 

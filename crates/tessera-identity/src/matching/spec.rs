@@ -309,9 +309,12 @@ impl Default for PredictSpec {
     }
 }
 
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub(crate) use tessera_core::sql::ident as quote_ident;
+
+/// Why a `match.toml` cannot be used: the message names the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
 
 impl MatchSpec {
     /// Reads and checks a spec file.
@@ -320,19 +323,20 @@ impl MatchSpec {
             path: path.to_owned(),
             source,
         })?;
-        MatchSpec::parse(&text).map_err(|message| IdentityError::BadFile {
+        MatchSpec::parse(&text).map_err(|InvalidSpec(message)| IdentityError::BadFile {
             file: path.display().to_string(),
             message,
         })
     }
 
     /// A spec from its TOML text; the error says what is wrong.
-    pub fn parse(text: &str) -> std::result::Result<MatchSpec, String> {
-        let spec: MatchSpec = toml::from_str(text).map_err(|e| e.to_string())?;
-        spec.check()?;
+    pub fn parse(text: &str) -> std::result::Result<MatchSpec, InvalidSpec> {
+        let spec: MatchSpec = toml::from_str(text).map_err(|e| InvalidSpec(e.to_string()))?;
+        spec.check().map_err(InvalidSpec)?;
         Ok(spec)
     }
 
+    /// What is wrong with the spec, if anything.
     fn check(&self) -> std::result::Result<(), String> {
         if self.records.trim().is_empty() {
             return Err("records: a query returning the records to match is needed".into());
@@ -520,7 +524,7 @@ kind = "soundex"
         ];
         for (text, needle) in cases {
             let err = MatchSpec::parse(&text).unwrap_err();
-            assert!(err.contains(needle), "{needle}: {err}");
+            assert!(err.0.contains(needle), "{needle}: {err}");
         }
     }
 }

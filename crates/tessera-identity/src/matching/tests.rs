@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use tessera_engine::{Engine, EngineConfig};
 use tessera_lake::Lake;
 
+use super::predict::clusters;
 use super::*;
 
 const FIRST: &[&str] = &[

@@ -91,35 +91,29 @@ const EVENTS_PER_PERSON: u64 = 60;
 // Counter-based randomness: every draw is a pure function of (seed, stream, a, b), so no
 // per-person generator needs to be stored.
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+use tessera_core::random::{SplitMix64, splitmix};
 
 /// A small sequential generator for the draws inside one person-day.
 #[derive(Clone)]
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
     fn new(seed: u64, stream: u64, a: u64, b: u64) -> Rng {
-        Rng(splitmix(
-            seed ^ splitmix(stream ^ splitmix(a ^ splitmix(b))),
-        ))
+        // The state after one step, as the generator has always started.
+        let start = splitmix(seed ^ splitmix(stream ^ splitmix(a ^ splitmix(b))));
+        Rng(SplitMix64::new(start.wrapping_add(0x9E37_79B9_7F4A_7C15)))
     }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        splitmix(self.0)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        self.0.below(n)
     }
     fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        self.0.unit() <= p
     }
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
     fn pick(&mut self, items: &[&'static str]) -> &'static str {
         items[self.below(items.len() as u64) as usize]

@@ -34,6 +34,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::sink::id_hash;
 
+mod body;
+mod dedup;
+mod metrics;
+mod wal_writer;
+
+pub use body::body_write_key;
+use body::{BatchBody, SingleBody, sent_at};
+use dedup::{Dedup, remember};
+pub use metrics::Metrics;
+use wal_writer::{WalCommand, WalWrite, decode, encode, wal_writer};
+
 /// Settings of a collector.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
@@ -139,101 +150,6 @@ impl CollectError {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub requests: AtomicU64,
-    pub events_received: AtomicU64,
-    pub events_accepted: AtomicU64,
-    pub events_duplicate: AtomicU64,
-    pub events_flushed: AtomicU64,
-    pub flushes: AtomicU64,
-    pub flush_micros_total: AtomicU64,
-    pub flush_micros_last: AtomicU64,
-    pub wal_bytes: AtomicU64,
-    pub wal_fsyncs: AtomicU64,
-    pub buffered_events: AtomicU64,
-    rejected: Mutex<HashMap<&'static str, u64>>,
-}
-
-impl Metrics {
-    /// Counts a rejected event (or request) by reason code.
-    pub fn reject(&self, code: &'static str, n: u64) {
-        if let Ok(mut m) = self.rejected.lock() {
-            *m.entry(code).or_default() += n;
-        }
-    }
-
-    /// Rejections by reason code.
-    pub fn rejected(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<_> = self
-            .rejected
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-/// `messageId` hashes seen within the window, oldest first for expiry.
-struct Dedup {
-    seen: HashMap<u128, i64>,
-    order: VecDeque<(i64, u128)>,
-    capacity: usize,
-}
-
-impl Default for Dedup {
-    fn default() -> Self {
-        Dedup {
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: usize::MAX,
-        }
-    }
-}
-
-impl Dedup {
-    fn expire(&mut self, before: i64) {
-        while let Some(&(t, h)) = self.order.front() {
-            if t >= before {
-                break;
-            }
-            self.order.pop_front();
-            if self.seen.get(&h) == Some(&t) {
-                self.seen.remove(&h);
-            }
-        }
-    }
-
-    fn insert(&mut self, h: u128, t: i64) -> bool {
-        if self.seen.contains_key(&h) {
-            return false;
-        }
-        self.seen.insert(h, t);
-        self.order.push_back((t, h));
-        while self.order.len() > self.capacity {
-            if let Some((old_t, old_h)) = self.order.pop_front()
-                && self.seen.get(&old_h) == Some(&old_t)
-            {
-                self.seen.remove(&old_h);
-            }
-        }
-        true
-    }
-}
-
-/// A request for the WAL writer: payload, and where to say it is durable.
-struct WalWrite {
-    payload: Vec<u8>,
-    done: oneshot::Sender<Result<u64, String>>,
-}
-
-enum WalCommand {
-    Write(WalWrite),
-    Release(u64),
-}
-
 /// Events acknowledged but not yet in `events`: `(sequence, batch)`.
 #[derive(Default)]
 struct Buffer {
@@ -267,44 +183,6 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// Body of `/v1/batch`.
-#[derive(Deserialize)]
-struct BatchBody<'a> {
-    #[serde(borrow)]
-    batch: Vec<&'a RawValue>,
-    #[serde(default, rename = "sentAt", alias = "sent_at", borrow)]
-    sent_at: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    context: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    integrations: Option<&'a RawValue>,
-}
-
-/// The fields of a single-event body the endpoint needs to look at.
-#[derive(Deserialize)]
-struct SingleBody<'a> {
-    #[serde(default, rename = "type", borrow)]
-    event_type: Option<&'a RawValue>,
-    #[serde(default, rename = "sentAt", alias = "sent_at", borrow)]
-    sent_at: Option<&'a RawValue>,
-}
-
-/// The write key a body carries (`writeKey`), for clients that do not use basic auth.
-pub fn body_write_key(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Key {
-        #[serde(default, rename = "writeKey", alias = "write_key")]
-        write_key: Option<String>,
-    }
-    serde_json::from_slice::<Key>(body).ok()?.write_key
-}
-
-fn sent_at(raw: Option<&RawValue>) -> Option<i64> {
-    let raw = raw?;
-    let s: &str = serde_json::from_str(raw.get()).ok()?;
-    parse_timestamp(s)
-}
-
 impl Collector {
     /// Opens the write-ahead log, replays what the lake does not hold yet, loads the
     /// recent `messageId`s, and starts the WAL writer and the flusher.
@@ -320,9 +198,7 @@ impl Collector {
         let dir = config.wal_dir.clone();
         let (wal, records) = tokio::task::spawn_blocking(move || Wal::open(&dir, 64 << 20))
             .await
-            .map_err(|e| {
-                crate::ImportError::BadOption(format!("opening the write-ahead log: {e}"))
-            })??;
+            .map_err(|e| crate::ImportError::worker("opening the write-ahead log", e))??;
         let mut buffer = Buffer::default();
         let mut dedup = Dedup {
             capacity: config.dedup_capacity.max(1),
@@ -332,12 +208,10 @@ impl Collector {
             if r.seq <= committed {
                 continue;
             }
-            let batch = decode(&r.payload).map_err(|e| {
-                crate::ImportError::BadOption(format!(
-                    "write-ahead log record {} in {} is unreadable: {e}",
-                    r.seq,
-                    config.wal_dir.display()
-                ))
+            let batch = decode(&r.payload).map_err(|e| crate::ImportError::WalRecord {
+                seq: r.seq,
+                dir: config.wal_dir.display().to_string(),
+                message: e.to_string(),
             })?;
             remember(&mut dedup, &batch);
             buffer.events += batch.num_rows();
@@ -356,12 +230,19 @@ impl Collector {
             tessera_engine::Policy::ReadOnly,
         )
         .await?;
-        while let Some(batch) = stream.try_next().await.map_err(|e| {
-            crate::ImportError::BadOption(format!("reading recent message ids: {e}"))
-        })? {
+        while let Some(batch) =
+            stream
+                .try_next()
+                .await
+                .map_err(|source| crate::ImportError::DataFusion {
+                    doing: "reading recent message ids",
+                    source,
+                })?
+        {
             let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
-                .map_err(|e| {
-                    crate::ImportError::BadOption(format!("reading recent message ids: {e}"))
+                .map_err(|source| crate::ImportError::Arrow {
+                    doing: "reading recent message ids",
+                    source,
                 })?;
             let ids = ids.as_string::<i32>();
             let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
@@ -390,7 +271,10 @@ impl Collector {
         std::thread::Builder::new()
             .name("tessera-wal".into())
             .spawn(move || wal_writer(wal, rx, weak))
-            .map_err(|e| crate::ImportError::BadOption(format!("starting the WAL writer: {e}")))?;
+            .map_err(|source| crate::ImportError::Thread {
+                what: "the write-ahead log writer",
+                source,
+            })?;
         let flusher = Arc::downgrade(&collector);
         let interval = collector.config.flush_interval;
         tokio::spawn(async move {
@@ -660,12 +544,13 @@ impl Collector {
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0);
         let ctx = self.engine.session().await?;
-        let df_err = |e: datafusion::error::DataFusionError| {
-            crate::ImportError::BadOption(format!("building the live session: {e}"))
+        let df_err = |source: datafusion::error::DataFusionError| crate::ImportError::DataFusion {
+            doing: "building the live session",
+            source,
         };
         table
             .update_datafusion_session(&ctx.state())
-            .map_err(|e| crate::ImportError::BadOption(e.to_string()))?;
+            .map_err(|e| df_err(datafusion::error::DataFusionError::External(Box::new(e))))?;
         let provider = table.table_provider().await.map_err(df_err)?;
         let live: Vec<RecordBatch> = buffered
             .into_iter()
@@ -714,7 +599,7 @@ impl Collector {
         let last = self
             .buffer
             .lock()
-            .map_err(|_| crate::ImportError::BadOption("buffer poisoned".into()))?
+            .map_err(|_| crate::ImportError::Poisoned("buffer"))?
             .batches
             .back()
             .map(|(s, _)| *s);
@@ -725,8 +610,12 @@ impl Collector {
         // A crash after a commit and before the WAL release leaves records the lake
         // holds: never commit a sequence twice (checked on the snapshot the commit
         // builds on).
-        let def = schema::table(EVENTS)
-            .ok_or_else(|| crate::ImportError::BadOption("no events table".into()))?;
+        let def = schema::table(EVENTS).ok_or(crate::ImportError::Engine(
+            tessera_engine::EngineError::Register {
+                table: EVENTS.into(),
+                message: "no table definition".into(),
+            },
+        ))?;
         let mut writer = lake.append_writer(&def).await?;
         let done = writer
             .transaction_version(&app)
@@ -765,7 +654,7 @@ impl Collector {
             let mut b = self
                 .buffer
                 .lock()
-                .map_err(|_| crate::ImportError::BadOption("buffer poisoned".into()))?;
+                .map_err(|_| crate::ImportError::Poisoned("buffer"))?;
             while b.batches.front().is_some_and(|(s, _)| *s <= last) {
                 if let Some((_, x)) = b.batches.pop_front() {
                     b.events -= x.num_rows();
@@ -795,82 +684,5 @@ impl Collector {
     pub async fn shutdown(&self) -> crate::Result<usize> {
         self.closed.store(true, Ordering::Relaxed);
         self.flush().await
-    }
-}
-
-fn remember(dedup: &mut Dedup, batch: &RecordBatch) {
-    let ids = batch.column(events_col::MESSAGE_ID).as_string::<i32>();
-    let at = batch
-        .column(events_col::RECEIVED_AT)
-        .as_primitive::<TimestampMicrosecondType>();
-    for i in 0..batch.num_rows() {
-        dedup.insert(id_hash(ids.value(i)), at.value(i));
-    }
-}
-
-fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
-    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
-    w.write(batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(out)
-}
-
-fn decode(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let reader = StreamReader::try_new(bytes, None)?;
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(b?);
-    }
-    arrow::compute::concat_batches(&schema::events_schema(), &batches)
-}
-
-/// The WAL writer thread: takes every waiting write, appends them with one fsync,
-/// answers each; releases segments the lake holds.
-fn wal_writer(
-    mut wal: Wal,
-    mut rx: mpsc::UnboundedReceiver<WalCommand>,
-    collector: std::sync::Weak<Collector>,
-) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut writes = Vec::new();
-        let mut release = None;
-        let mut take = |cmd| match cmd {
-            WalCommand::Write(w) => writes.push(w),
-            WalCommand::Release(s) => release = Some(s),
-        };
-        take(first);
-        while let Ok(cmd) = rx.try_recv() {
-            take(cmd);
-        }
-        if !writes.is_empty() {
-            let payloads: Vec<&[u8]> = writes.iter().map(|w| w.payload.as_slice()).collect();
-            let result = wal.append(&payloads);
-            if let Some(c) = collector.upgrade() {
-                c.metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
-                c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
-            }
-            match result {
-                Ok(first_seq) => {
-                    for (i, w) in writes.into_iter().enumerate() {
-                        let _ = w.done.send(Ok(first_seq + i as u64));
-                    }
-                }
-                Err(e) => {
-                    for w in writes {
-                        let _ = w.done.send(Err(e.to_string()));
-                    }
-                }
-            }
-        }
-        if let Some(seq) = release {
-            if let Err(e) = wal.release_through(seq) {
-                tracing::error!("releasing the write-ahead log: {e}");
-            }
-            if let Some(c) = collector.upgrade() {
-                c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
-            }
-        }
     }
 }

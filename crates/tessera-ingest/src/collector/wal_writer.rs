@@ -1,0 +1,82 @@
+//! The write-ahead log's writer thread: group commits (one fsync for the records of
+//! many requests), releases after a flush, and the Arrow IPC encoding of records.
+
+use super::*;
+
+/// A request for the WAL writer: payload, and where to say it is durable.
+pub(super) struct WalWrite {
+    pub(super) payload: Vec<u8>,
+    pub(super) done: oneshot::Sender<Result<u64, String>>,
+}
+
+pub(super) enum WalCommand {
+    Write(WalWrite),
+    Release(u64),
+}
+
+pub(super) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
+    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let reader = StreamReader::try_new(bytes, None)?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b?);
+    }
+    arrow::compute::concat_batches(&schema::events_schema(), &batches)
+}
+
+/// The WAL writer thread: takes every waiting write, appends them with one fsync,
+/// answers each; releases segments the lake holds.
+pub(super) fn wal_writer(
+    mut wal: Wal,
+    mut rx: mpsc::UnboundedReceiver<WalCommand>,
+    collector: std::sync::Weak<Collector>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut writes = Vec::new();
+        let mut release = None;
+        let mut take = |cmd| match cmd {
+            WalCommand::Write(w) => writes.push(w),
+            WalCommand::Release(s) => release = Some(s),
+        };
+        take(first);
+        while let Ok(cmd) = rx.try_recv() {
+            take(cmd);
+        }
+        if !writes.is_empty() {
+            let payloads: Vec<&[u8]> = writes.iter().map(|w| w.payload.as_slice()).collect();
+            let result = wal.append(&payloads);
+            if let Some(c) = collector.upgrade() {
+                c.metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+                c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
+            }
+            match result {
+                Ok(first_seq) => {
+                    for (i, w) in writes.into_iter().enumerate() {
+                        let _ = w.done.send(Ok(first_seq + i as u64));
+                    }
+                }
+                Err(e) => {
+                    for w in writes {
+                        let _ = w.done.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        if let Some(seq) = release {
+            if let Err(e) = wal.release_through(seq) {
+                tracing::error!("releasing the write-ahead log: {e}");
+            }
+            if let Some(c) = collector.upgrade() {
+                c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
+            }
+        }
+    }
+}
