@@ -136,13 +136,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // DataFusion's work for API callers runs on threads of its own, so that a heavy
-    // query never holds up the threads answering the collector and the profile API.
-    let cpu = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tessera-cpu")
-        .build()
-    {
+    // DataFusion's work for API callers runs on threads of its own, in the idle
+    // scheduling class, so that a heavy query never holds up the threads answering the
+    // collector and the profile API.
+    let cpu = match tessera_server::query_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the query runtime: {e}");

@@ -418,6 +418,23 @@ async fn watch_accounts(
     }
 }
 
+/// The runtime DataFusion executes the SQL queries of API callers on: one thread per
+/// core in Linux's idle scheduling class, like the server's periodic work. A heavy
+/// query then takes only the CPU that requests leave: the collector's
+/// acknowledgements and profile look-ups take a core back the moment they wake
+/// (measured in BENCHMARKS.md, "Isolation"). Created once, by the binary.
+pub fn query_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tessera-cpu")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Runtime {
+            what: "the query runtime",
+            source,
+        })
+}
+
 /// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs when no request
 /// thread wants the core, and a request thread waking up takes the core from it at
 /// once (a lower nice value alone still lets it finish a time slice of milliseconds
