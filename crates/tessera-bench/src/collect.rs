@@ -126,18 +126,26 @@ fn rss_of(pid: u32, field: &str) -> u64 {
         * 1024
 }
 
-pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
-    let project = super::fresh_project(work)?;
+/// Adds the benchmark's write key (source `bench`) to a project once.
+pub(crate) fn add_source(project: &Path) -> anyhow::Result<()> {
     let toml = project.join("tessera.toml");
     let text = std::fs::read_to_string(&toml)?;
-    std::fs::write(
-        &toml,
-        text.replacen(
-            "[sources.web]",
-            &format!("[sources.bench]\nwrite_key = \"{KEY}\"\n\n[sources.web]"),
-            1,
-        ),
-    )?;
+    if !text.contains(KEY) {
+        std::fs::write(
+            &toml,
+            text.replacen(
+                "[sources.web]",
+                &format!("[sources.bench]\nwrite_key = \"{KEY}\"\n\n[sources.web]"),
+                1,
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
+    let project = super::fresh_project(work)?;
+    add_source(&project)?;
     let mut server = Command::new(tessera_binary()?)
         .arg("--project")
         .arg(&project)

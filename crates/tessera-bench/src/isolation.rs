@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tessera_client::{Client, v1};
 
-use super::collect::{KEY, auth, send, template};
+use super::collect::{add_source, auth, send, template};
 
 const PASSWORD: &str = "bench-password-0";
 
@@ -149,23 +149,6 @@ fn kill(child: &mut Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-}
-
-/// Adds the benchmark's write key to the project once.
-fn add_source(project: &Path) -> anyhow::Result<()> {
-    let toml = project.join("tessera.toml");
-    let text = std::fs::read_to_string(&toml)?;
-    if !text.contains(KEY) {
-        std::fs::write(
-            &toml,
-            text.replacen(
-                "[sources.web]",
-                &format!("[sources.bench]\nwrite_key = \"{KEY}\"\n\n[sources.web]"),
-                1,
-            ),
-        )?;
-    }
-    Ok(())
 }
 
 pub fn run(project: &Path, seconds: u64) -> anyhow::Result<()> {

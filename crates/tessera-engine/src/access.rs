@@ -137,19 +137,10 @@ pub async fn filter_rows(
         // Nothing is stitched yet: no row can be shown to belong to the caller.
         Vec::new()
     };
-    let names = ctx
-        .catalog("tessera")
-        .and_then(|c| c.schema("public"))
-        .map(|s| s.table_names())
-        .unwrap_or_default();
-    for name in names {
-        if name == PROFILES {
-            continue;
-        }
-        if let Some((table, column)) = PROFILE_KEYED
-            .iter()
-            .find(|(t, _)| *t == name && keep.iter().any(|k| k == t))
-        {
+    // In this order: the profile-keyed tables over the narrowed `profiles`, then
+    // `events` over the narrowed `identity_map`, then everything else goes.
+    for (table, column) in PROFILE_KEYED {
+        if keep.iter().any(|k| k == table) && ctx.table_exist(*table)? {
             replace(
                 ctx,
                 table,
@@ -158,20 +149,32 @@ pub async fn filter_rows(
                 ),
             )
             .await?;
-        } else if name == EVENTS && !keep.is_empty() && ctx.table_exist(IDENTITY_MAP)? {
-            // An event is the caller's when its identity (user id, else anonymous id)
-            // maps to an admitted profile — the rule of `profile_events`.
-            replace(
-                ctx,
-                EVENTS,
-                &format!(
-                    "SELECT e.* FROM {EVENTS} AS e WHERE EXISTS (SELECT 1 FROM {IDENTITY_MAP} AS m \
-                     WHERE m.id_type = CASE WHEN e.user_id IS NOT NULL THEN 'user_id' ELSE 'anonymous_id' END \
-                     AND m.id_value = trim(coalesce(e.user_id, e.anonymous_id)))"
-                ),
-            )
-            .await?;
-        } else {
+        }
+    }
+    let events_kept =
+        !keep.is_empty() && ctx.table_exist(EVENTS)? && ctx.table_exist(IDENTITY_MAP)?;
+    if events_kept {
+        // An event is the caller's when its identity (user id, else anonymous id)
+        // maps to an admitted profile — the rule of `profile_events`.
+        replace(
+            ctx,
+            EVENTS,
+            &format!(
+                "SELECT e.* FROM {EVENTS} AS e WHERE EXISTS (SELECT 1 FROM {IDENTITY_MAP} AS m \
+                 WHERE m.id_type = CASE WHEN e.user_id IS NOT NULL THEN 'user_id' ELSE 'anonymous_id' END \
+                 AND m.id_value = trim(coalesce(e.user_id, e.anonymous_id)))"
+            ),
+        )
+        .await?;
+    }
+    let names = ctx
+        .catalog("tessera")
+        .and_then(|c| c.schema("public"))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    for name in names {
+        let narrowed = name == PROFILES || (name == EVENTS && events_kept) || keep.contains(&name);
+        if !narrowed {
             ctx.deregister_table(&name)?;
         }
     }

@@ -66,18 +66,6 @@ except Exception as e:
     out["marketer"] = str(e)
 
 # pyarrow.flight, speaking Flight SQL by hand: no token, a forged token, a good one.
-def any_command(name, fields):
-    def varint(n):
-        b = bytearray()
-        while True:
-            b.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(b)
-    def field(num, data):
-        return bytes([num << 3 | 2]) + varint(len(data)) + data
-    value = b"".join(field(n, d) for n, d in fields)
-    return field(1, ("type.googleapis.com/arrow.flight.protocol.sql." + name).encode()) + field(2, value)
 
 client = fl.FlightClient(uri)
 query = fl.FlightDescriptor.for_command(any_command("CommandStatementQuery", [(1, b"SELECT count(*) AS n FROM profiles")]))
@@ -120,7 +108,7 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
     let (running, grpc, _) = serve(&p);
     let out = Command::new(crate::common::python())
         .arg("-c")
-        .arg(CLIENTS)
+        .arg(format!("{}{CLIENTS}", crate::common::ANY_COMMAND))
         .args([&grpc, ANALYST_PASSWORD, MARKETER_PASSWORD])
         .output()
         .unwrap();

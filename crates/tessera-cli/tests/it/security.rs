@@ -144,18 +144,6 @@ except Exception as e:
     out["fsql_refused"]["update"] = str(e)
 
 # pyarrow.flight by hand: a raw CommandStatementQuery with COPY.
-def any_command(name, fields):
-    def varint(n):
-        b = bytearray()
-        while True:
-            b.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(b)
-    def field(num, data):
-        return bytes([num << 3 | 2]) + varint(len(data)) + data
-    value = b"".join(field(n, d) for n, d in fields)
-    return field(1, ("type.googleapis.com/arrow.flight.protocol.sql." + name).encode()) + field(2, value)
 raw = fl.FlightClient("grpc://" + sys.argv[1])
 options = fl.FlightCallOptions(headers=[raw.authenticate_basic_token("ana", password)])
 query = fl.FlightDescriptor.for_command(any_command("CommandStatementQuery", [(1, statements["copy"].encode())]))
@@ -202,7 +190,7 @@ fn the_sql_api_only_reads_and_takes_standard_placeholders() {
     let before_project = files(p.path());
     let (running, grpc, _) = serve(&p);
     let v = run(
-        REFUSALS,
+        &format!("{}{REFUSALS}", crate::common::ANY_COMMAND),
         &[
             &grpc,
             PASSWORD,
@@ -400,18 +388,6 @@ out["after_timeout"] = attempt("SELECT 1")
 # A client that goes away cancels its query.
 raw = fl.FlightClient("grpc://" + grpc)
 options = fl.FlightCallOptions(headers=[raw.authenticate_basic_token("ana", password)])
-def any_command(name, fields):
-    def varint(n):
-        b = bytearray()
-        while True:
-            b.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(b)
-    def field(num, data):
-        return bytes([num << 3 | 2]) + varint(len(data)) + data
-    value = b"".join(field(n, d) for n, d in fields)
-    return field(1, ("type.googleapis.com/arrow.flight.protocol.sql." + name).encode()) + field(2, value)
 query = fl.FlightDescriptor.for_command(any_command("CommandStatementQuery", [(1, b"SELECT value FROM generate_series(1, 1000000000000)")]))
 info = raw.get_flight_info(query, options)
 reader = raw.do_get(info.endpoints[0].ticket, options)
@@ -457,7 +433,10 @@ fn queries_are_bounded_in_memory_time_and_number() {
         .to_owned();
     let events_before = p.count("SELECT count(*) AS n FROM events");
     let (running, grpc, http) = serve(&p);
-    let v = run(LIMITS, &[&grpc, &http, PASSWORD, &key]);
+    let v = run(
+        &format!("{}{LIMITS}", crate::common::ANY_COMMAND),
+        &[&grpc, &http, PASSWORD, &key],
+    );
     let peak = peak_rss(running.0.id());
     stop(running);
 
