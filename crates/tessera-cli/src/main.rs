@@ -50,6 +50,8 @@ pub enum Command {
     Predict(commands::predict::PredictArgs),
     /// Segments: list, validate, refresh (who entered and exited), diff, show.
     Segments(commands::segments::SegmentsArgs),
+    /// Send segments to their destinations: run, status, retry, preview.
+    Activate(commands::activate::ActivateArgs),
     /// Run the server: the Segment-compatible HTTP collector (with its write-ahead log),
     /// /health, /metrics, and the gRPC port.
     Serve(commands::serve::ServeArgs),

@@ -54,6 +54,142 @@ pub struct Config {
     /// API tokens of applications (`tessera.v1`, Flight SQL): `[tokens.NAME]`.
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenSection>,
+    /// Where audiences are sent: `[destinations.NAME]`.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, DestinationSection>,
+    /// Which segment goes to which destination, how: `[syncs.NAME]`.
+    #[serde(default)]
+    pub syncs: BTreeMap<String, SyncSection>,
+}
+
+/// What a destination is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationKind {
+    /// Segment-compatible `track` events (`Audience Entered` / `Audience Exited`) as
+    /// `{"batch": [...]}` POSTs, signed with Standard Webhooks.
+    Webhook,
+}
+
+/// `[destinations.NAME]`: one system audiences are sent to. Secrets are never in the
+/// file: they are named environment variables, read when the server or the command
+/// starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSection {
+    pub kind: DestinationKind,
+    /// Where batches are POSTed (`https://...`; `http://` for loopback tests).
+    pub url: String,
+    /// Environment variables holding Standard Webhooks secrets (`whsec_...`); every one
+    /// signs, so keys rotate by adding the new one before removing the old.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
+    /// An environment variable holding a secret for Segment's legacy `X-Signature`
+    /// (hex HMAC-SHA1 of the whole body), for receivers that check it.
+    #[serde(default)]
+    pub legacy_secret_env: Option<String>,
+    /// Extra headers sent as they are (no secrets here).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Extra headers whose values are read from environment variables (`"Authorization"
+    /// = "CRM_TOKEN"`).
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
+    /// Events per batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Bytes per batch body.
+    #[serde(default = "default_destination_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Batches in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Batches per second at most (unlimited when unset).
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    /// How long one attempt may take (`"10s"`).
+    #[serde(default = "default_destination_timeout")]
+    pub timeout: String,
+    /// First and longest wait between attempts (exponential backoff with jitter).
+    #[serde(default = "default_retry_min")]
+    pub retry_min: String,
+    #[serde(default = "default_retry_max")]
+    pub retry_max: String,
+    /// A batch is dead-lettered once it has been tried this many times *and* for as long
+    /// as `retry_window`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_retry_window")]
+    pub retry_window: String,
+    /// Consent categories a member must have granted to be sent here (all of them).
+    #[serde(default)]
+    pub consent: Vec<String>,
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+fn default_destination_batch_bytes() -> usize {
+    500 * 1024
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_destination_timeout() -> String {
+    "10s".into()
+}
+fn default_retry_min() -> String {
+    "10s".into()
+}
+fn default_retry_max() -> String {
+    "5m".into()
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_retry_window() -> String {
+    "4h".into()
+}
+
+/// How a sync sends its segment.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// The whole membership first, then every entry and exit since the last delivered
+    /// refresh.
+    #[default]
+    Diff,
+    /// As `diff`, but a refresh that would shrink the audience below `min_ratio` of its
+    /// last delivered size is held until confirmed (`tessera activate run --confirm`).
+    Mirror,
+    /// The whole current membership at every run (entries only).
+    Full,
+}
+
+/// `[syncs.NAME]`: a segment sent to a destination.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    pub segment: String,
+    pub destination: String,
+    #[serde(default)]
+    pub mode: SyncMode,
+    /// Which traits travel with each member: a query over the lake returning
+    /// `profile_id` and the columns to send (`"SELECT profile_id, email, plan FROM
+    /// profiles"`).
+    #[serde(default)]
+    pub fields: Option<String>,
+    /// For `mirror`: the smallest share of the last delivered size sent without
+    /// confirmation.
+    #[serde(default = "default_min_ratio")]
+    pub min_ratio: f64,
+    /// Run after each refresh of the segment (by `tessera serve`).
+    #[serde(default = "default_true")]
+    pub schedule: bool,
+}
+
+fn default_min_ratio() -> f64 {
+    0.5
 }
 
 /// `[tokens.NAME]`: an API token for an application. The token is shown once by
@@ -955,6 +1091,101 @@ impl Config {
                 return Err(invalid(
                     &key,
                     "an empty row filter: remove the key to see every row, or write an SQL condition over profiles".into(),
+                ));
+            }
+        }
+        for (name, d) in &self.destinations {
+            let key = |k: &str| format!("destinations.{name}.{k}");
+            if !valid_name(name) {
+                return Err(invalid(
+                    &format!("destinations.{name}"),
+                    "destination names use letters, digits, '_' and '-' only".into(),
+                ));
+            }
+            let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
+            if !scheme_ok || url::Url::parse(&d.url).is_err() {
+                return Err(invalid(
+                    &key("url"),
+                    format!("{:?} is not an http(s) URL", d.url),
+                ));
+            }
+            if d.batch_size == 0 || d.batch_size > 10_000 {
+                return Err(invalid(&key("batch_size"), "must be 1 to 10000".into()));
+            }
+            if d.max_batch_bytes < 1024 {
+                return Err(invalid(
+                    &key("max_batch_bytes"),
+                    "must be at least 1024".into(),
+                ));
+            }
+            if d.concurrency == 0 {
+                return Err(invalid(&key("concurrency"), "must be at least 1".into()));
+            }
+            if d.rate_limit.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                return Err(invalid(
+                    &key("rate_limit"),
+                    "must be above 0 (batches per second)".into(),
+                ));
+            }
+            if d.max_attempts == 0 {
+                return Err(invalid(&key("max_attempts"), "must be at least 1".into()));
+            }
+            for (k, v) in [
+                ("timeout", &d.timeout),
+                ("retry_min", &d.retry_min),
+                ("retry_max", &d.retry_max),
+                ("retry_window", &d.retry_window),
+            ] {
+                parse_duration(v).map_err(|m| invalid(&key(k), m))?;
+            }
+            let env_names = d
+                .secret_env
+                .iter()
+                .chain(d.legacy_secret_env.iter())
+                .chain(d.headers_env.values());
+            for var in env_names {
+                if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(invalid(
+                        &key("secret_env"),
+                        format!("{var:?} is not an environment variable name"),
+                    ));
+                }
+            }
+        }
+        for (name, sync) in &self.syncs {
+            let key = |k: &str| format!("syncs.{name}.{k}");
+            if !valid_name(name) {
+                return Err(invalid(
+                    &format!("syncs.{name}"),
+                    "sync names use letters, digits, '_' and '-' only".into(),
+                ));
+            }
+            if !self.destinations.contains_key(&sync.destination) {
+                let known: Vec<&str> = self.destinations.keys().map(String::as_str).collect();
+                return Err(invalid(
+                    &key("destination"),
+                    format!(
+                        "no destination {:?}; known: {}",
+                        sync.destination,
+                        if known.is_empty() {
+                            "none (add [destinations.NAME])".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            if sync.segment.trim().is_empty() {
+                return Err(invalid(&key("segment"), "names the segment to send".into()));
+            }
+            if !(sync.min_ratio >= 0.0 && sync.min_ratio <= 1.0) {
+                return Err(invalid(&key("min_ratio"), "must be between 0 and 1".into()));
+            }
+            if sync.fields.as_deref().is_some_and(|f| f.trim().is_empty()) {
+                return Err(invalid(
+                    &key("fields"),
+                    "an empty query: remove the key, or write SELECT profile_id, ... FROM profiles"
+                        .into(),
                 ));
             }
         }

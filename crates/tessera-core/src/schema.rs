@@ -37,6 +37,8 @@ pub const AUDIT_LOG: &str = "audit_log";
 pub const MATCH_MODELS: &str = "match_models";
 /// Scored record pairs of the latest probabilistic-matching prediction.
 pub const MATCH_PAIRS: &str = "match_pairs";
+/// Name of the activation delivery ledger.
+pub const ACTIVATION_BATCHES: &str = "activation_batches";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -394,6 +396,38 @@ pub fn match_pairs_schema() -> SchemaRef {
     MATCH_PAIRS_SCHEMA.clone()
 }
 
+static ACTIVATION_BATCHES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("sync", false),
+        utf8("destination", false),
+        utf8("segment", false),
+        Field::new("run", DataType::Int64, false),
+        Field::new("from_version", DataType::Int64, false),
+        Field::new("to_version", DataType::Int64, false),
+        utf8("batch_id", false),
+        Field::new("seq", DataType::Int64, false),
+        utf8("members", true),
+        Field::new("size", DataType::Int64, false),
+        Field::new("attempt", DataType::Int64, false),
+        utf8("status", false),
+        Field::new("code", DataType::Int64, true),
+        utf8("message", true),
+        ts("next_attempt_at", true),
+        ts("at", false),
+        Field::new("skipped", DataType::Int64, false),
+    ]))
+});
+
+/// The `activation_batches` table, the delivery ledger of syncs: one row each time a
+/// batch is planned (`planned`, with its `members` as JSON `[[profile_id, change,
+/// refresh_version, changed_at, merged_into], ...]`) and each time an attempt ends
+/// (`delivered`, `retry` with `next_attempt_at`, `dead`), with the HTTP `code` and
+/// `message`; `held` marks a mirror run waiting for confirmation. A batch's state is its
+/// latest row. `skipped` counts members left out for want of consent.
+pub fn activation_batches_schema() -> SchemaRef {
+    ACTIVATION_BATCHES_SCHEMA.clone()
+}
+
 static AUDIT_LOG_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         ts("at", false),
@@ -565,6 +599,12 @@ pub fn tables() -> Vec<TableDef> {
             schema: match_pairs_schema(),
             partition_columns: &[],
             description: "scored record pairs of the latest probabilistic matching",
+        },
+        TableDef {
+            name: ACTIVATION_BATCHES,
+            schema: activation_batches_schema(),
+            partition_columns: &[],
+            description: "the delivery ledger of syncs: every batch planned and every attempt",
         },
     ]
 }

@@ -72,6 +72,15 @@ async fn session(engine: &Engine, tables: &[&str]) -> Result<SessionContext> {
     Ok(engine.session_of(tables).await?)
 }
 
+/// `df` limited to `limit` rows (`usize::MAX`: all).
+fn first(df: DataFrame, limit: usize) -> Result<DataFrame> {
+    Ok(if limit == usize::MAX {
+        df
+    } else {
+        df.limit(0, Some(limit))?
+    })
+}
+
 async fn rows(df: DataFrame) -> Result<Vec<RecordBatch>> {
     Ok(df.collect().await?)
 }
@@ -137,8 +146,8 @@ pub async fn history(engine: &Engine, segment: &str, limit: usize) -> Result<Vec
         .table(SEGMENT_REFRESHES)
         .await?
         .filter(col("segment").eq(lit(segment)))?
-        .sort(vec![col("refresh_version").sort(false, false)])?
-        .limit(0, Some(limit))?;
+        .sort(vec![col("refresh_version").sort(false, false)])?;
+    let df = first(df, limit)?;
     Ok(refreshes_of(df)
         .await?
         .into_iter()
@@ -187,9 +196,7 @@ pub async fn members(engine: &Engine, segment: &str, limit: usize) -> Result<Vec
             lit(datafusion::scalar::ScalarValue::Utf8(None)).alias("email"),
         ])?
     };
-    let df = df
-        .sort(vec![col("profile_id").sort(true, false)])?
-        .limit(0, Some(limit))?;
+    let df = first(df.sort(vec![col("profile_id").sort(true, false)])?, limit)?;
     let mut out = Vec::new();
     for b in rows(df).await? {
         let (pid, since) = (strings(&b, "profile_id")?, int64s(&b, "since")?);

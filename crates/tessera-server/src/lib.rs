@@ -118,6 +118,11 @@ pub struct ServeOptions {
     /// The project's `tessera.toml`, re-read when it changes so that disabled users,
     /// revoked tokens and new grants take effect at once (`None`: never re-read).
     pub config_file: Option<std::path::PathBuf>,
+    /// Syncs of segments to destinations, planned after refreshes and delivered in the
+    /// background (`None`: no activation).
+    pub activation: Option<Arc<tessera_activate::Activation>>,
+    /// How often activation looks for new refreshes and due batches.
+    pub activation_every: std::time::Duration,
 }
 
 /// A started server: ports bound, collector running.
@@ -137,6 +142,7 @@ pub struct Server {
     auth: Arc<auth::Auth>,
     queries: Queries,
     config_file: Option<std::path::PathBuf>,
+    activation: Option<(Arc<tessera_activate::Activation>, std::time::Duration)>,
 }
 
 /// Checks every row filter of `auth`'s accounts against the lake (a filter that does
@@ -214,6 +220,7 @@ impl Server {
             audit,
             auth,
             config_file: options.config_file,
+            activation: options.activation.map(|a| (a, options.activation_every)),
             state: Arc::new(http::AppState {
                 collector,
                 sources: options.sources,
@@ -273,6 +280,15 @@ impl Server {
                 .clone()
                 .run(self.index_check_every, stop_rx.clone()),
         );
+        let activation = self.activation.clone().map(|(a, every)| {
+            background.spawn(activate(
+                a,
+                self.engine.clone(),
+                self.audit.clone(),
+                every,
+                stop_rx.clone(),
+            ))
+        });
         let accounts = self.config_file.clone().map(|file| {
             background.spawn(watch_accounts(
                 file,
@@ -349,7 +365,10 @@ impl Server {
         let flushed = self.state.collector.shutdown().await?;
         let grpc_result = grpc.await;
         let _ = indexer.await;
-        for task in [scheduler, refitter, accounts].into_iter().flatten() {
+        for task in [scheduler, refitter, accounts, activation]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         let _ = audit_backlog.await;
@@ -358,6 +377,96 @@ impl Server {
         grpc_result??;
         Ok(flushed)
     }
+}
+
+/// Plans the scheduled syncs whose segments were refreshed and keeps every destination
+/// delivering, each by a worker of its own (a slow destination never holds up another),
+/// until `stop`; every planned run is audited with its size.
+async fn activate(
+    activation: Arc<tessera_activate::Activation>,
+    engine: tessera_engine::Engine,
+    audit: Arc<audit::AuditLog>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let ledger = tokio::spawn(
+        activation
+            .ledger()
+            .clone()
+            .run(std::time::Duration::from_millis(250), stop.clone()),
+    );
+    let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        match activation.plan(&engine, &[], true).await {
+            Ok(planned) => {
+                for p in planned.iter().filter(|p| p.written) {
+                    if let Some(x) = &p.plan {
+                        tracing::info!(
+                            sync = p.sync,
+                            run = x.run,
+                            "planned {} changes in {} batches (refresh versions {}..={}){}",
+                            x.members(),
+                            x.batches.len(),
+                            x.from_version + 1,
+                            x.to_version,
+                            if x.held {
+                                ", held for confirmation"
+                            } else {
+                                ""
+                            }
+                        );
+                        audit.record(
+                            audit::Entry::new("tessera serve", "activate", if x.held { "held" } else { "ok" })
+                                .target(format!("{} run {} -> {}", p.sync, x.run, x.destination))
+                                .rows(x.members() as i64)
+                                .detail(format!(
+                                    "refresh versions {}..={}, {} batches, {} left out for want of consent",
+                                    x.from_version + 1,
+                                    x.to_version,
+                                    x.batches.len(),
+                                    x.skipped
+                                )),
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("activation not planned: {e}"),
+        }
+        for name in activation.destinations().keys() {
+            if workers.get(name).is_some_and(|h| !h.is_finished()) {
+                continue;
+            }
+            let (a, engine, name) = (activation.clone(), engine.clone(), name.clone());
+            workers.insert(
+                name.clone(),
+                tokio::spawn(async move {
+                    let Some(d) = a.destinations().get(&name) else {
+                        return;
+                    };
+                    match a.deliver_to(&engine, d, std::time::Duration::ZERO).await {
+                        Ok(r) if r.attempts > 0 => tracing::info!(
+                            destination = name,
+                            "delivered {} batches ({} members), {} retries, {} dead",
+                            r.batches,
+                            r.members,
+                            r.retries,
+                            r.dead
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(destination = name, "delivery failed: {e}"),
+                    }
+                }),
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    for (_, w) in workers {
+        w.abort();
+    }
+    let _ = ledger.await;
 }
 
 /// How often `tessera.toml` is looked at for changed accounts.

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod activate;
 pub mod import;
 pub mod init;
 pub mod matching;
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
         Command::Match(args) => matching::run(&open_project(&cli.project)?, args).await,
         Command::Predict(args) => predict::run(&open_project(&cli.project)?, args).await,
         Command::Segments(args) => segments::run(&open_project(&cli.project)?, args).await,
+        Command::Activate(args) => activate::run(&open_project(&cli.project)?, args).await,
         Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
         Command::Quickstart(args) => quickstart::run(args, cpu).await,
         Command::Source(args) => source::run(&cli.project, args),

@@ -162,6 +162,17 @@ pub async fn run(
         queries: query_limits(&opened.project)?,
         cpu: Some(cpu),
         config_file: Some(opened.project.dir.join(tessera_core::config::CONFIG_FILE)),
+        activation: if config.syncs.is_empty() {
+            None
+        } else {
+            Some(std::sync::Arc::new(tessera_activate::Activation::new(
+                &opened.engine,
+                config,
+                &|v| std::env::var(v).ok(),
+                "tessera serve",
+            )?))
+        },
+        activation_every: Duration::from_secs(1),
         predict: config.predict.schedule.then(|| PredictSchedule {
             project_dir: opened.project.dir.clone(),
             config: config.predict.clone(),
@@ -198,6 +209,19 @@ pub async fn run(
         println!(
             "segments: refreshed on their -- refresh: schedule (checked every {} s)",
             config.segments.check_interval_seconds
+        );
+    }
+    if !config.syncs.is_empty() {
+        println!(
+            "activation: {} sync{} to {} destination{}, planned after refreshes and delivered in the background (tessera activate status)",
+            config.syncs.len(),
+            if config.syncs.len() == 1 { "" } else { "s" },
+            config.destinations.len(),
+            if config.destinations.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
         );
     }
     if config.predict.schedule {

@@ -57,6 +57,8 @@ fn options(dir: &Path) -> ServeOptions {
         queries: tessera_engine::query::QueryLimits::default(),
         cpu: None,
         config_file: None,
+        activation: None,
+        activation_every: Duration::from_secs(1),
     }
 }
 

@@ -1,0 +1,552 @@
+//! The delivery ledger, `activation_batches`: every batch is written when it is planned
+//! (with its members) and again after every attempt; a batch's state is its latest
+//! row. Reading folds the rows into [`BatchState`]s; writing goes through one
+//! [`LedgerWriter`] per process, which commits what the deliveries report a few times a
+//! second.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use serde_json::Value;
+use tessera_core::schema::{self, ACTIVATION_BATCHES};
+use tessera_engine::Engine;
+use tessera_engine::columns::{int64s, strings};
+use tessera_lake::{CommitNote, Lake};
+use tokio::sync::{Mutex, Notify};
+
+use crate::error::{ActivateError, Result};
+use crate::plan::{Change, Member};
+
+/// Where a batch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Planned (or re-driven), not tried yet.
+    Planned,
+    /// Tried and failed; tried again at `next_attempt_at`.
+    Retry,
+    /// Accepted by the destination (2xx).
+    Delivered,
+    /// Given up (a final 4xx, or out of attempts and time): the dead-letter state.
+    Dead,
+    /// Part of a mirror run that would shrink the audience too much: waits for
+    /// confirmation.
+    Held,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Planned => "planned",
+            Status::Retry => "retry",
+            Status::Delivered => "delivered",
+            Status::Dead => "dead",
+            Status::Held => "held",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "planned" => Status::Planned,
+            "retry" => Status::Retry,
+            "delivered" => Status::Delivered,
+            "dead" => Status::Dead,
+            "held" => Status::Held,
+            _ => return None,
+        })
+    }
+
+    /// Delivered or dead: nothing more will happen to it without a re-drive.
+    pub fn finished(self) -> bool {
+        matches!(self, Status::Delivered | Status::Dead)
+    }
+}
+
+/// One row of `activation_batches`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub sync: String,
+    pub destination: String,
+    pub segment: String,
+    pub run: i64,
+    pub from_version: i64,
+    pub to_version: i64,
+    pub batch_id: String,
+    pub seq: i64,
+    /// Only on `planned` and `held` rows.
+    pub members: Option<Vec<Member>>,
+    pub size: i64,
+    /// Attempts made so far (0 when planned).
+    pub attempt: i64,
+    pub status: Status,
+    pub code: Option<i64>,
+    pub message: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    /// When the row was written (microseconds since the epoch).
+    pub at: i64,
+    pub skipped: i64,
+}
+
+/// A batch as its rows make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchState {
+    pub sync: String,
+    pub destination: String,
+    pub segment: String,
+    pub run: i64,
+    pub from_version: i64,
+    pub to_version: i64,
+    pub batch_id: String,
+    pub seq: i64,
+    pub members: Vec<Member>,
+    pub status: Status,
+    /// Attempts in all.
+    pub attempt: i64,
+    /// Attempts since it was last planned or re-driven, and when the first of them was.
+    pub attempts_since_plan: u32,
+    pub first_try_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    pub code: Option<i64>,
+    pub message: Option<String>,
+    pub updated_at: i64,
+    pub skipped: i64,
+}
+
+impl BatchState {
+    /// The row recording `status` after attempt number `attempt`.
+    pub fn row(
+        &self,
+        status: Status,
+        attempt: i64,
+        code: Option<i64>,
+        message: Option<String>,
+        next_attempt_at: Option<i64>,
+    ) -> Row {
+        Row {
+            sync: self.sync.clone(),
+            destination: self.destination.clone(),
+            segment: self.segment.clone(),
+            run: self.run,
+            from_version: self.from_version,
+            to_version: self.to_version,
+            batch_id: self.batch_id.clone(),
+            seq: self.seq,
+            members: matches!(status, Status::Planned | Status::Held).then(|| self.members.clone()),
+            size: self.members.len() as i64,
+            attempt,
+            status,
+            code,
+            message,
+            next_attempt_at,
+            at: chrono::Utc::now().timestamp_micros(),
+            skipped: self.skipped,
+        }
+    }
+}
+
+fn members_json(members: &[Member]) -> String {
+    Value::Array(
+        members
+            .iter()
+            .map(|m| {
+                serde_json::json!([
+                    m.profile_id,
+                    m.change.as_str(),
+                    m.refresh_version,
+                    m.changed_at,
+                    m.merged_into
+                ])
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+fn members_of(batch_id: &str, text: &str) -> Result<Vec<Member>> {
+    let bad = |message: String| ActivateError::Members {
+        batch_id: batch_id.to_owned(),
+        message,
+    };
+    let rows: Vec<(String, String, i64, i64, Option<String>)> =
+        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    rows.into_iter()
+        .map(
+            |(profile_id, change, refresh_version, changed_at, merged_into)| {
+                Ok(Member {
+                    profile_id,
+                    change: Change::parse(&change)
+                        .ok_or_else(|| bad(format!("change {change:?}")))?,
+                    refresh_version,
+                    changed_at,
+                    merged_into,
+                })
+            },
+        )
+        .collect()
+}
+
+fn batch_of(rows: &[Row]) -> Result<RecordBatch> {
+    let def = schema::table(ACTIVATION_BATCHES).ok_or_else(|| ActivateError::Members {
+        batch_id: "-".into(),
+        message: "no activation_batches table definition".into(),
+    })?;
+    let text = |f: &dyn Fn(&Row) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let int = |f: &dyn Fn(&Row) -> Option<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let time = |f: &dyn Fn(&Row) -> Option<i64>| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(f).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        )
+    };
+    Ok(RecordBatch::try_new(
+        def.schema.clone(),
+        vec![
+            text(&|r| Some(r.sync.clone())),
+            text(&|r| Some(r.destination.clone())),
+            text(&|r| Some(r.segment.clone())),
+            int(&|r| Some(r.run)),
+            int(&|r| Some(r.from_version)),
+            int(&|r| Some(r.to_version)),
+            text(&|r| Some(r.batch_id.clone())),
+            int(&|r| Some(r.seq)),
+            text(&|r| r.members.as_deref().map(members_json)),
+            int(&|r| Some(r.size)),
+            int(&|r| Some(r.attempt)),
+            text(&|r| Some(r.status.as_str().to_owned())),
+            int(&|r| r.code),
+            text(&|r| r.message.clone()),
+            time(&|r| r.next_attempt_at),
+            time(&|r| Some(r.at)),
+            int(&|r| Some(r.skipped)),
+        ],
+    )?)
+}
+
+/// Appends `rows` in one commit, as `operation` by `actor`; with `transaction`, the
+/// commit carries that application transaction (and is skipped when the table already
+/// holds it: a planned run is written once).
+pub async fn append(
+    lake: &Lake,
+    rows: &[Row],
+    operation: &str,
+    actor: &str,
+    transaction: Option<(&str, i64)>,
+) -> Result<bool> {
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let def = schema::table(ACTIVATION_BATCHES).ok_or_else(|| ActivateError::Members {
+        batch_id: "-".into(),
+        message: "no activation_batches table definition".into(),
+    })?;
+    let mut writer = lake.append_writer(&def).await?;
+    let mut note = CommitNote::new(operation, actor).detail("batches", rows.len() as u64);
+    if let Some((app, version)) = transaction {
+        if writer
+            .transaction_version(app)
+            .await?
+            .is_some_and(|v| v >= version)
+        {
+            writer.abort();
+            return Ok(false);
+        }
+        note = note.transaction(app, version);
+    }
+    writer.write(batch_of(rows)?).await?;
+    writer.commit(note).await?;
+    Ok(true)
+}
+
+/// Every batch of the ledger (optionally of one destination), by batch id.
+pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<BatchState>> {
+    let ctx = engine.session_of(&[ACTIVATION_BATCHES]).await?;
+    if !ctx.table_exist(ACTIVATION_BATCHES)? {
+        return Ok(Vec::new());
+    }
+    let mut df = ctx.table(ACTIVATION_BATCHES).await?;
+    if let Some(d) = destination {
+        df = df.filter(datafusion::prelude::col("destination").eq(datafusion::prelude::lit(d)))?;
+    }
+    let batches: Vec<RecordBatch> = df.collect().await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        let t = |n: &str| strings(b, n);
+        let i = |n: &str| int64s(b, n);
+        let (sync, dest, seg, bid, members, status, message) = (
+            t("sync")?,
+            t("destination")?,
+            t("segment")?,
+            t("batch_id")?,
+            t("members")?,
+            t("status")?,
+            t("message")?,
+        );
+        let (run, from, to, seq, size, attempt, code, next, at, skipped) = (
+            i("run")?,
+            i("from_version")?,
+            i("to_version")?,
+            i("seq")?,
+            i("size")?,
+            i("attempt")?,
+            i("code")?,
+            i("next_attempt_at")?,
+            i("at")?,
+            i("skipped")?,
+        );
+        for r in 0..b.num_rows() {
+            let batch_id = bid.value(r).to_owned();
+            rows.push(Row {
+                sync: sync.value(r).to_owned(),
+                destination: dest.value(r).to_owned(),
+                segment: seg.value(r).to_owned(),
+                run: run.value(r),
+                from_version: from.value(r),
+                to_version: to.value(r),
+                members: if members.is_valid(r) {
+                    Some(members_of(&batch_id, members.value(r))?)
+                } else {
+                    None
+                },
+                batch_id,
+                seq: seq.value(r),
+                size: size.value(r),
+                attempt: attempt.value(r),
+                status: Status::parse(status.value(r)).unwrap_or(Status::Planned),
+                code: code.is_valid(r).then(|| code.value(r)),
+                message: message.is_valid(r).then(|| message.value(r).to_owned()),
+                next_attempt_at: next.is_valid(r).then(|| next.value(r)),
+                at: at.value(r),
+                skipped: skipped.value(r),
+            });
+        }
+    }
+    Ok(fold(rows))
+}
+
+/// The state of each batch from its rows, in (sync, run, seq) order.
+pub fn fold(mut rows: Vec<Row>) -> Vec<BatchState> {
+    rows.sort_by(|a, b| (&a.batch_id, a.at, a.attempt).cmp(&(&b.batch_id, b.at, b.attempt)));
+    let mut out: HashMap<String, BatchState> = HashMap::new();
+    for r in rows {
+        let planned = matches!(r.status, Status::Planned | Status::Held);
+        match out.get_mut(&r.batch_id) {
+            None => {
+                out.insert(
+                    r.batch_id.clone(),
+                    BatchState {
+                        sync: r.sync,
+                        destination: r.destination,
+                        segment: r.segment,
+                        run: r.run,
+                        from_version: r.from_version,
+                        to_version: r.to_version,
+                        batch_id: r.batch_id,
+                        seq: r.seq,
+                        members: r.members.unwrap_or_default(),
+                        status: r.status,
+                        attempt: r.attempt,
+                        attempts_since_plan: 0,
+                        first_try_at: (!planned).then_some(r.at),
+                        next_attempt_at: r.next_attempt_at,
+                        code: r.code,
+                        message: r.message,
+                        updated_at: r.at,
+                        skipped: r.skipped,
+                    },
+                );
+            }
+            Some(s) => {
+                if planned {
+                    if let Some(m) = r.members {
+                        s.members = m;
+                    }
+                    s.attempts_since_plan = 0;
+                    s.first_try_at = None;
+                } else {
+                    s.attempts_since_plan += 1;
+                    s.first_try_at.get_or_insert(r.at);
+                }
+                s.status = r.status;
+                s.attempt = r.attempt;
+                s.next_attempt_at = r.next_attempt_at;
+                s.code = r.code;
+                s.message = r.message;
+                s.updated_at = r.at;
+            }
+        }
+    }
+    let mut states: Vec<BatchState> = out.into_values().collect();
+    states.sort_by(|a, b| (&a.sync, a.run, a.seq).cmp(&(&b.sync, b.run, b.seq)));
+    states
+}
+
+/// The one writer of attempt rows in a process: deliveries hand it rows, it commits
+/// them together every `every`; [`LedgerWriter::flush`] commits what is pending now.
+pub struct LedgerWriter {
+    lake: Arc<Lake>,
+    pending: Mutex<Vec<Row>>,
+    /// One commit at a time.
+    committing: Mutex<()>,
+    added: Notify,
+}
+
+impl LedgerWriter {
+    pub fn new(lake: Arc<Lake>) -> Arc<LedgerWriter> {
+        Arc::new(LedgerWriter {
+            lake,
+            pending: Mutex::default(),
+            committing: Mutex::new(()),
+            added: Notify::new(),
+        })
+    }
+
+    /// Queues a row for the next commit.
+    pub async fn record(&self, row: Row) {
+        self.pending.lock().await.push(row);
+        self.added.notify_one();
+    }
+
+    /// Commits every row queued so far; on failure they stay queued.
+    pub async fn flush(&self) -> Result<usize> {
+        let _one = self.committing.lock().await;
+        let rows = std::mem::take(&mut *self.pending.lock().await);
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match append(
+            &self.lake,
+            &rows,
+            "activation attempts",
+            "tessera activate",
+            None,
+        )
+        .await
+        {
+            Ok(_) => Ok(rows.len()),
+            Err(e) => {
+                let mut pending = self.pending.lock().await;
+                let mut kept = rows;
+                kept.append(&mut pending);
+                *pending = kept;
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits queued rows every `every` until `stop`, then once more.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!("activation ledger not written (kept for the next try): {e}");
+            }
+        }
+        if let Err(e) = self.flush().await {
+            tracing::warn!("activation ledger not written at shutdown: {e}");
+        }
+    }
+}
+
+/// The latest run planned for each sync: `(run, to_version)`.
+pub fn cursors(states: &[BatchState]) -> HashMap<String, (i64, i64)> {
+    let mut out: HashMap<String, (i64, i64)> = HashMap::new();
+    for s in states {
+        let e = out.entry(s.sync.clone()).or_insert((s.run, s.to_version));
+        if s.run > e.0 {
+            *e = (s.run, s.to_version);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn member(p: &str) -> Member {
+        Member {
+            profile_id: p.into(),
+            change: Change::Entered,
+            refresh_version: 1,
+            changed_at: 5,
+            merged_into: None,
+        }
+    }
+
+    #[test]
+    fn the_latest_row_is_the_state_and_a_re_drive_restarts_the_count() {
+        let planned = Row {
+            sync: "s".into(),
+            destination: "d".into(),
+            segment: "g".into(),
+            run: 1,
+            from_version: 0,
+            to_version: 1,
+            batch_id: "s-1-0".into(),
+            seq: 0,
+            members: Some(vec![member("p1"), member("p2")]),
+            size: 2,
+            attempt: 0,
+            status: Status::Planned,
+            code: None,
+            message: None,
+            next_attempt_at: None,
+            at: 10,
+            skipped: 0,
+        };
+        let attempt = |at, n, status| Row {
+            members: None,
+            attempt: n,
+            status,
+            at,
+            code: Some(503),
+            ..planned.clone()
+        };
+        let states = fold(vec![
+            attempt(30, 2, Status::Dead),
+            planned.clone(),
+            attempt(20, 1, Status::Retry),
+        ]);
+        assert_eq!(states.len(), 1);
+        let s = &states[0];
+        assert_eq!(
+            (s.status, s.attempt, s.attempts_since_plan, s.first_try_at),
+            (Status::Dead, 2, 2, Some(20))
+        );
+        assert_eq!(s.members.len(), 2, "members come from the planned row");
+        let redriven = Row {
+            members: None,
+            at: 40,
+            attempt: 2,
+            ..planned.clone()
+        };
+        let s = &fold(vec![
+            planned.clone(),
+            attempt(20, 1, Status::Retry),
+            attempt(30, 2, Status::Dead),
+            redriven,
+        ])[0];
+        assert_eq!(
+            (s.status, s.attempts_since_plan, s.first_try_at),
+            (Status::Planned, 0, None)
+        );
+        let json = members_json(&s.members);
+        assert_eq!(members_of("x", &json).unwrap(), s.members);
+        assert!(members_of("x", "[[\"p\", \"sideways\", 1, 2, null]]").is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! Tessera's activation: segments sent to the systems where marketing happens.
+//!
+//! `[destinations.NAME]` says where (today: `kind = "webhook"`, Segment-compatible
+//! signed batches); `[syncs.NAME]` which segment goes there, how (`diff`, `mirror`,
+//! `full`) and with which traits (`fields`, an SQL query). A sync run is
+//!
+//! 1. **planned** ([`plan`]): the changes since the last planned refresh version (the
+//!    whole membership the first time), consent applied, cut into batches and written to
+//!    the `activation_batches` ledger in one commit (one per run, by Delta transaction)
+//!    before anything is sent;
+//! 2. **delivered** ([`deliver`]): each destination by a worker of its own, at least
+//!    once, with stable delivery ids, retries with backoff and `Retry-After`, and dead
+//!    letters; a crash resumes from the ledger without re-planning.
+//!
+//! [`Activation`] is the front door of `tessera activate` and of `tessera serve`, which
+//! plans after each refresh and keeps delivering in the background.
+//!
+//! This crate is the HTTP *client* of destinations (reqwest); it serves nothing.
+
+pub mod deliver;
+pub mod destination;
+pub mod ledger;
+pub mod plan;
+pub mod webhook;
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_core::config::{Config, SyncSection};
+use tessera_core::schema::ACTIVATION_BATCHES;
+use tessera_engine::Engine;
+
+pub use deliver::{Deliver, Delivered};
+pub use destination::Destination;
+pub use error::{ActivateError, Result};
+pub use ledger::{BatchState, LedgerWriter, Status};
+pub use plan::Plan;
+
+/// Delta application id of a sync's planned runs.
+fn plan_app(sync: &str) -> String {
+    format!("tessera-activate-{sync}")
+}
+
+/// What planning a sync came to.
+#[derive(Debug)]
+pub struct Planned {
+    pub sync: String,
+    /// The run planned (`None`: the segment has no newer refresh).
+    pub plan: Option<Plan>,
+    /// Whether this call wrote it (another planner may have been first).
+    pub written: bool,
+}
+
+/// A sync's state, from the ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub sync: String,
+    pub destination: String,
+    pub segment: String,
+    /// The latest planned run and the refresh version it reaches.
+    pub run: i64,
+    pub to_version: i64,
+    pub planned: u64,
+    pub retrying: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub held: u64,
+    /// Members in delivered batches.
+    pub members_delivered: u64,
+    /// Members left out for want of consent.
+    pub skipped: u64,
+    /// The latest recorded attempt (microseconds since the epoch).
+    pub last_attempt_at: Option<i64>,
+    /// The last failure's code and message.
+    pub last_error: Option<String>,
+}
+
+/// The destinations and syncs of a project, ready to plan and deliver.
+pub struct Activation {
+    destinations: BTreeMap<String, Destination>,
+    syncs: BTreeMap<String, SyncSection>,
+    client: reqwest::Client,
+    ledger: Arc<LedgerWriter>,
+    actor: String,
+}
+
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activation")
+            .field(
+                "destinations",
+                &self.destinations.keys().collect::<Vec<_>>(),
+            )
+            .field("syncs", &self.syncs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Activation {
+    /// The destinations and syncs of `config`, secrets read through `env`; `actor` is
+    /// recorded with every commit.
+    pub fn new(
+        engine: &Engine,
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+        actor: &str,
+    ) -> Result<Activation> {
+        let mut destinations = BTreeMap::new();
+        for (name, section) in &config.destinations {
+            destinations.insert(name.clone(), Destination::new(name, section, env)?);
+        }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(16)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(ActivateError::Client)?;
+        Ok(Activation {
+            destinations,
+            syncs: config.syncs.clone(),
+            client,
+            ledger: LedgerWriter::new(engine.lake().clone()),
+            actor: actor.to_owned(),
+        })
+    }
+
+    /// Whether the project has any sync.
+    pub fn is_empty(&self) -> bool {
+        self.syncs.is_empty()
+    }
+
+    pub fn syncs(&self) -> &BTreeMap<String, SyncSection> {
+        &self.syncs
+    }
+
+    pub fn ledger(&self) -> &Arc<LedgerWriter> {
+        &self.ledger
+    }
+
+    fn sync(&self, name: &str) -> Result<&SyncSection> {
+        self.syncs
+            .get(name)
+            .ok_or_else(|| ActivateError::UnknownSync {
+                name: name.to_owned(),
+                known: if self.syncs.is_empty() {
+                    "none (add [syncs.NAME] to tessera.toml)".into()
+                } else {
+                    self.syncs.keys().cloned().collect::<Vec<_>>().join(", ")
+                },
+            })
+    }
+
+    fn destination_of(&self, sync: &SyncSection) -> Result<&Destination> {
+        // Validated with the configuration: every sync names a destination.
+        self.destinations
+            .get(&sync.destination)
+            .ok_or_else(|| ActivateError::UnknownSync {
+                name: sync.destination.clone(),
+                known: self
+                    .destinations
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Chosen syncs (`names` empty: all; `scheduled`: only those run after refreshes).
+    fn chosen(&self, names: &[String], scheduled: bool) -> Result<Vec<&String>> {
+        for n in names {
+            self.sync(n)?;
+        }
+        Ok(self
+            .syncs
+            .iter()
+            .filter(|(n, s)| (names.is_empty() || names.contains(n)) && (!scheduled || s.schedule))
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// The next run of `name`, without writing anything.
+    pub async fn preview(&self, engine: &Engine, name: &str) -> Result<Option<Plan>> {
+        let sync = self.sync(name)?;
+        let cursors = ledger::cursors(&ledger::read(engine, None).await?);
+        plan::plan(
+            engine,
+            name,
+            sync,
+            self.destination_of(sync)?,
+            cursors.get(name).copied(),
+        )
+        .await
+    }
+
+    /// Plans the next run of each chosen sync whose segment has a newer refresh, and
+    /// writes it to the ledger. A segment never refreshed is an error for a sync named
+    /// explicitly, and skipped otherwise.
+    pub async fn plan(
+        &self,
+        engine: &Engine,
+        names: &[String],
+        scheduled: bool,
+    ) -> Result<Vec<Planned>> {
+        engine.lake().create_missing_tables().await?;
+        let cursors = ledger::cursors(&ledger::read(engine, None).await?);
+        let mut out = Vec::new();
+        for name in self.chosen(names, scheduled)? {
+            let sync = self.sync(name)?;
+            let plan = match plan::plan(
+                engine,
+                name,
+                sync,
+                self.destination_of(sync)?,
+                cursors.get(name.as_str()).copied(),
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(ActivateError::NotRefreshed { .. }) if names.is_empty() => None,
+                Err(e) => return Err(e),
+            };
+            let mut written = false;
+            if let Some(p) = &plan {
+                written = ledger::append(
+                    engine.lake(),
+                    &p.rows(),
+                    "activation plan",
+                    &self.actor,
+                    Some((&plan_app(name), p.run)),
+                )
+                .await?;
+            }
+            out.push(Planned {
+                sync: name.clone(),
+                plan,
+                written,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Delivers what is due at every destination, each by a worker of its own, waiting
+    /// for retries due within `wait`.
+    pub async fn deliver(&self, engine: &Engine, wait: Duration) -> Result<Vec<Delivered>> {
+        let workers = self
+            .destinations
+            .values()
+            .map(|d| self.deliver_to(engine, d, wait));
+        futures::future::join_all(workers)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Delivers what is due at destination `d`.
+    pub async fn deliver_to(
+        &self,
+        engine: &Engine,
+        d: &Destination,
+        wait: Duration,
+    ) -> Result<Delivered> {
+        deliver::deliver(
+            engine,
+            d,
+            &self.syncs,
+            &self.ledger,
+            &self.client,
+            Deliver { wait },
+        )
+        .await
+    }
+
+    /// The destinations, by name.
+    pub fn destinations(&self) -> &BTreeMap<String, Destination> {
+        &self.destinations
+    }
+
+    /// Releases the held runs of `sync` (a mirror that shrank too much): they are sent
+    /// at the next delivery. Returns how many batches.
+    pub async fn confirm(&self, engine: &Engine, sync: &str) -> Result<usize> {
+        self.sync(sync)?;
+        self.redrive(engine, sync, Status::Held, "activation confirm")
+            .await
+    }
+
+    /// Re-drives the dead batches of `sync` (all syncs when `None`): planned again, sent
+    /// with their members' current traits. Returns how many batches.
+    pub async fn retry(&self, engine: &Engine, sync: Option<&str>) -> Result<usize> {
+        let names: Vec<String> = match sync {
+            Some(s) => {
+                self.sync(s)?;
+                vec![s.to_owned()]
+            }
+            None => self.syncs.keys().cloned().collect(),
+        };
+        let mut n = 0;
+        for s in names {
+            n += self
+                .redrive(engine, &s, Status::Dead, "activation retry")
+                .await?;
+        }
+        Ok(n)
+    }
+
+    async fn redrive(
+        &self,
+        engine: &Engine,
+        sync: &str,
+        from: Status,
+        operation: &str,
+    ) -> Result<usize> {
+        let rows: Vec<_> = ledger::read(engine, None)
+            .await?
+            .into_iter()
+            .filter(|b| b.sync == sync && b.status == from)
+            .map(|b| {
+                b.row(
+                    Status::Planned,
+                    b.attempt,
+                    None,
+                    Some(operation.into()),
+                    None,
+                )
+            })
+            .collect();
+        ledger::append(engine.lake(), &rows, operation, &self.actor, None).await?;
+        Ok(rows.len())
+    }
+}
+
+/// The state of every sync in the ledger.
+pub async fn status(engine: &Engine) -> Result<Vec<SyncStatus>> {
+    let mut out: BTreeMap<String, SyncStatus> = BTreeMap::new();
+    if !engine.lake().exists(ACTIVATION_BATCHES).await? {
+        return Ok(Vec::new());
+    }
+    for b in ledger::read(engine, None).await? {
+        let s = out.entry(b.sync.clone()).or_insert_with(|| SyncStatus {
+            sync: b.sync.clone(),
+            destination: b.destination.clone(),
+            segment: b.segment.clone(),
+            ..SyncStatus::default()
+        });
+        if b.run >= s.run {
+            s.run = b.run;
+            s.to_version = b.to_version;
+        }
+        s.skipped += b.skipped as u64;
+        match b.status {
+            Status::Planned => s.planned += 1,
+            Status::Retry => s.retrying += 1,
+            Status::Delivered => {
+                s.delivered += 1;
+                s.members_delivered += b.members.len() as u64;
+            }
+            Status::Dead => s.dead += 1,
+            Status::Held => s.held += 1,
+        }
+        if b.attempt > 0 && s.last_attempt_at.is_none_or(|t| b.updated_at > t) {
+            s.last_attempt_at = Some(b.updated_at);
+            if matches!(b.status, Status::Retry | Status::Dead) {
+                s.last_error = Some(format!(
+                    "{}{}",
+                    b.code.map_or_else(String::new, |c| format!("{c} ")),
+                    b.message.clone().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(out.into_values().collect())
+}

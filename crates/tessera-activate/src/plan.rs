@@ -1,0 +1,310 @@
+//! Planning a sync run: what changed in the segment since the last run, which members
+//! may be sent (consent), and the batches, written to the ledger before anything is
+//! sent.
+//!
+//! - The first run, and every run of a `full` sync, sends the whole membership of the
+//!   latest refresh (`Audience Entered`); later runs send exactly the
+//!   `audience_changes` after the last planned refresh version, up to the latest.
+//! - A member is in one batch with all its changes of the run, in refresh order, so a
+//!   profile's `exited` never overtakes its `entered`.
+//! - A `mirror` run whose audience would fall below `min_ratio` of the last planned
+//!   size is planned `held` (nothing sent until confirmed).
+//! - With consent categories on the destination, members whose profile has not granted
+//!   every one of them are left out and counted (`skipped`). Consent is read from the
+//!   golden traits (`traits.consent.CATEGORY = true`, or Segment's
+//!   `context.consent.categoryPreferences` copied there).
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::Array;
+use serde_json::Value;
+use tessera_core::config::{SyncMode, SyncSection};
+use tessera_core::schema::PROFILES;
+use tessera_engine::Engine;
+use tessera_engine::columns::strings;
+use tessera_segments::audience::{self, ChangeKind};
+
+use crate::destination::Destination;
+use crate::error::{ActivateError, Result};
+use crate::ledger::{Row, Status};
+
+/// Entered or exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Change {
+    Entered,
+    Exited,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Entered => "entered",
+            Change::Exited => "exited",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Change> {
+        match s {
+            "entered" => Some(Change::Entered),
+            "exited" => Some(Change::Exited),
+            _ => None,
+        }
+    }
+}
+
+/// One member's change to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub profile_id: String,
+    pub change: Change,
+    pub refresh_version: i64,
+    /// When it changed (microseconds since the epoch).
+    pub changed_at: i64,
+    /// The profile an exit was merged into, if that is why it left.
+    pub merged_into: Option<String>,
+}
+
+/// A run as planned, before it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub sync: String,
+    pub destination: String,
+    pub segment: String,
+    pub run: i64,
+    pub from_version: i64,
+    pub to_version: i64,
+    /// A mirror run held for confirmation.
+    pub held: bool,
+    pub batches: Vec<Vec<Member>>,
+    /// Members left out for want of consent.
+    pub skipped: u64,
+    /// The audience's size at `from_version` (none on a first run) and `to_version`.
+    pub previous_size: Option<i64>,
+    pub size: i64,
+}
+
+impl Plan {
+    /// Members (changes) in all batches.
+    pub fn members(&self) -> usize {
+        self.batches.iter().map(Vec::len).sum()
+    }
+
+    /// The ledger rows recording the plan.
+    pub fn rows(&self) -> Vec<Row> {
+        let at = chrono::Utc::now().timestamp_micros();
+        self.batches
+            .iter()
+            .enumerate()
+            .map(|(seq, members)| Row {
+                sync: self.sync.clone(),
+                destination: self.destination.clone(),
+                segment: self.segment.clone(),
+                run: self.run,
+                from_version: self.from_version,
+                to_version: self.to_version,
+                batch_id: format!("{}-{}-{seq}", self.sync, self.run),
+                seq: seq as i64,
+                size: members.len() as i64,
+                members: Some(members.clone()),
+                attempt: 0,
+                status: if self.held {
+                    Status::Held
+                } else {
+                    Status::Planned
+                },
+                code: None,
+                message: None,
+                next_attempt_at: None,
+                at,
+                // Counted once, on the run's first batch.
+                skipped: if seq == 0 { self.skipped as i64 } else { 0 },
+            })
+            .collect()
+    }
+}
+
+/// Which profiles have granted every one of `categories` (`None`: no constraint).
+async fn consenting(
+    engine: &Engine,
+    categories: &[String],
+) -> Result<Option<HashMap<String, bool>>> {
+    if categories.is_empty() {
+        return Ok(None);
+    }
+    let ctx = engine.session_of(&[PROFILES]).await?;
+    let mut out = HashMap::new();
+    if !ctx.table_exist(PROFILES)? {
+        return Ok(Some(out));
+    }
+    let batches =
+        tessera_engine::columns::collect(&ctx, "SELECT profile_id, traits FROM profiles").await?;
+    for b in &batches {
+        let (pid, traits) = (strings(b, "profile_id")?, strings(b, "traits")?);
+        for r in 0..b.num_rows() {
+            let granted = traits.is_valid(r)
+                && serde_json::from_str::<Value>(traits.value(r))
+                    .ok()
+                    .is_some_and(|t| {
+                        let consent = &t["consent"];
+                        let prefs = if consent["categoryPreferences"].is_object() {
+                            &consent["categoryPreferences"]
+                        } else {
+                            consent
+                        };
+                        categories
+                            .iter()
+                            .all(|c| prefs[c.as_str()] == Value::Bool(true))
+                    });
+            out.insert(pid.value(r).to_owned(), granted);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Cuts `members` (sorted by profile, then refresh) into batches of about `size`,
+/// never splitting one profile's changes.
+fn batches(members: Vec<Member>, size: usize) -> Vec<Vec<Member>> {
+    let mut out: Vec<Vec<Member>> = Vec::new();
+    let mut current: Vec<Member> = Vec::new();
+    for m in members {
+        let same_profile = current.last().is_some_and(|l| l.profile_id == m.profile_id);
+        if current.len() >= size && !same_profile {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(m);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The next run of sync `name` after `last` (`(run, to_version)` of the latest planned
+/// run), or `None` when the segment has no newer refresh.
+pub async fn plan(
+    engine: &Engine,
+    name: &str,
+    sync: &SyncSection,
+    destination: &Destination,
+    last: Option<(i64, i64)>,
+) -> Result<Option<Plan>> {
+    let history = audience::history(engine, &sync.segment, usize::MAX).await?;
+    let Some(latest) = history.first() else {
+        return Err(ActivateError::NotRefreshed {
+            sync: name.to_owned(),
+            segment: sync.segment.clone(),
+        });
+    };
+    let (last_run, from_version) = last.unwrap_or((0, 0));
+    if latest.version <= from_version {
+        return Ok(None);
+    }
+    let to_version = latest.version;
+    let first = last.is_none() || sync.mode == SyncMode::Full;
+    let mut members: Vec<Member> = if first {
+        audience::members(engine, &sync.segment, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|m| Member {
+                profile_id: m.profile_id,
+                change: Change::Entered,
+                refresh_version: to_version,
+                changed_at: m.since,
+                merged_into: None,
+            })
+            .collect()
+    } else {
+        audience::changes(engine, &sync.segment, from_version, usize::MAX)
+            .await?
+            .0
+            .into_iter()
+            .filter(|c| c.refresh_version <= to_version)
+            .map(|c| Member {
+                profile_id: c.profile_id,
+                change: match c.change {
+                    ChangeKind::Entered => Change::Entered,
+                    ChangeKind::Exited => Change::Exited,
+                },
+                refresh_version: c.refresh_version,
+                changed_at: c.changed_at,
+                merged_into: c.merged_into,
+            })
+            .collect()
+    };
+    let mut skipped = 0u64;
+    if let Some(consent) = consenting(engine, &destination.consent).await? {
+        members.retain(|m| {
+            let ok = consent.get(&m.profile_id).copied().unwrap_or(false);
+            if !ok {
+                skipped += 1;
+            }
+            ok
+        });
+    }
+    members.sort_by(|a, b| {
+        (&a.profile_id, a.refresh_version, a.change).cmp(&(
+            &b.profile_id,
+            b.refresh_version,
+            b.change,
+        ))
+    });
+    let previous_size = last.and_then(|_| {
+        history
+            .iter()
+            .find(|r| r.version == from_version)
+            .map(|r| r.members)
+    });
+    let held = sync.mode == SyncMode::Mirror
+        && previous_size
+            .is_some_and(|p| p > 0 && (latest.members as f64) < sync.min_ratio * p as f64);
+    Ok(Some(Plan {
+        sync: name.to_owned(),
+        destination: sync.destination.clone(),
+        segment: sync.segment.clone(),
+        run: last_run + 1,
+        from_version,
+        to_version,
+        held,
+        batches: batches(members, destination.batch_size),
+        skipped,
+        previous_size,
+        size: latest.members,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, v: i64, c: Change) -> Member {
+        Member {
+            profile_id: p.into(),
+            change: c,
+            refresh_version: v,
+            changed_at: v,
+            merged_into: None,
+        }
+    }
+
+    #[test]
+    fn a_profile_never_spans_two_batches() {
+        let members = vec![
+            m("a", 1, Change::Entered),
+            m("b", 1, Change::Entered),
+            m("b", 2, Change::Exited),
+            m("c", 1, Change::Entered),
+            m("d", 2, Change::Entered),
+        ];
+        let b = batches(members, 1);
+        let profiles: Vec<Vec<&str>> = b
+            .iter()
+            .map(|x| x.iter().map(|m| m.profile_id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            profiles,
+            vec![vec!["a"], vec!["b", "b"], vec!["c"], vec!["d"]]
+        );
+        assert_eq!(b[1][0].change, Change::Entered, "entered before exited");
+        assert!(batches(Vec::new(), 10).is_empty());
+    }
+}
