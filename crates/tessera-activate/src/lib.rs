@@ -74,7 +74,7 @@ pub struct SyncStatus {
     pub skipped: u64,
     /// The latest recorded attempt (microseconds since the epoch).
     pub last_attempt_at: Option<i64>,
-    /// The last failure's code and message.
+    /// The latest failure (of a batch still retrying or dead): code and message.
     pub last_error: Option<String>,
 }
 
@@ -285,8 +285,10 @@ impl Activation {
             .await
     }
 
-    /// Re-drives the dead batches of `sync` (all syncs when `None`): planned again, sent
-    /// with their members' current traits. Returns how many batches.
+    /// Re-drives the dead batches of `sync` (all syncs when `None`) with their members'
+    /// *current* state: a change that later changes superseded (an entry of a profile
+    /// that has left the segment since, or an exit of one that is back) is dropped, the
+    /// rest planned again and sent with current traits. Returns how many batches.
     pub async fn retry(&self, engine: &Engine, sync: Option<&str>) -> Result<usize> {
         let names: Vec<String> = match sync {
             Some(s) => {
@@ -311,18 +313,53 @@ impl Activation {
         from: Status,
         operation: &str,
     ) -> Result<usize> {
-        let rows: Vec<_> = ledger::read(engine, None)
+        let batches: Vec<BatchState> = ledger::read(engine, None)
             .await?
             .into_iter()
             .filter(|b| b.sync == sync && b.status == from)
-            .map(|b| {
-                b.row(
-                    Status::Planned,
-                    b.attempt,
-                    None,
-                    Some(operation.into()),
-                    None,
-                )
+            .collect();
+        if batches.is_empty() {
+            return Ok(0);
+        }
+        let current: std::collections::HashSet<String> = if from == Status::Dead {
+            let segment = &self.sync(sync)?.segment;
+            tessera_segments::audience::members(engine, segment, usize::MAX)
+                .await?
+                .into_iter()
+                .map(|m| m.profile_id)
+                .collect()
+        } else {
+            Default::default()
+        };
+        let rows: Vec<_> = batches
+            .into_iter()
+            .map(|mut b| {
+                if from == Status::Dead {
+                    b.members.retain(|m| match m.change {
+                        plan::Change::Entered => current.contains(&m.profile_id),
+                        plan::Change::Exited => !current.contains(&m.profile_id),
+                    });
+                }
+                if b.members.is_empty() {
+                    b.row(
+                        Status::Delivered,
+                        b.attempt,
+                        None,
+                        Some(
+                            "superseded: every change of the batch was overtaken by later ones"
+                                .into(),
+                        ),
+                        None,
+                    )
+                } else {
+                    b.row(
+                        Status::Planned,
+                        b.attempt,
+                        None,
+                        Some(operation.into()),
+                        None,
+                    )
+                }
             })
             .collect();
         ledger::append(engine.lake(), &rows, operation, &self.actor, None).await?;
@@ -333,6 +370,7 @@ impl Activation {
 /// The state of every sync in the ledger.
 pub async fn status(engine: &Engine) -> Result<Vec<SyncStatus>> {
     let mut out: BTreeMap<String, SyncStatus> = BTreeMap::new();
+    let mut last_failure: std::collections::HashMap<String, i64> = Default::default();
     if !engine.lake().exists(ACTIVATION_BATCHES).await? {
         return Ok(Vec::new());
     }
@@ -360,13 +398,16 @@ pub async fn status(engine: &Engine) -> Result<Vec<SyncStatus>> {
         }
         if b.attempt > 0 && s.last_attempt_at.is_none_or(|t| b.updated_at > t) {
             s.last_attempt_at = Some(b.updated_at);
-            if matches!(b.status, Status::Retry | Status::Dead) {
-                s.last_error = Some(format!(
-                    "{}{}",
-                    b.code.map_or_else(String::new, |c| format!("{c} ")),
-                    b.message.clone().unwrap_or_default()
-                ));
-            }
+        }
+        if matches!(b.status, Status::Retry | Status::Dead)
+            && last_failure.get(&b.sync).is_none_or(|t| b.updated_at > *t)
+        {
+            last_failure.insert(b.sync.clone(), b.updated_at);
+            s.last_error = Some(format!(
+                "{}{}",
+                b.code.map_or_else(String::new, |c| format!("{c} ")),
+                b.message.clone().unwrap_or_default()
+            ));
         }
     }
     Ok(out.into_values().collect())

@@ -179,6 +179,32 @@ fn batches(members: Vec<Member>, size: usize) -> Vec<Vec<Member>> {
     out
 }
 
+/// Checks that a sync's `fields` query plans and returns `profile_id`.
+pub async fn check_fields(engine: &Engine, name: &str, sync: &SyncSection) -> Result<()> {
+    let Some(query) = &sync.fields else {
+        return Ok(());
+    };
+    let bad = |message: String| ActivateError::Fields {
+        sync: name.to_owned(),
+        message,
+    };
+    let ctx = engine.session().await?;
+    let df = tessera_engine::policy::read_only(&ctx, query)
+        .await
+        .map_err(|e| bad(e.strip_backtrace()))?;
+    if df
+        .schema()
+        .field_with_unqualified_name("profile_id")
+        .is_err()
+    {
+        return Err(bad(
+            "the query must return a profile_id column (SELECT profile_id, ... FROM profiles)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The next run of sync `name` after `last` (`(run, to_version)` of the latest planned
 /// run), or `None` when the segment has no newer refresh.
 pub async fn plan(
@@ -188,6 +214,7 @@ pub async fn plan(
     destination: &Destination,
     last: Option<(i64, i64)>,
 ) -> Result<Option<Plan>> {
+    check_fields(engine, name, sync).await?;
     let history = audience::history(engine, &sync.segment, usize::MAX).await?;
     let Some(latest) = history.first() else {
         return Err(ActivateError::NotRefreshed {

@@ -10,6 +10,7 @@
 //! tessera-bench match [--dataset febrl1] [--records N] # probabilistic matching vs Splink
 //! tessera-bench flight | profile [--project P]        # Flight streaming; GetProfile latency
 //! tessera-bench isolation [--project P]               # collector and GetProfile under a heavy query
+//! tessera-bench activate [--members N]                # a segment delivered to a webhook receiver
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -24,6 +25,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use tessera_sample::synth::{GenConfig, generate_with_progress, is_current};
 
+mod activate;
 mod collect;
 mod flight;
 mod identity;
@@ -143,6 +145,14 @@ enum Cmd {
         #[arg(long)]
         pin: bool,
     },
+    /// Activation: a generated audience delivered to a signature-verifying webhook
+    /// receiver on loopback, members per second.
+    Activate {
+        #[arg(long, default_value_t = 200_000)]
+        members: u64,
+        #[arg(long, default_value = "target/bench-activate")]
+        work: PathBuf,
+    },
     /// The collector's acknowledgements and GetProfile look-ups at a steady rate, with
     /// and without a heavy Flight SQL query running; DataFusion on its own runtime and
     /// on the request runtime.
@@ -212,6 +222,7 @@ fn main() -> anyhow::Result<()> {
         } => identity::run(events, edges, !no_splink, &work),
         Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
         Cmd::Isolation { project, seconds } => isolation::run(&project, seconds),
+        Cmd::Activate { members, work } => activate::run(members, &work),
         Cmd::Predict { customers, work } => predict::run(customers, &work),
         Cmd::Match {
             dataset,

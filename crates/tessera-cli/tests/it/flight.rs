@@ -255,9 +255,11 @@ fn bi_clients_query_the_lake_with_passwords_and_roles() {
         audited("status = 'unauthenticated' AND \"user\" = '-'") >= 2,
         "no token and a forged one"
     );
+    // `fetchone()` and closing the connection may drop the stream before its end is
+    // polled: the entry is then `cancelled`, still with the row it delivered.
     assert!(
         audited(
-            "action IN ('query', 'prepared_query') AND status = 'ok' AND \"user\" = 'root' AND rows = 1"
+            "action IN ('query', 'prepared_query') AND status IN ('ok', 'cancelled') AND \"user\" = 'root' AND rows = 1"
         ) >= 1,
         "{log}"
     );

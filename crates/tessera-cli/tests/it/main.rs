@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod activate;
 mod common;
 mod examples;
 mod flight;

@@ -1,0 +1,545 @@
+//! Activation end to end: the real `tessera` binary sending segments to a real
+//! receiving server (Python, verifying every request with the PyPI `standardwebhooks`
+//! package), which misbehaves on purpose: 503s, a 429 with `Retry-After`, a dropped
+//! connection, a 400. Also a SIGKILL of `tessera serve` in the middle of a sync.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{Running, TestProject, fails, ok, python};
+
+/// The receiver: answers per delivery id (`webhook-id`) as `behaviour` says, verifies
+/// every signature, and logs every request (one JSON line each) to the log file.
+const RECEIVER: &str = r#"
+import json, sys, threading, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from standardwebhooks.webhooks import Webhook
+
+secret, log_path, behaviour = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+wh = Webhook(secret)
+lock = threading.Lock()
+attempts = {}
+log = open(log_path, "a")
+
+def seq(hook_id):
+    # ids are SYNC-RUN-SEQ (or SYNC-RUN-SEQ.PART)
+    parts = hook_id.split(".")[0].rsplit("-", 2)
+    return int(parts[1]), int(parts[2])
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def answer(self, code, headers=()):
+        body = json.dumps({"code": code}).encode()
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        hook_id = self.headers.get("webhook-id", "")
+        with lock:
+            n = attempts.get(hook_id, 0) + 1
+            attempts[hook_id] = n
+        try:
+            wh.verify(body, dict(self.headers))
+            verified = True
+        except Exception as e:
+            verified = False
+        run, s = seq(hook_id)
+        code = 200
+        if behaviour.get("always") is not None:
+            code = behaviour["always"]
+        elif not verified:
+            code = 401
+        elif not behaviour.get("misbehave"):
+            code = 200
+        elif s % 5 == 0 and n <= 3:
+            code = 503
+        elif run == 1 and s == 7 and n == 1:
+            code = 429
+        elif run == 1 and s == 11 and n == 1:
+            with lock:
+                log.write(json.dumps({"id": hook_id, "attempt": n, "code": "dropped", "t": time.time(), "verified": verified}) + "\n")
+                log.flush()
+            self.close_connection = True
+            self.connection.close()
+            return
+        elif run == 1 and s == 13 and n == 1:
+            code = 400
+        events = []
+        if code == 200:
+            for e in json.loads(body)["batch"]:
+                events.append([e["messageId"], e["event"], e["anonymousId"], e["context"]["tessera"]["refresh_version"], e.get("properties", {}).get("plan")])
+        with lock:
+            log.write(json.dumps({"id": hook_id, "attempt": n, "code": code, "t": time.time(), "verified": verified, "events": events}) + "\n")
+            log.flush()
+        if code == 429:
+            self.answer(429, [("Retry-After", "2")])
+        else:
+            self.answer(code)
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// A running receiver (stopped when dropped) and its log.
+struct Receiver {
+    _process: Running,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &Path, name: &str, secret: &str, behaviour: &str) -> Receiver {
+        let log = dir.join(format!("{name}.jsonl"));
+        let mut child: Child = Command::new(python())
+            .arg("-c")
+            .arg(RECEIVER)
+            .args([secret, log.to_str().unwrap(), behaviour])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Receiver {
+            port: line.trim().parse().unwrap(),
+            _process: Running(child),
+            log,
+        }
+    }
+
+    /// Every request logged so far.
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn segment_of(p: &TestProject, from: u32, to: u32) {
+    let dir = p.path().join("sql/segments");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("big.sql"),
+        format!(
+            "-- description: a generated audience\n\
+             SELECT 'p_' || lpad(CAST(value AS VARCHAR), 6, '0') AS profile_id FROM generate_series({from}, {to})\n"
+        ),
+    )
+    .unwrap();
+    ok(&mut p.cmd(&["segments", "refresh"]));
+}
+
+fn configure(p: &TestProject, extra: &str) {
+    let path = p.path().join("tessera.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    // The server refreshes nothing by itself here; the test does.
+    text = text.replace("schedule = true", "schedule = false");
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
+}
+
+fn activate(p: &TestProject, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["activate"];
+    all.extend_from_slice(args);
+    let mut c = p.cmd(&all);
+    c.env("TESSERA_TEST_HOOK_SECRET", SECRET);
+    ok(&mut c)
+}
+
+/// `tessera serve` with the hook secret set.
+fn serve_with_secret(p: &TestProject) -> Running {
+    let mut child = crate::common::tessera()
+        .arg("--project")
+        .arg(p.path())
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .env("TESSERA_TEST_HOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("gRPC listening on ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Running(child)
+}
+
+fn status(p: &TestProject) -> Vec<Value> {
+    let out = activate(p, &["status", "--json"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, check: impl Fn() -> bool) {
+    let until = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < until, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_sync_reaches_a_misbehaving_receiver_at_least_once_in_order_through_a_crash() {
+    let p = TestProject::new();
+    let work = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(work.path(), "hook", SECRET, r#"{"misbehave": true}"#);
+    configure(
+        &p,
+        &format!(
+            r#"
+[destinations.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{}/hook"
+secret_env = ["TESSERA_TEST_HOOK_SECRET"]
+batch_size = 500
+retry_min = "200ms"
+retry_max = "2s"
+max_attempts = 6
+retry_window = "1s"
+
+[syncs.big_to_hook]
+segment = "big"
+destination = "hook"
+mode = "diff"
+"#,
+            receiver.port
+        ),
+    );
+    // Run 1: 60,000 members.
+    segment_of(&p, 1, 60_000);
+    let first = activate(&p, &["run", "--wait", "60s", "--json"]);
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["planned"][0]["members"], 60_000, "{first}");
+    assert_eq!(first["planned"][0]["batches"], 120);
+    let st = &status(&p)[0];
+    assert_eq!(
+        (st["delivered"].as_u64(), st["dead"].as_u64()),
+        (Some(119), Some(1)),
+        "{st}"
+    );
+    assert!(
+        st["last_error"].as_str().unwrap_or("").starts_with("400"),
+        "the 400 batch is dead-lettered at once: {st}"
+    );
+    let ledger =
+        p.sql("SELECT batch_id, attempt, status FROM activation_batches WHERE status = 'dead'");
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0]["batch_id"], "big_to_hook-1-13");
+    assert_eq!(ledger[0]["attempt"], 1, "dead on its first attempt");
+
+    // Run 2: 20,000 exits and 20,000 entries, delivered by `tessera serve`, killed
+    // (SIGKILL) in the middle and started again.
+    segment_of(&p, 20_001, 80_000);
+    let before_kill = receiver.requests().len();
+    let server = serve_with_secret(&p);
+    wait_until("run 2 under way", Duration::from_secs(120), || {
+        receiver
+            .requests()
+            .iter()
+            .skip(before_kill)
+            .filter(|r| r["code"] == 200)
+            .count()
+            >= 10
+    });
+    let mut server = server;
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let planned_run2 = p.count(
+        "SELECT count(*) AS n FROM activation_batches WHERE run = 2 AND status = 'planned' AND members IS NOT NULL",
+    );
+    assert_eq!(planned_run2, 80, "40,000 changes in batches of 500");
+    let server = serve_with_secret(&p);
+    wait_until("run 2 delivered", Duration::from_secs(180), || {
+        let s = &status(&p)[0];
+        s["run"] == 2 && s["planned"] == 0 && s["retrying"] == 0
+    });
+    crate::common::stop(server);
+    assert_eq!(
+        p.count(
+            "SELECT count(*) AS n FROM activation_batches WHERE run = 2 AND status = 'planned' AND members IS NOT NULL"
+        ),
+        planned_run2,
+        "nothing re-planned after the crash"
+    );
+    // The dead batch, re-driven.
+    activate(&p, &["retry", "big_to_hook"]);
+    activate(&p, &["run", "--wait", "30s"]);
+    let st = &status(&p)[0];
+    assert_eq!(
+        (st["delivered"].as_u64(), st["dead"].as_u64()),
+        (Some(200), Some(0)),
+        "{st}"
+    );
+
+    // What the receiver saw.
+    let requests = receiver.requests();
+    assert!(
+        requests.iter().all(|r| r["verified"] == true),
+        "every signature verified"
+    );
+    let mut first_seen: HashMap<String, (f64, String)> = HashMap::new();
+    let mut ids_of: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut order: BTreeMap<String, Vec<(f64, String)>> = BTreeMap::new();
+    for r in requests.iter().filter(|r| r["code"] == 200) {
+        let t = r["t"].as_f64().unwrap();
+        let id = r["id"].as_str().unwrap().to_owned();
+        for e in r["events"].as_array().unwrap() {
+            let message = e[0].as_str().unwrap().to_owned();
+            let (kind, profile) = (e[1].as_str().unwrap(), e[2].as_str().unwrap());
+            first_seen.entry(message.clone()).or_insert((t, id.clone()));
+            ids_of.entry(message).or_default().insert(id.clone());
+            order
+                .entry(profile.to_owned())
+                .or_default()
+                .push((t, kind.to_owned()));
+        }
+    }
+    // Every change delivered at least once: 60,000 entries, then 20,000 exits and
+    // 20,000 entries — but for the 500 entries of the dead batch, re-driven after its
+    // members had left the segment in run 2: a re-drive sends the current state, and
+    // their exits are what holds.
+    assert_eq!(first_seen.len(), 100_000 - 500);
+    // A change seen twice came under the same delivery id both times.
+    assert!(
+        ids_of.values().all(|ids| ids.len() == 1),
+        "duplicates only with a seen webhook-id"
+    );
+    // Per profile, an exit never before its entry.
+    for (profile, events) in &order {
+        let entered = events
+            .iter()
+            .filter(|(_, k)| k == "Audience Entered")
+            .map(|e| e.0)
+            .reduce(f64::min);
+        let exited = events
+            .iter()
+            .filter(|(_, k)| k == "Audience Exited")
+            .map(|e| e.0)
+            .reduce(f64::min);
+        if let (Some(i), Some(o)) = (entered, exited) {
+            assert!(i < o, "{profile}: exited before entered");
+        }
+    }
+    assert_eq!(
+        order
+            .values()
+            .filter(|e| e.iter().any(|(_, k)| k == "Audience Exited"))
+            .count(),
+        20_000
+    );
+    // The 429 was retried 2 s later at the earliest; the dropped connection and the
+    // 503s were retried.
+    let times_of = |id: &str| -> Vec<f64> {
+        requests
+            .iter()
+            .filter(|r| r["id"] == id)
+            .map(|r| r["t"].as_f64().unwrap())
+            .collect()
+    };
+    let t429 = times_of("big_to_hook-1-7");
+    assert!(t429.len() >= 2 && t429[1] - t429[0] >= 2.0, "{t429:?}");
+    assert!(
+        times_of("big_to_hook-1-11").len() >= 2,
+        "the dropped connection was retried"
+    );
+    let fives = times_of("big_to_hook-1-5");
+    assert!(
+        fives.len() >= 4,
+        "503 three times, then accepted: {fives:?}"
+    );
+}
+
+#[test]
+fn destinations_are_isolated_consent_is_honoured_and_bad_configuration_is_named() {
+    let p = TestProject::new();
+    let work = tempfile::tempdir().unwrap();
+    let good = Receiver::start(work.path(), "good", SECRET, "{}");
+    let down = Receiver::start(work.path(), "down", SECRET, r#"{"always": 503}"#);
+    // Profiles with consent: ten identified people, four of them granting advertising.
+    let events = work.path().join("people.ndjson");
+    let mut lines = String::new();
+    for i in 0..10 {
+        let consent = if i < 4 {
+            r#","consent":{"categoryPreferences":{"advertising":true}}"#
+        } else if i < 6 {
+            r#","consent":{"categoryPreferences":{"advertising":false}}"#
+        } else {
+            ""
+        };
+        lines.push_str(&format!(
+            "{{\"type\":\"identify\",\"messageId\":\"m{i}\",\"userId\":\"u{i}\",\"traits\":{{\"plan\":\"pro{i}\"{consent}}},\"timestamp\":\"2026-01-01T10:00:0{i}Z\"}}\n"
+        ));
+    }
+    std::fs::write(&events, lines).unwrap();
+    p.import(&[events.to_str().unwrap()]);
+    ok(&mut p.cmd(&["stitch"]));
+    let dir = p.path().join("sql/segments");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("everyone.sql"),
+        "SELECT profile_id FROM profiles\n",
+    )
+    .unwrap();
+    ok(&mut p.cmd(&["segments", "refresh"]));
+    configure(
+        &p,
+        &format!(
+            r#"
+[destinations.ads]
+kind = "webhook"
+url = "http://127.0.0.1:{}/ads"
+secret_env = ["TESSERA_TEST_HOOK_SECRET"]
+consent = ["advertising"]
+batch_size = 2
+
+[destinations.crm]
+kind = "webhook"
+url = "http://127.0.0.1:{}/crm"
+secret_env = ["TESSERA_TEST_HOOK_SECRET"]
+retry_min = "100ms"
+retry_max = "200ms"
+max_attempts = 1000
+retry_window = "1h"
+
+[syncs.everyone_to_ads]
+segment = "everyone"
+destination = "ads"
+fields = "SELECT profile_id, json_get_str(traits, 'plan') AS plan FROM profiles"
+
+[syncs.everyone_to_crm]
+segment = "everyone"
+destination = "crm"
+"#,
+            good.port, down.port
+        ),
+    );
+    // Preview: nothing sent, nothing written.
+    let preview = activate(&p, &["preview", "everyone_to_ads"]);
+    let text = String::from_utf8_lossy(&preview.stdout);
+    assert!(
+        text.contains("4 changes") && text.contains("6 left out for want of consent"),
+        "{text}"
+    );
+    assert!(good.requests().is_empty());
+    // While the CRM answers 503 for ever, the ads destination gets everything.
+    let out = activate(&p, &["run", "--wait", "3s", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let delivered: HashMap<String, &Value> = v["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["destination"].as_str().unwrap().to_owned(), d))
+        .collect();
+    assert_eq!(delivered["ads"]["members"], 4, "{v}");
+    assert_eq!(delivered["crm"]["batches"], 0, "{v}");
+    assert!(delivered["crm"]["retries"].as_u64().unwrap() >= 3, "{v}");
+    let sent: Vec<(String, String)> = good
+        .requests()
+        .iter()
+        .flat_map(|r| r["events"].as_array().unwrap().clone())
+        .map(|e| {
+            (
+                e[2].as_str().unwrap().to_owned(),
+                e[4].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 4);
+    let plans: HashSet<&str> = sent.iter().map(|(_, plan)| plan.as_str()).collect();
+    assert_eq!(
+        plans,
+        HashSet::from(["pro0", "pro1", "pro2", "pro3"]),
+        "the fields query's traits travel"
+    );
+    let st = status(&p);
+    let ads = st.iter().find(|s| s["sync"] == "everyone_to_ads").unwrap();
+    assert_eq!(ads["skipped"], 6, "{ads}");
+    let crm = st.iter().find(|s| s["sync"] == "everyone_to_crm").unwrap();
+    assert!(
+        crm["retrying"].as_u64().unwrap() >= 1 && crm["dead"] == 0,
+        "{crm}"
+    );
+    assert!(down.requests().len() >= 3);
+
+    // Bad configuration, each named.
+    let toml = p.path().join("tessera.toml");
+    let good_text = std::fs::read_to_string(&toml).unwrap();
+    let mut c = p.cmd(&["activate", "run"]);
+    let e = fails(&mut c);
+    assert!(
+        e.contains(
+            "destinations.ads.secret_env: environment variable TESSERA_TEST_HOOK_SECRET is not set"
+        ),
+        "{e}"
+    );
+    for (bad, needle) in [
+        (
+            good_text.replace(
+                "kind = \"webhook\"\nurl = \"http://127.0.0.1",
+                "kind = \"carrier_pigeon\"\nurl = \"http://127.0.0.1",
+            ),
+            "carrier_pigeon",
+        ),
+        (
+            good_text.replace("destination = \"crm\"", "destination = \"nowhere\""),
+            "syncs.everyone_to_crm.destination",
+        ),
+        (
+            good_text.replace(
+                &format!("http://127.0.0.1:{}/ads", good.port),
+                "ftp://example.com",
+            ),
+            "destinations.ads.url",
+        ),
+        (
+            good_text.replace("batch_size = 2", "batch_size = 0"),
+            "destinations.ads.batch_size",
+        ),
+    ] {
+        std::fs::write(&toml, bad).unwrap();
+        let mut c = p.cmd(&["activate", "status"]);
+        let e = fails(&mut c);
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    std::fs::write(
+        &toml,
+        good_text.replace(
+            "fields = \"SELECT profile_id, json_get_str(traits, 'plan') AS plan FROM profiles\"",
+            "fields = \"SELECT user_id FROM profiles\"",
+        ),
+    )
+    .unwrap();
+    let mut c = p.cmd(&["activate", "run", "--wait", "0"]);
+    c.env("TESSERA_TEST_HOOK_SECRET", SECRET);
+    let e = fails(&mut c);
+    assert!(
+        e.contains("syncs.everyone_to_ads.fields") && e.contains("profile_id"),
+        "{e}"
+    );
+}
