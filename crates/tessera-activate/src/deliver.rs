@@ -51,7 +51,7 @@ pub struct Delivered {
 }
 
 /// Whether `b` is due now: planned, or a retry whose time has come.
-fn due(b: &BatchState, now: i64) -> bool {
+pub(crate) fn due(b: &BatchState, now: i64) -> bool {
     match b.status {
         Status::Planned => true,
         Status::Retry => b.next_attempt_at.is_none_or(|t| t <= now),
@@ -60,7 +60,7 @@ fn due(b: &BatchState, now: i64) -> bool {
 }
 
 /// Of each sync, the earliest run not finished.
-fn open_runs(batches: &[BatchState]) -> HashMap<String, i64> {
+pub(crate) fn open_runs(batches: &[BatchState]) -> HashMap<String, i64> {
     let mut open: HashMap<String, i64> = HashMap::new();
     for b in batches.iter().filter(|b| !b.status.finished()) {
         let e = open.entry(b.sync.clone()).or_insert(b.run);
@@ -191,6 +191,9 @@ pub async fn deliver(
     client: &reqwest::Client,
     options: Deliver,
 ) -> Result<Delivered> {
+    if let Some(target) = &d.file {
+        return crate::file::deliver(engine, d, target, syncs, ledger, options).await;
+    }
     let mut report = Delivered {
         destination: d.name.clone(),
         ..Delivered::default()

@@ -1,13 +1,16 @@
 //! Destinations as delivery needs them: `[destinations.NAME]` with its secrets read from
-//! the environment (never from the file, never printed), its durations parsed, and its
-//! retry policy.
+//! the environment (never from the file, never printed), its durations parsed, its
+//! retry policy, and for files the object store it writes to.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tessera_core::config::{DestinationKind, DestinationSection, parse_duration};
 
 use crate::error::{ActivateError, Result};
+use crate::file::Target;
 
 /// One destination, ready to send to.
 #[derive(Clone)]
@@ -30,6 +33,8 @@ pub struct Destination {
     pub retry: RetryPolicy,
     /// Consent categories a member needs (all of them).
     pub consent: Vec<String>,
+    /// Where a `file` destination writes.
+    pub(crate) file: Option<Arc<Target>>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -98,11 +103,13 @@ pub fn webhook_key(text: &str) -> std::result::Result<Vec<u8>, String> {
 }
 
 impl Destination {
-    /// `section` with its variables read through `env`.
+    /// `section` with its variables read through `env`; a file destination's relative
+    /// path is taken from `dir` (the project folder).
     pub fn new(
         name: &str,
         section: &DestinationSection,
         env: &dyn Fn(&str) -> Option<String>,
+        dir: &Path,
     ) -> Result<Destination> {
         let read = |key: &str, var: &str| {
             env(var)
@@ -150,7 +157,7 @@ impl Destination {
             secrets,
             legacy_secret,
             headers,
-            batch_size: section.batch_size,
+            batch_size: section.batch_size(),
             max_batch_bytes: section.max_batch_bytes,
             concurrency: section.concurrency,
             min_interval: section
@@ -164,6 +171,10 @@ impl Destination {
                 window: duration(name, "retry_window", &section.retry_window)?,
             },
             consent: section.consent.clone(),
+            file: match section.kind {
+                DestinationKind::File => Some(Arc::new(Target::new(name, section, dir)?)),
+                DestinationKind::Webhook => None,
+            },
         })
     }
 }
@@ -212,21 +223,24 @@ mod tests {
             "HOOK_TOKEN" => Some("Bearer abc".to_owned()),
             _ => None,
         };
-        let d = Destination::new("crm", &section, &env).unwrap();
+        let d = Destination::new("crm", &section, &env, Path::new(".")).unwrap();
         assert_eq!(d.secrets.len(), 1);
         assert_eq!(
             d.headers,
             vec![("authorization".into(), "Bearer abc".into())]
         );
         assert!(!format!("{d:?}").contains("Bearer"), "no secret in Debug");
-        let e = Destination::new("crm", &section, &|_| None).unwrap_err();
+        let e = Destination::new("crm", &section, &|_| None, Path::new(".")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "destinations.crm.secret_env: environment variable HOOK_SECRET is not set"
         );
-        let e = Destination::new("crm", &section, &|v| {
-            (v == "HOOK_SECRET").then(|| "not base64 at all!".into())
-        })
+        let e = Destination::new(
+            "crm",
+            &section,
+            &|v| (v == "HOOK_SECRET").then(|| "not base64 at all!".into()),
+            Path::new("."),
+        )
         .unwrap_err();
         assert!(e.to_string().contains("whsec_"), "{e}");
     }

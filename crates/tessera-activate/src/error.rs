@@ -19,6 +19,10 @@ pub enum ActivateError {
     #[error("{key}: {message}")]
     BadSecret { key: String, message: String },
 
+    /// A destination cannot be reached as configured (a file destination's URL).
+    #[error("{key}: {message}")]
+    BadDestination { key: String, message: String },
+
     /// A header name or value cannot be sent.
     #[error("destinations.{destination}.headers: {message}")]
     BadHeader {

@@ -19,6 +19,7 @@
 
 pub mod deliver;
 pub mod destination;
+pub mod file;
 pub mod ledger;
 pub mod plan;
 pub mod webhook;
@@ -29,7 +30,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_core::config::{Config, SyncSection};
+use tessera_core::config::{Project, SyncSection};
 use tessera_core::schema::ACTIVATION_BATCHES;
 use tessera_engine::Engine;
 
@@ -100,17 +101,21 @@ impl std::fmt::Debug for Activation {
 }
 
 impl Activation {
-    /// The destinations and syncs of `config`, secrets read through `env`; `actor` is
+    /// The destinations and syncs of `project`, secrets read through `env`; `actor` is
     /// recorded with every commit.
     pub fn new(
         engine: &Engine,
-        config: &Config,
+        project: &Project,
         env: &dyn Fn(&str) -> Option<String>,
         actor: &str,
     ) -> Result<Activation> {
+        let config = &project.config;
         let mut destinations = BTreeMap::new();
         for (name, section) in &config.destinations {
-            destinations.insert(name.clone(), Destination::new(name, section, env)?);
+            destinations.insert(
+                name.clone(),
+                Destination::new(name, section, env, &project.dir)?,
+            );
         }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(16)
@@ -281,7 +286,7 @@ impl Activation {
     /// at the next delivery. Returns how many batches.
     pub async fn confirm(&self, engine: &Engine, sync: &str) -> Result<usize> {
         self.sync(sync)?;
-        self.redrive(engine, sync, Status::Held, "activation confirm")
+        self.redrive(engine, sync, Status::Held, "activation confirm", None)
             .await
     }
 
@@ -300,10 +305,40 @@ impl Activation {
         let mut n = 0;
         for s in names {
             n += self
-                .redrive(engine, &s, Status::Dead, "activation retry")
+                .redrive(engine, &s, Status::Dead, "activation retry", None)
                 .await?;
         }
         Ok(n)
+    }
+
+    /// Sends a delivered run of `sync` again exactly as it was planned (the same batch
+    /// ids, members and `messageId`s; traits as they are now): the latest delivered run,
+    /// or `run`. A file destination rewrites the same objects. Returns how many batches.
+    pub async fn resend(&self, engine: &Engine, sync: &str, run: Option<i64>) -> Result<usize> {
+        self.sync(sync)?;
+        let run = match run {
+            Some(r) => r,
+            None => {
+                let latest = ledger::read(engine, None)
+                    .await?
+                    .into_iter()
+                    .filter(|b| b.sync == sync && b.status == Status::Delivered)
+                    .map(|b| b.run)
+                    .max();
+                match latest {
+                    Some(r) => r,
+                    None => return Ok(0),
+                }
+            }
+        };
+        self.redrive(
+            engine,
+            sync,
+            Status::Delivered,
+            "activation resend",
+            Some(run),
+        )
+        .await
     }
 
     async fn redrive(
@@ -312,11 +347,12 @@ impl Activation {
         sync: &str,
         from: Status,
         operation: &str,
+        run: Option<i64>,
     ) -> Result<usize> {
         let batches: Vec<BatchState> = ledger::read(engine, None)
             .await?
             .into_iter()
-            .filter(|b| b.sync == sync && b.status == from)
+            .filter(|b| b.sync == sync && b.status == from && run.is_none_or(|r| b.run == r))
             .collect();
         if batches.is_empty() {
             return Ok(0);

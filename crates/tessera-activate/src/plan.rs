@@ -179,8 +179,14 @@ fn batches(members: Vec<Member>, size: usize) -> Vec<Vec<Member>> {
     out
 }
 
-/// Checks that a sync's `fields` query plans and returns `profile_id`.
-pub async fn check_fields(engine: &Engine, name: &str, sync: &SyncSection) -> Result<()> {
+/// Checks that a sync's `fields` query plans and returns `profile_id` (and, for a file
+/// destination, columns the files can hold).
+pub async fn check_fields(
+    engine: &Engine,
+    name: &str,
+    sync: &SyncSection,
+    destination: &Destination,
+) -> Result<()> {
     let Some(query) = &sync.fields else {
         return Ok(());
     };
@@ -202,6 +208,9 @@ pub async fn check_fields(engine: &Engine, name: &str, sync: &SyncSection) -> Re
                 .into(),
         ));
     }
+    if let Some(target) = &destination.file {
+        crate::file::check_columns(df.schema().as_arrow(), target.format).map_err(bad)?;
+    }
     Ok(())
 }
 
@@ -214,7 +223,7 @@ pub async fn plan(
     destination: &Destination,
     last: Option<(i64, i64)>,
 ) -> Result<Option<Plan>> {
-    check_fields(engine, name, sync).await?;
+    check_fields(engine, name, sync, destination).await?;
     let history = audience::history(engine, &sync.segment, usize::MAX).await?;
     let Some(latest) = history.first() else {
         return Err(ActivateError::NotRefreshed {

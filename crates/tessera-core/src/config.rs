@@ -69,6 +69,28 @@ pub enum DestinationKind {
     /// Segment-compatible `track` events (`Audience Entered` / `Audience Exited`) as
     /// `{"batch": [...]}` POSTs, signed with Standard Webhooks.
     Webhook,
+    /// Audience snapshots and diffs as Parquet or CSV files in an object store (`s3://`,
+    /// `gs://`, `az://`) or a local folder, with a manifest and `_SUCCESS` written last.
+    File,
+}
+
+/// The file format of a `file` destination.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    #[default]
+    Parquet,
+    Csv,
+}
+
+/// How a `file` destination's CSV files are compressed (Parquet pages are always
+/// Snappy-compressed).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportCompression {
+    #[default]
+    None,
+    Gzip,
 }
 
 /// `[destinations.NAME]`: one system audiences are sent to. Secrets are never in the
@@ -78,8 +100,21 @@ pub enum DestinationKind {
 #[serde(deny_unknown_fields)]
 pub struct DestinationSection {
     pub kind: DestinationKind,
-    /// Where batches are POSTed (`https://...`; `http://` for loopback tests).
+    /// Webhooks: where batches are POSTed (`https://...`; `http://` for loopback tests).
+    /// Files: the folder exports go under (`s3://bucket/prefix`, `gs://...`, `az://...`,
+    /// or a local path, relative to the project).
     pub url: String,
+    /// Files: `parquet` (the default) or `csv`.
+    #[serde(default)]
+    pub format: Option<ExportFormat>,
+    /// Files: `gzip` for CSV (`none` by default).
+    #[serde(default)]
+    pub compression: Option<ExportCompression>,
+    /// Files: object-store options (`aws_endpoint`, `aws_region`, ...) besides the
+    /// environment's `AWS_*`/`GOOGLE_*`/`AZURE_*`. No secrets here: credentials come from
+    /// the environment.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
     /// Environment variables holding Standard Webhooks secrets (`whsec_...`); every one
     /// signs, so keys rotate by adding the new one before removing the old.
     #[serde(default)]
@@ -95,9 +130,10 @@ pub struct DestinationSection {
     /// = "CRM_TOKEN"`).
     #[serde(default)]
     pub headers_env: BTreeMap<String, String>,
-    /// Events per batch.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
+    /// Events per batch (webhooks, default 500), rows per file (files, default
+    /// 1,000,000).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Bytes per batch body.
     #[serde(default = "default_destination_batch_bytes")]
     pub max_batch_bytes: usize,
@@ -126,9 +162,16 @@ pub struct DestinationSection {
     pub consent: Vec<String>,
 }
 
-fn default_batch_size() -> usize {
-    500
+impl DestinationSection {
+    /// Members per batch: per request for webhooks, per file for files.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(match self.kind {
+            DestinationKind::Webhook => 500,
+            DestinationKind::File => 1_000_000,
+        })
+    }
 }
+
 fn default_destination_batch_bytes() -> usize {
     500 * 1024
 }
@@ -1102,15 +1145,81 @@ impl Config {
                     "destination names use letters, digits, '_' and '-' only".into(),
                 ));
             }
-            let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
-            if !scheme_ok || url::Url::parse(&d.url).is_err() {
-                return Err(invalid(
-                    &key("url"),
-                    format!("{:?} is not an http(s) URL", d.url),
-                ));
-            }
-            if d.batch_size == 0 || d.batch_size > 10_000 {
-                return Err(invalid(&key("batch_size"), "must be 1 to 10000".into()));
+            match d.kind {
+                DestinationKind::Webhook => {
+                    let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
+                    if !scheme_ok || url::Url::parse(&d.url).is_err() {
+                        return Err(invalid(
+                            &key("url"),
+                            format!("{:?} is not an http(s) URL", d.url),
+                        ));
+                    }
+                    if d.batch_size().clamp(1, 10_000) != d.batch_size() {
+                        return Err(invalid(&key("batch_size"), "must be 1 to 10000".into()));
+                    }
+                    for (k, set) in [
+                        ("format", d.format.is_some()),
+                        ("compression", d.compression.is_some()),
+                        ("storage_options", !d.storage_options.is_empty()),
+                    ] {
+                        if set {
+                            return Err(invalid(
+                                &key(k),
+                                "is for kind = \"file\" destinations only".into(),
+                            ));
+                        }
+                    }
+                }
+                DestinationKind::File => {
+                    let url = d.url.trim();
+                    if url.is_empty() {
+                        return Err(invalid(
+                            &key("url"),
+                            "names the folder to export to (s3://bucket/prefix, gs://, az://, or a path)".into(),
+                        ));
+                    }
+                    if is_url(url) {
+                        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+                        let known = ["s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "file"];
+                        if !known.contains(&scheme) || url::Url::parse(url).is_err() {
+                            return Err(invalid(
+                                &key("url"),
+                                format!(
+                                    "{url:?} is not an object-store URL Tessera can write (s3://, gs://, az://, file://) nor a path"
+                                ),
+                            ));
+                        }
+                    }
+                    if d.batch_size().clamp(1, 10_000_000) != d.batch_size() {
+                        return Err(invalid(
+                            &key("batch_size"),
+                            "must be 1 to 10000000 (rows per file)".into(),
+                        ));
+                    }
+                    if d.compression == Some(ExportCompression::Gzip)
+                        && d.format != Some(ExportFormat::Csv)
+                    {
+                        return Err(invalid(
+                            &key("compression"),
+                            "gzip is for format = \"csv\" (Parquet pages are compressed already)"
+                                .into(),
+                        ));
+                    }
+                    for (k, set) in [
+                        ("secret_env", !d.secret_env.is_empty()),
+                        ("legacy_secret_env", d.legacy_secret_env.is_some()),
+                        ("headers", !d.headers.is_empty()),
+                        ("headers_env", !d.headers_env.is_empty()),
+                        ("rate_limit", d.rate_limit.is_some()),
+                    ] {
+                        if set {
+                            return Err(invalid(
+                                &key(k),
+                                "is for kind = \"webhook\" destinations only".into(),
+                            ));
+                        }
+                    }
+                }
             }
             if d.max_batch_bytes < 1024 {
                 return Err(invalid(

@@ -1,4 +1,4 @@
-//! `tessera activate run [SYNC...] | status | retry [SYNC] | preview SYNC`: send segments
+//! `tessera activate run [SYNC...] | status | retry [SYNC] | resend SYNC | preview SYNC`: send segments
 //! to their destinations (`[syncs.NAME]`, `[destinations.NAME]` of tessera.toml).
 
 use std::time::Duration;
@@ -41,6 +41,14 @@ pub enum ActivateCommand {
     /// Send the dead batches of a sync (all syncs without a name) again, with their
     /// members' current traits.
     Retry { sync: Option<String> },
+    /// Send a delivered run of a sync again as it was planned (the same batch ids and
+    /// message ids, so receivers deduplicate; a file destination rewrites the same
+    /// objects): the latest delivered run, or `--run N`.
+    Resend {
+        sync: String,
+        #[arg(long)]
+        run: Option<i64>,
+    },
     /// What the next run of a sync would send; nothing is written or sent.
     Preview {
         sync: String,
@@ -53,7 +61,7 @@ pub enum ActivateCommand {
 fn activation(opened: &Opened) -> anyhow::Result<Activation> {
     Ok(Activation::new(
         &opened.engine,
-        &opened.project.config,
+        &opened.project,
         &|v| std::env::var(v).ok(),
         "tessera activate",
     )?)
@@ -211,6 +219,18 @@ pub async fn run(opened: &Opened, args: ActivateArgs) -> anyhow::Result<()> {
             println!(
                 "{n} dead batches planned again; `tessera activate run` or `tessera serve` sends them"
             );
+            Ok(())
+        }
+        ActivateCommand::Resend { sync, run } => {
+            let a = activation(opened)?;
+            let n = a.resend(&opened.engine, &sync, run).await?;
+            if n == 0 {
+                println!("{sync}: no delivered run to send again");
+            } else {
+                println!(
+                    "{sync}: {n} batches planned again as they were; `tessera activate run` or `tessera serve` sends them"
+                );
+            }
             Ok(())
         }
         ActivateCommand::Preview { sync, limit } => {

@@ -167,7 +167,7 @@ pub async fn run(
         } else {
             Some(std::sync::Arc::new(tessera_activate::Activation::new(
                 &opened.engine,
-                config,
+                &opened.project,
                 &|v| std::env::var(v).ok(),
                 "tessera serve",
             )?))

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{fails, ok, python, run_python, tessera};
 
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for S3Server {
@@ -19,7 +19,7 @@ impl Drop for S3Server {
     }
 }
 
-fn start_s3() -> S3Server {
+pub(crate) fn start_s3() -> S3Server {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -44,7 +44,7 @@ fn start_s3() -> S3Server {
     S3Server { child, endpoint }
 }
 
-fn with_aws(cmd: &mut Command, endpoint: &str) {
+pub(crate) fn with_aws(cmd: &mut Command, endpoint: &str) {
     cmd.env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_ACCESS_KEY_ID", "test")

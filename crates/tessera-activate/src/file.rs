@@ -1,0 +1,722 @@
+//! The file destination: each sync run written as files to an object store (`s3://`,
+//! `gs://`, `az://`) or a local folder, for warehouses, data teams and tools that load
+//! audiences from a bucket.
+//!
+//! A run goes to `URL/SYNC/SEGMENT/v=VERSION/KIND/`, `KIND` being `full` (the first run,
+//! and every run of a `full` sync: the whole membership) or `delta` (the changes since
+//! the previous run). In it, in this order:
+//!
+//! 1. `_SUCCESS` of an earlier attempt is removed, so a folder being written never
+//!    looks finished;
+//! 2. `part-NNNNN.parquet` (or `.csv`, `.csv.gz`), one per planned batch, `NNNNN` its
+//!    number in the run: one row per member change — `profile_id`, `change`
+//!    (`entered`/`exited`), `refresh_version`, `changed_at`, `merged_into`,
+//!    `message_id` (the same id the webhook destination sends), `user_id`, then the
+//!    columns of the sync's `fields` query with their own types;
+//! 3. objects of earlier attempts that this one did not write are deleted;
+//! 4. `_manifest.json`: the run, its refresh versions, row counts, the schema, and each
+//!    part's rows, bytes and SHA-256;
+//! 5. `_SUCCESS` (empty), last.
+//!
+//! Everything written is a function of the planned run and the members' traits: keys,
+//! row order (the plan's), the Parquet writer's settings, gzip without a timestamp, a
+//! manifest without clocks. Writing the same run again (a crash before its delivery was
+//! recorded, or `tessera activate resend`) produces byte-identical objects.
+//!
+//! A run is delivered as a whole: every batch of it is recorded `delivered` once
+//! `_SUCCESS` is written, or `retry` (with backoff) when the store failed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::{Column, JoinType};
+use datafusion::prelude::{DataFrame, Expr, SessionContext, col};
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde_json::{Value, json};
+use sha2::Digest;
+use tessera_core::config::{
+    DestinationSection, ExportCompression, ExportFormat, SyncMode, SyncSection, is_url,
+};
+use tessera_core::schema::PROFILES;
+use tessera_engine::Engine;
+
+use crate::deliver::{Deliver, Delivered, due, open_runs};
+use crate::destination::Destination;
+use crate::error::{ActivateError, Result};
+use crate::ledger::{BatchState, LedgerWriter, Status};
+use crate::plan::Member;
+
+/// The columns every export row starts with; a `fields` column may not take one of
+/// these names.
+pub const BASE_COLUMNS: &[&str] = &[
+    "profile_id",
+    "change",
+    "refresh_version",
+    "changed_at",
+    "merged_into",
+    "message_id",
+    "user_id",
+];
+
+/// Where and how a file destination writes.
+pub struct Target {
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+    /// The destination's URL as configured (for messages).
+    pub url: String,
+    pub format: ExportFormat,
+    pub gzip: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .field("gzip", &self.gzip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// The target of `[destinations.NAME]`; a relative path is taken from `dir`.
+    pub fn new(name: &str, section: &DestinationSection, dir: &Path) -> Result<Target> {
+        let bad = |message: String| ActivateError::BadDestination {
+            key: format!("destinations.{name}.url"),
+            message,
+        };
+        let url_text = section.url.trim();
+        let (store, prefix): (Arc<dyn ObjectStore>, StorePath) = if is_url(url_text)
+            && !url_text.starts_with("file://")
+        {
+            let url = url::Url::parse(url_text).map_err(|e| bad(format!("{url_text:?}: {e}")))?;
+            let options = section
+                .storage_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let store =
+                tessera_lake::object_store_for(&url, &options).map_err(|e| bad(e.to_string()))?;
+            let prefix = StorePath::from_url_path(url.path())
+                .map_err(|e| bad(format!("{url_text:?}: {e}")))?;
+            (store, prefix)
+        } else {
+            let path = match url_text.strip_prefix("file://") {
+                Some(p) => Path::new(p).to_owned(),
+                None if Path::new(url_text).is_absolute() => Path::new(url_text).to_owned(),
+                None => dir.join(url_text),
+            };
+            std::fs::create_dir_all(&path)
+                .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&path)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            (Arc::new(store), StorePath::default())
+        };
+        Ok(Target {
+            store,
+            prefix,
+            url: url_text.to_owned(),
+            format: section.format.unwrap_or_default(),
+            gzip: section.compression == Some(ExportCompression::Gzip),
+        })
+    }
+
+    fn extension(&self) -> &'static str {
+        match (self.format, self.gzip) {
+            (ExportFormat::Parquet, _) => "parquet",
+            (ExportFormat::Csv, false) => "csv",
+            (ExportFormat::Csv, true) => "csv.gz",
+        }
+    }
+
+    /// The folder of one run, under the destination's prefix.
+    pub fn folder(&self, sync: &str, segment: &str, to_version: i64, full: bool) -> StorePath {
+        let kind = if full { "full" } else { "delta" };
+        let mut p = self.prefix.clone();
+        for part in [
+            sync.to_owned(),
+            segment.to_owned(),
+            format!("v={to_version}"),
+            kind.to_owned(),
+        ] {
+            p = p.clone().join(part);
+        }
+        p
+    }
+}
+
+/// Why writing a run failed: `retry` when the store may do better later.
+#[derive(Debug)]
+pub struct Failure {
+    pub retry: bool,
+    pub message: String,
+}
+
+fn fatal(message: impl Into<String>) -> Failure {
+    Failure {
+        retry: false,
+        message: message.into(),
+    }
+}
+
+fn store_failure(what: &str, e: object_store::Error) -> Failure {
+    Failure {
+        retry: true,
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// What one written run came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The run's folder, as a key under the store.
+    pub folder: String,
+    pub rows: u64,
+    pub parts: usize,
+    pub bytes: u64,
+}
+
+/// Checks the `fields` columns of a sync to a file destination: none may take a base
+/// column's name, and CSV holds only flat values.
+pub fn check_columns(schema: &Schema, format: ExportFormat) -> std::result::Result<(), String> {
+    for f in schema.fields() {
+        if f.name() == "profile_id" {
+            continue;
+        }
+        if BASE_COLUMNS.contains(&f.name().as_str()) {
+            return Err(format!(
+                "column {:?} is one every exported row has already: rename it (AS ...)",
+                f.name()
+            ));
+        }
+        if format == ExportFormat::Csv && f.data_type().is_nested() {
+            return Err(format!(
+                "column {:?} is {}, which CSV cannot hold: use format = \"parquet\", or turn it into text in the query",
+                f.name(),
+                f.data_type()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn members_batch(members: &[Member], destination: &str, segment: &str) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("__ord", DataType::Int64, false),
+        Field::new("profile_id", DataType::Utf8, false),
+        Field::new("change", DataType::Utf8, false),
+        Field::new("refresh_version", DataType::Int64, false),
+        Field::new(
+            "changed_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("merged_into", DataType::Utf8, true),
+        Field::new("message_id", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(0..members.len() as i64)),
+        Arc::new(StringArray::from_iter_values(
+            members.iter().map(|m| m.profile_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            members.iter().map(|m| m.change.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            members.iter().map(|m| m.refresh_version),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(members.iter().map(|m| m.changed_at))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter(
+            members.iter().map(|m| m.merged_into.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            members
+                .iter()
+                .map(|m| crate::webhook::message_id(destination, segment, m)),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+/// The rows of one part: the members joined with their `user_id` and `fields`, in the
+/// plan's order.
+async fn rows(
+    ctx: &SessionContext,
+    members: RecordBatch,
+    fields: Option<&DataFrame>,
+    sync: &str,
+) -> std::result::Result<(SchemaRef, RecordBatch), Failure> {
+    let wanted = members.num_rows();
+    let df_error = |e: datafusion::error::DataFusionError| {
+        fatal(format!("syncs.{sync}.fields: {}", e.strip_backtrace()))
+    };
+    let mut df = ctx.read_batch(members).map_err(df_error)?;
+    if ctx.table_exist(PROFILES).map_err(df_error)? {
+        let users = ctx
+            .table(PROFILES)
+            .await
+            .map_err(df_error)?
+            .select(vec![
+                column("profile_id").alias("__u_pid"),
+                column("user_id"),
+            ])
+            .map_err(df_error)?;
+        df = df
+            .join(users, JoinType::Left, &["profile_id"], &["__u_pid"], None)
+            .map_err(df_error)?;
+    } else {
+        df = df
+            .with_column(
+                "user_id",
+                datafusion::prelude::lit(datafusion::common::ScalarValue::Utf8(None)),
+            )
+            .map_err(df_error)?;
+    }
+    let mut names: Vec<String> = BASE_COLUMNS.iter().map(|s| (*s).to_owned()).collect();
+    if let Some(fields) = fields {
+        let mut select = vec![column("profile_id").alias("__f_pid")];
+        for f in fields.schema().fields() {
+            if f.name() != "profile_id" {
+                select.push(column(f.name()));
+                names.push(f.name().clone());
+            }
+        }
+        let right = fields.clone().select(select).map_err(df_error)?;
+        df = df
+            .join(right, JoinType::Left, &["profile_id"], &["__f_pid"], None)
+            .map_err(df_error)?;
+    }
+    let df = df
+        .sort(vec![col("__ord").sort(true, false)])
+        .map_err(df_error)?
+        .select(names.iter().map(|n| column(n)).collect::<Vec<_>>())
+        .map_err(df_error)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(df_error)?;
+    let batch = concat_batches(&schema, &batches).map_err(|e| fatal(e.to_string()))?;
+    if batch.num_rows() != wanted {
+        return Err(fatal(format!(
+            "syncs.{sync}.fields: the query returned several rows for some profile_id ({} rows for {wanted} members); it must return one row per profile",
+            batch.num_rows()
+        )));
+    }
+    Ok((schema, batch))
+}
+
+/// The bytes of one part.
+fn encode(
+    target: &Target,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> std::result::Result<Vec<u8>, Failure> {
+    let failed = |e: &dyn std::fmt::Display| fatal(format!("encoding the file: {e}"));
+    match target.format {
+        ExportFormat::Parquet => {
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(1 << 20))
+                .set_created_by(format!("tessera {}", env!("CARGO_PKG_VERSION")))
+                .build();
+            let mut out = Vec::new();
+            let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(props))
+                .map_err(|e| failed(&e))?;
+            w.write(batch).map_err(|e| failed(&e))?;
+            w.close().map_err(|e| failed(&e))?;
+            Ok(out)
+        }
+        ExportFormat::Csv => {
+            let mut text = Vec::new();
+            {
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut text);
+                w.write(batch).map_err(|e| failed(&e))?;
+            }
+            if !target.gzip {
+                return Ok(text);
+            }
+            // No file name and a zero modification time: the same rows, the same bytes.
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(Vec::new(), flate2::Compression::default());
+            gz.write_all(&text).map_err(|e| failed(&e))?;
+            gz.finish().map_err(|e| failed(&e))
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn type_name(t: &DataType) -> String {
+    t.to_string()
+}
+
+/// Writes one run (its batches in `run`, of one sync) to `target`.
+pub async fn write_run(
+    engine: &Engine,
+    target: &Target,
+    destination: &str,
+    sync: &str,
+    section: &SyncSection,
+    run: &[&BatchState],
+) -> std::result::Result<Written, Failure> {
+    let Some(first) = run.first() else {
+        return Err(fatal("a run without batches"));
+    };
+    let full = first.from_version == 0 || section.mode == SyncMode::Full;
+    let folder = target.folder(sync, &first.segment, first.to_version, full);
+    let success = folder.clone().join("_SUCCESS");
+    match target.store.delete(&success).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(store_failure(&format!("removing {success}"), e)),
+    }
+    let ctx = engine.session().await.map_err(|e| Failure {
+        retry: true,
+        message: e.to_string(),
+    })?;
+    let fields = match &section.fields {
+        Some(q) => {
+            let df = tessera_engine::policy::read_only(&ctx, q)
+                .await
+                .map_err(|e| fatal(format!("syncs.{sync}.fields: {}", e.strip_backtrace())))?;
+            check_columns(df.schema().as_arrow(), target.format)
+                .map_err(|m| fatal(format!("syncs.{sync}.fields: {m}")))?;
+            Some(df)
+        }
+        None => None,
+    };
+    let mut parts = Vec::new();
+    let mut schema_out: Option<SchemaRef> = None;
+    let (mut rows_total, mut entered, mut exited, mut bytes_total) = (0u64, 0u64, 0u64, 0u64);
+    let mut written: HashSet<StorePath> = HashSet::new();
+    let mut ordered: Vec<&&BatchState> = run.iter().collect();
+    ordered.sort_by_key(|b| b.seq);
+    for b in ordered {
+        if b.members.is_empty() {
+            continue;
+        }
+        let batch =
+            members_batch(&b.members, destination, &b.segment).map_err(|e| fatal(e.to_string()))?;
+        let (schema, rows) = rows(&ctx, batch, fields.as_ref(), sync).await?;
+        let bytes = encode(target, &schema, &rows)?;
+        let name = format!("part-{:05}.{}", b.seq, target.extension());
+        let key = folder.clone().join(name.as_str());
+        let digest = hex(&sha2::Sha256::digest(&bytes));
+        let size = bytes.len() as u64;
+        target
+            .store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| store_failure(&format!("writing {key}"), e))?;
+        written.insert(key);
+        rows_total += rows.num_rows() as u64;
+        for m in &b.members {
+            match m.change {
+                crate::plan::Change::Entered => entered += 1,
+                crate::plan::Change::Exited => exited += 1,
+            }
+        }
+        bytes_total += size;
+        parts.push(json!({"key": name, "batch_id": b.batch_id, "rows": rows.num_rows(), "bytes": size, "sha256": digest}));
+        schema_out.get_or_insert(schema);
+    }
+    // What an earlier attempt wrote and this one did not is not part of the run.
+    let manifest_key = folder.clone().join("_manifest.json");
+    let listed: Vec<_> = target
+        .store
+        .list(Some(&folder))
+        .try_collect()
+        .await
+        .map_err(|e| store_failure(&format!("listing {folder}"), e))?;
+    for meta in listed {
+        if !written.contains(&meta.location) && meta.location != manifest_key {
+            match target.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_failure(&format!("removing {}", meta.location), e)),
+            }
+        }
+    }
+    let schema: Vec<Value> = schema_out
+        .map(|s| {
+            s.fields()
+                .iter()
+                .map(|f| json!({"name": f.name(), "type": type_name(f.data_type()), "nullable": f.is_nullable()}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let skipped: i64 = run.iter().map(|b| b.skipped).sum();
+    let manifest = json!({
+        "sync": sync,
+        "destination": destination,
+        "segment": first.segment,
+        "run": first.run,
+        "kind": if full { "full" } else { "delta" },
+        "format": match target.format { ExportFormat::Parquet => "parquet", ExportFormat::Csv => "csv" },
+        "compression": match (target.format, target.gzip) {
+            (ExportFormat::Parquet, _) => "snappy",
+            (ExportFormat::Csv, true) => "gzip",
+            (ExportFormat::Csv, false) => "none",
+        },
+        "source": {
+            "table": "audience_changes",
+            "segment": first.segment,
+            "from_refresh_version": first.from_version,
+            "to_refresh_version": first.to_version,
+        },
+        "rows": rows_total,
+        "entered": entered,
+        "exited": exited,
+        "skipped_without_consent": skipped,
+        "schema": schema,
+        "parts": parts,
+    });
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| fatal(e.to_string()))?;
+    target
+        .store
+        .put(&manifest_key, PutPayload::from(text))
+        .await
+        .map_err(|e| store_failure(&format!("writing {manifest_key}"), e))?;
+    target
+        .store
+        .put(&success, PutPayload::from_static(b""))
+        .await
+        .map_err(|e| store_failure(&format!("writing {success}"), e))?;
+    Ok(Written {
+        folder: folder.to_string(),
+        rows: rows_total,
+        parts: parts.len(),
+        bytes: bytes_total,
+    })
+}
+
+/// Delivers the due runs of file destination `d`, one run at a time, until nothing is
+/// due within `options.wait`.
+pub(crate) async fn deliver(
+    engine: &Engine,
+    d: &Destination,
+    target: &Target,
+    syncs: &BTreeMap<String, SyncSection>,
+    ledger: &Arc<LedgerWriter>,
+    options: Deliver,
+) -> Result<Delivered> {
+    let mut report = Delivered {
+        destination: d.name.clone(),
+        ..Delivered::default()
+    };
+    let mut batches = crate::ledger::read(engine, Some(&d.name)).await?;
+    let deadline = Instant::now() + options.wait;
+    loop {
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut open: Vec<(String, i64)> = open_runs(&batches).into_iter().collect();
+        open.sort();
+        let mut started = false;
+        for (sync, run) in open {
+            let Some(section) = syncs.get(&sync) else {
+                continue;
+            };
+            let of_run: Vec<&BatchState> = batches
+                .iter()
+                .filter(|b| b.sync == sync && b.run == run && b.status != Status::Dead)
+                .collect();
+            let pending: Vec<&BatchState> = of_run
+                .iter()
+                .copied()
+                .filter(|b| !b.status.finished())
+                .collect();
+            if pending.is_empty() || !pending.iter().all(|b| due(b, now)) {
+                continue;
+            }
+            started = true;
+            let result = write_run(engine, target, &d.name, &sync, section, &of_run).await;
+            report.attempts += 1;
+            let now = chrono::Utc::now().timestamp_micros();
+            let lead = pending[0];
+            let tried_for = lead.first_try_at.map_or(Duration::ZERO, |t| {
+                Duration::from_micros((now - t).max(0) as u64)
+            });
+            let (status, message, next) = match &result {
+                Ok(w) => {
+                    tracing::info!(
+                        destination = %d.name, sync = %sync, run, rows = w.rows, parts = w.parts,
+                        folder = %w.folder, "export written"
+                    );
+                    (Status::Delivered, None, None)
+                }
+                Err(f)
+                    if !f.retry || d.retry.exhausted(lead.attempts_since_plan + 1, tried_for) =>
+                {
+                    (Status::Dead, Some(f.message.clone()), None)
+                }
+                Err(f) => {
+                    let jitter = (now.rem_euclid(1000)) as f64 / 1000.0;
+                    let wait = d.retry.backoff(lead.attempts_since_plan + 1, None, jitter);
+                    (
+                        Status::Retry,
+                        Some(f.message.clone()),
+                        Some(now + wait.as_micros() as i64),
+                    )
+                }
+            };
+            if let Some(m) = &message {
+                tracing::warn!(destination = %d.name, sync = %sync, run, "export failed: {m}");
+            }
+            let ids: HashSet<String> = pending.iter().map(|b| b.batch_id.clone()).collect();
+            for b in batches.iter_mut().filter(|b| ids.contains(&b.batch_id)) {
+                let attempt_no = b.attempt + 1;
+                ledger
+                    .record(b.row(status, attempt_no, None, message.clone(), next))
+                    .await;
+                match status {
+                    Status::Delivered => {
+                        report.batches += 1;
+                        report.members += b.members.len() as u64;
+                    }
+                    Status::Dead => report.dead += 1,
+                    _ => report.retries += 1,
+                }
+                b.status = status;
+                b.attempt = attempt_no;
+                b.attempts_since_plan += 1;
+                b.first_try_at.get_or_insert(now);
+                b.next_attempt_at = next;
+                b.message = message.clone();
+            }
+            // A run's outcome is committed before the next run is written.
+            ledger.flush().await?;
+        }
+        if started {
+            continue;
+        }
+        let open = open_runs(&batches);
+        let next = batches
+            .iter()
+            .filter(|b| open.get(&b.sync) == Some(&b.run) && b.status == Status::Retry)
+            .filter_map(|b| b.next_attempt_at)
+            .min();
+        let Some(t) = next else { break };
+        let wait = Duration::from_micros((t - chrono::Utc::now().timestamp_micros()).max(0) as u64);
+        if Instant::now() + wait > deadline {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+    }
+    report.pending = batches.iter().filter(|b| b.status == Status::Retry).count() as u64;
+    ledger.flush().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::plan::Change;
+
+    fn member(p: &str, c: Change) -> Member {
+        Member {
+            profile_id: p.into(),
+            change: c,
+            refresh_version: 3,
+            changed_at: 1_700_000_000_000_000,
+            merged_into: None,
+        }
+    }
+
+    fn target(format: ExportFormat, gzip: bool, dir: &Path) -> Target {
+        let section: DestinationSection =
+            toml::from_str(&format!("kind = \"file\"\nurl = \"{}\"\n", dir.display())).unwrap();
+        let mut t = Target::new("files", &section, dir).unwrap();
+        t.format = format;
+        t.gzip = gzip;
+        t
+    }
+
+    #[test]
+    fn folders_are_deterministic_and_say_full_or_delta() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(ExportFormat::Parquet, false, dir.path());
+        assert_eq!(
+            t.folder("crm", "vip", 12, true).to_string(),
+            "crm/vip/v=12/full"
+        );
+        assert_eq!(
+            t.folder("crm", "vip", 13, false).to_string(),
+            "crm/vip/v=13/delta"
+        );
+    }
+
+    #[test]
+    fn the_same_rows_encode_to_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let members = vec![member("p1", Change::Entered), member("p2", Change::Exited)];
+        let batch = members_batch(&members, "files", "vip").unwrap();
+        let schema = batch.schema();
+        for (format, gzip) in [
+            (ExportFormat::Parquet, false),
+            (ExportFormat::Csv, false),
+            (ExportFormat::Csv, true),
+        ] {
+            let t = target(format, gzip, dir.path());
+            let a = encode(&t, &schema, &batch).unwrap();
+            let b = encode(&t, &schema, &batch).unwrap();
+            assert_eq!(a, b, "{format:?} gzip={gzip}");
+            assert!(!a.is_empty());
+        }
+        let csv = encode(
+            &target(ExportFormat::Csv, false, dir.path()),
+            &schema,
+            &batch,
+        )
+        .unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        assert!(text.starts_with("__ord,profile_id,change,"), "{text}");
+        assert!(text.contains(",p2,exited,3,"), "{text}");
+    }
+
+    #[test]
+    fn fields_columns_may_not_shadow_the_base_ones_and_csv_holds_flat_values() {
+        let ok = Schema::new(vec![
+            Field::new("profile_id", DataType::Utf8, false),
+            Field::new("email", DataType::Utf8, true),
+        ]);
+        assert!(check_columns(&ok, ExportFormat::Csv).is_ok());
+        let shadow = Schema::new(vec![Field::new("change", DataType::Utf8, true)]);
+        assert!(
+            check_columns(&shadow, ExportFormat::Parquet)
+                .unwrap_err()
+                .contains("\"change\"")
+        );
+        let nested = Schema::new(vec![Field::new(
+            "channels",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        )]);
+        assert!(check_columns(&nested, ExportFormat::Parquet).is_ok());
+        assert!(
+            check_columns(&nested, ExportFormat::Csv)
+                .unwrap_err()
+                .contains("CSV cannot hold")
+        );
+    }
+}
