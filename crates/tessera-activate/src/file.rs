@@ -26,25 +26,26 @@
 //! A run is delivered as a whole: every batch of it is recorded `delivered` once
 //! `_SUCCESS` is written, or `retry` (with backoff) when the store failed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{Column, JoinType};
-use datafusion::prelude::{DataFrame, Expr, SessionContext, col};
+use datafusion::prelude::{DataFrame, Expr, SessionContext};
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde_json::{Value, json};
 use sha2::Digest;
 use tessera_core::config::{
@@ -215,7 +216,6 @@ pub fn check_columns(schema: &Schema, format: ExportFormat) -> std::result::Resu
 
 fn members_batch(members: &[Member], destination: &str, segment: &str) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
-        Field::new("__ord", DataType::Int64, false),
         Field::new("profile_id", DataType::Utf8, false),
         Field::new("change", DataType::Utf8, false),
         Field::new("refresh_version", DataType::Int64, false),
@@ -228,7 +228,6 @@ fn members_batch(members: &[Member], destination: &str, segment: &str) -> Result
         Field::new("message_id", DataType::Utf8, false),
     ]));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(0..members.len() as i64)),
         Arc::new(StringArray::from_iter_values(
             members.iter().map(|m| m.profile_id.as_str()),
         )),
@@ -245,81 +244,160 @@ fn members_batch(members: &[Member], destination: &str, segment: &str) -> Result
         Arc::new(StringArray::from_iter(
             members.iter().map(|m| m.merged_into.as_deref()),
         )),
-        Arc::new(StringArray::from_iter_values(
-            members
-                .iter()
-                .map(|m| crate::webhook::message_id(destination, segment, m)),
-        )),
+        Arc::new(message_ids(members, destination, segment)),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The members' `messageId`s, hashed on every core.
+fn message_ids(members: &[Member], destination: &str, segment: &str) -> StringArray {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = members.len().div_ceil(threads).max(4096);
+    let parts: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = members
+            .chunks(chunk)
+            .map(|c| {
+                scope.spawn(move || {
+                    c.iter()
+                        .map(|m| crate::webhook::message_id(destination, segment, m))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut out =
+        datafusion::arrow::array::StringBuilder::with_capacity(members.len(), members.len() * 32);
+    for id in parts.iter().flatten() {
+        out.append_value(id);
+    }
+    out.finish()
 }
 
 fn column(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
 }
 
-/// The rows of one part: the members joined with their `user_id` and `fields`, in the
-/// plan's order.
-async fn rows(
-    ctx: &SessionContext,
-    members: RecordBatch,
-    fields: Option<&DataFrame>,
+/// The rows of `df` whose `profile_id` is one of `ids` (one batch), and where each
+/// member's row is in it (`None`: no row). Two rows for one profile are refused.
+async fn lookup(
+    df: DataFrame,
+    ids: &DataFrame,
+    members: &[Member],
     sync: &str,
-) -> std::result::Result<(SchemaRef, RecordBatch), Failure> {
-    let wanted = members.num_rows();
+) -> std::result::Result<(RecordBatch, UInt32Array), Failure> {
     let df_error = |e: datafusion::error::DataFusionError| {
         fatal(format!("syncs.{sync}.fields: {}", e.strip_backtrace()))
     };
-    let mut df = ctx.read_batch(members).map_err(df_error)?;
-    if ctx.table_exist(PROFILES).map_err(df_error)? {
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .join(
+            ids.clone(),
+            JoinType::LeftSemi,
+            &["profile_id"],
+            &["__m_pid"],
+            None,
+        )
+        .map_err(df_error)?
+        .collect()
+        .await
+        .map_err(df_error)?;
+    let found = concat_batches(&schema, &batches).map_err(|e| fatal(e.to_string()))?;
+    let pids = found
+        .column_by_name("profile_id")
+        .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).ok())
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+        .ok_or_else(|| fatal(format!("syncs.{sync}.fields: profile_id must be text")))?;
+    let mut at: HashMap<&str, u32> = HashMap::with_capacity(pids.len());
+    for r in 0..pids.len() {
+        if pids.is_valid(r) && at.insert(pids.value(r), r as u32).is_some() {
+            return Err(fatal(format!(
+                "syncs.{sync}.fields: the query returned several rows for profile_id {:?}; it must return one row per profile",
+                pids.value(r)
+            )));
+        }
+    }
+    let index: UInt32Array = members
+        .iter()
+        .map(|m| at.get(m.profile_id.as_str()).copied())
+        .collect();
+    Ok((found, index))
+}
+
+/// `column` with view types as their plain counterparts (`Utf8View` → `Utf8`), so
+/// files have the same schema whatever the engine's scan settings.
+fn plain(column: ArrayRef) -> std::result::Result<ArrayRef, Failure> {
+    let to = match column.data_type() {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        _ => return Ok(column),
+    };
+    datafusion::arrow::compute::cast(&column, &to).map_err(|e| fatal(e.to_string()))
+}
+
+/// The rows of one part: the members with their `user_id` and `fields`, in the plan's
+/// order (looked up by profile, not joined and sorted).
+async fn rows(
+    ctx: &SessionContext,
+    members: &[Member],
+    destination: &str,
+    segment: &str,
+    fields: Option<&DataFrame>,
+    sync: &str,
+) -> std::result::Result<(SchemaRef, RecordBatch), Failure> {
+    let df_error = |e: datafusion::error::DataFusionError| {
+        fatal(format!("syncs.{sync}.fields: {}", e.strip_backtrace()))
+    };
+    let base = members_batch(members, destination, segment).map_err(|e| fatal(e.to_string()))?;
+    let ids = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "__m_pid",
+            DataType::Utf8,
+            false,
+        )])),
+        vec![base.column(0).clone()],
+    )
+    .map_err(|e| fatal(e.to_string()))?;
+    let ids = ctx.read_batch(ids).map_err(df_error)?;
+    let mut fields_out: Vec<Field> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns: Vec<ArrayRef> = base.columns().to_vec();
+    let user_id: ArrayRef = if ctx.table_exist(PROFILES).map_err(df_error)? {
         let users = ctx
             .table(PROFILES)
             .await
             .map_err(df_error)?
-            .select(vec![
-                column("profile_id").alias("__u_pid"),
-                column("user_id"),
-            ])
+            .select(vec![column("profile_id"), column("user_id")])
             .map_err(df_error)?;
-        df = df
-            .join(users, JoinType::Left, &["profile_id"], &["__u_pid"], None)
-            .map_err(df_error)?;
+        let (found, index) = lookup(users, &ids, members, sync).await?;
+        plain(take(found.column(1).as_ref(), &index, None).map_err(|e| fatal(e.to_string()))?)?
     } else {
-        df = df
-            .with_column(
-                "user_id",
-                datafusion::prelude::lit(datafusion::common::ScalarValue::Utf8(None)),
-            )
-            .map_err(df_error)?;
-    }
-    let mut names: Vec<String> = BASE_COLUMNS.iter().map(|s| (*s).to_owned()).collect();
+        Arc::new(StringArray::from(vec![None::<&str>; members.len()]))
+    };
+    fields_out.push(Field::new("user_id", DataType::Utf8, true));
+    columns.push(user_id);
     if let Some(fields) = fields {
-        let mut select = vec![column("profile_id").alias("__f_pid")];
-        for f in fields.schema().fields() {
-            if f.name() != "profile_id" {
-                select.push(column(f.name()));
-                names.push(f.name().clone());
+        let (found, index) = lookup(fields.clone(), &ids, members, sync).await?;
+        for (f, c) in found.schema().fields().iter().zip(found.columns()) {
+            if f.name() == "profile_id" {
+                continue;
             }
+            let taken = plain(take(c.as_ref(), &index, None).map_err(|e| fatal(e.to_string()))?)?;
+            fields_out.push(Field::new(f.name(), taken.data_type().clone(), true));
+            columns.push(taken);
         }
-        let right = fields.clone().select(select).map_err(df_error)?;
-        df = df
-            .join(right, JoinType::Left, &["profile_id"], &["__f_pid"], None)
-            .map_err(df_error)?;
     }
-    let df = df
-        .sort(vec![col("__ord").sort(true, false)])
-        .map_err(df_error)?
-        .select(names.iter().map(|n| column(n)).collect::<Vec<_>>())
-        .map_err(df_error)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(df_error)?;
-    let batch = concat_batches(&schema, &batches).map_err(|e| fatal(e.to_string()))?;
-    if batch.num_rows() != wanted {
-        return Err(fatal(format!(
-            "syncs.{sync}.fields: the query returned several rows for some profile_id ({} rows for {wanted} members); it must return one row per profile",
-            batch.num_rows()
-        )));
-    }
+    let schema = Arc::new(Schema::new(fields_out));
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| fatal(e.to_string()))?;
     Ok((schema, batch))
 }
 
@@ -332,8 +410,11 @@ fn encode(
     let failed = |e: &dyn std::fmt::Display| fatal(format!("encoding the file: {e}"));
     match target.format {
         ExportFormat::Parquet => {
+            // Ids are unique: a dictionary would only be tried and dropped.
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
+                .set_column_dictionary_enabled(ColumnPath::from("profile_id"), false)
+                .set_column_dictionary_enabled(ColumnPath::from("message_id"), false)
                 .set_max_row_group_row_count(Some(1 << 20))
                 .set_created_by(format!("tessera {}", env!("CARGO_PKG_VERSION")))
                 .build();
@@ -363,10 +444,6 @@ fn encode(
             gz.finish().map_err(|e| failed(&e))
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn type_name(t: &DataType) -> String {
@@ -417,19 +494,35 @@ pub async fn write_run(
         if b.members.is_empty() {
             continue;
         }
-        let batch =
-            members_batch(&b.members, destination, &b.segment).map_err(|e| fatal(e.to_string()))?;
-        let (schema, rows) = rows(&ctx, batch, fields.as_ref(), sync).await?;
+        let started = Instant::now();
+        let (schema, rows) = rows(
+            &ctx,
+            &b.members,
+            destination,
+            &b.segment,
+            fields.as_ref(),
+            sync,
+        )
+        .await?;
+        let joined = started.elapsed();
         let bytes = encode(target, &schema, &rows)?;
+        let encoded = started.elapsed();
         let name = format!("part-{:05}.{}", b.seq, target.extension());
         let key = folder.clone().join(name.as_str());
-        let digest = hex(&sha2::Sha256::digest(&bytes));
+        let digest = crate::webhook::hex(&sha2::Sha256::digest(&bytes));
         let size = bytes.len() as u64;
         target
             .store
             .put(&key, PutPayload::from(bytes))
             .await
             .map_err(|e| store_failure(&format!("writing {key}"), e))?;
+        tracing::debug!(
+            part = %key, rows = rows.num_rows(), bytes = size,
+            "rows {:?}, encoded {:?}, written {:?}",
+            joined,
+            encoded - joined,
+            started.elapsed() - encoded
+        );
         written.insert(key);
         rows_total += rows.num_rows() as u64;
         for m in &b.members {
@@ -525,7 +618,9 @@ pub(crate) async fn deliver(
         destination: d.name.clone(),
         ..Delivered::default()
     };
+    let started = Instant::now();
     let mut batches = crate::ledger::read(engine, Some(&d.name)).await?;
+    tracing::debug!(destination = %d.name, batches = batches.len(), "ledger read in {:?}", started.elapsed());
     let deadline = Instant::now() + options.wait;
     loop {
         let now = chrono::Utc::now().timestamp_micros();
@@ -690,7 +785,7 @@ mod tests {
         )
         .unwrap();
         let text = String::from_utf8(csv).unwrap();
-        assert!(text.starts_with("__ord,profile_id,change,"), "{text}");
+        assert!(text.starts_with("profile_id,change,"), "{text}");
         assert!(text.contains(",p2,exited,3,"), "{text}");
     }
 

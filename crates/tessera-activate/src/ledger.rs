@@ -276,7 +276,10 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
     }
     let batches: Vec<RecordBatch> = df.collect().await?;
     let mut rows = Vec::new();
-    for b in &batches {
+    // Members are parsed only from each batch's latest row that has them (a re-driven
+    // batch has several): (row index, Arrow batch, row in it).
+    let mut latest_members: HashMap<String, (usize, usize, usize)> = HashMap::new();
+    for (bi, b) in batches.iter().enumerate() {
         let t = |n: &str| strings(b, n);
         let i = |n: &str| int64s(b, n);
         let (sync, dest, seg, bid, members, status, message) = (
@@ -302,6 +305,16 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
         );
         for r in 0..b.num_rows() {
             let batch_id = bid.value(r).to_owned();
+            if members.is_valid(r) {
+                let key = (at.value(r), attempt.value(r));
+                let newer = latest_members.get(&batch_id).is_none_or(|&(i, _, _)| {
+                    let o: &Row = &rows[i];
+                    key > (o.at, o.attempt)
+                });
+                if newer {
+                    latest_members.insert(batch_id.clone(), (rows.len(), bi, r));
+                }
+            }
             rows.push(Row {
                 sync: sync.value(r).to_owned(),
                 destination: dest.value(r).to_owned(),
@@ -309,11 +322,7 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
                 run: run.value(r),
                 from_version: from.value(r),
                 to_version: to.value(r),
-                members: if members.is_valid(r) {
-                    Some(members_of(&batch_id, members.value(r))?)
-                } else {
-                    None
-                },
+                members: None,
                 batch_id,
                 seq: seq.value(r),
                 size: size.value(r),
@@ -326,6 +335,10 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
                 skipped: skipped.value(r),
             });
         }
+    }
+    for (batch_id, (i, bi, r)) in latest_members {
+        let text = strings(&batches[bi], "members")?;
+        rows[i].members = Some(members_of(&batch_id, text.value(r))?);
     }
     Ok(fold(rows))
 }
@@ -462,6 +475,38 @@ impl LedgerWriter {
 }
 
 /// The latest run planned for each sync: `(run, to_version)`.
+/// [`cursors`] read from the ledger's `sync`, `run` and `to_version` columns alone (the
+/// members are not read).
+pub async fn read_cursors(engine: &Engine) -> Result<HashMap<String, (i64, i64)>> {
+    let ctx = engine.session_of(&[ACTIVATION_BATCHES]).await?;
+    let mut out: HashMap<String, (i64, i64)> = HashMap::new();
+    if !ctx.table_exist(ACTIVATION_BATCHES)? {
+        return Ok(out);
+    }
+    let batches = ctx
+        .table(ACTIVATION_BATCHES)
+        .await?
+        .select_columns(&["sync", "run", "to_version"])?
+        .collect()
+        .await?;
+    for b in &batches {
+        let (sync, run, to) = (
+            strings(b, "sync")?,
+            int64s(b, "run")?,
+            int64s(b, "to_version")?,
+        );
+        for r in 0..b.num_rows() {
+            let e = out
+                .entry(sync.value(r).to_owned())
+                .or_insert((run.value(r), to.value(r)));
+            if run.value(r) > e.0 {
+                *e = (run.value(r), to.value(r));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn cursors(states: &[BatchState]) -> HashMap<String, (i64, i64)> {
     let mut out: HashMap<String, (i64, i64)> = HashMap::new();
     for s in states {

@@ -1,8 +1,9 @@
 //! Tessera's activation: segments sent to the systems where marketing happens.
 //!
-//! `[destinations.NAME]` says where (today: `kind = "webhook"`, Segment-compatible
-//! signed batches); `[syncs.NAME]` which segment goes there, how (`diff`, `mirror`,
-//! `full`) and with which traits (`fields`, an SQL query). A sync run is
+//! `[destinations.NAME]` says where (`kind = "webhook"`: Segment-compatible signed
+//! batches; `kind = "file"`: Parquet or CSV files in an object store, see [`file`]);
+//! `[syncs.NAME]` which segment goes there, how (`diff`, `mirror`, `full`) and with
+//! which traits (`fields`, an SQL query). A sync run is
 //!
 //! 1. **planned** ([`plan`]): the changes since the last planned refresh version (the
 //!    whole membership the first time), consent applied, cut into batches and written to
@@ -15,7 +16,8 @@
 //! [`Activation`] is the front door of `tessera activate` and of `tessera serve`, which
 //! plans after each refresh and keeps delivering in the background.
 //!
-//! This crate is the HTTP *client* of destinations (reqwest); it serves nothing.
+//! This crate is the HTTP *client* of destinations (reqwest) and the writer of file
+//! destinations (object_store); it serves nothing.
 
 pub mod deliver;
 pub mod destination;
@@ -209,7 +211,7 @@ impl Activation {
         scheduled: bool,
     ) -> Result<Vec<Planned>> {
         engine.lake().create_missing_tables().await?;
-        let cursors = ledger::cursors(&ledger::read(engine, None).await?);
+        let cursors = ledger::read_cursors(engine).await?;
         let mut out = Vec::new();
         for name in self.chosen(names, scheduled)? {
             let sync = self.sync(name)?;

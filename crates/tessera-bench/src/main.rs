@@ -11,6 +11,7 @@
 //! tessera-bench flight | profile [--project P]        # Flight streaming; GetProfile latency
 //! tessera-bench isolation [--project P]               # collector and GetProfile under a heavy query
 //! tessera-bench activate [--members N]                # a segment delivered to a webhook receiver
+//! tessera-bench export [--members N]                  # an audience to Parquet on S3 vs DuckDB COPY
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -153,6 +154,14 @@ enum Cmd {
         #[arg(long, default_value = "target/bench-activate")]
         work: PathBuf,
     },
+    /// Activation to files: a generated audience exported as Parquet to S3 (moto on
+    /// loopback) by a file destination, and by DuckDB's `COPY ... TO` of the same rows.
+    Export {
+        #[arg(long, default_value_t = 1_000_000)]
+        members: u64,
+        #[arg(long, default_value = "target/bench-export")]
+        work: PathBuf,
+    },
     /// The collector's acknowledgements and GetProfile look-ups at a steady rate, with
     /// and without a heavy Flight SQL query running; DataFusion on its own runtime and
     /// on the request runtime.
@@ -223,6 +232,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
         Cmd::Isolation { project, seconds } => isolation::run(&project, seconds),
         Cmd::Activate { members, work } => activate::run(members, &work),
+        Cmd::Export { members, work } => activate::export(members, &work),
         Cmd::Predict { customers, work } => predict::run(customers, &work),
         Cmd::Match {
             dataset,

@@ -1,4 +1,4 @@
-//! `tessera activate run [SYNC...] | status | retry [SYNC] | resend SYNC | preview SYNC`: send segments
+//! `tessera activate run [SYNC...] | plan | status | retry [SYNC] | resend SYNC | preview SYNC`: send segments
 //! to their destinations (`[syncs.NAME]`, `[destinations.NAME]` of tessera.toml).
 
 use std::time::Duration;
@@ -30,6 +30,13 @@ pub enum ActivateCommand {
         /// `min_ratio`) and send them.
         #[arg(long)]
         confirm: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plan the next run of each sync (all, or those named) into the ledger without
+    /// sending anything (`tessera serve` or `tessera activate run` delivers it).
+    Plan {
+        names: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -219,6 +226,38 @@ pub async fn run(opened: &Opened, args: ActivateArgs) -> anyhow::Result<()> {
             println!(
                 "{n} dead batches planned again; `tessera activate run` or `tessera serve` sends them"
             );
+            Ok(())
+        }
+        ActivateCommand::Plan { names, json } => {
+            let a = activation(opened)?;
+            let planned = a.plan(&opened.engine, &names, false).await?;
+            for p in &planned {
+                let members = p.plan.as_ref().map_or(0, |x| x.members());
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "sync": p.sync,
+                            "run": p.plan.as_ref().map(|x| x.run),
+                            "members": members,
+                            "batches": p.plan.as_ref().map(|x| x.batches.len()),
+                            "held": p.plan.as_ref().is_some_and(|x| x.held),
+                            "written": p.written,
+                        })
+                    );
+                } else if let Some(x) = &p.plan {
+                    println!(
+                        "{}: run {} planned: {} changes in {} batches{}",
+                        p.sync,
+                        x.run,
+                        thousands(members as u64),
+                        x.batches.len(),
+                        if x.held { " (HELD)" } else { "" }
+                    );
+                } else {
+                    println!("{}: up to date (no newer refresh of its segment)", p.sync);
+                }
+            }
             Ok(())
         }
         ActivateCommand::Resend { sync, run } => {
