@@ -181,6 +181,38 @@ async fn attempt(
     last
 }
 
+/// One attempt in flight.
+type Flight<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (BatchState, Attempt)> + Send + 'a>>;
+
+/// Sends an ad platform's requests of one batch, one after the other (a platform job
+/// takes no concurrent modification); the attempt comes to the first that fails.
+async fn send_requests(
+    client: &reqwest::Client,
+    d: &Destination,
+    b: &BatchState,
+    requests: Vec<crate::ads::Request>,
+) -> Attempt {
+    let many = requests.len() > 1;
+    let mut last = Attempt::Delivered { code: 200 };
+    for (i, r) in requests.into_iter().enumerate() {
+        let id = if many {
+            format!("{}.{i}", b.batch_id)
+        } else {
+            b.batch_id.clone()
+        };
+        let method = match r.method {
+            crate::ads::Method::Post => reqwest::Method::POST,
+            crate::ads::Method::Delete => reqwest::Method::DELETE,
+        };
+        last = webhook::send(client, d, method, &id, r.body).await;
+        if !matches!(last, Attempt::Delivered { .. }) {
+            return last;
+        }
+    }
+    last
+}
+
 /// Delivers the due batches of destination `d` until nothing is due within
 /// `options.wait`; attempts go to `ledger`, which is flushed before returning.
 pub async fn deliver(
@@ -202,7 +234,7 @@ pub async fn deliver(
     let deadline = Instant::now() + options.wait;
     let mut ctx = engine.session().await?;
     let mut ctx_at = Instant::now();
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<Flight<'_>> = FuturesUnordered::new();
     let mut flying: HashSet<String> = HashSet::new();
     let mut last_start: Option<Instant> = None;
     loop {
@@ -229,6 +261,17 @@ pub async fn deliver(
                 ctx = engine.session().await?;
                 ctx_at = Instant::now();
             }
+            if let Some(platform) = d.platform {
+                let requests = crate::ads::batch_requests(platform, &b.members, d.batch_size);
+                flying.insert(b.batch_id.clone());
+                last_start = Some(Instant::now());
+                let batch = b.clone();
+                in_flight.push(Box::pin(async move {
+                    let result = send_requests(client, d, &batch, requests).await;
+                    (batch, result)
+                }) as Flight<'_>);
+                continue;
+            }
             let profiles: Vec<String> = b.members.iter().map(|m| m.profile_id.clone()).collect();
             let (fields, users) = traits(&ctx, &b.sync, section, &profiles).await?;
             let events: Vec<Value> = b
@@ -248,10 +291,10 @@ pub async fn deliver(
             flying.insert(b.batch_id.clone());
             last_start = Some(Instant::now());
             let batch = b.clone();
-            in_flight.push(async move {
+            in_flight.push(Box::pin(async move {
                 let result = attempt(client, d, &batch, events).await;
                 (batch, result)
-            });
+            }));
         }
         if in_flight.is_empty() {
             // Nothing can start now: wait for the earliest retry, if it is due in time.
@@ -355,6 +398,7 @@ mod tests {
                 refresh_version: run,
                 changed_at: 0,
                 merged_into: None,
+                identifiers: None,
             }],
             status,
             attempt: 0,

@@ -35,6 +35,10 @@ pub struct Destination {
     pub consent: Vec<String>,
     /// Where a `file` destination writes.
     pub(crate) file: Option<Arc<Target>>,
+    /// The ad platform a destination is, if it is one.
+    pub platform: Option<crate::ads::Platform>,
+    /// Ad platforms: the region of national phone numbers.
+    pub default_region: Option<String>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -173,8 +177,10 @@ impl Destination {
             consent: section.consent.clone(),
             file: match section.kind {
                 DestinationKind::File => Some(Arc::new(Target::new(name, section, dir)?)),
-                DestinationKind::Webhook => None,
+                _ => None,
             },
+            platform: crate::ads::Platform::of(section.kind),
+            default_region: section.default_region.clone(),
         })
     }
 }

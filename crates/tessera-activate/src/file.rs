@@ -735,6 +735,7 @@ mod tests {
             refresh_version: 3,
             changed_at: 1_700_000_000_000_000,
             merged_into: None,
+            identifiers: None,
         }
     }
 
@@ -786,7 +787,7 @@ mod tests {
         .unwrap();
         let text = String::from_utf8(csv).unwrap();
         assert!(text.starts_with("profile_id,change,"), "{text}");
-        assert!(text.contains(",p2,exited,3,"), "{text}");
+        assert!(text.contains("\np2,exited,3,"), "{text}");
     }
 
     #[test]

@@ -152,13 +152,17 @@ fn members_json(members: &[Member]) -> String {
         members
             .iter()
             .map(|m| {
-                serde_json::json!([
+                let mut row = serde_json::json!([
                     m.profile_id,
                     m.change.as_str(),
                     m.refresh_version,
                     m.changed_at,
                     m.merged_into
-                ])
+                ]);
+                if let (Some(ids), Value::Array(items)) = (&m.identifiers, &mut row) {
+                    items.push(serde_json::to_value(ids).unwrap_or(Value::Null));
+                }
+                row
             })
             .collect(),
     )
@@ -170,11 +174,21 @@ fn members_of(batch_id: &str, text: &str) -> Result<Vec<Member>> {
         batch_id: batch_id.to_owned(),
         message,
     };
-    let rows: Vec<(String, String, i64, i64, Option<String>)> =
-        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    /// `[profile_id, change, refresh_version, changed_at, merged_into]`, and the
+    /// identifiers sent to an ad platform when there are some.
+    #[derive(serde::Deserialize)]
+    struct Stored(
+        String,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        #[serde(default)] Option<crate::ads::Identifiers>,
+    );
+    let rows: Vec<Stored> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     rows.into_iter()
         .map(
-            |(profile_id, change, refresh_version, changed_at, merged_into)| {
+            |Stored(profile_id, change, refresh_version, changed_at, merged_into, identifiers)| {
                 Ok(Member {
                     profile_id,
                     change: Change::parse(&change)
@@ -182,6 +196,7 @@ fn members_of(batch_id: &str, text: &str) -> Result<Vec<Member>> {
                     refresh_version,
                     changed_at,
                     merged_into,
+                    identifiers,
                 })
             },
         )
@@ -530,6 +545,7 @@ mod tests {
             refresh_version: 1,
             changed_at: 5,
             merged_into: None,
+            identifiers: None,
         }
     }
 

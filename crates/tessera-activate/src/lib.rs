@@ -19,6 +19,7 @@
 //! This crate is the HTTP *client* of destinations (reqwest) and the writer of file
 //! destinations (object_store); it serves nothing.
 
+pub mod ads;
 pub mod deliver;
 pub mod destination;
 pub mod file;
@@ -190,15 +191,44 @@ impl Activation {
     /// The next run of `name`, without writing anything.
     pub async fn preview(&self, engine: &Engine, name: &str) -> Result<Option<Plan>> {
         let sync = self.sync(name)?;
-        let cursors = ledger::cursors(&ledger::read(engine, None).await?);
+        let cursors = ledger::read_cursors(engine).await?;
+        let destination = self.destination_of(sync)?;
+        let sent = self.sent(engine, name, destination).await?;
         plan::plan(
             engine,
             name,
             sync,
-            self.destination_of(sync)?,
+            destination,
             cursors.get(name).copied(),
+            &sent,
         )
         .await
+    }
+
+    /// For an ad platform: the identifiers last added for each profile of `sync` (what
+    /// an exit removes), from the ledger.
+    async fn sent(
+        &self,
+        engine: &Engine,
+        sync: &str,
+        destination: &Destination,
+    ) -> Result<std::collections::HashMap<String, ads::Identifiers>> {
+        let mut out = std::collections::HashMap::new();
+        if destination.platform.is_none() {
+            return Ok(out);
+        }
+        // Batches come in (sync, run, seq) order: later additions win.
+        for b in ledger::read(engine, Some(&destination.name)).await? {
+            if b.sync != sync || b.status == Status::Dead {
+                continue;
+            }
+            for m in b.members {
+                if let (plan::Change::Entered, Some(ids)) = (m.change, m.identifiers) {
+                    out.insert(m.profile_id, ids);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Plans the next run of each chosen sync whose segment has a newer refresh, and
@@ -215,12 +245,15 @@ impl Activation {
         let mut out = Vec::new();
         for name in self.chosen(names, scheduled)? {
             let sync = self.sync(name)?;
+            let destination = self.destination_of(sync)?;
+            let sent = self.sent(engine, name, destination).await?;
             let plan = match plan::plan(
                 engine,
                 name,
                 sync,
-                self.destination_of(sync)?,
+                destination,
                 cursors.get(name.as_str()).copied(),
+                &sent,
             )
             .await
             {

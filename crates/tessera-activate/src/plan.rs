@@ -62,6 +62,9 @@ pub struct Member {
     pub changed_at: i64,
     /// The profile an exit was merged into, if that is why it left.
     pub merged_into: Option<String>,
+    /// Ad platforms: the hashed identifiers sent (for an exit: those its entry sent),
+    /// taken when the run is planned.
+    pub identifiers: Option<crate::ads::Identifiers>,
 }
 
 /// A run as planned, before it is written.
@@ -211,7 +214,152 @@ pub async fn check_fields(
     if let Some(target) = &destination.file {
         crate::file::check_columns(df.schema().as_arrow(), target.format).map_err(bad)?;
     }
+    if destination.platform.is_some() {
+        check_identifier_columns(df.schema().as_arrow()).map_err(bad)?;
+    }
     Ok(())
+}
+
+/// An ad platform's `fields` return identifiers only, at least one of them.
+fn check_identifier_columns(
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> std::result::Result<(), String> {
+    let mut any = false;
+    for f in schema.fields() {
+        if f.name() == "profile_id" {
+            continue;
+        }
+        if !crate::ads::IDENTIFIER_COLUMNS.contains(&f.name().as_str()) {
+            return Err(format!(
+                "column {:?} is not an identifier an ad platform matches on (use {})",
+                f.name(),
+                crate::ads::IDENTIFIER_COLUMNS.join(", ")
+            ));
+        }
+        any = true;
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(format!(
+            "the query returns no identifier to match on (use {})",
+            crate::ads::IDENTIFIER_COLUMNS.join(", ")
+        ))
+    }
+}
+
+/// The rows of `query` for `profiles` (by a semi-join on `profile_id`, not a list of
+/// literals), as JSON objects by profile.
+async fn rows_of(
+    engine: &Engine,
+    sync: &str,
+    query: &str,
+    profiles: &[&str],
+) -> Result<HashMap<String, serde_json::Map<String, Value>>> {
+    use datafusion::arrow::array::{RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let bad = |message: String| ActivateError::Fields {
+        sync: sync.to_owned(),
+        message,
+    };
+    let ctx = engine.session().await?;
+    let df = tessera_engine::policy::read_only(&ctx, query)
+        .await
+        .map_err(|e| bad(e.strip_backtrace()))?;
+    let ids = RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(vec![Field::new(
+            "__m_pid",
+            DataType::Utf8,
+            false,
+        )])),
+        vec![std::sync::Arc::new(StringArray::from_iter_values(
+            profiles.iter().copied(),
+        ))],
+    )?;
+    let batches = df
+        .join(
+            ctx.read_batch(ids)?,
+            datafusion::common::JoinType::LeftSemi,
+            &["profile_id"],
+            &["__m_pid"],
+            None,
+        )
+        .map_err(|e| bad(e.strip_backtrace()))?
+        .collect()
+        .await
+        .map_err(|e| bad(e.strip_backtrace()))?;
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    for b in &batches {
+        writer.write(b)?;
+    }
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    let mut out = HashMap::new();
+    if bytes.is_empty() {
+        return Ok(out);
+    }
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if let Value::Array(items) = value {
+        for item in items {
+            if let Value::Object(row) = item
+                && let Some(Value::String(pid)) = row.get("profile_id")
+            {
+                out.insert(pid.clone(), row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// For an ad platform: each profile's last change only, entries with the identifiers
+/// of the sync's `fields` (taken now), exits with those their entry sent (`sent`);
+/// members with nothing to send are left out and counted.
+async fn with_identifiers(
+    engine: &Engine,
+    name: &str,
+    sync: &SyncSection,
+    destination: &Destination,
+    platform: crate::ads::Platform,
+    members: Vec<Member>,
+    sent: &HashMap<String, crate::ads::Identifiers>,
+) -> Result<(Vec<Member>, u64)> {
+    let mut last: Vec<Member> = Vec::with_capacity(members.len());
+    for m in members {
+        match last.last_mut() {
+            Some(l) if l.profile_id == m.profile_id => *l = m,
+            _ => last.push(m),
+        }
+    }
+    let entering: Vec<&str> = last
+        .iter()
+        .filter(|m| m.change == Change::Entered)
+        .map(|m| m.profile_id.as_str())
+        .collect();
+    let query = sync.fields.as_deref().unwrap_or(crate::ads::DEFAULT_FIELDS);
+    let rows = if entering.is_empty() {
+        HashMap::new()
+    } else {
+        rows_of(engine, name, query, &entering).await?
+    };
+    let region = destination.default_region.as_deref();
+    let mut left_out = 0u64;
+    let mut out = Vec::with_capacity(last.len());
+    for mut m in last {
+        let ids = match m.change {
+            Change::Entered => rows
+                .get(&m.profile_id)
+                .map(|r| crate::ads::identifiers(platform, r, region)),
+            Change::Exited => sent.get(&m.profile_id).cloned(),
+        };
+        match ids.filter(|i| !i.is_empty()) {
+            Some(i) => {
+                m.identifiers = Some(i);
+                out.push(m);
+            }
+            None => left_out += 1,
+        }
+    }
+    Ok((out, left_out))
 }
 
 /// The next run of sync `name` after `last` (`(run, to_version)` of the latest planned
@@ -222,6 +370,7 @@ pub async fn plan(
     sync: &SyncSection,
     destination: &Destination,
     last: Option<(i64, i64)>,
+    sent: &HashMap<String, crate::ads::Identifiers>,
 ) -> Result<Option<Plan>> {
     check_fields(engine, name, sync, destination).await?;
     let history = audience::history(engine, &sync.segment, usize::MAX).await?;
@@ -247,6 +396,7 @@ pub async fn plan(
                 refresh_version: to_version,
                 changed_at: m.since,
                 merged_into: None,
+                identifiers: None,
             })
             .collect()
     } else {
@@ -264,6 +414,7 @@ pub async fn plan(
                 refresh_version: c.refresh_version,
                 changed_at: c.changed_at,
                 merged_into: c.merged_into,
+                identifiers: None,
             })
             .collect()
     };
@@ -284,6 +435,12 @@ pub async fn plan(
             b.change,
         ))
     });
+    if let Some(platform) = destination.platform {
+        let (kept, left_out) =
+            with_identifiers(engine, name, sync, destination, platform, members, sent).await?;
+        members = kept;
+        skipped += left_out;
+    }
     let previous_size = last.and_then(|_| {
         history
             .iter()
@@ -319,6 +476,7 @@ mod tests {
             refresh_version: v,
             changed_at: v,
             merged_into: None,
+            identifiers: None,
         }
     }
 

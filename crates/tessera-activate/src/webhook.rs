@@ -197,9 +197,21 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// POSTs one body, signed for this attempt, with delivery id `id`.
 pub async fn post(client: &reqwest::Client, d: &Destination, id: &str, body: Vec<u8>) -> Attempt {
+    send(client, d, reqwest::Method::POST, id, body).await
+}
+
+/// Sends one body with `method`, signed for this attempt when the destination has
+/// keys, with delivery id `id`.
+pub async fn send(
+    client: &reqwest::Client,
+    d: &Destination,
+    method: reqwest::Method,
+    id: &str,
+    body: Vec<u8>,
+) -> Attempt {
     let now = chrono::Utc::now().timestamp();
     let mut request = client
-        .post(&d.url)
+        .request(method, &d.url)
         .timeout(d.timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(

@@ -72,6 +72,22 @@ pub enum DestinationKind {
     /// Audience snapshots and diffs as Parquet or CSV files in an object store (`s3://`,
     /// `gs://`, `az://`) or a local folder, with a manifest and `_SUCCESS` written last.
     File,
+    /// Google Ads Customer Match: `addOperations` requests of hashed identifiers
+    /// (`create` for entries, `remove` for exits) POSTed to `url`.
+    GoogleCustomerMatch,
+    /// Meta Custom Audiences: `{"payload": {"schema", "data"}}` of hashed identifiers,
+    /// POSTed to `url` for entries and sent with DELETE for exits.
+    MetaCustomAudience,
+}
+
+impl DestinationKind {
+    /// Whether it is an ad platform (identifiers hashed, taken when planned).
+    pub fn is_ad_platform(self) -> bool {
+        matches!(
+            self,
+            DestinationKind::GoogleCustomerMatch | DestinationKind::MetaCustomAudience
+        )
+    }
 }
 
 /// The file format of a `file` destination.
@@ -115,6 +131,10 @@ pub struct DestinationSection {
     /// the environment.
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
+    /// Ad platforms: the region (ISO 3166-1 alpha-2) national phone numbers are read in
+    /// when a member has no `country` (`"US"` when unset).
+    #[serde(default)]
+    pub default_region: Option<String>,
     /// Environment variables holding Standard Webhooks secrets (`whsec_...`); every one
     /// signs, so keys rotate by adding the new one before removing the old.
     #[serde(default)]
@@ -168,6 +188,7 @@ impl DestinationSection {
         self.batch_size.unwrap_or(match self.kind {
             DestinationKind::Webhook => 500,
             DestinationKind::File => 1_000_000,
+            DestinationKind::GoogleCustomerMatch | DestinationKind::MetaCustomAudience => 10_000,
         })
     }
 }
@@ -1145,7 +1166,59 @@ impl Config {
                     "destination names use letters, digits, '_' and '-' only".into(),
                 ));
             }
+            if d.default_region.is_some() && !d.kind.is_ad_platform() {
+                return Err(invalid(
+                    &key("default_region"),
+                    "is for ad-platform destinations only".into(),
+                ));
+            }
             match d.kind {
+                DestinationKind::GoogleCustomerMatch | DestinationKind::MetaCustomAudience => {
+                    let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
+                    if !scheme_ok || url::Url::parse(&d.url).is_err() {
+                        return Err(invalid(
+                            &key("url"),
+                            format!(
+                                "{:?} is not an http(s) URL (the platform's endpoint)",
+                                d.url
+                            ),
+                        ));
+                    }
+                    let cap = if d.kind == DestinationKind::MetaCustomAudience {
+                        10_000
+                    } else {
+                        100_000
+                    };
+                    if d.batch_size().clamp(1, cap) != d.batch_size() {
+                        return Err(invalid(
+                            &key("batch_size"),
+                            format!("must be 1 to {cap} (users per request, the platform's cap)"),
+                        ));
+                    }
+                    if let Some(r) = &d.default_region
+                        && (r.len() != 2 || !r.chars().all(|c| c.is_ascii_alphabetic()))
+                    {
+                        return Err(invalid(
+                            &key("default_region"),
+                            format!("{r:?} is not a two-letter ISO 3166-1 region code"),
+                        ));
+                    }
+                    for (k, set) in [
+                        ("secret_env", !d.secret_env.is_empty()),
+                        ("legacy_secret_env", d.legacy_secret_env.is_some()),
+                        ("format", d.format.is_some()),
+                        ("compression", d.compression.is_some()),
+                        ("storage_options", !d.storage_options.is_empty()),
+                    ] {
+                        if set {
+                            return Err(invalid(
+                                &key(k),
+                                "is not for ad-platform destinations (their tokens go in headers_env)"
+                                    .into(),
+                            ));
+                        }
+                    }
+                }
                 DestinationKind::Webhook => {
                     let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
                     if !scheme_ok || url::Url::parse(&d.url).is_err() {

@@ -33,6 +33,19 @@ pub enum ActivateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// How values are normalized (and hashed) for an ad platform: one value per line
+    /// on standard input, one JSON line out each (`normalized` null when unusable).
+    Normalize {
+        /// `google` or `meta`.
+        #[arg(long)]
+        platform: String,
+        /// email, phone, first_name, last_name, country, zip or external_id.
+        #[arg(long)]
+        key: String,
+        /// The region national phone numbers are read in (and zips' country).
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Plan the next run of each sync (all, or those named) into the ledger without
     /// sending anything (`tessera serve` or `tessera activate run` delivers it).
     Plan {
@@ -226,6 +239,32 @@ pub async fn run(opened: &Opened, args: ActivateArgs) -> anyhow::Result<()> {
             println!(
                 "{n} dead batches planned again; `tessera activate run` or `tessera serve` sends them"
             );
+            Ok(())
+        }
+        ActivateCommand::Normalize {
+            platform,
+            key,
+            region,
+        } => {
+            use std::io::{BufRead as _, Write as _};
+            let p = tessera_activate::ads::Platform::parse(&platform)
+                .with_context(|| format!("--platform {platform:?}: expected google or meta"))?;
+            let stdin = std::io::stdin();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for line in stdin.lock().lines() {
+                let value = line?;
+                let normalized =
+                    tessera_activate::ads::normalize(p, &key, &value, region.as_deref())
+                        .map_err(anyhow::Error::msg)
+                        .context("--key")?;
+                let sha = normalized.as_deref().map(tessera_activate::ads::sha256_hex);
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"value": value, "normalized": normalized, "sha256": sha})
+                )?;
+            }
+            out.flush()?;
             Ok(())
         }
         ActivateCommand::Plan { names, json } => {
