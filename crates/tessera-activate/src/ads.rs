@@ -176,10 +176,10 @@ pub fn zip(platform: Platform, raw: &str, country: Option<&str>) -> Option<Strin
             .collect(),
     };
     let us = country.is_some_and(|c| c.eq_ignore_ascii_case("us"));
-    if platform == Platform::Meta || us {
-        if let Some((head, _)) = v.split_once('-') {
-            v = head.trim().to_owned();
-        }
+    if (platform == Platform::Meta || us)
+        && let Some((head, _)) = v.split_once('-')
+    {
+        v = head.trim().to_owned();
     }
     if us {
         v = v.chars().take(5).collect();
