@@ -50,6 +50,20 @@ pub struct Delivered {
     pub pending: u64,
 }
 
+impl Delivered {
+    /// Counts one batch of `members` members that came to `status`.
+    pub(crate) fn count(&mut self, status: Status, members: usize) {
+        match status {
+            Status::Delivered => {
+                self.batches += 1;
+                self.members += members as u64;
+            }
+            Status::Dead => self.dead += 1,
+            _ => self.retries += 1,
+        }
+    }
+}
+
 /// Whether `b` is due now: planned, or a retry whose time has come.
 pub(crate) fn due(b: &BatchState, now: i64) -> bool {
     match b.status {
@@ -109,9 +123,7 @@ async fn traits(
             sync: sync.to_owned(),
             message,
         };
-        let df = tessera_engine::policy::read_only(ctx, query)
-            .await
-            .map_err(|e| bad(e.strip_backtrace()))?;
+        let df = crate::plan::fields_frame(ctx, sync, query).await?;
         if df
             .schema()
             .field_with_unqualified_name("profile_id")
@@ -350,14 +362,7 @@ pub async fn deliver(
                 }
             }
         };
-        match status {
-            Status::Delivered => {
-                report.batches += 1;
-                report.members += batch.members.len() as u64;
-            }
-            Status::Dead => report.dead += 1,
-            _ => report.retries += 1,
-        }
+        report.count(status, batch.members.len());
         ledger
             .record(batch.row(status, attempt_no, code, message.clone(), next))
             .await;

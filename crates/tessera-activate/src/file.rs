@@ -475,9 +475,9 @@ pub async fn write_run(
     })?;
     let fields = match &section.fields {
         Some(q) => {
-            let df = tessera_engine::policy::read_only(&ctx, q)
+            let df = crate::plan::fields_frame(&ctx, sync, q)
                 .await
-                .map_err(|e| fatal(format!("syncs.{sync}.fields: {}", e.strip_backtrace())))?;
+                .map_err(|e| fatal(e.to_string()))?;
             check_columns(df.schema().as_arrow(), target.format)
                 .map_err(|m| fatal(format!("syncs.{sync}.fields: {m}")))?;
             Some(df)
@@ -683,14 +683,7 @@ pub(crate) async fn deliver(
                 ledger
                     .record(b.row(status, attempt_no, None, message.clone(), next))
                     .await;
-                match status {
-                    Status::Delivered => {
-                        report.batches += 1;
-                        report.members += b.members.len() as u64;
-                    }
-                    Status::Dead => report.dead += 1,
-                    _ => report.retries += 1,
-                }
+                report.count(status, b.members.len());
                 b.status = status;
                 b.attempt = attempt_no;
                 b.attempts_since_plan += 1;

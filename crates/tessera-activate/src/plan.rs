@@ -182,6 +182,20 @@ fn batches(members: Vec<Member>, size: usize) -> Vec<Vec<Member>> {
     out
 }
 
+/// A sync's `fields` query planned under the read-only policy; errors name the sync.
+pub(crate) async fn fields_frame(
+    ctx: &datafusion::prelude::SessionContext,
+    sync: &str,
+    query: &str,
+) -> Result<datafusion::prelude::DataFrame> {
+    tessera_engine::policy::read_only(ctx, query)
+        .await
+        .map_err(|e| ActivateError::Fields {
+            sync: sync.to_owned(),
+            message: e.strip_backtrace(),
+        })
+}
+
 /// Checks that a sync's `fields` query plans and returns `profile_id` (and, for a file
 /// destination, columns the files can hold).
 pub async fn check_fields(
@@ -198,9 +212,7 @@ pub async fn check_fields(
         message,
     };
     let ctx = engine.session().await?;
-    let df = tessera_engine::policy::read_only(&ctx, query)
-        .await
-        .map_err(|e| bad(e.strip_backtrace()))?;
+    let df = fields_frame(&ctx, name, query).await?;
     if df
         .schema()
         .field_with_unqualified_name("profile_id")
@@ -263,9 +275,7 @@ async fn rows_of(
         message,
     };
     let ctx = engine.session().await?;
-    let df = tessera_engine::policy::read_only(&ctx, query)
-        .await
-        .map_err(|e| bad(e.strip_backtrace()))?;
+    let df = fields_frame(&ctx, sync, query).await?;
     let ids = RecordBatch::try_new(
         std::sync::Arc::new(Schema::new(vec![Field::new(
             "__m_pid",

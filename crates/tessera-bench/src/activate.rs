@@ -50,7 +50,8 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
 
-pub fn run(members: u64, work: &Path) -> anyhow::Result<()> {
+/// A fresh project whose one segment, `everyone`, has `members` generated members.
+fn everyone(members: u64, work: &Path) -> anyhow::Result<std::path::PathBuf> {
     let project = super::fresh_project(work)?;
     let segments = project.join("sql/segments");
     std::fs::remove_dir_all(&segments)?;
@@ -61,6 +62,11 @@ pub fn run(members: u64, work: &Path) -> anyhow::Result<()> {
             "SELECT 'p_' || lpad(CAST(value AS VARCHAR), 9, '0') AS profile_id FROM generate_series(1, {members})\n"
         ),
     )?;
+    Ok(project)
+}
+
+pub fn run(members: u64, work: &Path) -> anyhow::Result<()> {
+    let project = everyone(members, work)?;
     let refresh = Command::new(tessera_binary()?)
         .arg("--project")
         .arg(&project)
@@ -197,16 +203,7 @@ print(json.dumps({"seconds": times, "tessera_rows": rows, "same_rows": same}))
 
 /// `tessera-bench export`: a `members`-member audience exported to Parquet on S3.
 pub fn export(members: u64, work: &Path) -> anyhow::Result<()> {
-    let project = super::fresh_project(work)?;
-    let segments = project.join("sql/segments");
-    std::fs::remove_dir_all(&segments)?;
-    std::fs::create_dir_all(&segments)?;
-    std::fs::write(
-        segments.join("everyone.sql"),
-        format!(
-            "SELECT 'p_' || lpad(CAST(value AS VARCHAR), 9, '0') AS profile_id FROM generate_series(1, {members})\n"
-        ),
-    )?;
+    let project = everyone(members, work)?;
     let tessera = |args: &[&str], ep: Option<&str>| -> anyhow::Result<(f64, String)> {
         let mut c = Command::new(tessera_binary()?);
         c.arg("--project").arg(&project).args(args);
