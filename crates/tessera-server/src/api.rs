@@ -7,7 +7,8 @@
 //! - `AudienceService.ListSegments` / `CheckMembership` / `StreamAudience`: segments,
 //!   membership, and members or entries/exits since a refresh version.
 //! - `AdminService.Stitch` / `RefreshSegments` (role `admin`): run now, then reload the
-//!   index.
+//!   index; `RunSyncs` / `ActivationStatus` / `RetrySyncs`: plan syncs now (the
+//!   server's delivery workers send them), their state, dead batches re-driven.
 //!
 //! Roles: `admin`, `analyst` and `marketer` read profiles and audiences; `ingest` may
 //! not (`PERMISSION_DENIED`). Callers without the `pii` grant get e-mail and phone
@@ -60,6 +61,8 @@ pub struct Api {
     admin: Option<Arc<AdminOptions>>,
     /// One admin job (stitch or refresh) at a time.
     admin_job: Arc<tokio::sync::Mutex<()>>,
+    /// The project's syncs (`None`: the project has none).
+    activation: Option<Arc<tessera_activate::Activation>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -97,6 +100,7 @@ impl Api {
         audit: Arc<AuditLog>,
         index: Arc<IndexHandle>,
         admin: Option<AdminOptions>,
+        activation: Option<Arc<tessera_activate::Activation>>,
     ) -> Api {
         Api {
             engine,
@@ -105,7 +109,16 @@ impl Api {
             index,
             admin: admin.map(Arc::new),
             admin_job: Arc::default(),
+            activation,
         }
+    }
+
+    fn activation(&self) -> Result<Arc<tessera_activate::Activation>, Status> {
+        self.activation.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "the project has no syncs: add [destinations.NAME] and [syncs.NAME] to tessera.toml",
+            )
+        })
     }
 
     /// The caller, allowed `access`; refusals are audited.
@@ -136,7 +149,7 @@ impl Api {
             ));
             let what = match access {
                 Access::Read => "read profiles and audiences (admin, analyst and marketer may)",
-                Access::Admin => "run stitching or refreshes (admin may)",
+                Access::Admin => "run stitching, refreshes or activation (admin may)",
             };
             return Err(Status::permission_denied(format!(
                 "user {} has role {}, which may not {what}",
@@ -617,6 +630,126 @@ impl AdminService for Api {
                 .collect(),
             seconds: started.elapsed().as_secs_f64(),
             snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn run_syncs(
+        &self,
+        request: Request<v1::RunSyncsRequest>,
+    ) -> Result<Response<v1::RunSyncsResponse>, Status> {
+        let who = self.caller(&request, "run_syncs", Access::Admin)?;
+        let activation = self.activation()?;
+        let names = request.get_ref().syncs.clone();
+        let mut e = Entry::of(&request, Some(&who), "run_syncs", "ok");
+        e.target = Some(if names.is_empty() {
+            "all".into()
+        } else {
+            names.join(",")
+        });
+        let planned = match activation.plan(&self.engine, &names, false).await {
+            Ok(p) => p,
+            Err(err) => {
+                e.status = "failed".into();
+                e.detail = Some(err.to_string());
+                self.audit.record(e);
+                return Err(crate::status::activate(&err));
+            }
+        };
+        let syncs: Vec<v1::PlannedSync> = planned
+            .iter()
+            .map(|p| match &p.plan {
+                Some(x) => v1::PlannedSync {
+                    sync: p.sync.clone(),
+                    planned: p.written,
+                    run: x.run,
+                    from_version: x.from_version,
+                    to_version: x.to_version,
+                    members: x.members() as i64,
+                    batches: x.batches.len() as i64,
+                    skipped: x.skipped as i64,
+                    held: x.held,
+                },
+                None => v1::PlannedSync {
+                    sync: p.sync.clone(),
+                    ..v1::PlannedSync::default()
+                },
+            })
+            .collect();
+        e.rows = Some(syncs.iter().map(|s| s.members).sum());
+        e.detail = Some(
+            syncs
+                .iter()
+                .filter(|s| s.planned)
+                .map(|s| format!("{} run {}: {} members", s.sync, s.run, s.members))
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        self.audit.record(e);
+        Ok(Response::new(v1::RunSyncsResponse { syncs }))
+    }
+
+    async fn activation_status(
+        &self,
+        request: Request<v1::ActivationStatusRequest>,
+    ) -> Result<Response<v1::ActivationStatusResponse>, Status> {
+        let who = self.caller(&request, "activation_status", Access::Admin)?;
+        let rows = tessera_activate::status(&self.engine)
+            .await
+            .map_err(|e| crate::status::activate(&e))?;
+        let mut e = Entry::of(&request, Some(&who), "activation_status", "ok");
+        e.rows = Some(rows.len() as i64);
+        self.audit.record(e);
+        Ok(Response::new(v1::ActivationStatusResponse {
+            syncs: rows
+                .into_iter()
+                .map(|s| v1::SyncState {
+                    sync: s.sync,
+                    destination: s.destination,
+                    segment: s.segment,
+                    run: s.run,
+                    to_version: s.to_version,
+                    planned: s.planned as i64,
+                    retrying: s.retrying as i64,
+                    delivered: s.delivered as i64,
+                    dead: s.dead as i64,
+                    held: s.held as i64,
+                    members_delivered: s.members_delivered as i64,
+                    skipped: s.skipped as i64,
+                    last_error: s.last_error.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn retry_syncs(
+        &self,
+        request: Request<v1::RetrySyncsRequest>,
+    ) -> Result<Response<v1::RetrySyncsResponse>, Status> {
+        let who = self.caller(&request, "retry_syncs", Access::Admin)?;
+        let activation = self.activation()?;
+        let sync = request.get_ref().sync.clone();
+        let mut e = Entry::of(&request, Some(&who), "retry_syncs", "ok");
+        e.target = Some(if sync.is_empty() {
+            "all".into()
+        } else {
+            sync.clone()
+        });
+        let batches = match activation
+            .retry(&self.engine, (!sync.is_empty()).then_some(sync.as_str()))
+            .await
+        {
+            Ok(n) => n,
+            Err(err) => {
+                e.status = "failed".into();
+                e.detail = Some(err.to_string());
+                self.audit.record(e);
+                return Err(crate::status::activate(&err));
+            }
+        };
+        e.rows = Some(batches as i64);
+        self.audit.record(e);
+        Ok(Response::new(v1::RetrySyncsResponse {
+            batches: batches as i64,
         }))
     }
 }

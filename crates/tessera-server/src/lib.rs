@@ -205,6 +205,7 @@ impl Server {
             audit.clone(),
             index.clone(),
             options.admin,
+            options.activation.clone(),
         );
         Ok(Server {
             http,

@@ -83,6 +83,25 @@ pub fn segments(e: &tessera_segments::SegmentsError) -> Status {
     }
 }
 
+/// The status of an activation error (planning syncs, reading the ledger).
+pub fn activate(e: &tessera_activate::ActivateError) -> Status {
+    use tessera_activate::ActivateError as A;
+    match e {
+        A::UnknownSync { .. } => Status::not_found(e.to_string()),
+        A::NotRefreshed { .. }
+        | A::MissingSecret { .. }
+        | A::BadSecret { .. }
+        | A::BadDestination { .. }
+        | A::BadHeader { .. }
+        | A::Fields { .. } => Status::failed_precondition(e.to_string()),
+        A::Lake(_) => Status::unavailable(e.to_string()),
+        A::Engine(inner) => engine(inner),
+        A::Segments(inner) => segments(inner),
+        A::DataFusion(inner) => datafusion(inner),
+        A::Client(_) | A::Members { .. } | A::Arrow(_) => Status::internal(e.to_string()),
+    }
+}
+
 /// The status of a DataFusion error outside the cases the engine classifies.
 fn datafusion(e: &DataFusionError) -> Status {
     match e.find_root() {

@@ -1179,3 +1179,99 @@ fields = "{fields}"
         "{e}"
     );
 }
+
+/// `AdminService.RunSyncs`, `ActivationStatus` and `RetrySyncs` over `tessera.v1`
+/// (Python stubs generated from `proto/`): admins plan and read activation, others are
+/// refused, an unknown sync is named.
+#[test]
+fn admins_drive_activation_over_tessera_v1() {
+    let p = TestProject::new();
+    let work = tempfile::tempdir().unwrap();
+    let good = Receiver::start(work.path(), "good", SECRET, "{}");
+    segment_of(&p, 1, 1200);
+    configure(
+        &p,
+        &format!(
+            "\n[destinations.crm]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{}/crm\"\nsecret_env = [\"TESSERA_TEST_HOOK_SECRET\"]\n\n[syncs.big_to_crm]\nsegment = \"big\"\ndestination = \"crm\"\n# planned by RunSyncs, not after refreshes\nschedule = false\n",
+            good.port
+        ),
+    );
+    const PASSWORD: &str = "s3cret-passw0rd";
+    crate::common::added(&p, &["root", "--role", "admin"], PASSWORD);
+    crate::common::added(&p, &["ann", "--role", "analyst"], PASSWORD);
+    let (server, grpc, _) =
+        crate::common::serve_with_env(&p, &[("TESSERA_TEST_HOOK_SECRET", SECRET)]);
+    let script = r#"
+target, password = sys.argv[2], sys.argv[3]
+channel = grpc.insecure_channel(target)
+auth = auth_pb2_grpc.AuthServiceStub(channel)
+admin = admin_pb2_grpc.AdminServiceStub(channel)
+def login(user):
+    return [("authorization", "Bearer " + auth.Login(auth_pb2.LoginRequest(user=user, password=password)).token)]
+root, ann = login("root"), login("ann")
+call("analyst", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(), metadata=ann))
+call("unknown", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(syncs=["nope"]), metadata=root))
+call("run", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(syncs=["big_to_crm"]), metadata=root))
+call("again", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(), metadata=root))
+import time
+for _ in range(100):
+    call("status", lambda: admin.ActivationStatus(admin_pb2.ActivationStatusRequest(), metadata=root))
+    s = out["status"].get("syncs", [{}])[0]
+    if int(s.get("members_delivered", 0)) == 1200:
+        break
+    time.sleep(0.2)
+call("retry", lambda: admin.RetrySyncs(admin_pb2.RetrySyncsRequest(sync="big_to_crm"), metadata=root))
+call("retry_unknown", lambda: admin.RetrySyncs(admin_pb2.RetrySyncsRequest(sync="nope"), metadata=root))
+print(json.dumps(out))
+"#;
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(format!("{}{script}", crate::grpc::PRELUDE))
+        .args([proto, grpc.as_str(), PASSWORD])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["analyst"]["code"], "PERMISSION_DENIED", "{v}");
+    assert_eq!(v["unknown"]["code"], "NOT_FOUND", "{v}");
+    assert!(
+        v["unknown"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("big_to_crm"),
+        "names the known syncs: {v}"
+    );
+    let run = &v["run"]["syncs"][0];
+    assert_eq!(run["sync"], "big_to_crm", "{v}");
+    assert_eq!(run["planned"], true, "{v}");
+    assert_eq!(run["members"], "1200", "{v}");
+    assert_eq!(run["run"], "1", "{v}");
+    assert_eq!(
+        v["again"]["syncs"][0].get("planned"),
+        None,
+        "up to date: {v}"
+    );
+    let s = &v["status"]["syncs"][0];
+    assert_eq!(s["members_delivered"], "1200", "{v}");
+    assert_eq!(s["destination"], "crm");
+    assert_eq!(v["retry"].get("batches"), None, "nothing dead: {v}");
+    assert_eq!(v["retry_unknown"]["code"], "NOT_FOUND", "{v}");
+    crate::common::stop(server);
+    // Every call is in the audit log.
+    let out = ok(&mut p.cmd(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT action, status, count(*) AS n FROM audit_log WHERE action IN ('run_syncs', 'activation_status', 'retry_syncs') GROUP BY action, status ORDER BY action, status",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("run_syncs,ok,2"), "{text}");
+    assert!(text.contains("run_syncs,permission_denied,1"), "{text}");
+    assert!(text.contains("run_syncs,failed,1"), "{text}");
+    assert!(text.contains("retry_syncs,ok,1"), "{text}");
+}

@@ -217,10 +217,16 @@ impl Drop for Running {
 /// `tessera serve` with both ports on loopback; returns the server and the gRPC and
 /// HTTP addresses (`HOST:PORT`).
 pub fn serve(p: &TestProject) -> (Running, String, String) {
+    serve_with_env(p, &[])
+}
+
+/// [`serve`] with extra environment variables (secrets of destinations, say).
+pub fn serve_with_env(p: &TestProject, env: &[(&str, &str)]) -> (Running, String, String) {
     let mut child = tessera()
         .arg("--project")
         .arg(p.path())
         .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
