@@ -26,12 +26,12 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 use tessera_core::config::DestinationKind;
 
-use crate::plan::{Change, Member};
+pub use crate::member::Identifiers;
+use crate::member::{Change, Member, hex};
 
 /// The platforms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub const DEFAULT_FIELDS: &str = "SELECT profile_id, email, phone FROM profiles"
 
 /// Lower-case hex SHA-256 of `s`.
 pub fn sha256_hex(s: &str) -> String {
-    crate::webhook::hex(&sha2::Sha256::digest(s.as_bytes()))
+    hex(&sha2::Sha256::digest(s.as_bytes()))
 }
 
 /// An e-mail address as the platform hashes it (`None`: not an address).
@@ -209,43 +209,6 @@ pub fn normalize(
             ));
         }
     })
-}
-
-/// One member's identifiers as sent: hashed where the platform hashes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identifiers {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub email: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub phone: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
-}
-
-impl Identifiers {
-    /// Whether there is anything to match on.
-    pub fn is_empty(&self) -> bool {
-        self.email.is_empty()
-            && self.phone.is_empty()
-            && self.external_id.is_none()
-            && !self.has_address()
-    }
-
-    /// Google's address match needs first and last name, country and zip.
-    fn has_address(&self) -> bool {
-        self.first_name.is_some()
-            && self.last_name.is_some()
-            && self.country.is_some()
-            && self.zip.is_some()
-    }
 }
 
 fn texts(v: Option<&Value>) -> Vec<String> {

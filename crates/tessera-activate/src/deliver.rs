@@ -65,7 +65,7 @@ impl Delivered {
 }
 
 /// Whether `b` is due now: planned, or a retry whose time has come.
-pub(crate) fn due(b: &BatchState, now: i64) -> bool {
+fn due(b: &BatchState, now: i64) -> bool {
     match b.status {
         Status::Planned => true,
         Status::Retry => b.next_attempt_at.is_none_or(|t| t <= now),
@@ -74,7 +74,7 @@ pub(crate) fn due(b: &BatchState, now: i64) -> bool {
 }
 
 /// Of each sync, the earliest run not finished.
-pub(crate) fn open_runs(batches: &[BatchState]) -> HashMap<String, i64> {
+fn open_runs(batches: &[BatchState]) -> HashMap<String, i64> {
     let mut open: HashMap<String, i64> = HashMap::new();
     for b in batches.iter().filter(|b| !b.status.finished()) {
         let e = open.entry(b.sync.clone()).or_insert(b.run);
@@ -123,7 +123,7 @@ async fn traits(
             sync: sync.to_owned(),
             message,
         };
-        let df = crate::plan::fields_frame(ctx, sync, query).await?;
+        let df = crate::fields::fields_frame(ctx, sync, query).await?;
         if df
             .schema()
             .field_with_unqualified_name("profile_id")
@@ -193,6 +193,24 @@ async fn attempt(
     last
 }
 
+/// Sleeps until the earliest retry of an open run, if it is due before `deadline`;
+/// `false` when there is none in time.
+async fn wait_for_retry(batches: &[BatchState], deadline: Instant) -> bool {
+    let open = open_runs(batches);
+    let next = batches
+        .iter()
+        .filter(|b| open.get(&b.sync) == Some(&b.run) && b.status == Status::Retry)
+        .filter_map(|b| b.next_attempt_at)
+        .min();
+    let Some(t) = next else { return false };
+    let wait = Duration::from_micros((t - chrono::Utc::now().timestamp_micros()).max(0) as u64);
+    if Instant::now() + wait > deadline {
+        return false;
+    }
+    tokio::time::sleep(wait).await;
+    true
+}
+
 /// One attempt in flight.
 type Flight<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = (BatchState, Attempt)> + Send + 'a>>;
@@ -236,7 +254,7 @@ pub async fn deliver(
     options: Deliver,
 ) -> Result<Delivered> {
     if let Some(target) = &d.file {
-        return crate::file::deliver(engine, d, target, syncs, ledger, options).await;
+        return deliver_files(engine, d, target, syncs, ledger, options).await;
     }
     let mut report = Delivered {
         destination: d.name.clone(),
@@ -310,19 +328,9 @@ pub async fn deliver(
         }
         if in_flight.is_empty() {
             // Nothing can start now: wait for the earliest retry, if it is due in time.
-            let now = chrono::Utc::now().timestamp_micros();
-            let open = open_runs(&batches);
-            let next = batches
-                .iter()
-                .filter(|b| open.get(&b.sync) == Some(&b.run) && b.status == Status::Retry)
-                .filter_map(|b| b.next_attempt_at)
-                .min();
-            let Some(t) = next else { break };
-            let wait = Duration::from_micros((t - now).max(0) as u64);
-            if Instant::now() + wait > deadline {
+            if !wait_for_retry(&batches, deadline).await {
                 break;
             }
-            tokio::time::sleep(wait).await;
             continue;
         }
         // One attempt finished: record it and update the batch.
@@ -382,10 +390,113 @@ pub async fn deliver(
     Ok(report)
 }
 
+/// Delivers the due runs of file destination `d`, one run at a time, until nothing is
+/// due within `options.wait`.
+async fn deliver_files(
+    engine: &Engine,
+    d: &Destination,
+    target: &crate::file::Target,
+    syncs: &std::collections::BTreeMap<String, SyncSection>,
+    ledger: &Arc<LedgerWriter>,
+    options: Deliver,
+) -> Result<Delivered> {
+    let mut report = Delivered {
+        destination: d.name.clone(),
+        ..Delivered::default()
+    };
+    let started = Instant::now();
+    let mut batches = crate::ledger::read(engine, Some(&d.name)).await?;
+    tracing::debug!(destination = %d.name, batches = batches.len(), "ledger read in {:?}", started.elapsed());
+    let deadline = Instant::now() + options.wait;
+    loop {
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut open: Vec<(String, i64)> = open_runs(&batches).into_iter().collect();
+        open.sort();
+        let mut started = false;
+        for (sync, run) in open {
+            let Some(section) = syncs.get(&sync) else {
+                continue;
+            };
+            let of_run: Vec<&BatchState> = batches
+                .iter()
+                .filter(|b| b.sync == sync && b.run == run && b.status != Status::Dead)
+                .collect();
+            let pending: Vec<&BatchState> = of_run
+                .iter()
+                .copied()
+                .filter(|b| !b.status.finished())
+                .collect();
+            if pending.is_empty() || !pending.iter().all(|b| due(b, now)) {
+                continue;
+            }
+            started = true;
+            let result =
+                crate::file::write_run(engine, target, &d.name, &sync, section, &of_run).await;
+            report.attempts += 1;
+            let now = chrono::Utc::now().timestamp_micros();
+            let lead = pending[0];
+            let tried_for = lead.first_try_at.map_or(Duration::ZERO, |t| {
+                Duration::from_micros((now - t).max(0) as u64)
+            });
+            let (status, message, next) = match &result {
+                Ok(w) => {
+                    tracing::info!(
+                        destination = %d.name, sync = %sync, run, rows = w.rows, parts = w.parts,
+                        folder = %w.folder, "export written"
+                    );
+                    (Status::Delivered, None, None)
+                }
+                Err(f)
+                    if !f.retry || d.retry.exhausted(lead.attempts_since_plan + 1, tried_for) =>
+                {
+                    (Status::Dead, Some(f.message.clone()), None)
+                }
+                Err(f) => {
+                    let jitter = (now.rem_euclid(1000)) as f64 / 1000.0;
+                    let wait = d.retry.backoff(lead.attempts_since_plan + 1, None, jitter);
+                    (
+                        Status::Retry,
+                        Some(f.message.clone()),
+                        Some(now + wait.as_micros() as i64),
+                    )
+                }
+            };
+            if let Some(m) = &message {
+                tracing::warn!(destination = %d.name, sync = %sync, run, "export failed: {m}");
+            }
+            let ids: HashSet<String> = pending.iter().map(|b| b.batch_id.clone()).collect();
+            for b in batches.iter_mut().filter(|b| ids.contains(&b.batch_id)) {
+                let attempt_no = b.attempt + 1;
+                ledger
+                    .record(b.row(status, attempt_no, None, message.clone(), next))
+                    .await;
+                report.count(status, b.members.len());
+                b.status = status;
+                b.attempt = attempt_no;
+                b.attempts_since_plan += 1;
+                b.first_try_at.get_or_insert(now);
+                b.next_attempt_at = next;
+                b.message = message.clone();
+            }
+            // A run's outcome is committed before the next run is written.
+            ledger.flush().await?;
+        }
+        if started {
+            continue;
+        }
+        if !wait_for_retry(&batches, deadline).await {
+            break;
+        }
+    }
+    report.pending = batches.iter().filter(|b| b.status == Status::Retry).count() as u64;
+    ledger.flush().await?;
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Change, Member};
+    use crate::member::{Change, Member};
 
     fn state(sync: &str, run: i64, seq: i64, status: Status) -> BatchState {
         BatchState {

@@ -23,14 +23,15 @@
 //! manifest without clocks. Writing the same run again (a crash before its delivery was
 //! recorded, or `tessera activate resend`) produces byte-identical objects.
 //!
-//! A run is delivered as a whole: every batch of it is recorded `delivered` once
-//! `_SUCCESS` is written, or `retry` (with backoff) when the store failed.
+//! A run is delivered as a whole ([`crate::deliver`]): every batch of it is recorded
+//! `delivered` once `_SUCCESS` is written, or `retry` (with backoff) when the store
+//! failed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
@@ -54,11 +55,9 @@ use tessera_core::config::{
 use tessera_core::schema::PROFILES;
 use tessera_engine::Engine;
 
-use crate::deliver::{Deliver, Delivered, due, open_runs};
-use crate::destination::Destination;
 use crate::error::{ActivateError, Result};
-use crate::ledger::{BatchState, LedgerWriter, Status};
-use crate::plan::Member;
+use crate::ledger::BatchState;
+use crate::member::{Change, Member, hex, message_id};
 
 /// The columns every export row starts with; a `fields` column may not take one of
 /// these names.
@@ -261,7 +260,7 @@ fn message_ids(members: &[Member], destination: &str, segment: &str) -> StringAr
             .map(|c| {
                 scope.spawn(move || {
                     c.iter()
-                        .map(|m| crate::webhook::message_id(destination, segment, m))
+                        .map(|m| message_id(destination, segment, m))
                         .collect::<Vec<_>>()
                 })
             })
@@ -446,10 +445,6 @@ fn encode(
     }
 }
 
-fn type_name(t: &DataType) -> String {
-    t.to_string()
-}
-
 /// Writes one run (its batches in `run`, of one sync) to `target`.
 pub async fn write_run(
     engine: &Engine,
@@ -475,7 +470,7 @@ pub async fn write_run(
     })?;
     let fields = match &section.fields {
         Some(q) => {
-            let df = crate::plan::fields_frame(&ctx, sync, q)
+            let df = crate::fields::fields_frame(&ctx, sync, q)
                 .await
                 .map_err(|e| fatal(e.to_string()))?;
             check_columns(df.schema().as_arrow(), target.format)
@@ -509,7 +504,7 @@ pub async fn write_run(
         let encoded = started.elapsed();
         let name = format!("part-{:05}.{}", b.seq, target.extension());
         let key = folder.clone().join(name.as_str());
-        let digest = crate::webhook::hex(&sha2::Sha256::digest(&bytes));
+        let digest = hex(&sha2::Sha256::digest(&bytes));
         let size = bytes.len() as u64;
         target
             .store
@@ -527,8 +522,8 @@ pub async fn write_run(
         rows_total += rows.num_rows() as u64;
         for m in &b.members {
             match m.change {
-                crate::plan::Change::Entered => entered += 1,
-                crate::plan::Change::Exited => exited += 1,
+                Change::Entered => entered += 1,
+                Change::Exited => exited += 1,
             }
         }
         bytes_total += size;
@@ -555,7 +550,7 @@ pub async fn write_run(
         .map(|s| {
             s.fields()
                 .iter()
-                .map(|f| json!({"name": f.name(), "type": type_name(f.data_type()), "nullable": f.is_nullable()}))
+                .map(|f| json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
                 .collect()
         })
         .unwrap_or_default();
@@ -604,122 +599,10 @@ pub async fn write_run(
     })
 }
 
-/// Delivers the due runs of file destination `d`, one run at a time, until nothing is
-/// due within `options.wait`.
-pub(crate) async fn deliver(
-    engine: &Engine,
-    d: &Destination,
-    target: &Target,
-    syncs: &BTreeMap<String, SyncSection>,
-    ledger: &Arc<LedgerWriter>,
-    options: Deliver,
-) -> Result<Delivered> {
-    let mut report = Delivered {
-        destination: d.name.clone(),
-        ..Delivered::default()
-    };
-    let started = Instant::now();
-    let mut batches = crate::ledger::read(engine, Some(&d.name)).await?;
-    tracing::debug!(destination = %d.name, batches = batches.len(), "ledger read in {:?}", started.elapsed());
-    let deadline = Instant::now() + options.wait;
-    loop {
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut open: Vec<(String, i64)> = open_runs(&batches).into_iter().collect();
-        open.sort();
-        let mut started = false;
-        for (sync, run) in open {
-            let Some(section) = syncs.get(&sync) else {
-                continue;
-            };
-            let of_run: Vec<&BatchState> = batches
-                .iter()
-                .filter(|b| b.sync == sync && b.run == run && b.status != Status::Dead)
-                .collect();
-            let pending: Vec<&BatchState> = of_run
-                .iter()
-                .copied()
-                .filter(|b| !b.status.finished())
-                .collect();
-            if pending.is_empty() || !pending.iter().all(|b| due(b, now)) {
-                continue;
-            }
-            started = true;
-            let result = write_run(engine, target, &d.name, &sync, section, &of_run).await;
-            report.attempts += 1;
-            let now = chrono::Utc::now().timestamp_micros();
-            let lead = pending[0];
-            let tried_for = lead.first_try_at.map_or(Duration::ZERO, |t| {
-                Duration::from_micros((now - t).max(0) as u64)
-            });
-            let (status, message, next) = match &result {
-                Ok(w) => {
-                    tracing::info!(
-                        destination = %d.name, sync = %sync, run, rows = w.rows, parts = w.parts,
-                        folder = %w.folder, "export written"
-                    );
-                    (Status::Delivered, None, None)
-                }
-                Err(f)
-                    if !f.retry || d.retry.exhausted(lead.attempts_since_plan + 1, tried_for) =>
-                {
-                    (Status::Dead, Some(f.message.clone()), None)
-                }
-                Err(f) => {
-                    let jitter = (now.rem_euclid(1000)) as f64 / 1000.0;
-                    let wait = d.retry.backoff(lead.attempts_since_plan + 1, None, jitter);
-                    (
-                        Status::Retry,
-                        Some(f.message.clone()),
-                        Some(now + wait.as_micros() as i64),
-                    )
-                }
-            };
-            if let Some(m) = &message {
-                tracing::warn!(destination = %d.name, sync = %sync, run, "export failed: {m}");
-            }
-            let ids: HashSet<String> = pending.iter().map(|b| b.batch_id.clone()).collect();
-            for b in batches.iter_mut().filter(|b| ids.contains(&b.batch_id)) {
-                let attempt_no = b.attempt + 1;
-                ledger
-                    .record(b.row(status, attempt_no, None, message.clone(), next))
-                    .await;
-                report.count(status, b.members.len());
-                b.status = status;
-                b.attempt = attempt_no;
-                b.attempts_since_plan += 1;
-                b.first_try_at.get_or_insert(now);
-                b.next_attempt_at = next;
-                b.message = message.clone();
-            }
-            // A run's outcome is committed before the next run is written.
-            ledger.flush().await?;
-        }
-        if started {
-            continue;
-        }
-        let open = open_runs(&batches);
-        let next = batches
-            .iter()
-            .filter(|b| open.get(&b.sync) == Some(&b.run) && b.status == Status::Retry)
-            .filter_map(|b| b.next_attempt_at)
-            .min();
-        let Some(t) = next else { break };
-        let wait = Duration::from_micros((t - chrono::Utc::now().timestamp_micros()).max(0) as u64);
-        if Instant::now() + wait > deadline {
-            break;
-        }
-        tokio::time::sleep(wait).await;
-    }
-    report.pending = batches.iter().filter(|b| b.status == Status::Retry).count() as u64;
-    ledger.flush().await?;
-    Ok(report)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::plan::Change;
 
     fn member(p: &str, c: Change) -> Member {
         Member {

@@ -19,7 +19,7 @@ use tessera_lake::{CommitNote, Lake};
 use tokio::sync::{Mutex, Notify};
 
 use crate::error::{ActivateError, Result};
-use crate::plan::{Change, Member};
+use crate::member::{Change, Identifiers, Member};
 
 /// Where a batch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +183,7 @@ fn members_of(batch_id: &str, text: &str) -> Result<Vec<Member>> {
         i64,
         i64,
         Option<String>,
-        #[serde(default)] Option<crate::ads::Identifiers>,
+        #[serde(default)] Option<Identifiers>,
     );
     let rows: Vec<Stored> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     rows.into_iter()
@@ -489,9 +489,8 @@ impl LedgerWriter {
     }
 }
 
-/// The latest run planned for each sync: `(run, to_version)`.
-/// [`cursors`] read from the ledger's `sync`, `run` and `to_version` columns alone (the
-/// members are not read).
+/// Each sync's latest planned run and the refresh version it reaches, read from the
+/// ledger's `sync`, `run` and `to_version` columns alone (the members are not read).
 pub async fn read_cursors(engine: &Engine) -> Result<HashMap<String, (i64, i64)>> {
     let ctx = engine.session_of(&[ACTIVATION_BATCHES]).await?;
     let mut out: HashMap<String, (i64, i64)> = HashMap::new();
@@ -520,17 +519,6 @@ pub async fn read_cursors(engine: &Engine) -> Result<HashMap<String, (i64, i64)>
         }
     }
     Ok(out)
-}
-
-pub fn cursors(states: &[BatchState]) -> HashMap<String, (i64, i64)> {
-    let mut out: HashMap<String, (i64, i64)> = HashMap::new();
-    for s in states {
-        let e = out.entry(s.sync.clone()).or_insert((s.run, s.to_version));
-        if s.run > e.0 {
-            *e = (s.run, s.to_version);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

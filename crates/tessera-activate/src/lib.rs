@@ -22,8 +22,10 @@
 pub mod ads;
 pub mod deliver;
 pub mod destination;
+pub mod fields;
 pub mod file;
 pub mod ledger;
+pub mod member;
 pub mod plan;
 pub mod webhook;
 
@@ -193,7 +195,9 @@ impl Activation {
         let sync = self.sync(name)?;
         let cursors = ledger::read_cursors(engine).await?;
         let destination = self.destination_of(sync)?;
-        let sent = self.sent(engine, name, destination).await?;
+        let sent = self
+            .sent(engine, name, destination, cursors.get(name).copied())
+            .await?;
         plan::plan(
             engine,
             name,
@@ -206,15 +210,24 @@ impl Activation {
     }
 
     /// For an ad platform: the identifiers last added for each profile of `sync` (what
-    /// an exit removes), from the ledger.
+    /// an exit removes), from the ledger. Read only when there is a run to plan: the
+    /// segment has a refresh newer than `last` (`(run, to_version)` planned last).
     async fn sent(
         &self,
         engine: &Engine,
         sync: &str,
         destination: &Destination,
+        last: Option<(i64, i64)>,
     ) -> Result<std::collections::HashMap<String, ads::Identifiers>> {
         let mut out = std::collections::HashMap::new();
         if destination.platform.is_none() {
+            return Ok(out);
+        }
+        let segment = &self.sync(sync)?.segment;
+        let newer = tessera_segments::audience::latest_version(engine, segment)
+            .await?
+            .is_some_and(|v| v > last.map_or(0, |(_, to)| to));
+        if !newer {
             return Ok(out);
         }
         // Batches come in (sync, run, seq) order: later additions win.
@@ -246,7 +259,14 @@ impl Activation {
         for name in self.chosen(names, scheduled)? {
             let sync = self.sync(name)?;
             let destination = self.destination_of(sync)?;
-            let sent = self.sent(engine, name, destination).await?;
+            let sent = self
+                .sent(
+                    engine,
+                    name,
+                    destination,
+                    cursors.get(name.as_str()).copied(),
+                )
+                .await?;
             let plan = match plan::plan(
                 engine,
                 name,

@@ -24,48 +24,11 @@ use tessera_engine::Engine;
 use tessera_engine::columns::strings;
 use tessera_segments::audience::{self, ChangeKind};
 
+pub use crate::member::{Change, Member};
+
 use crate::destination::Destination;
 use crate::error::{ActivateError, Result};
 use crate::ledger::{Row, Status};
-
-/// Entered or exited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Change {
-    Entered,
-    Exited,
-}
-
-impl Change {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Change::Entered => "entered",
-            Change::Exited => "exited",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Change> {
-        match s {
-            "entered" => Some(Change::Entered),
-            "exited" => Some(Change::Exited),
-            _ => None,
-        }
-    }
-}
-
-/// One member's change to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub profile_id: String,
-    pub change: Change,
-    pub refresh_version: i64,
-    /// When it changed (microseconds since the epoch).
-    pub changed_at: i64,
-    /// The profile an exit was merged into, if that is why it left.
-    pub merged_into: Option<String>,
-    /// Ad platforms: the hashed identifiers sent (for an exit: those its entry sent),
-    /// taken when the run is planned.
-    pub identifiers: Option<crate::ads::Identifiers>,
-}
 
 /// A run as planned, before it is written.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,20 +145,6 @@ fn batches(members: Vec<Member>, size: usize) -> Vec<Vec<Member>> {
     out
 }
 
-/// A sync's `fields` query planned under the read-only policy; errors name the sync.
-pub(crate) async fn fields_frame(
-    ctx: &datafusion::prelude::SessionContext,
-    sync: &str,
-    query: &str,
-) -> Result<datafusion::prelude::DataFrame> {
-    tessera_engine::policy::read_only(ctx, query)
-        .await
-        .map_err(|e| ActivateError::Fields {
-            sync: sync.to_owned(),
-            message: e.strip_backtrace(),
-        })
-}
-
 /// Checks that a sync's `fields` query plans and returns `profile_id` (and, for a file
 /// destination, columns the files can hold).
 pub async fn check_fields(
@@ -212,7 +161,7 @@ pub async fn check_fields(
         message,
     };
     let ctx = engine.session().await?;
-    let df = fields_frame(&ctx, name, query).await?;
+    let df = crate::fields::fields_frame(&ctx, name, query).await?;
     if df
         .schema()
         .field_with_unqualified_name("profile_id")
@@ -275,7 +224,7 @@ async fn rows_of(
         message,
     };
     let ctx = engine.session().await?;
-    let df = fields_frame(&ctx, sync, query).await?;
+    let df = crate::fields::fields_frame(&ctx, sync, query).await?;
     let ids = RecordBatch::try_new(
         std::sync::Arc::new(Schema::new(vec![Field::new(
             "__m_pid",

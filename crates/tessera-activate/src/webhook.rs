@@ -9,36 +9,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use sha2::Digest;
 
 use crate::destination::Destination;
-use crate::plan::{Change, Member};
-
-/// The `messageId` of one member's change at one destination: the same on every
-/// attempt, so receivers deduplicate retries.
-pub fn message_id(destination: &str, segment: &str, m: &Member) -> String {
-    let digest = sha2::Sha256::digest(
-        format!(
-            "{destination}\u{1f}{segment}\u{1f}{}\u{1f}{}\u{1f}{}",
-            m.refresh_version,
-            m.profile_id,
-            m.change.as_str()
-        )
-        .as_bytes(),
-    );
-    hex(&digest[..16])
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
+use crate::member::{Change, Member, message_id};
 
 fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)

@@ -1160,6 +1160,23 @@ impl Config {
         }
         for (name, d) in &self.destinations {
             let key = |k: &str| format!("destinations.{name}.{k}");
+            let http_url = |what: &str| -> Result<()> {
+                let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
+                if !scheme_ok || url::Url::parse(&d.url).is_err() {
+                    return Err(invalid(
+                        &key("url"),
+                        format!("{:?} is not an http(s) URL{what}", d.url),
+                    ));
+                }
+                Ok(())
+            };
+            // Keys of other kinds of destination, set here by mistake.
+            let refuse = |keys: &[(&str, bool)], why: &str| -> Result<()> {
+                match keys.iter().find(|(_, set)| *set) {
+                    Some((k, _)) => Err(invalid(&key(k), why.into())),
+                    None => Ok(()),
+                }
+            };
             if !valid_name(name) {
                 return Err(invalid(
                     &format!("destinations.{name}"),
@@ -1174,16 +1191,7 @@ impl Config {
             }
             match d.kind {
                 DestinationKind::GoogleCustomerMatch | DestinationKind::MetaCustomAudience => {
-                    let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
-                    if !scheme_ok || url::Url::parse(&d.url).is_err() {
-                        return Err(invalid(
-                            &key("url"),
-                            format!(
-                                "{:?} is not an http(s) URL (the platform's endpoint)",
-                                d.url
-                            ),
-                        ));
-                    }
+                    http_url(" (the platform's endpoint)")?;
                     let cap = if d.kind == DestinationKind::MetaCustomAudience {
                         10_000
                     } else {
@@ -1203,45 +1211,30 @@ impl Config {
                             format!("{r:?} is not a two-letter ISO 3166-1 region code"),
                         ));
                     }
-                    for (k, set) in [
-                        ("secret_env", !d.secret_env.is_empty()),
-                        ("legacy_secret_env", d.legacy_secret_env.is_some()),
-                        ("format", d.format.is_some()),
-                        ("compression", d.compression.is_some()),
-                        ("storage_options", !d.storage_options.is_empty()),
-                    ] {
-                        if set {
-                            return Err(invalid(
-                                &key(k),
-                                "is not for ad-platform destinations (their tokens go in headers_env)"
-                                    .into(),
-                            ));
-                        }
-                    }
+                    refuse(
+                        &[
+                            ("secret_env", !d.secret_env.is_empty()),
+                            ("legacy_secret_env", d.legacy_secret_env.is_some()),
+                            ("format", d.format.is_some()),
+                            ("compression", d.compression.is_some()),
+                            ("storage_options", !d.storage_options.is_empty()),
+                        ],
+                        "is not for ad-platform destinations (their tokens go in headers_env)",
+                    )?;
                 }
                 DestinationKind::Webhook => {
-                    let scheme_ok = d.url.starts_with("https://") || d.url.starts_with("http://");
-                    if !scheme_ok || url::Url::parse(&d.url).is_err() {
-                        return Err(invalid(
-                            &key("url"),
-                            format!("{:?} is not an http(s) URL", d.url),
-                        ));
-                    }
+                    http_url("")?;
                     if d.batch_size().clamp(1, 10_000) != d.batch_size() {
                         return Err(invalid(&key("batch_size"), "must be 1 to 10000".into()));
                     }
-                    for (k, set) in [
-                        ("format", d.format.is_some()),
-                        ("compression", d.compression.is_some()),
-                        ("storage_options", !d.storage_options.is_empty()),
-                    ] {
-                        if set {
-                            return Err(invalid(
-                                &key(k),
-                                "is for kind = \"file\" destinations only".into(),
-                            ));
-                        }
-                    }
+                    refuse(
+                        &[
+                            ("format", d.format.is_some()),
+                            ("compression", d.compression.is_some()),
+                            ("storage_options", !d.storage_options.is_empty()),
+                        ],
+                        "is for kind = \"file\" destinations only",
+                    )?;
                 }
                 DestinationKind::File => {
                     let url = d.url.trim();
@@ -1278,20 +1271,16 @@ impl Config {
                                 .into(),
                         ));
                     }
-                    for (k, set) in [
-                        ("secret_env", !d.secret_env.is_empty()),
-                        ("legacy_secret_env", d.legacy_secret_env.is_some()),
-                        ("headers", !d.headers.is_empty()),
-                        ("headers_env", !d.headers_env.is_empty()),
-                        ("rate_limit", d.rate_limit.is_some()),
-                    ] {
-                        if set {
-                            return Err(invalid(
-                                &key(k),
-                                "is for kind = \"webhook\" destinations only".into(),
-                            ));
-                        }
-                    }
+                    refuse(
+                        &[
+                            ("secret_env", !d.secret_env.is_empty()),
+                            ("legacy_secret_env", d.legacy_secret_env.is_some()),
+                            ("headers", !d.headers.is_empty()),
+                            ("headers_env", !d.headers_env.is_empty()),
+                            ("rate_limit", d.rate_limit.is_some()),
+                        ],
+                        "is for kind = \"webhook\" destinations only",
+                    )?;
                 }
             }
             if d.max_batch_bytes < 1024 {
