@@ -160,6 +160,19 @@ impl Api {
         Ok(principal)
     }
 
+    /// Records the call `e` as failed with `err`; the status `err` maps to.
+    fn failed<E: std::fmt::Display>(
+        &self,
+        mut e: Entry,
+        err: &E,
+        status: fn(&E) -> Status,
+    ) -> Status {
+        e.status = "failed".into();
+        e.detail = Some(err.to_string());
+        self.audit.record(e);
+        status(err)
+    }
+
     fn admin_options(&self) -> Result<Arc<AdminOptions>, Status> {
         self.admin.clone().ok_or_else(|| {
             Status::failed_precondition("this server was started without a project folder")
@@ -556,12 +569,7 @@ impl AdminService for Api {
         let mut e = Entry::of(&request, Some(&who), "stitch", "ok");
         let report = match report {
             Ok(r) => r,
-            Err(err) => {
-                e.status = "failed".into();
-                e.detail = Some(err.to_string());
-                self.audit.record(e);
-                return Err(crate::status::identity(&err));
-            }
+            Err(err) => return Err(self.failed(e, &err, crate::status::identity)),
         };
         e.rows = Some(report.identifiers as i64);
         self.audit.record(e);
@@ -605,12 +613,7 @@ impl AdminService for Api {
         });
         let report = match report {
             Ok(r) => r,
-            Err(err) => {
-                e.status = "failed".into();
-                e.detail = Some(err.to_string());
-                self.audit.record(e);
-                return Err(crate::status::segments(&err));
-            }
+            Err(err) => return Err(self.failed(e, &err, crate::status::segments)),
         };
         e.rows = Some(report.outcomes.len() as i64);
         self.audit.record(e);
@@ -648,12 +651,7 @@ impl AdminService for Api {
         });
         let planned = match activation.plan(&self.engine, &names, false).await {
             Ok(p) => p,
-            Err(err) => {
-                e.status = "failed".into();
-                e.detail = Some(err.to_string());
-                self.audit.record(e);
-                return Err(crate::status::activate(&err));
-            }
+            Err(err) => return Err(self.failed(e, &err, crate::status::activate)),
         };
         let syncs: Vec<v1::PlannedSync> = planned
             .iter()
@@ -739,12 +737,7 @@ impl AdminService for Api {
             .await
         {
             Ok(n) => n,
-            Err(err) => {
-                e.status = "failed".into();
-                e.detail = Some(err.to_string());
-                self.audit.record(e);
-                return Err(crate::status::activate(&err));
-            }
+            Err(err) => return Err(self.failed(e, &err, crate::status::activate)),
         };
         e.rows = Some(batches as i64);
         self.audit.record(e);
