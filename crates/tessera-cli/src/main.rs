@@ -59,6 +59,10 @@ pub enum Command {
     Sql(commands::sql::SqlArgs),
     /// List the lake's tables with rows, files, size and version.
     Tables(commands::tables::TablesArgs),
+    /// Compact tables' small files into large ones (no row changes; readers see no new data).
+    Optimize(commands::maintain::OptimizeArgs),
+    /// Delete files no table version within the retention needs (default 7 days).
+    Vacuum(commands::maintain::VacuumArgs),
     /// Manage the sources (write keys) events are collected from.
     Source(commands::source::SourceArgs),
     /// Manage the users of the gRPC services (Flight SQL): roles, PII grant, password.

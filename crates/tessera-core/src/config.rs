@@ -649,6 +649,13 @@ pub struct ServerSection {
     /// folder when unset).
     #[serde(default)]
     pub spill_dir: Option<String>,
+    /// How often `tessera serve` looks for tables to compact (`"10m"`; `"0"`: never).
+    #[serde(default = "default_optimize_every")]
+    pub optimize_every: String,
+    /// A table is compacted in the background once it has this many small files
+    /// (under 32 MiB).
+    #[serde(default = "default_optimize_small_files")]
+    pub optimize_small_files: usize,
 }
 
 /// A memory amount of the configuration: bytes, or a share of the machine's memory.
@@ -749,6 +756,14 @@ fn default_query_queue_timeout() -> String {
     "30s".into()
 }
 
+fn default_optimize_every() -> String {
+    "10m".into()
+}
+
+fn default_optimize_small_files() -> usize {
+    64
+}
+
 /// `[server.tls]`: the certificate chain and private key (PEM files, relative to the
 /// project) that the HTTP and gRPC ports present.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -774,6 +789,8 @@ impl Default for ServerSection {
             max_concurrent_queries: default_max_concurrent_queries(),
             query_queue_timeout: default_query_queue_timeout(),
             spill_dir: None,
+            optimize_every: default_optimize_every(),
+            optimize_small_files: default_optimize_small_files(),
         }
     }
 }
@@ -1132,6 +1149,7 @@ impl Config {
                 "server.query_queue_timeout",
                 &self.server.query_queue_timeout,
             ),
+            ("server.optimize_every", &self.server.optimize_every),
         ] {
             parse_duration(value).map_err(|m| invalid(key, m))?;
         }
@@ -1485,6 +1503,10 @@ query_timeout = "15m"
 max_concurrent_queries = 4
 query_queue_timeout = "30s"
 # spill_dir = "spill"
+# Background compaction: how often to look ("0": never) and how many small files
+# (under 32 MiB) a table may have before its files are packed (`tessera optimize`).
+optimize_every = "10m"
+optimize_small_files = 64
 
 [import]
 default_source = "import"

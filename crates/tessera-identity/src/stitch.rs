@@ -129,8 +129,15 @@ pub async fn stitch(
     } else {
         None
     };
+    // What was appended to events since the last run; compaction commits append nothing.
+    // A lost history (log cleanup) or deleted/rewritten rows make the run a full one.
+    let changes = match (options.full, previous) {
+        (false, Some(v)) => lake.changes_since(EVENTS, v).await?,
+        _ => None,
+    };
+    let incremental = changes.as_ref().filter(|c| !c.rewritten);
     let mut report = StitchReport {
-        full: options.full || previous.is_none(),
+        full: incremental.is_none(),
         events_version,
         previous_events_version: previous,
         ..StitchReport::default()
@@ -150,7 +157,7 @@ pub async fn stitch(
         None
     };
     let new_matches = match_version.is_some() && (report.full || match_version != match_consumed);
-    if !report.full && previous == Some(events_version) && !new_matches {
+    if incremental.is_some_and(|c| c.is_empty()) && !new_matches {
         report.up_to_date = true;
         let stats = lake.stats(IDENTITY_MAP).await?;
         report.identifiers = stats.rows;
@@ -167,34 +174,20 @@ pub async fn stitch(
     // The session reads only the new event files when incremental.
     clock.stage("reading identifiers from events");
     let ctx = engine.session().await?;
-    let current_files = event_files(&events)?;
-    if current_files.is_empty() {
-        return Err(IdentityError::NoEvents);
-    }
-    let files: Vec<String> = match (report.full, previous) {
-        (false, Some(v)) => {
-            let old: HashSet<String> = event_files(&lake.open_version(EVENTS, v).await?)?
-                .into_iter()
-                .collect();
-            let new: Vec<String> = current_files
-                .into_iter()
-                .filter(|f| !old.contains(f))
-                .collect();
-            ctx.deregister_table(EVENTS)?;
-            let provider = events
-                .table_provider()
-                .with_file_paths(new.clone())
-                .await
-                .map_err(|e| IdentityError::Query {
-                    file: EVENTS.into(),
-                    source: e,
-                })?;
-            ctx.register_table(EVENTS, provider)?;
-            new
+    let files: usize = match incremental {
+        Some(changes) => {
+            register_appended(&ctx, lake, &events, changes).await?;
+            changes.appended_files()
         }
-        _ => current_files,
+        None => {
+            let all = event_files(&events)?;
+            if all.is_empty() {
+                return Err(IdentityError::NoEvents);
+            }
+            all.len()
+        }
     };
-    report.event_files = files.len();
+    report.event_files = files;
 
     // Observations from every rule.
     let mut previous_map: Vec<(String, MapRow)> = Vec::new();
@@ -218,7 +211,7 @@ pub async fn stitch(
         .collect();
 
     let mut observations = Vec::new();
-    if !files.is_empty() {
+    if files > 0 {
         for (index, rule) in rules.iter().enumerate() {
             clock.stage(&format!("rule {}", rule.name));
             let (obs, rule_report) = run_rule(&ctx, rule, index as u32, &type_rules).await?;
@@ -391,6 +384,58 @@ fn table_def(name: &str) -> Result<schema::TableDef> {
         file: name.into(),
         message: "unknown table".into(),
     })
+}
+
+/// Registers as `events` in `ctx` only the files appended since the last run: those still
+/// in the table from its latest version, those compacted since from the version just
+/// before their compaction (their files stay until vacuum).
+async fn register_appended(
+    ctx: &SessionContext,
+    lake: &tessera_lake::Lake,
+    events: &tessera_lake::deltalake::DeltaTable,
+    changes: &tessera_lake::Changes,
+) -> Result<()> {
+    let query_err = |source| IdentityError::Query {
+        file: EVENTS.into(),
+        source,
+    };
+    ctx.deregister_table(EVENTS)?;
+    let mut parts = Vec::new();
+    for (i, (version, paths)) in changes.appended.iter().enumerate() {
+        let table = if *version == changes.to {
+            events.clone()
+        } else {
+            lake.open_version(EVENTS, *version).await?
+        };
+        let provider = table
+            .table_provider()
+            .with_file_paths(paths.clone())
+            .await
+            .map_err(query_err)?;
+        if changes.appended.len() == 1 {
+            ctx.register_table(EVENTS, provider)?;
+            return Ok(());
+        }
+        let name = format!("__events_appended_{i}");
+        ctx.register_table(name.as_str(), provider)?;
+        parts.push(format!("SELECT * FROM {name}"));
+    }
+    if parts.is_empty() {
+        let provider = events
+            .table_provider()
+            .with_file_paths(Vec::<String>::new())
+            .await
+            .map_err(query_err)?;
+        ctx.register_table(EVENTS, provider)?;
+        return Ok(());
+    }
+    ctx.sql(&format!(
+        "CREATE VIEW {EVENTS} AS {}",
+        parts.join(" UNION ALL ")
+    ))
+    .await
+    .map_err(query_err)?;
+    Ok(())
 }
 
 /// Paths of the files of an events table version.

@@ -33,6 +33,22 @@ pub enum LakeError {
         source: Box<deltalake::DeltaTableError>,
     },
 
+    /// A maintenance request that would lose something it should not.
+    #[error("cannot vacuum table {table}: {message}")]
+    Refused { table: String, message: String },
+
+    /// A past version whose files vacuum has removed.
+    #[error(
+        "version {version} of table {table} can no longer be read: {missing} of its files were \
+         removed by `tessera vacuum` (versions older than the vacuum retention are gone; the \
+         latest version and those within the retention can be read)"
+    )]
+    VersionGone {
+        table: String,
+        version: u64,
+        missing: usize,
+    },
+
     /// A local file operation failed.
     #[error("{what}: {source}")]
     Io {

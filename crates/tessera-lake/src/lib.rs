@@ -13,8 +13,11 @@
 //!
 //! This crate knows nothing of HTTP, gRPC or SQL files.
 
+pub mod changes;
 mod cloud;
 mod error;
+pub mod lease;
+pub mod maintain;
 pub mod wal;
 mod writer;
 
@@ -22,14 +25,18 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use tessera_core::schema::{self, TableDef};
 use url::Url;
 
+pub use changes::Changes;
 pub use deltalake;
 pub use error::{LakeError, Result};
+pub use maintain::{Layout, OptimizeOptions, OptimizeReport, VacuumOptions, VacuumReport};
 pub use writer::{AppendWriter, CommitNote, transaction_version};
 
 /// The object store for a cloud URL (`s3://`, `gs://`, `az://`), credentials from the
@@ -46,6 +53,8 @@ pub fn object_store_for(
 pub struct Lake {
     root: Url,
     options: HashMap<String, String>,
+    /// This process's read leases ([`lease`]), shared by every clone.
+    leases: Arc<lease::Book>,
 }
 
 /// Size facts about one table, read from its Delta log (no data file is opened).
@@ -75,7 +84,51 @@ impl Lake {
                 source,
             })?;
         }
-        Ok(Lake { root, options })
+        Ok(Lake {
+            root,
+            options,
+            leases: lease::Book::new(),
+        })
+    }
+
+    /// The object store at the lake's root.
+    fn root_store(&self) -> Result<Arc<dyn object_store::ObjectStore>> {
+        let table = DeltaTableBuilder::from_url(self.root.clone())
+            .map_err(|e| LakeError::delta("(root)", "open", e))?
+            .with_storage_options(self.options.clone())
+            .build()
+            .map_err(|e| LakeError::delta("(root)", "open", e))?;
+        Ok(table.log_store().object_store(None))
+    }
+
+    /// Notes an open of table `name` in this process's read lease, writing the lease
+    /// object when due. A lake this process may not write to (read-only credentials)
+    /// gets no lease: vacuum then relies on its retention alone.
+    async fn note_open(&self, name: &str) {
+        let Some(lease) = self
+            .leases
+            .note(name, chrono::Utc::now().timestamp_millis())
+        else {
+            return;
+        };
+        let written = match self.root_store() {
+            Ok(store) => lease::write(&store, &lease)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot write the read lease of {}", lease.holder);
+        }
+    }
+
+    /// Ends this process's read lease (it has finished reading): vacuum need no longer
+    /// wait for it.
+    pub async fn release_leases(&self) {
+        self.leases.release();
+        if let Ok(store) = self.root_store() {
+            let _ = lease::remove(&store, self.leases.holder()).await;
+        }
     }
 
     /// The root URL of the lake (always ends with `/`).
@@ -127,6 +180,7 @@ impl Lake {
             .load()
             .await
             .map_err(|e| LakeError::delta(name, "open", e))?;
+        self.note_open(name).await;
         Ok(Some(table))
     }
 
@@ -182,6 +236,39 @@ impl Lake {
             .load_version(version)
             .await
             .map_err(|e| LakeError::delta(name, &format!("load version {version} of"), e))?;
+        // Vacuum deletes the files of versions older than its retention while their log
+        // entries stay: such a version is refused here, not when a scan hits a hole.
+        let snapshot = table
+            .snapshot()
+            .map_err(|e| LakeError::delta(name, "read", e))?;
+        let paths: Vec<object_store::path::Path> = snapshot
+            .log_data()
+            .iter()
+            .map(|f| object_store::path::Path::from(f.path().as_ref()))
+            .collect();
+        let store = table.log_store().object_store(None);
+        let missing = futures::stream::iter(paths)
+            .map(|p| {
+                let store = store.clone();
+                async move {
+                    use object_store::ObjectStoreExt as _;
+                    matches!(
+                        store.head(&p).await,
+                        Err(object_store::Error::NotFound { .. })
+                    )
+                }
+            })
+            .buffer_unordered(16)
+            .filter(|gone| futures::future::ready(*gone))
+            .count()
+            .await;
+        if missing > 0 {
+            return Err(LakeError::VersionGone {
+                table: name.to_owned(),
+                version,
+                missing,
+            });
+        }
         Ok(table)
     }
 

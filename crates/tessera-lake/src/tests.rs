@@ -206,3 +206,215 @@ async fn latest_version_without_loading_the_table() {
         Some(3)
     );
 }
+
+async fn append(lake: &Lake, fingerprint: &str, txn: Option<i64>) -> u64 {
+    let def = schema::table(IMPORTED_FILES).unwrap();
+    let mut w = lake.append_writer(&def).await.unwrap();
+    w.write(row(fingerprint)).await.unwrap();
+    let mut note = CommitNote::new("test", "unit");
+    if let Some(t) = txn {
+        note = note.transaction("collector", t);
+    }
+    w.commit(note).await.unwrap().unwrap()
+}
+
+fn files_on_disk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join(IMPORTED_FILES))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".parquet")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn compaction_changes_no_rows_and_readers_see_no_new_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    for i in 0..6 {
+        append(&lake, &format!("f{i}"), Some(i)).await;
+    }
+    let seen = lake.data_version(IMPORTED_FILES).await.unwrap().unwrap() as u64;
+    assert_eq!(seen, 6);
+    // Two more appends after the reader's version, then a compaction of everything.
+    append(&lake, "g0", Some(6)).await;
+    append(&lake, "g1", Some(7)).await;
+    let report = lake
+        .optimize(IMPORTED_FILES, &maintain::OptimizeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((report.before.files, report.after.files), (8, 1));
+    assert_eq!((report.files_removed, report.files_added), (8, 1));
+    assert_eq!(report.before.rows, report.after.rows);
+    assert_eq!(report.version, Some(9));
+    // The compaction is no new data...
+    assert_eq!(lake.data_version(IMPORTED_FILES).await.unwrap(), Some(8));
+    assert!(
+        !lake
+            .rows_changed_between(IMPORTED_FILES, 8, 9)
+            .await
+            .unwrap()
+    );
+    assert!(
+        lake.rows_changed_between(IMPORTED_FILES, 7, 9)
+            .await
+            .unwrap()
+    );
+    // ...the two appended files are still found, in the version before the compaction.
+    let changes = lake
+        .changes_since(IMPORTED_FILES, seen)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!changes.rewritten);
+    assert_eq!(changes.maintenance_commits, 1);
+    assert_eq!(
+        changes.appended.keys().copied().collect::<Vec<_>>(),
+        vec![8]
+    );
+    assert_eq!(changes.appended_files(), 2);
+    let before = lake.open_version(IMPORTED_FILES, 8).await.unwrap();
+    let live: Vec<String> = before
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| f.path().into_owned())
+        .collect();
+    assert!(changes.appended[&8].iter().all(|p| live.contains(p)));
+    // Nothing since the compaction; an append after it is live at the latest version.
+    assert!(
+        lake.changes_since(IMPORTED_FILES, 9)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    append(&lake, "h", None).await;
+    let changes = lake
+        .changes_since(IMPORTED_FILES, 9)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changes.appended.keys().copied().collect::<Vec<_>>(),
+        vec![10]
+    );
+    // Application transactions survive compaction.
+    assert_eq!(
+        lake.transaction_version(IMPORTED_FILES, "collector")
+            .await
+            .unwrap(),
+        Some(7)
+    );
+    // A second optimize has nothing worth rewriting... but two files now: it packs them.
+    let again = lake
+        .optimize(IMPORTED_FILES, &maintain::OptimizeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.after.files, 1);
+    let idle = lake
+        .optimize(IMPORTED_FILES, &maintain::OptimizeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(idle.version, None);
+    assert_eq!(idle.files_removed, 0);
+}
+
+#[tokio::test]
+async fn vacuum_keeps_the_retention_refuses_short_ones_and_waits_for_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    for i in 0..3 {
+        append(&lake, &format!("f{i}"), None).await;
+    }
+    // Another process reads the table before it is compacted.
+    let reader = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    reader.open(IMPORTED_FILES).await.unwrap();
+    lake.optimize(IMPORTED_FILES, &maintain::OptimizeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(files_on_disk(dir.path()), 4);
+    // The default retention keeps the compacted files (a week of time travel).
+    let kept = lake
+        .vacuum(IMPORTED_FILES, &maintain::VacuumOptions::default())
+        .await
+        .unwrap();
+    assert!(kept.files.is_empty());
+    // A shorter retention is refused unless forced.
+    let short = maintain::VacuumOptions {
+        retain_hours: 0,
+        ..maintain::VacuumOptions::default()
+    };
+    let err = lake
+        .vacuum(IMPORTED_FILES, &short)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--force") && err.contains("168 h"), "{err}");
+    // The reader's lease holds back the files it may still read.
+    let forced = maintain::VacuumOptions {
+        retain_hours: 0,
+        force: true,
+        ..maintain::VacuumOptions::default()
+    };
+    let held = lake.vacuum(IMPORTED_FILES, &forced).await.unwrap();
+    assert!(held.files.is_empty(), "{held:?}");
+    assert_eq!(held.held_by.as_deref(), Some(reader.leases.holder()));
+    assert_eq!(files_on_disk(dir.path()), 4);
+    // Once it is done, the dry run names the three files and their bytes; then they go.
+    reader.release_leases().await;
+    let dry = lake
+        .vacuum(
+            IMPORTED_FILES,
+            &maintain::VacuumOptions {
+                dry_run: true,
+                ..forced.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.files.len(), 3);
+    assert!(dry.bytes > 0);
+    assert_eq!(files_on_disk(dir.path()), 4);
+    let done = lake.vacuum(IMPORTED_FILES, &forced).await.unwrap();
+    assert_eq!(done.files.len(), 3);
+    assert_eq!(done.bytes, dry.bytes);
+    assert_eq!(files_on_disk(dir.path()), 1);
+    // The latest version reads; a version whose files are gone is refused by name.
+    assert_eq!(lake.stats(IMPORTED_FILES).await.unwrap().rows, 3);
+    let err = lake
+        .open_version(IMPORTED_FILES, 2)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("version 2") && err.contains("vacuum"), "{err}");
+    // Vacuum commits are not new data either.
+    assert_eq!(lake.data_version(IMPORTED_FILES).await.unwrap(), Some(3));
+}
+
+#[tokio::test]
+async fn checkpoints_keep_opening_cheap() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    for i in 0..(maintain::CHECKPOINT_INTERVAL + 5) {
+        append(&lake, &format!("f{i}"), Some(i as i64)).await;
+    }
+    let log = dir.path().join(IMPORTED_FILES).join("_delta_log");
+    // Delta's post-commit hook wrote a checkpoint at version 99 (the 100th commit).
+    assert!(log.join("00000000000000000099.checkpoint.parquet").exists());
+    assert!(log.join("_last_checkpoint").exists());
+    lake.checkpoint(IMPORTED_FILES).await.unwrap();
+    assert!(log.join("00000000000000000105.checkpoint.parquet").exists());
+    assert_eq!(lake.stats(IMPORTED_FILES).await.unwrap().rows, 105);
+    assert_eq!(
+        lake.transaction_version(IMPORTED_FILES, "collector")
+            .await
+            .unwrap(),
+        Some(104)
+    );
+}

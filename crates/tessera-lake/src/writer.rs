@@ -17,7 +17,7 @@ use crate::error::{LakeError, Result};
 /// holds no matter how large its input.
 const FLUSH_ROWS: u64 = 200_000;
 /// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Columns of high-cardinality text (raw JSON, unique ids) in any table.
 const UNIQUE_TEXT_COLUMNS: &[&str] = &[
     "message_id",
@@ -28,7 +28,7 @@ const UNIQUE_TEXT_COLUMNS: &[&str] = &[
     "extra",
 ];
 /// Files roll over at this size.
-const TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
+pub const TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Who wrote a commit and why, plus optional application transactions that make the
 /// commit idempotent: a second commit with the same `(app_id, version)` is recognised
@@ -133,7 +133,7 @@ impl std::fmt::Debug for AppendWriter {
     }
 }
 
-fn writer_properties() -> WriterProperties {
+pub(crate) fn writer_properties() -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));

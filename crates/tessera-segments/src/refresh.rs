@@ -257,11 +257,9 @@ async fn table_version(
         return Ok(*v);
     }
     let known = schema::table(name).is_some();
+    // The version of the last commit that changed rows: a compaction is not new data.
     let v = if known {
-        lake.try_open(name)
-            .await?
-            .and_then(|t| t.version())
-            .map(|v| v as i64)
+        lake.data_version(name).await?
     } else {
         None
     };

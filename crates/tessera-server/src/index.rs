@@ -137,6 +137,22 @@ impl IndexHandle {
             if now == known {
                 return Ok(false);
             }
+            // Versions that only compacted or vacuumed a table hold the same rows.
+            let mut changed = false;
+            for ((name, was), is) in SOURCES.iter().zip(&known).zip(&now) {
+                changed |= match (was, is) {
+                    (Some(was), Some(is)) => {
+                        self.engine
+                            .lake()
+                            .rows_changed_between(name, *was as u64, *is as u64)
+                            .await?
+                    }
+                    _ => was != is,
+                };
+            }
+            if !changed {
+                return Ok(false);
+            }
         }
         let started = std::time::Instant::now();
         let filters = self

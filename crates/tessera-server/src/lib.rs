@@ -100,6 +100,8 @@ pub struct ServeOptions {
     pub segments: Option<schedule::SegmentSchedule>,
     /// Refit the predictive models on a schedule (`None`: never).
     pub predict: Option<schedule::PredictSchedule>,
+    /// Compact tables with many small files in the background (`None`: never).
+    pub maintenance: Option<schedule::MaintenanceSchedule>,
     /// Accounts of the gRPC services (`[users.NAME]`).
     pub users: HashMap<String, tessera_core::config::UserSection>,
     /// API tokens (`[tokens.NAME]`).
@@ -133,6 +135,7 @@ pub struct Server {
     engine: tessera_engine::Engine,
     segments: Option<schedule::SegmentSchedule>,
     predict: Option<schedule::PredictSchedule>,
+    maintenance: Option<schedule::MaintenanceSchedule>,
     flight: flight::TesseraFlightSql,
     api: api::Api,
     index: Arc<index::IndexHandle>,
@@ -213,6 +216,7 @@ impl Server {
             engine,
             segments: options.segments,
             predict: options.predict,
+            maintenance: options.maintenance,
             flight,
             api,
             index,
@@ -271,6 +275,13 @@ impl Server {
         let audit_backlog = tokio::spawn(self.audit.clone().run_backlog(stop_rx.clone()));
         let refitter = self.predict.clone().map(|s| {
             background.spawn(schedule::run_models(
+                self.engine.clone(),
+                s,
+                stop_rx.clone(),
+            ))
+        });
+        let compactor = self.maintenance.clone().map(|s| {
+            background.spawn(schedule::run_maintenance(
                 self.engine.clone(),
                 s,
                 stop_rx.clone(),
@@ -366,7 +377,7 @@ impl Server {
         let flushed = self.state.collector.shutdown().await?;
         let grpc_result = grpc.await;
         let _ = indexer.await;
-        for task in [scheduler, refitter, accounts, activation]
+        for task in [scheduler, refitter, compactor, accounts, activation]
             .into_iter()
             .flatten()
         {

@@ -3,7 +3,9 @@
 //!   the segments whose `-- refresh:` interval has elapsed (and whose inputs changed;
 //!   unchanged ones cost a look at table versions);
 //! - predictive models: every `check_every`, refits every model once the latest
-//!   `model_runs` row is older than `refit_every`.
+//!   `model_runs` row is older than `refit_every`;
+//! - compaction: every `[server] optimize_every`, packs the small files of tables that
+//!   have at least `optimize_small_files` of them (commits that change no row).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -151,6 +153,70 @@ pub async fn run_models(
         tokio::select! {
             _ = tokio::time::sleep(schedule.check_every) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// What background compaction needs.
+#[derive(Debug, Clone)]
+pub struct MaintenanceSchedule {
+    /// How often to look at the tables' files.
+    pub check_every: Duration,
+    /// A table is compacted once it has this many small files.
+    pub small_files: usize,
+}
+
+/// Runs one look: compacts every table with at least `schedule.small_files` small files.
+/// Returns the tables compacted.
+pub async fn check_layout(
+    engine: &Engine,
+    schedule: &MaintenanceSchedule,
+) -> Result<Vec<String>, tessera_lake::LakeError> {
+    let lake = engine.lake();
+    let mut compacted = Vec::new();
+    for (name, _) in lake.open_all().await? {
+        let layout = lake.layout(name).await?;
+        if layout.small_files < schedule.small_files.max(2) {
+            continue;
+        }
+        let report = lake
+            .optimize(
+                name,
+                &tessera_lake::OptimizeOptions {
+                    actor: "tessera serve (compaction)".into(),
+                    ..tessera_lake::OptimizeOptions::default()
+                },
+            )
+            .await?;
+        if report.version.is_some() {
+            tracing::info!(
+                table = name,
+                "compacted {} files into {} ({} small files before, {} after)",
+                report.files_removed,
+                report.files_added,
+                report.before.small_files,
+                report.after.small_files
+            );
+            compacted.push(name.to_owned());
+        }
+    }
+    Ok(compacted)
+}
+
+/// Compacts tables with many small files every `schedule.check_every` until `stop`. A
+/// compaction that conflicts with a concurrent delete or overwrite is retried next time.
+pub async fn run_maintenance(
+    engine: Engine,
+    schedule: MaintenanceSchedule,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(schedule.check_every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = check_layout(&engine, &schedule).await {
+            tracing::warn!("background compaction failed (retried later): {e}");
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod activate;
 pub mod import;
 pub mod init;
+pub mod maintain;
 pub mod matching;
 pub mod predict;
 pub mod profile;
@@ -28,23 +29,37 @@ use crate::{Cli, Command};
 /// Runs the chosen subcommand. `cpu` is the runtime DataFusion executes the queries of
 /// API callers on (`tessera serve`), apart from the one answering requests.
 pub async fn run(cli: Cli, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Init(args) => init::run(&cli.project, args).await,
-        Command::Import(args) => import::run(&open_project(&cli.project)?, args).await,
-        Command::Sql(args) => sql::run(&open_project(&cli.project)?, args).await,
-        Command::Serve(args) => serve::run(&open_project(&cli.project)?, args, cpu).await,
-        Command::Stitch(args) => stitch::run(&open_project(&cli.project)?, args).await,
-        Command::Profile(args) => profile::run(&open_project(&cli.project)?, args).await,
-        Command::Match(args) => matching::run(&open_project(&cli.project)?, args).await,
-        Command::Predict(args) => predict::run(&open_project(&cli.project)?, args).await,
-        Command::Segments(args) => segments::run(&open_project(&cli.project)?, args).await,
-        Command::Activate(args) => activate::run(&open_project(&cli.project)?, args).await,
-        Command::Tables(args) => tables::run(&open_project(&cli.project)?, args).await,
-        Command::Quickstart(args) => quickstart::run(args, cpu).await,
-        Command::Source(args) => source::run(&cli.project, args),
-        Command::User(args) => user::run(&cli.project, args),
-        Command::Token(args) => user::run_token(&cli.project, args),
-    }
+    let command = match cli.command {
+        Command::Init(args) => return init::run(&cli.project, args).await,
+        Command::Quickstart(args) => return quickstart::run(args, cpu).await,
+        Command::Source(args) => return source::run(&cli.project, args),
+        Command::User(args) => return user::run(&cli.project, args),
+        Command::Token(args) => return user::run_token(&cli.project, args),
+        other => other,
+    };
+    let opened = open_project(&cli.project)?;
+    let result = match command {
+        Command::Import(args) => import::run(&opened, args).await,
+        Command::Sql(args) => sql::run(&opened, args).await,
+        Command::Serve(args) => serve::run(&opened, args, cpu).await,
+        Command::Stitch(args) => stitch::run(&opened, args).await,
+        Command::Profile(args) => profile::run(&opened, args).await,
+        Command::Match(args) => matching::run(&opened, args).await,
+        Command::Predict(args) => predict::run(&opened, args).await,
+        Command::Segments(args) => segments::run(&opened, args).await,
+        Command::Activate(args) => activate::run(&opened, args).await,
+        Command::Tables(args) => tables::run(&opened, args).await,
+        Command::Optimize(args) => maintain::optimize(&opened, args).await,
+        Command::Vacuum(args) => maintain::vacuum(&opened, args).await,
+        Command::Init(_)
+        | Command::Quickstart(_)
+        | Command::Source(_)
+        | Command::User(_)
+        | Command::Token(_) => unreachable!("handled above"),
+    };
+    // Done reading: vacuum need not wait for this process's read lease.
+    opened.lake.release_leases().await;
+    result
 }
 
 /// A project with its lake and engine, ready to use.

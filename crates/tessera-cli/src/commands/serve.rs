@@ -179,6 +179,15 @@ pub async fn run(
             refit_every: Duration::from_secs(config.predict.refit_hours * 3600),
             check_every: Duration::from_secs(config.segments.check_interval_seconds),
         }),
+        maintenance: {
+            let every = tessera_core::config::parse_duration(&config.server.optimize_every)
+                .map_err(anyhow::Error::msg)
+                .context("[server] optimize_every")?;
+            (!every.is_zero()).then(|| tessera_server::schedule::MaintenanceSchedule {
+                check_every: every,
+                small_files: config.server.optimize_small_files,
+            })
+        },
     };
     let server = Server::start(opened.engine.clone(), options).await?;
     let http = server

@@ -10,6 +10,7 @@ mod flight;
 mod grpc;
 mod identity;
 mod import;
+mod lake;
 mod matching;
 mod predict;
 mod quickstart;

@@ -14,8 +14,8 @@ use crate::common::{TestProject, added, ok, python, sample_data, serve, stop};
 
 const PASSWORD: &str = "s3cure-passw0rd";
 
-/// Every file under `dir` (but the audit log and the WAL, which serving writes) with
-/// its size and modification time.
+/// Every file under `dir` (but the audit log, the read leases and the WAL, which serving
+/// writes) with its size and modification time.
 fn files(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
@@ -25,7 +25,10 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
             let path = entry.path();
             let rel = path.strip_prefix(dir).unwrap().to_owned();
             let s = rel.to_string_lossy();
-            if s.starts_with("tessera-data/audit_log") || s.starts_with("wal") {
+            if s.starts_with("tessera-data/audit_log")
+                || s.starts_with("tessera-data/_tessera/leases")
+                || s.starts_with("wal")
+            {
                 continue;
             }
             let meta = entry.metadata().unwrap();

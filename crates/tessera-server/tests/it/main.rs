@@ -40,6 +40,7 @@ fn lake_in(dir: &Path) -> Arc<Lake> {
 /// Loopback ports chosen by the OS, the WAL in `dir/wal`, no sources, no schedule.
 fn options(dir: &Path) -> ServeOptions {
     ServeOptions {
+        maintenance: None,
         http: "127.0.0.1:0".parse().unwrap(),
         grpc: "127.0.0.1:0".parse().unwrap(),
         collector: CollectorConfig {
