@@ -132,7 +132,7 @@ pub async fn stitch(
     // What was appended to events since the last run; compaction commits append nothing.
     // A lost history (log cleanup) or deleted/rewritten rows make the run a full one.
     let changes = match (options.full, previous) {
-        (false, Some(v)) => lake.changes_since(EVENTS, v).await?,
+        (false, Some(v)) => lake.changes_between(EVENTS, v, events_version).await?,
         _ => None,
     };
     let incremental = changes.as_ref().filter(|c| !c.rewritten);

@@ -136,6 +136,13 @@ impl Lake {
     pub async fn changes_since(&self, name: &str, from: u64) -> Result<Option<Changes>> {
         let table = self.open(name).await?;
         let to = table.version().unwrap_or(0) as u64;
+        self.changes_between(name, from, to).await
+    }
+
+    /// What changed in table `name` after version `from` up to version `to` (a reader's
+    /// snapshot: commits after it are not looked at). `None` as for
+    /// [`changes_since`](Self::changes_since).
+    pub async fn changes_between(&self, name: &str, from: u64, to: u64) -> Result<Option<Changes>> {
         let mut changes = Changes {
             from,
             to,
