@@ -135,7 +135,7 @@ impl Lake {
     /// the caller reads the table whole.
     pub async fn changes_since(&self, name: &str, from: u64) -> Result<Option<Changes>> {
         let table = self.open(name).await?;
-        let to = table.version().unwrap_or(0) as u64;
+        let to = table.version().unwrap_or(0);
         self.changes_between(name, from, to).await
     }
 
@@ -198,7 +198,7 @@ impl Lake {
         let Some(table) = self.try_open(name).await? else {
             return Ok(None);
         };
-        let Some(mut v) = table.version().map(|v| v as u64) else {
+        let Some(mut v) = table.version() else {
             return Ok(None);
         };
         let floor = v.saturating_sub(MAX_WALK);

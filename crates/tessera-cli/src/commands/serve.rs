@@ -183,7 +183,7 @@ pub async fn run(
             let every = tessera_core::config::parse_duration(&config.server.optimize_every)
                 .map_err(anyhow::Error::msg)
                 .context("[server] optimize_every")?;
-            (!every.is_zero()).then(|| tessera_server::schedule::MaintenanceSchedule {
+            (!every.is_zero()).then_some(tessera_server::schedule::MaintenanceSchedule {
                 check_every: every,
                 small_files: config.server.optimize_small_files,
             })
