@@ -31,6 +31,7 @@ mod collect;
 mod flight;
 mod identity;
 mod isolation;
+mod lakelog;
 mod matching;
 mod predict;
 mod profile;
@@ -183,6 +184,18 @@ enum Cmd {
         runs: u32,
         #[arg(long, default_value = "target/bench-segments")]
         work: PathBuf,
+        /// Compact the lake (`tessera optimize`) before measuring; both sides then read
+        /// the compacted files.
+        #[arg(long)]
+        optimize: bool,
+    },
+    /// Opening a table after many small commits (checkpoints every 100): open time at
+    /// 100, 1,000, ... commits.
+    LakeLog {
+        #[arg(long, default_value_t = 100_000)]
+        commits: u64,
+        #[arg(long, default_value = "target/bench-lake-log")]
+        work: PathBuf,
     },
 }
 
@@ -229,7 +242,13 @@ fn main() -> anyhow::Result<()> {
             no_splink,
             work,
         } => identity::run(events, edges, !no_splink, &work),
-        Cmd::Segments { events, runs, work } => segments::run(events, runs, &work),
+        Cmd::Segments {
+            events,
+            runs,
+            work,
+            optimize,
+        } => segments::run(events, runs, &work, optimize),
+        Cmd::LakeLog { commits, work } => lakelog::run(commits, &work),
         Cmd::Isolation { project, seconds } => isolation::run(&project, seconds),
         Cmd::Activate { members, work } => activate::run(members, &work),
         Cmd::Export { members, work } => activate::export(members, &work),

@@ -21,7 +21,7 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, Stri
     let end = ensure_data(events, &data)?;
     let as_of = format!("{end}T23:59:59Z");
     let project = work.join("project");
-    let marker = project.join(format!("ready-{events}"));
+    let marker = project.join(format!("ready-scored-{events}"));
     if marker.exists() {
         return Ok((project, as_of));
     }
@@ -56,13 +56,58 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, Stri
     eprintln!("stitching ...");
     let (_, secs) = tessera(&project, &["stitch", "--json"])?;
     eprintln!("stitched in {secs:.1} s");
+    // The example segments over `profile_scores` need scores.
+    eprintln!("scoring ...");
+    let (_, secs) = tessera(&project, &["predict", "--json"])?;
+    eprintln!("scored in {secs:.1} s");
     std::fs::write(&marker, "")?;
     Ok((project, as_of))
 }
 
-pub fn run(events: u64, runs: u32, work: &Path) -> anyhow::Result<()> {
+/// DuckDB's `profile_scores`: the view Tessera's session builder registers.
+fn profile_scores_sql() -> String {
+    let columns: Vec<String> = tessera_core::schema::SCORE_COLUMNS
+        .iter()
+        .map(|(model, score)| {
+            format!("max(value) FILTER (WHERE model = '{model}' AND score = '{score}') AS {score}")
+        })
+        .collect();
+    format!(
+        "CREATE VIEW profile_scores AS SELECT profile_id, {} FROM scores GROUP BY profile_id",
+        columns.join(", ")
+    )
+}
+
+fn events_files(project: &Path) -> anyhow::Result<(u64, u64)> {
+    let (tables, _) = tessera(project, &["tables", "--json"])?;
+    let events = tables
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["table"] == "events"))
+        .context("events in tessera tables")?;
+    Ok((
+        events["files"].as_u64().unwrap_or(0),
+        events["bytes"].as_u64().unwrap_or(0),
+    ))
+}
+
+pub fn run(events: u64, runs: u32, work: &Path, optimize: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(work)?;
     let (project, as_of) = prepare(events, work)?;
+    let (files, bytes) = events_files(&project)?;
+    println!(
+        "events: {files} files, {:.1} MB (average {:.0} KB)",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e3 / files.max(1) as f64
+    );
+    if optimize {
+        let (_, secs) = tessera(&project, &["optimize", "--json"])?;
+        let (files, bytes) = events_files(&project)?;
+        println!(
+            "after tessera optimize ({secs:.1} s): events {files} files, {:.1} MB (average {:.0} KB)",
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e3 / files.max(1) as f64
+        );
+    }
     let (tables, _) = tessera(&project, &["tables", "--json"])?;
     let rows = |name: &str| {
         tables
@@ -110,7 +155,7 @@ seg_dir = {segments:?}
 runs = {runs}
 con = duckdb.connect()
 con.execute("SET threads = {threads}")
-for t in ["events", "identity_map", "profiles", "audience_membership"]:
+for t in ["events", "identity_map", "profiles", "audience_membership", "scores"]:
     files = DeltaTable(os.path.join(lake, t)).file_uris()
     files_sql = "[" + ", ".join("'" + f + "'" for f in files) + "]"
     con.execute(f"CREATE VIEW {{t}} AS SELECT * FROM read_parquet({{files_sql}}, hive_partitioning = true)")
@@ -120,6 +165,7 @@ FROM events AS e
 LEFT JOIN identity_map AS m
   ON m.id_type = CASE WHEN e.user_id IS NOT NULL THEN 'user_id' ELSE 'anonymous_id' END
  AND m.id_value = trim(coalesce(e.user_id, e.anonymous_id))""")
+con.execute({profile_scores:?})
 con.execute("CREATE MACRO as_of() AS TIMESTAMPTZ '{as_of}'")
 con.execute("CREATE MACRO days_since(ts) AS CAST(floor((epoch_us(as_of()) - epoch_us(ts)) / 86400000000.0) AS BIGINT)")
 con.execute("CREATE MACRO within_days(ts, n) AS (epoch_us(ts) > epoch_us(as_of()) - CAST(n * 86400000000 AS BIGINT) AND ts <= as_of())")
@@ -141,6 +187,7 @@ print(json.dumps(out))
 "#,
         lake = lake.to_string_lossy(),
         segments = segments_dir.to_string_lossy(),
+        profile_scores = profile_scores_sql(),
         threads = std::thread::available_parallelism().map_or(2, |n| n.get()),
     );
     let out = Command::new(&python).arg("-c").arg(&script).output()?;
