@@ -1,44 +1,35 @@
 //! `tessera-bench lake-log`: what opening a table costs after many small commits — the
-//! collector commits every two seconds, 43,200 times a day. Commits one row at a time (each
-//! with the collector's application transaction) and, at 100, 1,000, 10,000, … commits,
+//! collector commits every two seconds, 43,200 times a day. Commits ten events at a time to
+//! `events` (each with the collector's application transaction) and, at 100, 1,000, 10,000, … commits,
 //! times a cold open of the table (a new `Lake`, as a new process would) and the
 //! transaction look-up the collector does at start, against the same at 100 commits.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use tessera_core::schema::{self, IMPORTED_FILES, imported_files_schema};
+use datafusion::arrow::array::RecordBatch;
+use tessera_core::batch::EventBatchBuilder;
+use tessera_core::event::{ParseContext, parse_event};
+use tessera_core::schema::{self, EVENTS};
 use tessera_lake::{CommitNote, Lake};
 
-fn row(i: u64) -> anyhow::Result<RecordBatch> {
-    let s = |v: &str| Arc::new(StringArray::from(vec![v])) as _;
-    let n = |v: i64| Arc::new(Int64Array::from(vec![v])) as _;
-    let t = || {
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![Some(1_700_000_000_000_000)]).with_timezone("UTC"),
-        ) as _
-    };
-    Ok(RecordBatch::try_new(
-        imported_files_schema(),
-        vec![
-            s(&format!("fp-{i}")),
-            s("file:///bench"),
-            n(1),
-            t(),
-            s("e"),
-            s("ndjson"),
-            s("bench"),
-            n(1),
-            n(1),
-            n(0),
-            n(0),
-            n(1),
-            t(),
-        ],
-    )?)
+/// One collector flush: ten page views of one day.
+fn flush(i: u64) -> anyhow::Result<RecordBatch> {
+    let mut batch = EventBatchBuilder::new("web", 10);
+    let texts: Vec<String> = (0..10)
+        .map(|j| {
+            format!(
+                r#"{{"type":"page","messageId":"m-{i}-{j}","anonymousId":"a-{j}","name":"Home","timestamp":"2026-11-01T10:00:00Z"}}"#
+            )
+        })
+        .collect();
+    let ctx = ParseContext::import(1_800_000_000_000_000);
+    for text in &texts {
+        let event = parse_event(text, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        batch.append(&event);
+    }
+    Ok(batch.finish())
 }
 
 /// Best of five cold opens: (open seconds, transaction look-up seconds).
@@ -47,10 +38,10 @@ async fn open_cost(dir: &Path) -> anyhow::Result<(f64, f64)> {
     for _ in 0..5 {
         let lake = Lake::new(&dir.to_string_lossy(), HashMap::new())?;
         let t = Instant::now();
-        let table = lake.open(IMPORTED_FILES).await?;
+        let table = lake.open(EVENTS).await?;
         open = open.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        tessera_lake::transaction_version(IMPORTED_FILES, &table, "tessera-collector-bench")
+        tessera_lake::transaction_version(EVENTS, &table, "tessera-collector-bench")
             .await?;
         txn = txn.min(t.elapsed().as_secs_f64());
     }
@@ -66,7 +57,7 @@ pub fn run(commits: u64, work: &Path) -> anyhow::Result<()> {
         }
         std::fs::create_dir_all(&dir)?;
         let lake = Lake::new(&dir.to_string_lossy(), HashMap::new())?;
-        let def = schema::table(IMPORTED_FILES).ok_or_else(|| anyhow::anyhow!("no table"))?;
+        let def = schema::table(EVENTS).ok_or_else(|| anyhow::anyhow!("no table"))?;
         println!(
             "{:>9} {:>12} {:>10} {:>14} {:>8}",
             "commits", "commit/s", "open ms", "txn lookup ms", "vs 100"
@@ -87,7 +78,7 @@ pub fn run(commits: u64, work: &Path) -> anyhow::Result<()> {
             let from = done;
             while done < mark {
                 let mut w = lake.append_writer(&def).await?;
-                w.write(row(done)?).await?;
+                w.write(flush(done)?).await?;
                 w.commit(
                     CommitNote::new("collect", "tessera-bench")
                         .transaction("tessera-collector-bench", done as i64),
@@ -105,7 +96,7 @@ pub fn run(commits: u64, work: &Path) -> anyhow::Result<()> {
                 open / base_open
             );
         }
-        let log_files = std::fs::read_dir(dir.join(IMPORTED_FILES).join("_delta_log"))?.count();
+        let log_files = std::fs::read_dir(dir.join(EVENTS).join("_delta_log"))?.count();
         println!(
             "{done} commits in {:.0} s; _delta_log holds {log_files} entries (expired ones are removed after 30 days)",
             started.elapsed().as_secs_f64()

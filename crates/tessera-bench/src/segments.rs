@@ -64,20 +64,6 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, Stri
     Ok((project, as_of))
 }
 
-/// DuckDB's `profile_scores`: the view Tessera's session builder registers.
-fn profile_scores_sql() -> String {
-    let columns: Vec<String> = tessera_core::schema::SCORE_COLUMNS
-        .iter()
-        .map(|(model, score)| {
-            format!("max(value) FILTER (WHERE model = '{model}' AND score = '{score}') AS {score}")
-        })
-        .collect();
-    format!(
-        "CREATE VIEW profile_scores AS SELECT profile_id, {} FROM scores GROUP BY profile_id",
-        columns.join(", ")
-    )
-}
-
 fn events_files(project: &Path) -> anyhow::Result<(u64, u64)> {
     let (tables, _) = tessera(project, &["tables", "--json"])?;
     let events = tables
@@ -187,7 +173,7 @@ print(json.dumps(out))
 "#,
         lake = lake.to_string_lossy(),
         segments = segments_dir.to_string_lossy(),
-        profile_scores = profile_scores_sql(),
+        profile_scores = tessera_engine::profile_scores_view(),
         threads = std::thread::available_parallelism().map_or(2, |n| n.get()),
     );
     let out = Command::new(&python).arg("-c").arg(&script).output()?;

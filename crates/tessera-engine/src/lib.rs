@@ -303,7 +303,7 @@ pub async fn register_views(ctx: &SessionContext) -> Result<()> {
 /// One row per scored profile with one column per score of [`SCORE_COLUMNS`] (NULL
 /// when its model has not scored the profile), so that segments can say
 /// `SELECT profile_id FROM profile_scores WHERE p_alive < 0.3 AND clv_12m > 200`.
-fn profile_scores_view() -> String {
+pub fn profile_scores_view() -> String {
     let columns: Vec<String> = SCORE_COLUMNS
         .iter()
         .map(|(model, score)| {
