@@ -41,8 +41,7 @@ async fn open_cost(dir: &Path) -> anyhow::Result<(f64, f64)> {
         let table = lake.open(EVENTS).await?;
         open = open.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        tessera_lake::transaction_version(EVENTS, &table, "tessera-collector-bench")
-            .await?;
+        tessera_lake::transaction_version(EVENTS, &table, "tessera-collector-bench").await?;
         txn = txn.min(t.elapsed().as_secs_f64());
     }
     Ok((open, txn))
