@@ -177,15 +177,27 @@ async fn attempt(
         d.max_batch_bytes,
         chrono::Utc::now().timestamp_micros(),
     );
-    let many = parts.len() > 1;
+    let requests = parts.into_iter().map(|body| (reqwest::Method::POST, body));
+    send_in_order(client, d, b, requests.collect()).await
+}
+
+/// Sends the requests of one batch one after the other (a part id `BATCH.i` each when
+/// there are several); the attempt comes to the first that fails, or delivered.
+async fn send_in_order(
+    client: &reqwest::Client,
+    d: &Destination,
+    b: &BatchState,
+    requests: Vec<(reqwest::Method, Vec<u8>)>,
+) -> Attempt {
+    let many = requests.len() > 1;
     let mut last = Attempt::Delivered { code: 200 };
-    for (i, body) in parts.into_iter().enumerate() {
+    for (i, (method, body)) in requests.into_iter().enumerate() {
         let id = if many {
             format!("{}.{i}", b.batch_id)
         } else {
             b.batch_id.clone()
         };
-        last = webhook::post(client, d, &id, body).await;
+        last = webhook::send(client, d, method, &id, body).await;
         if !matches!(last, Attempt::Delivered { .. }) {
             return last;
         }
@@ -216,31 +228,21 @@ type Flight<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = (BatchState, Attempt)> + Send + 'a>>;
 
 /// Sends an ad platform's requests of one batch, one after the other (a platform job
-/// takes no concurrent modification); the attempt comes to the first that fails.
+/// takes no concurrent modification).
 async fn send_requests(
     client: &reqwest::Client,
     d: &Destination,
     b: &BatchState,
     requests: Vec<crate::ads::Request>,
 ) -> Attempt {
-    let many = requests.len() > 1;
-    let mut last = Attempt::Delivered { code: 200 };
-    for (i, r) in requests.into_iter().enumerate() {
-        let id = if many {
-            format!("{}.{i}", b.batch_id)
-        } else {
-            b.batch_id.clone()
-        };
+    let requests = requests.into_iter().map(|r| {
         let method = match r.method {
             crate::ads::Method::Post => reqwest::Method::POST,
             crate::ads::Method::Delete => reqwest::Method::DELETE,
         };
-        last = webhook::send(client, d, method, &id, r.body).await;
-        if !matches!(last, Attempt::Delivered { .. }) {
-            return last;
-        }
-    }
-    last
+        (method, r.body)
+    });
+    send_in_order(client, d, b, requests.collect()).await
 }
 
 /// Delivers the due batches of destination `d` until nothing is due within

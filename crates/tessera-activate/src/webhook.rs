@@ -168,11 +168,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// POSTs one body, signed for this attempt, with delivery id `id`.
-pub async fn post(client: &reqwest::Client, d: &Destination, id: &str, body: Vec<u8>) -> Attempt {
-    send(client, d, reqwest::Method::POST, id, body).await
-}
-
 /// Sends one body with `method`, signed for this attempt when the destination has
 /// keys, with delivery id `id`.
 pub async fn send(

@@ -180,11 +180,11 @@ pub async fn stitch(
             changes.appended_files()
         }
         None => {
-            let all = event_files(&events)?;
-            if all.is_empty() {
+            let files = tessera_lake::table_stats(EVENTS, &events)?.files;
+            if files == 0 {
                 return Err(IdentityError::NoEvents);
             }
-            all.len()
+            files
         }
     };
     report.event_files = files;
@@ -436,18 +436,6 @@ async fn register_appended(
     .await
     .map_err(query_err)?;
     Ok(())
-}
-
-/// Paths of the files of an events table version.
-fn event_files(table: &tessera_lake::deltalake::DeltaTable) -> Result<Vec<String>> {
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| tessera_lake::LakeError::delta(EVENTS, "read", e))?;
-    Ok(snapshot
-        .log_data()
-        .iter()
-        .map(|f| f.path().into_owned())
-        .collect())
 }
 
 /// Normalizes a value of identifier type `type_name`; `None` when it is not usable.

@@ -35,9 +35,9 @@ struct CommitKind {
 }
 
 impl CommitKind {
-    fn parse(version: u64, bytes: &bytes::Bytes) -> Result<CommitKind> {
+    fn parse(table: &str, version: u64, bytes: &bytes::Bytes) -> Result<CommitKind> {
         let actions = deltalake::logstore::get_actions(version, bytes)
-            .map_err(|e| LakeError::delta("", &format!("read commit {version} of"), e))?;
+            .map_err(|e| LakeError::delta(table, &format!("read commit {version} of"), e))?;
         let mut kind = CommitKind::default();
         for action in actions {
             match action {
@@ -117,14 +117,7 @@ impl Lake {
         for (v, bytes) in read {
             // A commit entry removed by log cleanup: the history is no longer known.
             let Some(bytes) = bytes else { return Ok(None) };
-            let kind = CommitKind::parse(v, &bytes).map_err(|e| match e {
-                LakeError::Delta { action, source, .. } => LakeError::Delta {
-                    table: name.to_owned(),
-                    action,
-                    source,
-                },
-                other => other,
-            })?;
+            let kind = CommitKind::parse(name, v, &bytes)?;
             kinds.push((v, kind));
         }
         Ok(Some(kinds))
@@ -134,9 +127,14 @@ impl Lake {
     /// `None` when that history is no longer in the log (cleaned up after its retention):
     /// the caller reads the table whole.
     pub async fn changes_since(&self, name: &str, from: u64) -> Result<Option<Changes>> {
-        let table = self.open(name).await?;
-        let to = table.version().unwrap_or(0);
-        self.changes_between(name, from, to).await
+        // Lists the log from `from` on rather than loading the table.
+        let Some(to) = self.latest_version(name, Some(from as i64)).await? else {
+            return Err(LakeError::TableNotFound {
+                name: name.to_owned(),
+                location: self.table_url(name)?.to_string(),
+            });
+        };
+        self.changes_between(name, from, to as u64).await
     }
 
     /// What changed in table `name` after version `from` up to version `to` (a reader's
@@ -224,7 +222,7 @@ mod tests {
     use super::*;
 
     fn kind(lines: &[&str]) -> CommitKind {
-        CommitKind::parse(1, &bytes::Bytes::from(lines.join("\n"))).unwrap()
+        CommitKind::parse("t", 1, &bytes::Bytes::from(lines.join("\n"))).unwrap()
     }
 
     #[test]

@@ -241,27 +241,17 @@ impl Lake {
         let snapshot = table
             .snapshot()
             .map_err(|e| LakeError::delta(name, "read", e))?;
-        let paths: Vec<object_store::path::Path> = snapshot
+        let paths: Vec<String> = snapshot
             .log_data()
             .iter()
-            .map(|f| object_store::path::Path::from(f.path().as_ref()))
+            .map(|f| f.path().into_owned())
             .collect();
         let store = table.log_store().object_store(None);
-        let missing = futures::stream::iter(paths)
-            .map(|p| {
-                let store = store.clone();
-                async move {
-                    use object_store::ObjectStoreExt as _;
-                    matches!(
-                        store.head(&p).await,
-                        Err(object_store::Error::NotFound { .. })
-                    )
-                }
-            })
-            .buffer_unordered(16)
-            .filter(|gone| futures::future::ready(*gone))
-            .count()
-            .await;
+        let missing = file_sizes(&store, &paths)
+            .await
+            .iter()
+            .filter(|s| s.is_none())
+            .count();
         if missing > 0 {
             return Err(LakeError::VersionGone {
                 table: name.to_owned(),
@@ -469,6 +459,35 @@ pub fn location_url(location: &str) -> Result<Url> {
         url.set_path(&p);
     }
     Ok(url)
+}
+
+/// The sizes of `paths` (relative to `store`), looked up 16 at a time: `None` for a file
+/// that is not there, 0 for one that cannot be looked at.
+async fn file_sizes(
+    store: &Arc<dyn object_store::ObjectStore>,
+    paths: &[String],
+) -> Vec<Option<u64>> {
+    // Owned paths: a stream of futures over borrowed ones is not `Send` for every
+    // lifetime, which callers' futures need.
+    let paths: Vec<object_store::path::Path> = paths
+        .iter()
+        .map(|p| object_store::path::Path::from(p.as_str()))
+        .collect();
+    futures::stream::iter(paths)
+        .map(|path| {
+            let store = store.clone();
+            async move {
+                use object_store::ObjectStoreExt as _;
+                match store.head(&path).await {
+                    Ok(meta) => Some(meta.size),
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(_) => Some(0),
+                }
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await
 }
 
 /// Shared handle to a lake.

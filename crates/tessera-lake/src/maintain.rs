@@ -17,7 +17,6 @@ use std::num::NonZeroU64;
 
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::vacuum::VacuumMode;
-use object_store::ObjectStoreExt as _;
 
 use crate::error::{LakeError, Result};
 use crate::writer::{CommitNote, TARGET_FILE_BYTES, writer_properties};
@@ -126,34 +125,7 @@ pub struct VacuumReport {
 impl Lake {
     /// The file layout of table `name`.
     pub async fn layout(&self, name: &str) -> Result<Layout> {
-        let table = self.open(name).await?;
-        let snapshot = table
-            .snapshot()
-            .map_err(|e| LakeError::delta(name, "read", e))?;
-        let mut sizes = Vec::new();
-        let mut rows = 0;
-        let mut partitions = std::collections::HashSet::new();
-        for file in snapshot.log_data().iter() {
-            sizes.push(file.size().max(0) as u64);
-            rows += file.num_records().unwrap_or(0) as u64;
-            let mut values: Vec<(String, Option<String>)> =
-                file.partition_values_map().into_iter().collect();
-            values.sort();
-            partitions.insert(format!("{values:?}"));
-        }
-        sizes.sort_unstable();
-        Ok(Layout {
-            table: name.to_owned(),
-            version: snapshot.version(),
-            files: sizes.len(),
-            bytes: sizes.iter().sum(),
-            rows,
-            small_files: sizes.iter().filter(|s| **s < SMALL_FILE_BYTES).count(),
-            smallest: sizes.first().copied().unwrap_or(0),
-            median: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
-            largest: sizes.last().copied().unwrap_or(0),
-            partitions: partitions.len(),
-        })
+        layout_of(name, &self.open(name).await?)
     }
 
     /// Compacts table `name`: small files of each partition are packed into files of
@@ -161,21 +133,10 @@ impl Lake {
     /// meanwhile are kept (they touch other files); a concurrent delete or overwrite of the
     /// same files makes this commit fail, and nothing is changed.
     pub async fn optimize(&self, name: &str, options: &OptimizeOptions) -> Result<OptimizeReport> {
-        let before = self.layout(name).await?;
-        let mut report = OptimizeReport {
-            table: name.to_owned(),
-            before: before.clone(),
-            after: before,
-            ..OptimizeReport::default()
-        };
         let table = self.open(name).await?;
+        let before = layout_of(name, &table)?;
         let target =
-            NonZeroU64::new(options.target_file_bytes.max(1024 * 1024)).ok_or_else(|| {
-                LakeError::Schema {
-                    table: name.to_owned(),
-                    message: "the target file size must be positive".into(),
-                }
-            })?;
+            NonZeroU64::new(options.target_file_bytes.max(1024 * 1024)).unwrap_or(NonZeroU64::MIN);
         let kind = if options.zorder.is_empty() {
             OptimizeType::Compact
         } else {
@@ -186,7 +147,7 @@ impl Lake {
         if !options.zorder.is_empty() {
             note = note.detail("zorder", options.zorder.join(","));
         }
-        let (_, metrics) = table
+        let (optimized, metrics) = table
             .optimize()
             .with_type(kind)
             .with_target_size(target)
@@ -195,16 +156,21 @@ impl Lake {
             .with_commit_properties(note.into_properties())
             .await
             .map_err(|e| LakeError::delta(name, "optimize", e))?;
-        report.files_removed = metrics.num_files_removed;
-        report.files_added = metrics.num_files_added;
-        report.bytes_removed = metrics.files_removed.total_size.max(0) as u64;
-        report.bytes_added = metrics.files_added.total_size.max(0) as u64;
-        report.partitions_optimized = metrics.partitions_optimized;
-        report.after = self.layout(name).await?;
-        if report.after.version != report.before.version && report.files_removed > 0 {
-            report.version = Some(report.after.version);
-        }
-        Ok(report)
+        // The table as the compaction committed it (the same snapshot when it had nothing
+        // to rewrite).
+        let after = layout_of(name, &optimized)?;
+        let committed = after.version != before.version && metrics.num_files_removed > 0;
+        Ok(OptimizeReport {
+            table: name.to_owned(),
+            version: committed.then_some(after.version),
+            before,
+            after,
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            bytes_removed: metrics.files_removed.total_size.max(0) as u64,
+            bytes_added: metrics.files_added.total_size.max(0) as u64,
+            partitions_optimized: metrics.partitions_optimized,
+        })
     }
 
     /// Deletes the files of table `name` that no version within the retention needs.
@@ -265,7 +231,12 @@ impl Lake {
         let (_, planned) = plan(true)
             .await
             .map_err(|e| LakeError::delta(name, "vacuum", e))?;
-        let bytes = self.file_bytes(name, &planned.files_deleted).await?;
+        let store = table.log_store().object_store(None);
+        let bytes = crate::file_sizes(&store, &planned.files_deleted)
+            .await
+            .into_iter()
+            .flatten()
+            .sum();
         let files = if options.dry_run {
             planned.files_deleted
         } else {
@@ -285,27 +256,6 @@ impl Lake {
         })
     }
 
-    /// Sizes of the files of `name` that `files` lists (relative paths), for a report
-    /// made before they are deleted.
-    pub async fn file_bytes(&self, name: &str, files: &[String]) -> Result<u64> {
-        let store = self
-            .builder(name)?
-            .build()
-            .map_err(|e| LakeError::delta(name, "open", e))?
-            .log_store()
-            .object_store(None);
-        let mut bytes = 0;
-        for file in files {
-            if let Ok(meta) = store
-                .head(&object_store::path::Path::from(file.as_str()))
-                .await
-            {
-                bytes += meta.size;
-            }
-        }
-        Ok(bytes)
-    }
-
     /// Writes a checkpoint of table `name`'s latest version and removes log entries older
     /// than the log retention (30 days) that it makes unnecessary; returns how many.
     pub async fn checkpoint(&self, name: &str) -> Result<usize> {
@@ -317,4 +267,35 @@ impl Lake {
             .await
             .map_err(|e| LakeError::delta(name, "clean the log of", e))
     }
+}
+
+/// The file layout of an open table.
+pub fn layout_of(name: &str, table: &deltalake::DeltaTable) -> Result<Layout> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| LakeError::delta(name, "read", e))?;
+    let mut sizes = Vec::new();
+    let mut rows = 0;
+    let mut partitions = std::collections::HashSet::new();
+    for file in snapshot.log_data().iter() {
+        sizes.push(file.size().max(0) as u64);
+        rows += file.num_records().unwrap_or(0) as u64;
+        let mut values: Vec<(String, Option<String>)> =
+            file.partition_values_map().into_iter().collect();
+        values.sort();
+        partitions.insert(format!("{values:?}"));
+    }
+    sizes.sort_unstable();
+    Ok(Layout {
+        table: name.to_owned(),
+        version: snapshot.version(),
+        files: sizes.len(),
+        bytes: sizes.iter().sum(),
+        rows,
+        small_files: sizes.iter().filter(|s| **s < SMALL_FILE_BYTES).count(),
+        smallest: sizes.first().copied().unwrap_or(0),
+        median: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+        largest: sizes.last().copied().unwrap_or(0),
+        partitions: partitions.len(),
+    })
 }

@@ -174,8 +174,8 @@ pub async fn check_layout(
 ) -> Result<Vec<String>, tessera_lake::LakeError> {
     let lake = engine.lake();
     let mut compacted = Vec::new();
-    for (name, _) in lake.open_all().await? {
-        let layout = lake.layout(name).await?;
+    for (name, table) in lake.open_all().await? {
+        let layout = tessera_lake::maintain::layout_of(name, &table)?;
         if layout.small_files < schedule.small_files.max(2) {
             continue;
         }

@@ -63,13 +63,15 @@ async fn tables(opened: &Opened, table: Option<&str>) -> anyhow::Result<Vec<Stri
             }
             Ok(vec![name.to_owned()])
         }
-        None => Ok(opened
-            .lake
-            .open_all()
-            .await?
-            .into_iter()
-            .map(|(n, _)| n.to_owned())
-            .collect()),
+        None => {
+            let mut names = Vec::new();
+            for def in schema::tables() {
+                if opened.lake.exists(def.name).await? {
+                    names.push(def.name.to_owned());
+                }
+            }
+            Ok(names)
+        }
     }
 }
 

@@ -148,6 +148,18 @@ fn segment_of(p: &TestProject, from: u32, to: u32) {
     ok(&mut p.cmd(&["segments", "refresh"]));
 }
 
+/// Imports `events`, stitches, makes `name` (with `sql`) the project's only segment and
+/// refreshes it.
+fn only_segment(p: &TestProject, events: &Path, name: &str, sql: &str) {
+    p.import(&[events.to_str().unwrap()]);
+    ok(&mut p.cmd(&["stitch"]));
+    let dir = p.path().join("sql/segments");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.sql")), sql).unwrap();
+    ok(&mut p.cmd(&["segments", "refresh"]));
+}
+
 fn configure(p: &TestProject, extra: &str) {
     let path = p.path().join("tessera.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
@@ -396,17 +408,7 @@ fn destinations_are_isolated_consent_is_honoured_and_bad_configuration_is_named(
         ));
     }
     std::fs::write(&events, lines).unwrap();
-    p.import(&[events.to_str().unwrap()]);
-    ok(&mut p.cmd(&["stitch"]));
-    let dir = p.path().join("sql/segments");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("everyone.sql"),
-        "SELECT profile_id FROM profiles\n",
-    )
-    .unwrap();
-    ok(&mut p.cmd(&["segments", "refresh"]));
+    only_segment(&p, &events, "everyone", "SELECT profile_id FROM profiles\n");
     configure(
         &p,
         &format!(
@@ -973,17 +975,13 @@ print(json.dumps({{"emails": len(emails), "email_mismatch": email_mismatch[:5], 
     }
     let events = work.path().join("people.ndjson");
     std::fs::write(&events, lines).unwrap();
-    p.import(&[events.to_str().unwrap()]);
-    ok(&mut p.cmd(&["stitch"]));
-    let dir = p.path().join("sql/segments");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("buyers.sql"),
+    only_segment(
+        &p,
+        &events,
+        "buyers",
         "SELECT profile_id FROM profiles WHERE json_get_str(traits, 'first_name') IS NOT NULL\n",
-    )
-    .unwrap();
-    ok(&mut p.cmd(&["segments", "refresh"]));
+    );
+    let dir = p.path().join("sql/segments");
 
     let log = work.path().join("ads.jsonl");
     let mut child: Child = Command::new(python())
