@@ -63,6 +63,9 @@ pub enum Command {
     Optimize(commands::maintain::OptimizeArgs),
     /// Delete files no table version within the retention needs (default 7 days).
     Vacuum(commands::maintain::VacuumArgs),
+    /// Privacy: erase a person's whole identity cluster with proof, export what is held
+    /// about them, suppress and unsuppress identifiers, list requests.
+    Privacy(commands::privacy::PrivacyArgs),
     /// Manage the sources (write keys) events are collected from.
     Source(commands::source::SourceArgs),
     /// Manage the users of the gRPC services (Flight SQL): roles, PII grant, password.

@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod identifier;
 pub mod phonetic;
+pub mod privacy;
 pub mod random;
 pub mod schema;
 pub mod similarity;

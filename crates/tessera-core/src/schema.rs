@@ -39,6 +39,10 @@ pub const MATCH_MODELS: &str = "match_models";
 pub const MATCH_PAIRS: &str = "match_pairs";
 /// Name of the activation delivery ledger.
 pub const ACTIVATION_BATCHES: &str = "activation_batches";
+/// Salted hashes of identifiers whose events are not stored.
+pub const SUPPRESSIONS: &str = "suppressions";
+/// Erasure, export and suppression requests and their states.
+pub const PRIVACY_REQUESTS: &str = "privacy_requests";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -451,6 +455,116 @@ pub fn audit_log_schema() -> SchemaRef {
     AUDIT_LOG_SCHEMA.clone()
 }
 
+static SUPPRESSIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("subject_hash", false),
+        utf8("id_type", false),
+        utf8("state", false),
+        ts("at", false),
+        utf8("request_id", true),
+        utf8("actor", false),
+    ]))
+});
+
+/// The `suppressions` table: one row each time an identifier is suppressed or
+/// unsuppressed (`state`), by its salted hash (`tessera_core::privacy`), never its
+/// value. An identifier is suppressed when its latest row says so; events carrying it
+/// are acknowledged and dropped.
+pub fn suppressions_schema() -> SchemaRef {
+    SUPPRESSIONS_SCHEMA.clone()
+}
+
+static PRIVACY_REQUESTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("request_id", false),
+        utf8("kind", false),
+        utf8("state", false),
+        ts("at", false),
+        ts("received_at", false),
+        ts("deadline", false),
+        utf8("subjects", false),
+        utf8("profiles", false),
+        utf8("counts", true),
+        utf8("versions", true),
+        utf8("reason", true),
+        utf8("error", true),
+        utf8("actor", false),
+    ]))
+});
+
+/// The `privacy_requests` table: one row per state a request reaches (`received`,
+/// `running`, `finished`, `partial`, `failed`), the latest being its state. `kind` is
+/// `erase`, `export` or `suppress`; `subjects` a JSON array of `{id_type, hash}` (salted
+/// hashes, no identifier in clear), `profiles` the JSON array of profile ids it
+/// resolved to (so a crashed erasure resumes after the identity tables lost them),
+/// `counts` rows per table, `versions` table versions before and after.
+pub fn privacy_requests_schema() -> SchemaRef {
+    PRIVACY_REQUESTS_SCHEMA.clone()
+}
+
+/// Columns that identify a person without being [`PII_COLUMNS`] (user and device ids,
+/// identifier values of any type, members lists, query text), per table. Neither they
+/// nor the personal-data columns get min/max statistics in the Delta log
+/// ([`stats_columns`]).
+pub const IDENTIFYING_COLUMNS: &[(&str, &str)] = &[
+    (EVENTS, "message_id"),
+    (EVENTS, "user_id"),
+    (EVENTS, "anonymous_id"),
+    (EVENTS, "previous_id"),
+    (EVENTS, "group_id"),
+    (EVENTS, "integrations"),
+    (IDENTITY_EDGES, "profile_id"),
+    (IDENTITY_MAP, "profile_id"),
+    (PROFILE_MERGES, "from_profile_id"),
+    (PROFILE_MERGES, "into_profile_id"),
+    (PROFILES, "profile_id"),
+    (PROFILES, "user_id"),
+    (AUDIENCE_MEMBERSHIP, "profile_id"),
+    (AUDIENCE_CHANGES, "profile_id"),
+    (AUDIENCE_CHANGES, "merged_into"),
+    (SCORES, "profile_id"),
+    (MATCH_PAIRS, "id_l"),
+    (MATCH_PAIRS, "id_r"),
+    (MATCH_PAIRS, "cluster"),
+    (MATCH_PAIRS, "comparisons"),
+    (ACTIVATION_BATCHES, "members"),
+    (ACTIVATION_BATCHES, "message"),
+    (AUDIT_LOG, "target"),
+    (AUDIT_LOG, "detail"),
+    (SUPPRESSIONS, "subject_hash"),
+    (PRIVACY_REQUESTS, "subjects"),
+    (PRIVACY_REQUESTS, "profiles"),
+    (PRIVACY_REQUESTS, "error"),
+];
+
+/// Whether column `column` of table `table` holds personal data or identifies a person
+/// ([`PII_COLUMNS`], [`IDENTIFYING_COLUMNS`]).
+pub fn is_personal_column(table: &str, column: &str) -> bool {
+    PII_COLUMNS
+        .iter()
+        .any(|(t, c, _)| *t == table && *c == column)
+        || IDENTIFYING_COLUMNS
+            .iter()
+            .any(|(t, c)| *t == table && *c == column)
+        || (table == IDENTITY_EDGES && matches!(column, "a_value" | "b_value"))
+}
+
+/// The columns of `def` that Delta keeps min/max statistics for
+/// (`delta.dataSkippingStatsColumns`): every top-level column that is not personal
+/// ([`is_personal_column`]) nor a partition column (whose value the log holds anyway),
+/// so that no commit or checkpoint of the log carries an e-mail or a user id as a
+/// file's minimum or maximum. Columns added later (computed traits) get none.
+pub fn stats_columns(def: &TableDef) -> Vec<String> {
+    def.schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|c| {
+            !is_personal_column(def.name, c) && !def.partition_columns.contains(&c.as_str())
+        })
+        .collect()
+}
+
 /// How a column holding personal data is masked for users without the `pii` grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PiiMask {
@@ -605,6 +719,18 @@ pub fn tables() -> Vec<TableDef> {
             schema: activation_batches_schema(),
             partition_columns: &[],
             description: "the delivery ledger of syncs: every batch planned and every attempt",
+        },
+        TableDef {
+            name: SUPPRESSIONS,
+            schema: suppressions_schema(),
+            partition_columns: &[],
+            description: "salted hashes of identifiers whose events are not stored",
+        },
+        TableDef {
+            name: PRIVACY_REQUESTS,
+            schema: privacy_requests_schema(),
+            partition_columns: &[],
+            description: "erasure, export and suppression requests and their states",
         },
     ]
 }

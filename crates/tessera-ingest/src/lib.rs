@@ -24,6 +24,7 @@ mod input;
 mod mapping;
 mod ndjson;
 mod sink;
+pub mod suppress;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,8 @@ pub struct FileReport {
     pub rows_read: u64,
     pub rows_imported: u64,
     pub rows_duplicate: u64,
+    /// Rows carrying a suppressed identifier (`tessera privacy`), not stored.
+    pub rows_suppressed: u64,
     pub rows_rejected: u64,
     /// The first bad rows (at most [`MAX_REPORTED_ERRORS`] per file).
     pub errors: Vec<RowError>,
@@ -109,6 +112,9 @@ impl ImportReport {
     }
     pub fn rows_duplicate(&self) -> u64 {
         self.sum(|f| f.rows_duplicate)
+    }
+    pub fn rows_suppressed(&self) -> u64 {
+        self.sum(|f| f.rows_suppressed)
     }
     pub fn rows_rejected(&self) -> u64 {
         self.sum(|f| f.rows_rejected)

@@ -120,6 +120,7 @@ impl Dedup {
 /// State shared by every file of one import.
 pub(crate) struct EventSink {
     lake: Arc<Lake>,
+    suppressions: Arc<crate::suppress::SuppressionList>,
     dedup: Option<Dedup>,
     /// Fingerprint → events version, from `imported_files`.
     imported: HashMap<String, u64>,
@@ -161,8 +162,10 @@ impl EventSink {
                 imported.insert(fp.value(i).to_owned(), v.value(i).max(0) as u64);
             }
         }
+        let suppressions = Arc::new(crate::suppress::SuppressionList::load(engine).await?);
         Ok(EventSink {
             lake,
+            suppressions,
             dedup: Some(Dedup {
                 seen: HashSet::new(),
                 loaded_dates: HashSet::new(),
@@ -198,6 +201,7 @@ impl EventSink {
             lanes,
             next_lane: 0,
             dedup: self.dedup.take().expect("one file at a time"),
+            suppressions: self.suppressions.clone(),
             file: file.clone(),
             max_errors: self.max_errors,
             report: FileReport {
@@ -288,6 +292,7 @@ pub(crate) struct FileRun {
     lanes: Vec<Lane>,
     next_lane: usize,
     dedup: Dedup,
+    suppressions: Arc<crate::suppress::SuppressionList>,
     file: InputFile,
     max_errors: Option<u64>,
     pub(crate) report: FileReport,
@@ -314,6 +319,8 @@ impl FileRun {
             });
         }
         for batch in parsed.batches {
+            let (batch, suppressed) = self.suppressions.filter_batch(batch)?;
+            self.report.rows_suppressed += suppressed;
             let (batch, dropped) = self.dedup.filter(batch).await?;
             self.report.rows_duplicate += dropped;
             self.report.rows_imported += batch.num_rows() as u64;

@@ -15,6 +15,7 @@
 
 pub mod changes;
 mod cloud;
+pub mod erase;
 mod error;
 pub mod lease;
 pub mod maintain;
@@ -282,6 +283,10 @@ impl Lake {
             .with_comment(def.description)
             .with_columns(struct_type.fields().cloned())
             .with_partition_columns(def.partition_columns.iter().copied())
+            .with_configuration([(
+                erase::STATS_COLUMNS_PROPERTY,
+                Some(schema::stats_columns(def).join(",")),
+            )])
             .with_save_mode(deltalake::protocol::SaveMode::Ignore)
             .with_commit_properties(CommitNote::new("create", "tessera").into_properties())
             .await;
@@ -339,10 +344,17 @@ impl Lake {
         let new_schema = if current.as_ref() == &wanted {
             None
         } else {
+            // The table's properties (statistics columns among them) stay.
+            let configuration = table
+                .snapshot()
+                .map_err(|e| LakeError::delta(def.name, "open", e))?
+                .metadata()
+                .configuration()
+                .clone();
             let metadata = deltalake::kernel::new_metadata(
                 &wanted,
                 def.partition_columns.iter().copied(),
-                std::iter::empty::<(String, String)>(),
+                configuration,
             )
             .map_err(|e| LakeError::Schema {
                 table: def.name.to_owned(),

@@ -30,7 +30,7 @@ pub const CHECKPOINT_INTERVAL: u64 = 100;
 pub const SMALL_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// Below this retention, uncommitted leftovers of writes are not looked for (a write in
 /// progress has such files): only files removed by commits are vacuumed.
-const ORPHAN_MIN_HOURS: u64 = 1;
+pub(crate) const ORPHAN_MIN_HOURS: u64 = 1;
 
 /// How a table's files are laid out (read from the Delta log; no data file is opened).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -334,7 +334,18 @@ impl AppendWriter {
                     .map(|file| Action::Remove(file.remove_action(true))),
             ),
         }
-        actions.extend(self.adds.drain(..).map(Action::Add));
+        // No file's statistics name a person (see `erase`).
+        let name = self.name.clone();
+        actions.extend(self.adds.drain(..).map(|mut add| {
+            if let Some(stripped) = add
+                .stats
+                .as_deref()
+                .and_then(|s| crate::erase::strip_personal_stats(&name, s))
+            {
+                add.stats = Some(stripped);
+            }
+            Action::Add(add)
+        }));
         let finalized = CommitBuilder::from(note.into_properties())
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)

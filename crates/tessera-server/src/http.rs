@@ -242,6 +242,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         vec![(String::new(), g(&m.events_duplicate))],
     );
     metric(
+        "tessera_events_suppressed_total",
+        "counter",
+        "Events acknowledged and not stored: they carry a suppressed identifier.",
+        vec![(String::new(), g(&m.events_suppressed))],
+    );
+    metric(
         "tessera_events_rejected_total",
         "counter",
         "Events or requests rejected, by reason.",

@@ -92,6 +92,7 @@ pub fn report_json(report: &ImportReport) -> serde_json::Value {
                 "rows_read": f.rows_read,
                 "rows_imported": f.rows_imported,
                 "rows_duplicate": f.rows_duplicate,
+                "rows_suppressed": f.rows_suppressed,
                 "rows_rejected": f.rows_rejected,
                 "events_version": f.events_version,
                 "errors": f.errors.iter().map(|e| serde_json::json!({"line": e.line, "code": e.code, "reason": e.reason})).collect::<Vec<_>>(),
@@ -103,6 +104,7 @@ pub fn report_json(report: &ImportReport) -> serde_json::Value {
         "rows_read": report.rows_read(),
         "rows_imported": report.rows_imported(),
         "rows_duplicate": report.rows_duplicate(),
+        "rows_suppressed": report.rows_suppressed(),
         "rows_rejected": report.rows_rejected(),
         "files_skipped": report.files_skipped(),
         "bytes": report.bytes(),
@@ -131,6 +133,13 @@ pub fn print_report(report: &ImportReport) {
         println!(
             "  {} duplicate events skipped (same message_id)",
             thousands(report.rows_duplicate())
+        );
+    }
+    if report.rows_suppressed() > 0 {
+        println!(
+            "  {} events not stored: they carry an identifier on the suppression list \
+             (tessera privacy list)",
+            thousands(report.rows_suppressed())
         );
     }
     if report.rows_rejected() > 0 {

@@ -6,6 +6,7 @@ pub mod init;
 pub mod maintain;
 pub mod matching;
 pub mod predict;
+pub mod privacy;
 pub mod profile;
 pub mod quickstart;
 pub mod segments;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
         Command::Tables(args) => tables::run(&opened, args).await,
         Command::Optimize(args) => maintain::optimize(&opened, args).await,
         Command::Vacuum(args) => maintain::vacuum(&opened, args).await,
+        Command::Privacy(args) => privacy::run(&opened, args).await,
         Command::Init(_)
         | Command::Quickstart(_)
         | Command::Source(_)

@@ -157,10 +157,18 @@ def any_command(name, fields):
 "#;
 
 /// Runs a Python snippet with the test clients; returns its stdout.
+///
+/// A snippet that finishes leaves with `os._exit(0)` once its output is flushed: the
+/// interpreter's own teardown can abort the process ("terminate called without an active
+/// exception") while a native client's runtime threads (deltalake's) are still winding
+/// down, after the snippet's work and output are complete. An exception still exits 1.
 pub fn run_python(code: &str) -> String {
+    let code = format!(
+        "{code}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n"
+    );
     let out = Command::new(python())
         .arg("-c")
-        .arg(code)
+        .arg(&code)
         .output()
         .expect("running python");
     assert!(

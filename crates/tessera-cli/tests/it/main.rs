@@ -13,6 +13,7 @@ mod import;
 mod lake;
 mod matching;
 mod predict;
+mod privacy;
 mod quickstart;
 mod readers;
 mod s3;

@@ -26,13 +26,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tessera_core::batch::EventBatchBuilder;
 use tessera_core::event::{BatchDefaults, Event, ParseContext, parse_event_with, parse_timestamp};
-use tessera_core::schema::{self, EVENTS, events_col};
+use tessera_core::schema::{self, EVENTS, SUPPRESSIONS, events_col};
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
 use tessera_lake::wal::Wal;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sink::id_hash;
+use crate::suppress::SuppressionList;
 
 mod body;
 mod dedup;
@@ -104,6 +105,8 @@ pub struct Outcome {
     pub accepted: usize,
     /// Events dropped because their `messageId` was already collected.
     pub duplicates: usize,
+    /// Events acknowledged and dropped: they carry a suppressed identifier.
+    pub suppressed: usize,
     pub rejected: Vec<Rejected>,
 }
 
@@ -168,6 +171,9 @@ pub struct Collector {
     /// Highest sequence committed to `events`.
     committed: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
+    /// Identifiers whose events are acknowledged and dropped; reloaded by the flusher
+    /// when `suppressions` changes.
+    suppressions: std::sync::RwLock<Arc<SuppressionList>>,
     pub metrics: Metrics,
 }
 
@@ -250,6 +256,7 @@ impl Collector {
                 dedup.insert(id_hash(ids.value(i)), at.value(i));
             }
         }
+        let suppressions = SuppressionList::load(&engine).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Metrics::default();
         metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
@@ -265,6 +272,7 @@ impl Collector {
             flush_lock: tokio::sync::Mutex::new(()),
             committed: AtomicU64::new(committed),
             closed: false.into(),
+            suppressions: std::sync::RwLock::new(Arc::new(suppressions)),
             metrics,
         });
         let weak = Arc::downgrade(&collector);
@@ -288,6 +296,9 @@ impl Collector {
                 }
                 if let Err(e) = c.flush().await {
                     tracing::error!("flushing collected events failed (will retry): {e}");
+                }
+                if let Err(e) = c.refresh_suppressions().await {
+                    tracing::warn!("reading the suppression list failed (will retry): {e}");
                 }
             }
         });
@@ -325,6 +336,9 @@ impl Collector {
                 self.metrics
                     .events_duplicate
                     .fetch_add(o.duplicates as u64, Ordering::Relaxed);
+                self.metrics
+                    .events_suppressed
+                    .fetch_add(o.suppressed as u64, Ordering::Relaxed);
                 for r in &o.rejected {
                     self.metrics.reject(r.code, 1);
                 }
@@ -424,7 +438,7 @@ impl Collector {
             }
         }
         if builder.is_empty() {
-            if outcome.duplicates > 0 || outcome.rejected.is_empty() {
+            if outcome.duplicates > 0 || outcome.suppressed > 0 || outcome.rejected.is_empty() {
                 return Ok(outcome);
             }
             return Err(CollectError::NoValidEvent(outcome.rejected));
@@ -501,6 +515,33 @@ impl Collector {
             .ok()
     }
 
+    /// Reloads the suppression list when the `suppressions` table has a new version;
+    /// returns whether it did.
+    pub async fn refresh_suppressions(&self) -> crate::Result<bool> {
+        let known = self.suppression_list().version();
+        let latest = self
+            .engine
+            .lake()
+            .latest_version(SUPPRESSIONS, known)
+            .await?;
+        if latest == known {
+            return Ok(false);
+        }
+        let list = Arc::new(SuppressionList::load(&self.engine).await?);
+        if let Ok(mut s) = self.suppressions.write() {
+            *s = list;
+        }
+        Ok(true)
+    }
+
+    /// The suppression list in force.
+    pub fn suppression_list(&self) -> Arc<SuppressionList> {
+        self.suppressions
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| Arc::new(SuppressionList::empty()))
+    }
+
     /// Drops the events whose `messageId` is within the dedup window (one lock per
     /// request) and adds the others to `builder`, remembering their id hashes.
     fn admit(
@@ -511,12 +552,29 @@ impl Collector {
         outcome: &mut Outcome,
         ids: &mut Vec<u128>,
     ) {
+        let suppressions = self.suppression_list();
+        let suppressed = |e: &Event<'_>| {
+            !suppressions.is_empty()
+                && suppressions.suppresses(
+                    e.user_id.as_deref(),
+                    e.anonymous_id.as_deref(),
+                    &[
+                        e.traits.as_deref(),
+                        e.context.as_deref(),
+                        e.properties.as_deref(),
+                    ],
+                )
+        };
         let Ok(mut dedup) = self.dedup.lock() else {
             events.iter().for_each(|e| builder.append(e));
             return;
         };
         dedup.expire(received_at - self.config.dedup_window.as_micros() as i64);
         for event in events {
+            if suppressed(event) {
+                outcome.suppressed += 1;
+                continue;
+            }
             let h = id_hash(&event.message_id);
             if dedup.insert(h, received_at) {
                 ids.push(h);

@@ -1,0 +1,276 @@
+//! `tessera privacy erase | export | list | suppress | unsuppress | resume`: the
+//! data-subject operations of `tessera_privacy`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use tessera_privacy::{EraseOptions, Subject, requests, suppress};
+
+use super::Opened;
+use crate::output::thousands;
+
+#[derive(Debug, Args)]
+pub struct PrivacyArgs {
+    #[command(subcommand)]
+    pub command: PrivacyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Erase people (TYPE:VALUE, e.g. email:jane@example.com) — their whole identity
+    /// cluster: every row of every table, the old files and log entries that held them —
+    /// and put their identifiers on the suppression list.
+    Erase {
+        #[arg(required = true, value_name = "TYPE:VALUE")]
+        subjects: Vec<String>,
+        /// Why (kept with the request).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Count what would be erased; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Erase without suppressing later events of these identifiers.
+        #[arg(long)]
+        no_suppress: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export everything held about a person into a folder: bundle.json and one Parquet
+    /// file per table.
+    Export {
+        #[arg(required = true, value_name = "TYPE:VALUE")]
+        subjects: Vec<String>,
+        /// The folder to write (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every privacy request: kind, state, days left of its 30.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop storing events that carry these identifiers (they are acknowledged and
+    /// dropped), without erasing anything.
+    Suppress {
+        #[arg(required = true, value_name = "TYPE:VALUE")]
+        subjects: Vec<String>,
+    },
+    /// Store new events of these identifiers again (what was erased stays erased).
+    Unsuppress {
+        #[arg(required = true, value_name = "TYPE:VALUE")]
+        subjects: Vec<String>,
+    },
+    /// Finish every erasure that stopped before its end (a crash, a killed process).
+    Resume {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const ACTOR: &str = "tessera privacy";
+
+/// Two flush intervals of the collector and a second: how long a running `tessera
+/// serve` may take to stop storing a newly suppressed person's events and commit those
+/// it acknowledged before.
+fn settle(opened: &Opened) -> std::time::Duration {
+    std::time::Duration::from_millis(2 * opened.project.config.server.flush_interval_ms + 1000)
+}
+
+pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
+    let engine = &opened.engine;
+    match args.command {
+        PrivacyCommand::Erase {
+            subjects,
+            reason,
+            dry_run,
+            no_suppress,
+            json,
+        } => {
+            let options = EraseOptions {
+                reason,
+                dry_run,
+                suppress: !no_suppress,
+                actor: ACTOR.into(),
+                settle: settle(opened),
+            };
+            let report = tessera_privacy::erase(engine, &subjects, &options).await?;
+            print_erasure(&report, json);
+        }
+        PrivacyCommand::Resume { json } => {
+            let reports = tessera_privacy::resume(
+                engine,
+                &EraseOptions {
+                    actor: ACTOR.into(),
+                    settle: settle(opened),
+                    ..EraseOptions::default()
+                },
+            )
+            .await?;
+            if reports.is_empty() && !json {
+                println!("No erasure left unfinished.");
+            }
+            for r in &reports {
+                print_erasure(r, json);
+            }
+        }
+        PrivacyCommand::Export {
+            subjects,
+            out,
+            json,
+        } => {
+            let report = tessera_privacy::export(engine, &subjects, &out, ACTOR).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "Exported {} rows about {} profile(s) to {} (request {})",
+                    thousands(report.counts.values().sum()),
+                    report.profiles.len(),
+                    report.out.display(),
+                    report.request_id
+                );
+                for (table, rows) in &report.counts {
+                    println!("  {table:<22} {:>10}", thousands(*rows));
+                }
+            }
+        }
+        PrivacyCommand::List { json } => {
+            let list = requests::list(engine).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            if list.is_empty() {
+                println!("No privacy requests.");
+                return Ok(());
+            }
+            let now = chrono::Utc::now().timestamp_micros();
+            println!(
+                "{:<20} {:<10} {:<9} {:<20} {:>9} {:>9}",
+                "request", "kind", "state", "received", "subjects", "days left"
+            );
+            for r in list {
+                let received = chrono::DateTime::from_timestamp_micros(r.received_at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                let left = if r.is_done() {
+                    "-".to_owned()
+                } else {
+                    r.days_left(now).to_string()
+                };
+                println!(
+                    "{:<20} {:<10} {:<9} {:<20} {:>9} {:>9}",
+                    r.request_id,
+                    r.kind,
+                    r.state,
+                    received,
+                    r.subjects.as_array().map_or(0, |a| a.len()),
+                    left
+                );
+                if let Some(e) = &r.error {
+                    println!("    error: {e}");
+                }
+            }
+        }
+        PrivacyCommand::Suppress { subjects } => set_suppression(opened, &subjects, true).await?,
+        PrivacyCommand::Unsuppress { subjects } => {
+            set_suppression(opened, &subjects, false).await?
+        }
+    }
+    Ok(())
+}
+
+async fn set_suppression(
+    opened: &Opened,
+    subjects: &[String],
+    suppressing: bool,
+) -> anyhow::Result<()> {
+    let engine = &opened.engine;
+    let parsed: Vec<Subject> = subjects
+        .iter()
+        .map(|s| Subject::parse(s))
+        .collect::<Result<_, _>>()?;
+    let hashes = suppress::hashes_of(engine, &parsed).await?;
+    if hashes.is_empty() {
+        anyhow::bail!(
+            "profile ids cannot be suppressed: name the identifiers (email:, user_id:, \
+             anonymous_id:, phone:) whose events should not be stored"
+        );
+    }
+    let (kind, state) = if suppressing {
+        ("suppress", "suppressed")
+    } else {
+        ("unsuppress", "unsuppressed")
+    };
+    let request = requests::Request::received(kind, &hashes, Vec::new(), None, ACTOR)?;
+    requests::record(engine, &request).await?;
+    let n = suppress::set_state(engine, &hashes, state, Some(&request.request_id), ACTOR).await?;
+    requests::record(engine, &request.at_state("finished")).await?;
+    if suppressing {
+        println!(
+            "{n} identifier(s) suppressed: their events are acknowledged and not stored \
+             (tessera serve picks this up within seconds)"
+        );
+    } else {
+        println!(
+            "{n} identifier(s) unsuppressed: new events of them are stored again; what was \
+             erased stays erased"
+        );
+    }
+    Ok(())
+}
+
+fn print_erasure(report: &tessera_privacy::ErasureReport, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+        return;
+    }
+    for s in &report.unknown {
+        println!(
+            "No profile has {}:{} (its rows are still looked for)",
+            s.id_type, s.value
+        );
+    }
+    let verb = if report.dry_run {
+        "Would erase"
+    } else {
+        "Erased"
+    };
+    println!(
+        "{verb} {} rows of {} profile(s) ({} identifiers){}",
+        thousands(report.rows()),
+        report.profiles,
+        report.identifiers,
+        report
+            .request_id
+            .as_ref()
+            .map(|r| format!(", request {r}"))
+            .unwrap_or_default()
+    );
+    for t in &report.tables {
+        if t.rows > 0 {
+            println!("  {:<22} {:>10}", t.table, thousands(t.rows));
+        }
+    }
+    if !report.dry_run {
+        let files: usize = report.expunged.iter().map(|e| e.files).sum();
+        let logs: usize = report.expunged.iter().map(|e| e.log_entries).sum();
+        println!(
+            "  {} old files and {} log entries removed from storage; versions before the \
+             erasure can no longer be read",
+            thousands(files as u64),
+            thousands(logs as u64)
+        );
+        if report.suppressed > 0 {
+            println!(
+                "  {} identifier(s) on the suppression list (tessera privacy unsuppress to undo)",
+                report.suppressed
+            );
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Privacy end to end: `tessera privacy export` of a person equals what SQL counts for
+//! them; `tessera privacy erase` takes their whole identity cluster out of every table,
+//! and afterwards a byte-level scan of every object under the lake root — every
+//! Parquet file present, referenced or not, decoded by pyarrow, and every log entry and
+//! checkpoint — finds none of their identifiers, while every other row is unchanged and
+//! the pre-erasure version no longer loads in Python `deltalake`; no commit's
+//! statistics name a personal column; the unmodified Segment SDK sending events for the
+//! erased person gets its 200s and stores nothing, other people's events land, and
+//! after `unsuppress` new events land again. Bad input: malformed identifiers, an
+//! unknown person, a re-run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{TestProject, fails, ok, run_python, sample_data, serve, stop};
+
+fn json(p: &TestProject, args: &[&str]) -> Value {
+    let out = ok(&mut p.cmd(args));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} prints JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+const TABLES: &[&str] = &[
+    "events",
+    "identity_edges",
+    "identity_map",
+    "profile_merges",
+    "profiles",
+    "scores",
+    "audience_membership",
+    "audience_changes",
+];
+
+fn totals(p: &TestProject) -> BTreeMap<&'static str, i64> {
+    TABLES
+        .iter()
+        .map(|t| (*t, p.count(&format!("SELECT count(*) AS n FROM {t}"))))
+        .collect()
+}
+
+/// Occurrences of `needles` (case-insensitive) anywhere under `root`: in every column
+/// of every Parquet file present, and in the bytes of every other file.
+fn scan(root: &std::path::Path, needles: &[String]) -> Vec<Value> {
+    let script = format!(
+        r#"
+import json, os, pyarrow.parquet as pq, pyarrow as pa
+needles = [n.lower() for n in json.loads({needles:?})]
+hits = []
+for d, _, files in os.walk({root:?}):
+    for f in files:
+        path = os.path.join(d, f)
+        texts = []
+        if f.endswith(".parquet"):
+            t = pq.read_table(path)
+            for name in t.column_names:
+                col = t.column(name)
+                try:
+                    texts.extend(str(v) for v in col.to_pylist() if v is not None)
+                except Exception as e:
+                    texts.append(repr(e))
+        else:
+            texts.append(open(path, "rb").read().decode("utf-8", "replace"))
+        blob = "\n".join(texts).lower()
+        for n in needles:
+            if n in blob:
+                hits.append({{"file": path[len({root:?}):], "needle": n}})
+print(json.dumps(hits))
+"#,
+        needles = serde_json::to_string(needles).unwrap(),
+        root = root.to_str().unwrap(),
+    );
+    serde_json::from_str(run_python(&script).trim()).unwrap()
+}
+
+/// Keys of `minValues`/`maxValues` in every commit and checkpoint that name personal
+/// columns.
+fn personal_stats(root: &std::path::Path) -> Vec<Value> {
+    let script = format!(
+        r#"
+import json, os, pyarrow.parquet as pq
+personal = {{"user_id", "anonymous_id", "previous_id", "email", "phone", "id_value", "a_value",
+            "b_value", "properties", "traits", "context", "target", "message_id",
+            "profile_id", "from_profile_id", "into_profile_id"}}
+found = []
+def check(path, stats):
+    if not stats:
+        return
+    s = json.loads(stats)
+    for k in ("minValues", "maxValues"):
+        for c in (s.get(k) or {{}}):
+            if c in personal or (c == "members" and "activation_batches" in path):
+                found.append({{"file": path, "column": c}})
+for d, _, files in os.walk({root:?}):
+    if not d.endswith("_delta_log"):
+        continue
+    for f in files:
+        path = os.path.join(d, f)
+        if f.endswith(".json"):
+            for line in open(path):
+                a = json.loads(line)
+                if "add" in a:
+                    check(path, a["add"].get("stats"))
+        elif ".checkpoint" in f and f.endswith(".parquet"):
+            for row in pq.read_table(path).to_pylist():
+                if row.get("add"):
+                    check(path, row["add"].get("stats"))
+print(json.dumps(found))
+"#,
+        root = root.to_str().unwrap(),
+    );
+    serde_json::from_str(run_python(&script).trim()).unwrap()
+}
+
+/// A project with a write key and fast flushes, the sample's three channels stitched,
+/// scored and segmented.
+fn project() -> TestProject {
+    let p = TestProject::new();
+    let toml = p.path().join("tessera.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let text = text
+        .replace("flush_interval_ms = 2000", "flush_interval_ms = 200")
+        .replacen(
+            "[sources.web]",
+            "[sources.app]\nwrite_key = \"wk_test_0123456789\"\n\n[sources.web]",
+            1,
+        );
+    std::fs::write(&toml, text).unwrap();
+    let (data, _) = sample_data();
+    p.import_sample_channels(data);
+    ok(&mut p.cmd(&["stitch"]));
+    ok(&mut p.cmd(&["predict"]));
+    ok(&mut p.cmd(&["segments", "refresh"]));
+    p
+}
+
+#[test]
+fn erasure_leaves_no_byte_of_a_person_and_suppresses_their_return() {
+    let p = project();
+    // Someone known by e-mail with several identifiers and many days of events.
+    let candidates = p.sql(
+        "SELECT p.profile_id, p.email, count(DISTINCT m.id_type || ':' || m.id_value) AS ids \
+         FROM profiles p JOIN identity_map m ON m.profile_id = p.profile_id \
+         WHERE p.email IS NOT NULL GROUP BY p.profile_id, p.email \
+         HAVING count(DISTINCT m.id_type || ':' || m.id_value) >= 3 ORDER BY ids DESC, p.profile_id",
+    );
+    let (profile, email) = candidates
+        .iter()
+        .map(|c| {
+            (
+                c["profile_id"].as_str().unwrap().to_owned(),
+                c["email"].as_str().unwrap().to_owned(),
+            )
+        })
+        .find(|(profile, _)| {
+            p.count(&format!(
+                "SELECT count(DISTINCT event_date) AS n FROM profile_events WHERE profile_id = '{profile}'"
+            )) >= 5
+        })
+        .expect("a person with three identifiers and five days of events");
+    let typed: Vec<(String, String)> = p
+        .sql(&format!(
+            "SELECT id_type, id_value FROM identity_map WHERE profile_id = '{profile}' ORDER BY id_value"
+        ))
+        .iter()
+        .map(|r| {
+            (
+                r["id_type"].as_str().unwrap().to_owned(),
+                r["id_value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let identifiers: Vec<String> = typed.iter().map(|(_, v)| v.clone()).collect();
+    // What must leave no byte behind: the person's own identifiers, not a device id
+    // another person also used (their events on it stay theirs).
+    let own: Vec<String> = typed
+        .iter()
+        .filter(|(_, v)| {
+            p.count(&format!(
+                "SELECT count(*) AS n FROM profile_events \
+                 WHERE (user_id = '{v}' OR anonymous_id = '{v}') AND profile_id <> '{profile}'"
+            )) == 0
+        })
+        .map(|(_, v)| v.clone())
+        .chain([profile.clone()])
+        .collect();
+    assert!(own.contains(&email));
+    assert!(identifiers.len() >= 3, "{identifiers:?}");
+    assert!(identifiers.contains(&email));
+    let mine = |table: &str, column: &str| {
+        p.count(&format!(
+            "SELECT count(*) AS n FROM {table} WHERE {column} = '{profile}'"
+        ))
+    };
+    let my_events = mine("profile_events", "profile_id");
+    assert!(my_events > 0);
+
+    // No commit of any table carries a personal column's min/max.
+    let stats = personal_stats(&p.lake());
+    assert!(stats.is_empty(), "{stats:?}");
+
+    // Bad input.
+    let e = fails(&mut p.cmd(&["privacy", "erase", "jane@example.com"]));
+    assert!(e.contains("TYPE:VALUE"), "{e}");
+    let e = fails(&mut p.cmd(&["privacy", "erase", "email:not-an-address"]));
+    assert!(e.contains("not a valid email"), "{e}");
+    let dry = json(
+        &p,
+        &[
+            "privacy",
+            "erase",
+            "email:nobody-here@example.org",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(dry["unknown"][0]["value"], "nobody-here@example.org");
+    assert_eq!(dry["profiles"], 0);
+
+    // The data-subject export counts what SQL counts for the person.
+    let out = tempfile::tempdir().unwrap();
+    let bundle_dir = out.path().join("dsar");
+    let export = json(
+        &p,
+        &[
+            "privacy",
+            "export",
+            &format!("email:{}", email.to_uppercase()),
+            "--out",
+            bundle_dir.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let counts = &export["counts"];
+    assert_eq!(counts["events"], my_events, "{export}");
+    assert_eq!(counts["identity_map"], mine("identity_map", "profile_id"));
+    assert_eq!(counts["profiles"], 1);
+    assert_eq!(counts["scores"], mine("scores", "profile_id"));
+    assert_eq!(
+        counts["audience_membership"],
+        mine("audience_membership", "profile_id")
+    );
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(bundle_dir.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(
+        bundle["tables"]["events"]["data"].as_array().unwrap().len() as i64,
+        my_events
+    );
+    assert!(bundle_dir.join("events.parquet").exists());
+    let e = fails(&mut p.cmd(&[
+        "privacy",
+        "export",
+        &format!("email:{email}"),
+        "--out",
+        bundle_dir.to_str().unwrap(),
+    ]));
+    assert!(e.contains("not empty"), "{e}");
+
+    // A dry run counts and changes nothing.
+    let before = totals(&p);
+    let dry = json(
+        &p,
+        &[
+            "privacy",
+            "erase",
+            &format!("email:{email}"),
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let dry_events = dry["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "events")
+        .unwrap()["rows"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(dry_events, my_events, "{dry}");
+    assert_eq!(totals(&p), before);
+
+    // The erasure.
+    let version_before: i64 = run_python(&format!(
+        "from deltalake import DeltaTable\nprint(DeltaTable({:?}).version())",
+        p.lake().join("events").to_str().unwrap()
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    let report = json(
+        &p,
+        &[
+            "privacy",
+            "erase",
+            &format!("email:{email}"),
+            "--reason",
+            "customer asked",
+            "--json",
+        ],
+    );
+    assert_eq!(report["state"], "finished", "{report}");
+    let rows: BTreeMap<String, i64> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_owned(),
+                t["rows"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows["events"], my_events, "{report}");
+    assert_eq!(rows["profiles"], 1);
+    let after = totals(&p);
+    for t in TABLES {
+        assert_eq!(
+            after[t],
+            before[t] - rows.get(*t).copied().unwrap_or(0),
+            "{t}: every other row stays"
+        );
+    }
+    assert_eq!(mine("profiles", "profile_id"), 0);
+    assert_eq!(mine("identity_map", "profile_id"), 0);
+    let list = own
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) AS n FROM events WHERE user_id IN ({list}) OR anonymous_id IN ({list})"
+        )),
+        0
+    );
+
+    // Not one byte of them under the lake root.
+    let hits = scan(&p.lake(), &own);
+    assert!(hits.is_empty(), "{hits:?}");
+    // The version before the erasure is gone for other readers too.
+    let old = run_python(&format!(
+        "from deltalake import DeltaTable\n\
+         try:\n    DeltaTable({:?}, version={version_before})\n    print('loaded')\n\
+         except Exception as e:\n    print('refused')",
+        p.lake().join("events").to_str().unwrap()
+    ));
+    assert_eq!(old.trim(), "refused");
+    // The receipt: hashes and counts, no identifier in clear.
+    let receipts = p.sql(
+        "SELECT action, target, rows, detail FROM audit_log WHERE action LIKE 'privacy.%' ORDER BY at",
+    );
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    assert_eq!(receipts[1]["action"], "privacy.erase");
+    assert_eq!(receipts[1]["target"], report["request_id"]);
+    let listed = json(&p, &["privacy", "list", "--json"]);
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, vec![("export", "finished"), ("erase", "finished")]);
+
+    // A re-run finds nothing left and says so.
+    let again = json(
+        &p,
+        &["privacy", "erase", &format!("email:{email}"), "--json"],
+    );
+    assert_eq!(again["state"], "finished");
+    assert_eq!(again["unknown"][0]["value"], email.as_str());
+    assert!(
+        again["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["rows"] == 0),
+        "{again}"
+    );
+    assert_eq!(totals(&p), after);
+
+    // Suppression: the Segment SDK sending for the erased person gets 200s and stores
+    // nothing; another person's events land.
+    let (server, _grpc, http) = serve(&p);
+    // Their device or user id, sent as what it is.
+    let (id_field, id_value) = typed
+        .iter()
+        .find(|(t, _)| t == "user_id")
+        .or_else(|| typed.iter().find(|(t, _)| t == "anonymous_id"))
+        .map(|(t, v)| (t.clone(), v.clone()))
+        .expect("a user or device id");
+    let send = |prefix: &str| {
+        let script = format!(
+            r#"
+import segment.analytics as seg
+seg.write_key = "wk_test_0123456789"
+seg.host = "http://{http}"
+seg.sync_mode = True
+for i in range(5):
+    seg.track({id_field}="{id_value}", event="Came Back", properties={{"i": i}}, message_id=f"{prefix}-gone-{{i}}")
+seg.identify(anonymous_id="anon-{prefix}", traits={{"email": "{email}"}}, message_id="{prefix}-gone-identify")
+for i in range(5):
+    seg.track(user_id="someone-else", event="Stayed", message_id=f"{prefix}-other-{{i}}")
+print("sent")
+"#
+        );
+        run_python(&script)
+    };
+    send("a");
+    let landed = |pattern: &str| {
+        p.count(&format!(
+            "SELECT count(*) AS n FROM events WHERE message_id LIKE '{pattern}'"
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while landed("a-other-%") < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(landed("a-other-%"), 5);
+    assert_eq!(landed("a-gone-%"), 0);
+    let metrics = ureq_metrics(&http);
+    assert!(
+        metrics.contains("tessera_events_suppressed_total 6"),
+        "{metrics}"
+    );
+
+    // Unsuppressed, new events land again; what was erased stays erased.
+    ok(&mut p.cmd(&["privacy", "unsuppress", &format!("email:{email}")]));
+    ok(&mut p.cmd(&["privacy", "unsuppress", &format!("{id_field}:{id_value}")]));
+    std::thread::sleep(Duration::from_secs(3));
+    send("b");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while landed("b-%") < 11 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(server);
+    assert_eq!(landed("b-%"), 11);
+    assert_eq!(landed("a-gone-%"), 0);
+}
+
+/// `GET /metrics` over plain TCP.
+fn ureq_metrics(http: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}

@@ -1,0 +1,295 @@
+//! What erasing a person needs from the lake: deleting rows by a predicate (Delta's
+//! copy-on-write delete: every file holding a matching row is rewritten without it),
+//! then **expunging** — removing from storage every file and log entry that still
+//! holds the old rows, so that no reader, time travel or byte scan finds them — and
+//! the lake's privacy salt.
+//!
+//! Expunging a table: vacuum of every file no longer in the latest version, whatever
+//! its age (read leases do not hold it: an erasure is owed; a reader still on an older
+//! version gets [`LakeError::VersionGone`] or a missing-file error, never silently
+//! fewer rows), vacuum of unreferenced files older than an hour (leftovers of crashed
+//! writers; younger ones may belong to a commit in flight), a checkpoint of the latest
+//! version, and removal of every log entry and checkpoint before it. Versions before
+//! the erasure can then no longer be loaded.
+//!
+//! Personal columns never get min/max statistics in the log
+//! ([`tessera_core::schema::stats_columns`]): tables are created with
+//! `delta.dataSkippingStatsColumns`, [`Lake::migrate_stats_columns`] sets it on tables
+//! made before, and every Tessera commit strips such statistics from the files it adds.
+
+use datafusion::prelude::Expr;
+use deltalake::operations::vacuum::VacuumMode;
+use object_store::{ObjectStoreExt as _, PutMode, PutOptions};
+use serde::Serialize;
+use tessera_core::schema;
+
+use crate::{CommitNote, Lake, LakeError, Result};
+
+/// Where the lake's privacy salt lives, under the root.
+pub const SALT_PATH: &str = "_tessera/privacy/salt";
+
+/// The Delta property naming the columns with data-skipping statistics.
+pub const STATS_COLUMNS_PROPERTY: &str = "delta.dataSkippingStatsColumns";
+
+/// Attempts at a delete that conflicts with concurrent commits.
+const DELETE_ATTEMPTS: usize = 8;
+
+/// What expunging one table removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Expunged {
+    pub table: String,
+    /// Data files deleted from storage.
+    pub files: usize,
+    /// Log entries (commits, old checkpoints) deleted.
+    pub log_entries: usize,
+    /// The version every older version was folded into.
+    pub version: u64,
+}
+
+impl Lake {
+    /// The lake's privacy salt: 64 hex digits made from the system's random bytes on
+    /// first use and stored at [`SALT_PATH`] (two processes racing agree on one).
+    pub async fn privacy_salt(&self) -> Result<String> {
+        let store = self.root_store()?;
+        let path = object_store::path::Path::from(SALT_PATH);
+        let io = |what: &str, e: object_store::Error| LakeError::Io {
+            what: format!("{what} the privacy salt {}{SALT_PATH}", self.root),
+            source: std::io::Error::other(e),
+        };
+        for _ in 0..2 {
+            match store.get(&path).await {
+                Ok(got) => {
+                    let bytes = got.bytes().await.map_err(|e| io("reading", e))?;
+                    let salt = String::from_utf8_lossy(&bytes).trim().to_owned();
+                    if salt.len() < 32 {
+                        return Err(LakeError::Refused {
+                            table: "(lake)".into(),
+                            message: format!(
+                                "the privacy salt {}{SALT_PATH} is damaged ({} characters); \
+                                 restore it from a backup: every suppression hash depends on it",
+                                self.root,
+                                salt.len()
+                            ),
+                        });
+                    }
+                    return Ok(salt);
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    let salt = tessera_core::auth::random_token().map_err(|e| LakeError::Io {
+                        what: "drawing a privacy salt".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                    let put = store
+                        .put_opts(
+                            &path,
+                            salt.clone().into_bytes().into(),
+                            PutOptions::from(PutMode::Create),
+                        )
+                        .await;
+                    match put {
+                        Ok(_) => return Ok(salt),
+                        Err(object_store::Error::AlreadyExists { .. }) => continue,
+                        Err(e) => return Err(io("writing", e)),
+                    }
+                }
+                Err(e) => return Err(io("reading", e)),
+            }
+        }
+        Err(LakeError::Io {
+            what: format!("reading the privacy salt {}{SALT_PATH}", self.root),
+            source: std::io::Error::other("it was created and is still not readable"),
+        })
+    }
+
+    /// Deletes the rows of table `name` where `predicate` is true, in one commit
+    /// (retried on a conflict with concurrent writers); returns the rows deleted. The
+    /// predicate is recorded in the log as SQL: it must not hold personal values
+    /// (match through a function holding them, as erasure does).
+    pub async fn delete_rows(&self, name: &str, predicate: Expr, note: CommitNote) -> Result<u64> {
+        let mut last = None;
+        for attempt in 0..DELETE_ATTEMPTS {
+            let table = self.open(name).await?;
+            match table
+                .delete()
+                .with_predicate(predicate.clone())
+                .with_writer_properties(crate::writer::writer_properties())
+                .with_commit_properties(note.clone().into_properties())
+                .await
+            {
+                Ok((_, metrics)) => return Ok(metrics.num_deleted_rows.unwrap_or(0) as u64),
+                Err(e) if is_conflict(&e) => {
+                    tracing::debug!(table = name, attempt, "delete conflicted; retrying: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
+                        .await;
+                    last = Some(e);
+                }
+                Err(e) => return Err(LakeError::delta(name, "delete from", e)),
+            }
+        }
+        Err(LakeError::delta(
+            name,
+            "delete from",
+            last.expect("at least one attempt"),
+        ))
+    }
+
+    /// Sets `updates` (column, expression) on the rows of table `name` where `predicate`
+    /// is true, in one commit (retried on conflicts); returns the rows updated.
+    pub async fn update_rows(
+        &self,
+        name: &str,
+        predicate: Expr,
+        updates: &[(&str, Expr)],
+        note: CommitNote,
+    ) -> Result<u64> {
+        let mut last = None;
+        for attempt in 0..DELETE_ATTEMPTS {
+            let table = self.open(name).await?;
+            let mut update = table
+                .update()
+                .with_predicate(predicate.clone())
+                .with_writer_properties(crate::writer::writer_properties())
+                .with_commit_properties(note.clone().into_properties());
+            for (column, expr) in updates {
+                update = update.with_update(*column, expr.clone());
+            }
+            match update.await {
+                Ok((_, metrics)) => return Ok(metrics.num_updated_rows as u64),
+                Err(e) if is_conflict(&e) => {
+                    tracing::debug!(table = name, attempt, "update conflicted; retrying: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
+                        .await;
+                    last = Some(e);
+                }
+                Err(e) => return Err(LakeError::delta(name, "update", e)),
+            }
+        }
+        Err(LakeError::delta(
+            name,
+            "update",
+            last.expect("at least one attempt"),
+        ))
+    }
+
+    /// Removes from storage every file and log entry of table `name` that only versions
+    /// before the latest need (see the module docs).
+    pub async fn expunge(&self, name: &str, actor: &str) -> Result<Expunged> {
+        let table = self.open(name).await?;
+        let vacuum = |table: deltalake::DeltaTable, mode: VacuumMode, hours: i64| {
+            table
+                .vacuum()
+                .with_retention_period(chrono::Duration::hours(hours))
+                .with_enforce_retention_duration(false)
+                .with_mode(mode)
+                .with_commit_properties(
+                    CommitNote::new("expunge", actor)
+                        .detail("retain_hours", hours)
+                        .into_properties(),
+                )
+        };
+        let (table, removed) = vacuum(table, VacuumMode::Lite, 0)
+            .await
+            .map_err(|e| LakeError::delta(name, "vacuum", e))?;
+        let (_, orphans) = vacuum(
+            table,
+            VacuumMode::Full,
+            crate::maintain::ORPHAN_MIN_HOURS as i64,
+        )
+        .await
+        .map_err(|e| LakeError::delta(name, "vacuum", e))?;
+        let files = removed.files_deleted.len() + orphans.files_deleted.len();
+        let table = self.open(name).await?;
+        let version = table.version().unwrap_or(0);
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(|e| LakeError::delta(name, "checkpoint", e))?;
+        // Every entry before the checkpoint just written, whatever its age.
+        let cutoff = chrono::Utc::now().timestamp_millis() + 60_000;
+        let log_entries = deltalake::checkpoints::cleanup_expired_logs_for(
+            version,
+            table.log_store().as_ref(),
+            cutoff,
+            None,
+        )
+        .await
+        .map_err(|e| LakeError::delta(name, "clean the log of", e))?;
+        Ok(Expunged {
+            table: name.to_owned(),
+            files,
+            log_entries,
+            version,
+        })
+    }
+
+    /// Sets `delta.dataSkippingStatsColumns` ([`schema::stats_columns`]) on every
+    /// standard table that exists without it; returns the tables changed. Files written
+    /// before keep the statistics they have until they are rewritten (compaction,
+    /// erasure).
+    pub async fn migrate_stats_columns(&self) -> Result<Vec<&'static str>> {
+        let mut changed = Vec::new();
+        for def in schema::tables() {
+            let Some(table) = self.try_open(def.name).await? else {
+                continue;
+            };
+            let wanted = schema::stats_columns(&def).join(",");
+            let current = table
+                .snapshot()
+                .map_err(|e| LakeError::delta(def.name, "read", e))?
+                .metadata()
+                .configuration()
+                .get(STATS_COLUMNS_PROPERTY)
+                .cloned();
+            if current.as_deref() == Some(wanted.as_str()) {
+                continue;
+            }
+            table
+                .set_tbl_properties()
+                .with_properties([(STATS_COLUMNS_PROPERTY.to_owned(), wanted)].into())
+                .with_raise_if_not_exists(false)
+                .with_commit_properties(
+                    CommitNote::new("set_properties", "tessera").into_properties(),
+                )
+                .await
+                .map_err(|e| LakeError::delta(def.name, "set the properties of", e))?;
+            changed.push(def.name);
+        }
+        Ok(changed)
+    }
+}
+
+fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
+    matches!(
+        e,
+        deltalake::DeltaTableError::Transaction { .. }
+            | deltalake::DeltaTableError::VersionAlreadyExists(_)
+    ) || e.to_string().to_lowercase().contains("conflict")
+}
+
+/// Removes the statistics of personal columns ([`schema::is_personal_column`]) from a
+/// file's Delta `stats` JSON.
+pub(crate) fn strip_personal_stats(table: &str, stats: &str) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(stats).ok()?;
+    let mut changed = false;
+    for key in ["minValues", "maxValues", "nullCount"] {
+        if let Some(map) = value.get_mut(key).and_then(|v| v.as_object_mut()) {
+            let before = map.len();
+            map.retain(|column, _| !schema::is_personal_column(table, column));
+            changed |= map.len() != before;
+        }
+    }
+    changed.then(|| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_personal_stats;
+
+    #[test]
+    fn personal_statistics_are_stripped() {
+        let stats = r#"{"numRecords":2,"minValues":{"user_id":"a","timestamp":"t"},"maxValues":{"user_id":"z","timestamp":"u"},"nullCount":{"user_id":0,"timestamp":0}}"#;
+        let out = strip_personal_stats("events", stats).unwrap();
+        assert!(!out.contains("user_id"), "{out}");
+        assert!(out.contains("timestamp") && out.contains("numRecords"));
+        assert_eq!(strip_personal_stats("events", r#"{"numRecords":1}"#), None);
+    }
+}

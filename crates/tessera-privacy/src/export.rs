@@ -1,0 +1,225 @@
+//! Data-subject export: one bundle with every row Tessera holds about a person, in
+//! clear (masking roles do not apply to the subject's own data) — `bundle.json` (every
+//! table's rows as JSON, with counts) and one Parquet file per table — recorded as a
+//! request and in `audit_log`.
+//!
+//! The rows are those erasure would take out ([`crate::erase::TARGETS`]), except the
+//! operators' `audit_log`; members lists of `activation_batches` show only the person's
+//! entries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use futures::TryStreamExt as _;
+use serde::Serialize;
+use tessera_core::schema::AUDIT_LOG;
+use tessera_engine::Engine;
+use tessera_lake::CommitNote;
+
+use crate::erase::{Action, TARGETS};
+use crate::matcher::Functions;
+use crate::requests::{self, Request};
+use crate::{PrivacyError, Result, Subject, append_rows, df, resolve, suppress};
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub request_id: String,
+    pub out: PathBuf,
+    pub profiles: Vec<String>,
+    /// Rows per table.
+    pub counts: BTreeMap<String, u64>,
+    pub files: Vec<PathBuf>,
+}
+
+fn io(doing: String) -> impl FnOnce(std::io::Error) -> PrivacyError {
+    move |e| PrivacyError::Io {
+        doing,
+        message: e.to_string(),
+    }
+}
+
+/// Exports everything held about the people `subjects` name into folder `out`
+/// (created; it must be empty or absent).
+pub async fn export(
+    engine: &Engine,
+    subjects: &[String],
+    out: &Path,
+    actor: &str,
+) -> Result<ExportReport> {
+    if subjects.is_empty() {
+        return Err(PrivacyError::BadSubject(
+            "name the person to export, as TYPE:VALUE (email:jane@example.com)".into(),
+        ));
+    }
+    let parsed: Vec<Subject> = subjects
+        .iter()
+        .map(|s| Subject::parse(s))
+        .collect::<Result<_>>()?;
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(io(format!("reading {}", out.display())))?
+            .next()
+            .is_some()
+    {
+        return Err(PrivacyError::Refused(format!(
+            "{} is not empty: export into a new folder",
+            out.display()
+        )));
+    }
+    let resolution = resolve(engine, &parsed, &[]).await?;
+    if resolution.profiles.is_empty() {
+        return Err(PrivacyError::Refused(format!(
+            "no profile has {}: nothing to export",
+            parsed
+                .iter()
+                .map(|s| format!("{}:{}", s.id_type, s.value))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
+    let hashes = suppress::hashes_of(engine, &parsed).await?;
+    let request = Request::received("export", &hashes, Vec::new(), None, actor)?;
+    requests::record(engine, &request).await?;
+
+    let ctx = engine.session().await?;
+    let functions = Functions::new(resolution.matcher());
+    functions.register(&ctx);
+    let mut counts = BTreeMap::new();
+    let mut tables = serde_json::Map::new();
+    let mut files = Vec::new();
+    for target in TARGETS {
+        if target.table == AUDIT_LOG
+            || !ctx
+                .table_exist(target.table)
+                .map_err(df("listing tables"))?
+        {
+            continue;
+        }
+        let doing = format!("exporting {}", target.table);
+        let predicate = Functions::predicate_sql(target.clauses);
+        let projection = match target.action {
+            Action::WithoutMembers(column) => {
+                let schema = ctx.table(target.table).await.map_err(df(doing.clone()))?;
+                schema
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        if f.name() == column {
+                            format!("tessera_only_erased({column}) AS {column}")
+                        } else {
+                            format!("\"{}\"", f.name())
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+            _ => "*".into(),
+        };
+        let batches: Vec<RecordBatch> = ctx
+            .sql(&format!(
+                "SELECT {projection} FROM {} WHERE {predicate}",
+                target.table
+            ))
+            .await
+            .map_err(df(doing.clone()))?
+            .execute_stream()
+            .await
+            .map_err(df(doing.clone()))?
+            .try_collect()
+            .await
+            .map_err(df(doing.clone()))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        counts.insert(target.table.to_owned(), rows as u64);
+        let mut json = arrow::json::ArrayWriter::new(Vec::new());
+        for b in &batches {
+            json.write(b).map_err(|e| PrivacyError::Io {
+                doing: doing.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        json.finish().map_err(|e| PrivacyError::Io {
+            doing: doing.clone(),
+            message: e.to_string(),
+        })?;
+        let bytes = json.into_inner();
+        let data: serde_json::Value = if bytes.is_empty() {
+            serde_json::Value::Array(Vec::new())
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| PrivacyError::Io {
+                doing: doing.clone(),
+                message: e.to_string(),
+            })?
+        };
+        tables.insert(
+            target.table.to_owned(),
+            serde_json::json!({"rows": rows, "data": data}),
+        );
+        if let Some(first) = batches.first() {
+            let path = out.join(format!("{}.parquet", target.table));
+            let file =
+                std::fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?;
+            let mut writer = parquet::arrow::ArrowWriter::try_new(file, first.schema(), None)
+                .map_err(|e| PrivacyError::Io {
+                    doing: doing.clone(),
+                    message: e.to_string(),
+                })?;
+            for b in &batches {
+                writer.write(b).map_err(|e| PrivacyError::Io {
+                    doing: doing.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+            writer.close().map_err(|e| PrivacyError::Io {
+                doing: doing.clone(),
+                message: e.to_string(),
+            })?;
+            files.push(path);
+        }
+    }
+    let bundle = serde_json::json!({
+        "request_id": request.request_id,
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "subjects": parsed,
+        "profiles": resolution.profiles,
+        "counts": counts,
+        "tables": tables,
+    });
+    let path = out.join("bundle.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&bundle).unwrap_or_default(),
+    )
+    .map_err(io(format!("writing {}", path.display())))?;
+    files.insert(0, path);
+    let total: u64 = counts.values().sum();
+    append_rows(
+        engine,
+        AUDIT_LOG,
+        &[serde_json::json!({
+            "at": crate::now_micros(),
+            "user": actor,
+            "role": "privacy",
+            "action": "privacy.export",
+            "target": request.request_id,
+            "rows": total as i64,
+            "status": "ok",
+            "detail": serde_json::json!({"counts": counts, "subjects": request.subjects}).to_string(),
+        })],
+        CommitNote::new("audit", actor),
+    )
+    .await?;
+    let mut finished = request.at_state("finished");
+    finished.counts = Some(serde_json::to_value(&counts).unwrap_or_default());
+    requests::record(engine, &finished).await?;
+    Ok(ExportReport {
+        request_id: request.request_id,
+        out: out.to_owned(),
+        profiles: resolution.profiles.into_iter().collect(),
+        counts,
+        files,
+    })
+}
