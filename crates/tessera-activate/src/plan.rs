@@ -9,17 +9,19 @@
 //!   profile's `exited` never overtakes its `entered`.
 //! - A `mirror` run whose audience would fall below `min_ratio` of the last planned
 //!   size is planned `held` (nothing sent until confirmed).
-//! - With consent categories on the destination, members whose profile has not granted
-//!   every one of them are left out and counted (`skipped`). Consent is read from the
-//!   golden traits (`traits.consent.CATEGORY = true`, or Segment's
-//!   `context.consent.categoryPreferences` copied there).
+//! - With consent categories on the destination, members are routed by Segment's
+//!   consent rule (`tessera_core::privacy::consent_allows` over the `consent` table
+//!   stitching builds from `context.consent.categoryPreferences`): a profile that never
+//!   stated a preference is sent; one that did is sent only when it granted every one
+//!   of the destination's categories; the others are left out and counted (`skipped`).
 
 use std::collections::HashMap;
 
 use datafusion::arrow::array::Array;
 use serde_json::Value;
 use tessera_core::config::{SyncMode, SyncSection};
-use tessera_core::schema::PROFILES;
+use tessera_core::privacy::{ConsentPreferences, consent_allows};
+use tessera_core::schema::CONSENT;
 use tessera_engine::Engine;
 use tessera_engine::columns::strings;
 use tessera_segments::audience::{self, ChangeKind};
@@ -89,39 +91,37 @@ impl Plan {
     }
 }
 
-/// Which profiles have granted every one of `categories` (`None`: no constraint).
+/// Every profile's stated consent, from the `consent` table (`None`: the destination
+/// is mapped to no category, so consent does not constrain it). A profile absent from
+/// the map never stated a preference.
 async fn consenting(
     engine: &Engine,
     categories: &[String],
-) -> Result<Option<HashMap<String, bool>>> {
+) -> Result<Option<HashMap<String, ConsentPreferences>>> {
     if categories.is_empty() {
         return Ok(None);
     }
-    let ctx = engine.session_of(&[PROFILES]).await?;
-    let mut out = HashMap::new();
-    if !ctx.table_exist(PROFILES)? {
+    let ctx = engine.session_of(&[CONSENT]).await?;
+    let mut out: HashMap<String, ConsentPreferences> = HashMap::new();
+    if !ctx.table_exist(CONSENT)? {
         return Ok(Some(out));
     }
-    let batches =
-        tessera_engine::columns::collect(&ctx, "SELECT profile_id, traits FROM profiles").await?;
+    let batches = tessera_engine::columns::collect(
+        &ctx,
+        "SELECT profile_id, category, CAST(granted AS VARCHAR) AS granted FROM consent",
+    )
+    .await?;
     for b in &batches {
-        let (pid, traits) = (strings(b, "profile_id")?, strings(b, "traits")?);
+        let (pid, category, granted) = (
+            strings(b, "profile_id")?,
+            strings(b, "category")?,
+            strings(b, "granted")?,
+        );
         for r in 0..b.num_rows() {
-            let granted = traits.is_valid(r)
-                && serde_json::from_str::<Value>(traits.value(r))
-                    .ok()
-                    .is_some_and(|t| {
-                        let consent = &t["consent"];
-                        let prefs = if consent["categoryPreferences"].is_object() {
-                            &consent["categoryPreferences"]
-                        } else {
-                            consent
-                        };
-                        categories
-                            .iter()
-                            .all(|c| prefs[c.as_str()] == Value::Bool(true))
-                    });
-            out.insert(pid.value(r).to_owned(), granted);
+            let prefs = out.entry(pid.value(r).to_owned()).or_default();
+            if category.is_valid(r) {
+                prefs.insert(category.value(r).to_owned(), granted.value(r) == "true");
+            }
         }
     }
     Ok(Some(out))
@@ -380,7 +380,7 @@ pub async fn plan(
     let mut skipped = 0u64;
     if let Some(consent) = consenting(engine, &destination.consent).await? {
         members.retain(|m| {
-            let ok = consent.get(&m.profile_id).copied().unwrap_or(false);
+            let ok = consent_allows(consent.get(&m.profile_id), &destination.consent);
             if !ok {
                 skipped += 1;
             }

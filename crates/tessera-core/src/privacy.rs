@@ -191,6 +191,36 @@ fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// One profile's latest stated consent: category → granted (empty: nothing granted).
+pub type ConsentPreferences = std::collections::BTreeMap<String, bool>;
+
+/// Segment's consent routing rule for one profile and a destination mapped to
+/// `categories`: no stated consent → allowed; a destination mapped to no category →
+/// allowed; else every one of its categories must be granted (empty preferences grant
+/// none; a category the preferences do not name is not granted).
+pub fn consent_allows(state: Option<&ConsentPreferences>, categories: &[String]) -> bool {
+    match state {
+        None => true,
+        Some(prefs) => categories
+            .iter()
+            .all(|c| prefs.get(c).copied().unwrap_or(false)),
+    }
+}
+
+/// The consent an event's `context` JSON text states: `None` when it states none (no
+/// `consent.categoryPreferences` object); values that are not booleans count as not
+/// granted.
+pub fn consent_preferences(context: &str) -> Option<ConsentPreferences> {
+    let v: Value = serde_json::from_str(context).ok()?;
+    let prefs = v.get("consent")?.get("categoryPreferences")?.as_object()?;
+    Some(
+        prefs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_bool().unwrap_or(false)))
+            .collect(),
+    )
+}
+
 /// States of a privacy request (`privacy_requests.state`), Segment's regulation states
 /// in Tessera's words: `received` → `running` → `finished` | `partial` | `failed`.
 pub const REQUEST_STATES: &[&str] = &["received", "running", "finished", "partial", "failed"];

@@ -39,6 +39,8 @@ pub const MATCH_MODELS: &str = "match_models";
 pub const MATCH_PAIRS: &str = "match_pairs";
 /// Name of the activation delivery ledger.
 pub const ACTIVATION_BATCHES: &str = "activation_batches";
+/// Each profile's consent per category, from its latest consent preferences.
+pub const CONSENT: &str = "consent";
 /// Salted hashes of identifiers whose events are not stored.
 pub const SUPPRESSIONS: &str = "suppressions";
 /// Erasure, export and suppression requests and their states.
@@ -455,6 +457,26 @@ pub fn audit_log_schema() -> SchemaRef {
     AUDIT_LOG_SCHEMA.clone()
 }
 
+static CONSENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("profile_id", false),
+        utf8("category", true),
+        Field::new("granted", DataType::Boolean, false),
+        ts("since", false),
+        utf8("message_id", false),
+    ]))
+});
+
+/// The `consent` table: each profile's consent per category, from the latest event of
+/// its person that carried Segment's `context.consent.categoryPreferences` (the whole
+/// object replaces the one before, as Segment's consent managers send it whole).
+/// `since` and `message_id` name that event. A profile whose latest preferences were
+/// empty has one row with a NULL `category` (granted nothing); a profile with no row
+/// never stated a preference (Segment's rule: its data flows everywhere).
+pub fn consent_schema() -> SchemaRef {
+    CONSENT_SCHEMA.clone()
+}
+
 static SUPPRESSIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         utf8("subject_hash", false),
@@ -531,6 +553,8 @@ pub const IDENTIFYING_COLUMNS: &[(&str, &str)] = &[
     (ACTIVATION_BATCHES, "message"),
     (AUDIT_LOG, "target"),
     (AUDIT_LOG, "detail"),
+    (CONSENT, "profile_id"),
+    (CONSENT, "message_id"),
     (SUPPRESSIONS, "subject_hash"),
     (PRIVACY_REQUESTS, "subjects"),
     (PRIVACY_REQUESTS, "profiles"),
@@ -719,6 +743,12 @@ pub fn tables() -> Vec<TableDef> {
             schema: activation_batches_schema(),
             partition_columns: &[],
             description: "the delivery ledger of syncs: every batch planned and every attempt",
+        },
+        TableDef {
+            name: CONSENT,
+            schema: consent_schema(),
+            partition_columns: &[],
+            description: "each profile's consent per category, from its latest preferences",
         },
         TableDef {
             name: SUPPRESSIONS,

@@ -212,6 +212,11 @@ impl Engine {
         {
             segments.set_membership(provider);
         }
+        if registered.contains(&tessera_core::schema::CONSENT)
+            && let Some(provider) = ctx.table_provider(tessera_core::schema::CONSENT).await.ok()
+        {
+            segments.set_consent(provider);
+        }
         register_views(&ctx).await?;
         Ok(ctx)
     }

@@ -26,6 +26,7 @@
 //! This crate knows nothing of HTTP or gRPC.
 
 pub mod blocking;
+pub mod consent;
 pub mod fellegi_sunter;
 pub mod lookup;
 pub mod matching;

@@ -90,6 +90,8 @@ pub struct StitchReport {
     pub profiles: u64,
     /// Profiles recomputed by this run (all in a full run; those touched otherwise).
     pub profiles_rebuilt: u64,
+    /// Profiles with a stated consent (`consent` table).
+    pub consent_profiles: u64,
     pub traits: Vec<String>,
     /// Seconds spent in each stage, in order.
     pub stages: Vec<(String, f64)>,
@@ -353,6 +355,8 @@ pub async fn stitch(
         profiles::Scope::Touched { touched, removed }
     };
     let built = profiles::build(engine, project_dir, config, &options.actor, run, scope).await?;
+    clock.stage("consent");
+    report.consent_profiles = crate::consent::build(engine, &options.actor, run).await? as u64;
     report.profiles = built.profiles;
     report.profiles_rebuilt = built.rebuilt;
     report.traits = built.traits;

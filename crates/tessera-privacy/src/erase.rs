@@ -108,6 +108,11 @@ pub const TARGETS: &[Target] = &[
         action: Action::Redact(&["target", "detail"]),
     },
     Target {
+        table: schema::CONSENT,
+        clauses: &[Clause::Id(&["profile_id"])],
+        action: Action::Delete,
+    },
+    Target {
         table: schema::PROFILES,
         clauses: &[Clause::Id(&["profile_id"])],
         action: Action::Delete,

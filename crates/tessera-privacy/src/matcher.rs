@@ -441,7 +441,7 @@ mod tests {
         Matcher::new(
             [
                 ("email", "jane@example.com"),
-                ("user_id", "u-1"),
+                ("user_id", "u-100"),
                 ("anonymous_id", "tablet-7"),
                 ("user_id", "ab"),
             ],
@@ -452,9 +452,9 @@ mod tests {
     #[test]
     fn ids_match_exactly() {
         let m = m();
-        assert!(m.is_value(" u-1 "));
+        assert!(m.is_value(" u-100 "));
         assert!(m.is_value("Jane@Example.com"));
-        assert!(!m.is_value("u-12"));
+        assert!(!m.is_value("u-1001"));
         assert!(m.is_value("ab"));
     }
 
@@ -467,8 +467,8 @@ mod tests {
         // A device id is not personal: another person's event may carry it.
         assert!(!m.in_text(r#"{"device":"tablet-7"}"#));
         assert!(m.in_any_text(r#"{"device":"tablet-7"}"#));
-        assert!(m.in_any_text("WHERE user_id = 'u-1'"));
-        assert!(!m.in_any_text("WHERE user_id = 'u-12' OR x = 'xu-1'"));
+        assert!(m.in_any_text("WHERE user_id = 'u-100'"));
+        assert!(!m.in_any_text("WHERE user_id = 'u-1001' OR x = 'xu-100'"));
         // Too short for text.
         assert!(!m.in_any_text(r#"{"k":"ab"}"#));
     }

@@ -392,19 +392,21 @@ fn destinations_are_isolated_consent_is_honoured_and_bad_configuration_is_named(
     let work = tempfile::tempdir().unwrap();
     let good = Receiver::start(work.path(), "good", SECRET, "{}");
     let down = Receiver::start(work.path(), "down", SECRET, r#"{"always": 503}"#);
-    // Profiles with consent: ten identified people, four of them granting advertising.
+    // Ten identified people, consent as Segment's consent managers send it
+    // (context.consent.categoryPreferences): four grant advertising, two refuse it, two
+    // state empty preferences (nothing granted), two never state any (Segment's rule:
+    // their data flows everywhere).
     let events = work.path().join("people.ndjson");
     let mut lines = String::new();
     for i in 0..10 {
-        let consent = if i < 4 {
-            r#","consent":{"categoryPreferences":{"advertising":true}}"#
-        } else if i < 6 {
-            r#","consent":{"categoryPreferences":{"advertising":false}}"#
-        } else {
-            ""
+        let consent = match i {
+            0..4 => r#","context":{"consent":{"categoryPreferences":{"advertising":true}}}"#,
+            4..6 => r#","context":{"consent":{"categoryPreferences":{"advertising":false}}}"#,
+            6..8 => r#","context":{"consent":{"categoryPreferences":{}}}"#,
+            _ => "",
         };
         lines.push_str(&format!(
-            "{{\"type\":\"identify\",\"messageId\":\"m{i}\",\"userId\":\"u{i}\",\"traits\":{{\"plan\":\"pro{i}\"{consent}}},\"timestamp\":\"2026-01-01T10:00:0{i}Z\"}}\n"
+            "{{\"type\":\"identify\",\"messageId\":\"m{i}\",\"userId\":\"u{i}\",\"traits\":{{\"plan\":\"pro{i}\"}}{consent},\"timestamp\":\"2026-01-01T10:00:0{i}Z\"}}\n"
         ));
     }
     std::fs::write(&events, lines).unwrap();
@@ -445,7 +447,7 @@ destination = "crm"
     let preview = activate(&p, &["preview", "everyone_to_ads"]);
     let text = String::from_utf8_lossy(&preview.stdout);
     assert!(
-        text.contains("4 changes") && text.contains("6 left out for want of consent"),
+        text.contains("6 changes") && text.contains("4 left out for want of consent"),
         "{text}"
     );
     assert!(good.requests().is_empty());
@@ -458,7 +460,7 @@ destination = "crm"
         .iter()
         .map(|d| (d["destination"].as_str().unwrap().to_owned(), d))
         .collect();
-    assert_eq!(delivered["ads"]["members"], 4, "{v}");
+    assert_eq!(delivered["ads"]["members"], 6, "{v}");
     assert_eq!(delivered["crm"]["batches"], 0, "{v}");
     assert!(delivered["crm"]["retries"].as_u64().unwrap() >= 3, "{v}");
     let sent: Vec<(String, String)> = good
@@ -472,16 +474,27 @@ destination = "crm"
             )
         })
         .collect();
-    assert_eq!(sent.len(), 4);
+    assert_eq!(sent.len(), 6);
     let plans: HashSet<&str> = sent.iter().map(|(_, plan)| plan.as_str()).collect();
     assert_eq!(
         plans,
-        HashSet::from(["pro0", "pro1", "pro2", "pro3"]),
+        HashSet::from(["pro0", "pro1", "pro2", "pro3", "pro8", "pro9"]),
         "the fields query's traits travel"
     );
     let st = status(&p);
     let ads = st.iter().find(|s| s["sync"] == "everyone_to_ads").unwrap();
-    assert_eq!(ads["skipped"], 6, "{ads}");
+    assert_eq!(ads["skipped"], 4, "{ads}");
+    // The consent table and consent_allows say the same.
+    assert_eq!(
+        p.count(
+            "SELECT count(*) AS n FROM profiles WHERE consent_allows(profile_id, 'advertising')"
+        ),
+        6
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM consent WHERE category IS NULL AND NOT granted"),
+        2
+    );
     let crm = st.iter().find(|s| s["sync"] == "everyone_to_crm").unwrap();
     assert!(
         crm["retrying"].as_u64().unwrap() >= 1 && crm["dead"] == 0,

@@ -12,10 +12,12 @@
 //! | [`within_days(ts, n)`](within_days::WithinDays) | `ts` in the trailing `n` days up to `as_of()` |
 //! | [`in_segment(profile_id, name)`](in_segment::InSegment) | membership of a segment (planned as a semi join) |
 //! | [`segment(name)`](segment::SegmentTable) | table function: the members of a segment |
+//! | [`consent_allows(profile_id, category)`](consent_allows::ConsentAllows) | Segment's consent rule for a profile and a category (planned as semi joins) |
 
 pub mod as_of;
 pub mod clock;
 pub mod connected_components;
+pub mod consent_allows;
 pub mod days_since;
 pub mod in_segment;
 pub mod normalize_email;
@@ -57,6 +59,7 @@ pub fn functions(fx: &FunctionContext) -> Vec<ScalarUDF> {
         ScalarUDF::from(days_since::DaysSince::new(fx.clock)),
         ScalarUDF::from(within_days::WithinDays::new(fx.clock)),
         ScalarUDF::from(in_segment::InSegment::new()),
+        ScalarUDF::from(consent_allows::ConsentAllows::new()),
     ]
     .into_iter()
     .chain(similarity::functions())
@@ -86,6 +89,9 @@ pub fn register(ctx: &mut SessionContext, fx: &FunctionContext) -> datafusion::c
         ctx.register_udtf(name, f);
     }
     ctx.register_function_rewrite(Arc::new(in_segment::InSegmentRewrite::new(
+        fx.segments.clone(),
+    )))?;
+    ctx.register_function_rewrite(Arc::new(consent_allows::ConsentRewrite::new(
         fx.segments.clone(),
     )))?;
     Ok(())

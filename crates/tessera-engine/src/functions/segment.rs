@@ -23,9 +23,28 @@ use tessera_core::schema::AUDIENCE_MEMBERSHIP;
 pub struct SegmentSources {
     membership: RwLock<Option<Arc<dyn TableProvider>>>,
     overrides: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    /// The `consent` table, for `consent_allows`.
+    consent: RwLock<Option<Arc<dyn TableProvider>>>,
 }
 
 impl SegmentSources {
+    /// Consent is read from this `consent` provider.
+    pub fn set_consent(&self, provider: Arc<dyn TableProvider>) {
+        if let Ok(mut c) = self.consent.write() {
+            *c = Some(provider);
+        }
+    }
+
+    /// The `consent` table's scan, when the session has one.
+    pub fn consent_plan(&self) -> Result<Option<LogicalPlanBuilder>> {
+        let consent = self.consent.read().ok().and_then(|c| c.clone());
+        consent
+            .map(|p| {
+                LogicalPlanBuilder::scan(tessera_core::schema::CONSENT, provider_as_source(p), None)
+            })
+            .transpose()
+    }
+
     /// Members are read from this `audience_membership` provider.
     pub fn set_membership(&self, provider: Arc<dyn TableProvider>) {
         if let Ok(mut m) = self.membership.write() {
