@@ -418,3 +418,108 @@ async fn checkpoints_keep_opening_cheap() {
         Some(104)
     );
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::write(&target, std::fs::read(entry.path()).unwrap()).unwrap();
+        }
+    }
+}
+
+/// Every value of column `value` in every Parquet file under `dir`, referenced or not.
+fn values_on_storage(dir: &std::path::Path) -> Vec<i32> {
+    use deltalake::arrow::array::AsArray as _;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let file = std::fs::File::open(&path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let column = batch.column_by_name("value").unwrap();
+                out.extend(
+                    column
+                        .as_primitive::<deltalake::arrow::datatypes::Int32Type>()
+                        .iter()
+                        .flatten(),
+                );
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+async fn visible_values(lake: &Lake, name: &str) -> Vec<i32> {
+    use deltalake::arrow::array::AsArray as _;
+    let ctx = datafusion::prelude::SessionContext::new();
+    let table = lake.open(name).await.unwrap();
+    ctx.register_table("t", table.table_provider().await.unwrap())
+        .unwrap();
+    let batches = ctx
+        .sql("SELECT value FROM t ORDER BY value")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<deltalake::arrow::datatypes::Int32Type>()
+                .iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A table another engine wrote with a deletion vector (Spark; delta-rs's test data):
+/// the rows it marks deleted are hidden, and a delete rewrites the file without them,
+/// so that after expunging no file on storage holds the deleted rows — neither the one
+/// deleted now nor the two the vector only hid.
+#[tokio::test]
+async fn deletion_vectors_are_honoured_and_a_delete_purges_them_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/table-with-dv-small");
+    copy_dir(&fixture, &dir.path().join("dv"));
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    assert_eq!(visible_values(&lake, "dv").await, (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        values_on_storage(&dir.path().join("dv")),
+        (0..=9).collect::<Vec<_>>(),
+        "the vector only hides 0 and 9"
+    );
+    let deleted = lake
+        .delete_rows(
+            "dv",
+            datafusion::prelude::col("value").eq(datafusion::prelude::lit(5)),
+            CommitNote::new("erase", "test"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(visible_values(&lake, "dv").await, vec![1, 2, 3, 4, 6, 7, 8]);
+    let expunged = lake.expunge("dv", "test").await.unwrap();
+    assert!(expunged.files >= 1, "{expunged:?}");
+    assert_eq!(
+        values_on_storage(&dir.path().join("dv")),
+        vec![1, 2, 3, 4, 6, 7, 8],
+        "no file holds a deleted row"
+    );
+    assert_eq!(visible_values(&lake, "dv").await, vec![1, 2, 3, 4, 6, 7, 8]);
+    assert!(lake.open_version("dv", 1).await.is_err(), "the old versions are gone");
+}
