@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "tessera/v1/profile.proto",
     "tessera/v1/audience.proto",
     "tessera/v1/admin.proto",
+    "tessera/v1/privacy.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -34,6 +34,7 @@ mod isolation;
 mod lakelog;
 mod matching;
 mod predict;
+mod privacy;
 mod profile;
 mod segments;
 
@@ -189,6 +190,17 @@ enum Cmd {
         #[arg(long)]
         optimize: bool,
     },
+    /// `tessera privacy erase`: one person, then many in one request, on a generated
+    /// scored and segmented lake; a byte-level scan for the one person afterwards.
+    Privacy {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// People erased in the batched request.
+        #[arg(long, default_value_t = 1_000)]
+        subjects: usize,
+        #[arg(long, default_value = "target/bench-privacy")]
+        work: PathBuf,
+    },
     /// Opening a table after many small commits (checkpoints every 100): open time at
     /// 100, 1,000, ... commits.
     LakeLog {
@@ -249,6 +261,11 @@ fn main() -> anyhow::Result<()> {
             optimize,
         } => segments::run(events, runs, &work, optimize),
         Cmd::LakeLog { commits, work } => lakelog::run(commits, &work),
+        Cmd::Privacy {
+            events,
+            subjects,
+            work,
+        } => privacy::run(events, subjects, &work),
         Cmd::Isolation { project, seconds } => isolation::run(&project, seconds),
         Cmd::Activate { members, work } => activate::run(members, &work),
         Cmd::Export { members, work } => activate::export(members, &work),

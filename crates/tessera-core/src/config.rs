@@ -307,6 +307,8 @@ pub enum Role {
     Marketer,
     /// Sending events only.
     Ingest,
+    /// Privacy requests (`PrivacyService`: erase, export, list) and nothing else.
+    Privacy,
 }
 
 impl Role {
@@ -316,6 +318,7 @@ impl Role {
             Role::Analyst => "analyst",
             Role::Marketer => "marketer",
             Role::Ingest => "ingest",
+            Role::Privacy => "privacy",
         }
     }
 
@@ -333,8 +336,9 @@ impl std::str::FromStr for Role {
             "analyst" => Ok(Role::Analyst),
             "marketer" => Ok(Role::Marketer),
             "ingest" => Ok(Role::Ingest),
+            "privacy" => Ok(Role::Privacy),
             other => Err(format!(
-                "unknown role {other:?}: choose admin, analyst, marketer or ingest"
+                "unknown role {other:?}: choose admin, analyst, marketer, ingest or privacy"
             )),
         }
     }

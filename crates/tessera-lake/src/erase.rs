@@ -257,12 +257,18 @@ impl Lake {
     }
 }
 
+/// Whether `e` is a commit lost to a concurrent one — also when Delta's conflict check
+/// could not re-read the predicate (it parses the predicate's SQL in a session without
+/// the caller's functions): a retry on the new version then usually meets no commit in
+/// between.
 fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
+    let text = e.to_string().to_lowercase();
     matches!(
         e,
         deltalake::DeltaTableError::Transaction { .. }
             | deltalake::DeltaTableError::VersionAlreadyExists(_)
-    ) || e.to_string().to_lowercase().contains("conflict")
+    ) || text.contains("conflict")
+        || text.contains("invalid function")
 }
 
 /// Removes the statistics of personal columns ([`schema::is_personal_column`]) from a

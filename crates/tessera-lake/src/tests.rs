@@ -497,7 +497,10 @@ async fn deletion_vectors_are_honoured_and_a_delete_purges_them_from_storage() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/table-with-dv-small");
     copy_dir(&fixture, &dir.path().join("dv"));
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
-    assert_eq!(visible_values(&lake, "dv").await, (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        visible_values(&lake, "dv").await,
+        (1..=8).collect::<Vec<_>>()
+    );
     assert_eq!(
         values_on_storage(&dir.path().join("dv")),
         (0..=9).collect::<Vec<_>>(),
@@ -521,5 +524,8 @@ async fn deletion_vectors_are_honoured_and_a_delete_purges_them_from_storage() {
         "no file holds a deleted row"
     );
     assert_eq!(visible_values(&lake, "dv").await, vec![1, 2, 3, 4, 6, 7, 8]);
-    assert!(lake.open_version("dv", 1).await.is_err(), "the old versions are gone");
+    assert!(
+        lake.open_version("dv", 1).await.is_err(),
+        "the old versions are gone"
+    );
 }

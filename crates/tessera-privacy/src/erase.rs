@@ -217,7 +217,7 @@ pub async fn erase(
         &options.actor,
     )?;
     requests::record(engine, &request).await?;
-    run(engine, request, resolution, &hasher, options).await
+    run(engine, request, resolution, &hasher, options, false).await
 }
 
 /// Resumes every erasure request that did not reach an end state (a crash, a killed
@@ -231,21 +231,24 @@ pub async fn resume(engine: &Engine, options: &EraseOptions) -> Result<Vec<Erasu
         }
         let resolution = resolve(engine, &[], &request.profiles).await?;
         let hasher = Hasher::new(lake.privacy_salt().await?.as_bytes());
-        out.push(run(engine, request, resolution, &hasher, options).await?);
+        out.push(run(engine, request, resolution, &hasher, options, true).await?);
     }
     Ok(out)
 }
 
+/// Runs a recorded request. A `resumed` one expunges every table: the run before it may
+/// have deleted rows without expunging them.
 async fn run(
     engine: &Engine,
     request: Request,
     resolution: Resolution,
     hasher: &Hasher,
     options: &EraseOptions,
+    resumed: bool,
 ) -> Result<ErasureReport> {
     let running = request.at_state("running");
     requests::record(engine, &running).await?;
-    match erase_rows(engine, &running, &resolution, hasher, options).await {
+    match erase_rows(engine, &running, &resolution, hasher, options, resumed).await {
         Ok(report) => Ok(report),
         Err(e) => {
             let mut failed = running.at_state("failed");
@@ -264,6 +267,7 @@ async fn erase_rows(
     resolution: &Resolution,
     hasher: &Hasher,
     options: &EraseOptions,
+    resumed: bool,
 ) -> Result<ErasureReport> {
     let lake = engine.lake();
     let functions = Functions::new(resolution.matcher());
@@ -287,6 +291,9 @@ async fn erase_rows(
         }
         let predicate = functions.predicate(target.clauses);
         let rows = match target.action {
+            Action::Delete if target.table == schema::EVENTS => {
+                delete_events(engine, &functions, note(target.table)).await?
+            }
             Action::Delete => {
                 lake.delete_rows(target.table, predicate, note(target.table))
                     .await?
@@ -309,9 +316,10 @@ async fn erase_rows(
             }
         };
         let after = lake.latest_version(target.table, None).await?;
-        if rows > 0 {
+        if rows > 0 || resumed {
             changed.push(target.table);
         }
+        failpoint(target.table);
         report.tables.push(TableCount {
             table: target.table.to_owned(),
             rows,
@@ -349,13 +357,7 @@ async fn erase_rows(
     // within its next flushes: sweep them too.
     if options.suppress && !options.settle.is_zero() {
         tokio::time::sleep(options.settle).await;
-        let swept = lake
-            .delete_rows(
-                schema::EVENTS,
-                functions.predicate(TARGETS[0].clauses),
-                note(schema::EVENTS),
-            )
-            .await?;
+        let swept = delete_events(engine, &functions, note(schema::EVENTS)).await?;
         if let Some(t) = report.tables.iter_mut().find(|t| t.table == schema::EVENTS) {
             t.rows += swept;
             t.version_after = lake.latest_version(schema::EVENTS, None).await?;
@@ -425,6 +427,67 @@ async fn erase_rows(
     }
     report.state = finished.state;
     Ok(report)
+}
+
+/// Deletes the people's events in two steps: their `(event_date, message_id)`s are
+/// found with the matchers, then deleted by a predicate of plain values
+/// (`event_date IN (…) AND message_id IN (…)`, neither personal). A delete's predicate
+/// must parse without Tessera's functions: Delta's conflict check re-reads it when a
+/// concurrent commit (the collector's appends) landed meanwhile, and a blind append
+/// then does not conflict. The day list prunes the files read to the person's days.
+async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote) -> Result<u64> {
+    use datafusion::prelude::{col, lit};
+    let ctx = engine.session_of(&[schema::EVENTS]).await?;
+    if !ctx
+        .table_exist(schema::EVENTS)
+        .map_err(df("listing tables"))?
+    {
+        return Ok(0);
+    }
+    functions.register(&ctx);
+    let sql = format!(
+        "SELECT DISTINCT CAST(event_date AS INT) AS day, message_id FROM {} WHERE {}",
+        schema::EVENTS,
+        Functions::predicate_sql(TARGETS[0].clauses)
+    );
+    let batches = tessera_engine::columns::collect(&ctx, &sql).await?;
+    let mut days = std::collections::BTreeSet::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for b in &batches {
+        let (day, id) = (
+            tessera_engine::columns::int64s(b, "day")?,
+            tessera_engine::columns::strings(b, "message_id")?,
+        );
+        for i in 0..b.num_rows() {
+            days.insert(day.value(i) as i32);
+            ids.insert(id.value(i).to_owned());
+        }
+    }
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let predicate = col("event_date")
+        .in_list(
+            days.into_iter()
+                .map(|d| lit(datafusion::common::ScalarValue::Date32(Some(d))))
+                .collect(),
+            false,
+        )
+        .and(col("message_id").in_list(ids.into_iter().map(lit).collect(), false));
+    Ok(engine
+        .lake()
+        .delete_rows(schema::EVENTS, predicate, note)
+        .await?)
+}
+
+/// Stops the process right after erasing `table` when `TESSERA_FAILPOINT` is
+/// `erase:TABLE` — how the tests crash an erasure half-way to check that
+/// `tessera privacy resume` finishes it.
+fn failpoint(table: &str) {
+    if std::env::var("TESSERA_FAILPOINT").is_ok_and(|f| f.strip_prefix("erase:") == Some(table)) {
+        eprintln!("failpoint erase:{table}: stopping");
+        std::process::abort();
+    }
 }
 
 /// Counts, per table, the rows an erasure of `resolution` would take out.

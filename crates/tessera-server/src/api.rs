@@ -10,8 +10,11 @@
 //!   index; `RunSyncs` / `ActivationStatus` / `RetrySyncs`: plan syncs now (the
 //!   server's delivery workers send them), their state, dead batches re-driven.
 //!
-//! Roles: `admin`, `analyst` and `marketer` read profiles and audiences; `ingest` may
-//! not (`PERMISSION_DENIED`). Callers without the `pii` grant get e-mail and phone
+//! - `PrivacyService.Erase` / `Export` / `ListRequests` (role `admin` or `privacy`):
+//!   erasure of whole identity clusters, data-subject export, requests ([`privacy`]).
+//!
+//! Roles: `admin`, `analyst` and `marketer` read profiles and audiences; `ingest` and
+//! `privacy` may not (`PERMISSION_DENIED`). Callers without the `pii` grant get e-mail and phone
 //! identifiers and personal-data traits as `***`. Every call is written to
 //! `audit_log` (identifier values of personal-data types are never written there).
 
@@ -32,6 +35,8 @@ use crate::proto::{self, timestamp};
 pub use crate::v1;
 pub use crate::wire;
 
+mod privacy;
+
 use v1::admin_service_server::AdminService;
 use v1::audience_service_server::AudienceService;
 use v1::auth_service_server::AuthService;
@@ -49,6 +54,9 @@ pub struct AdminOptions {
     pub identity: IdentitySection,
     /// Pinned evaluation time of segments, if configured.
     pub as_of_micros: Option<i64>,
+    /// How long an erasure waits for the collector to see the suppression list before
+    /// sweeping `events` once more (two flush intervals and a second).
+    pub settle: std::time::Duration,
 }
 
 /// The four `tessera.v1` services (one value, cloned into each tonic server).
@@ -78,6 +86,8 @@ enum Access {
     Read,
     /// Stitching and refreshes: admin.
     Admin,
+    /// Privacy requests: admin, privacy.
+    Privacy,
 }
 
 /// An identifier as the audit log may hold it (personal-data values masked).
@@ -139,6 +149,7 @@ impl Api {
         let allowed = match access {
             Access::Read => matches!(principal.role, Role::Admin | Role::Analyst | Role::Marketer),
             Access::Admin => principal.role == Role::Admin,
+            Access::Privacy => matches!(principal.role, Role::Admin | Role::Privacy),
         };
         if !allowed {
             self.audit.record(Entry::of(
@@ -150,6 +161,7 @@ impl Api {
             let what = match access {
                 Access::Read => "read profiles and audiences (admin, analyst and marketer may)",
                 Access::Admin => "run stitching, refreshes or activation (admin may)",
+                Access::Privacy => "erase or export people (admin and privacy may)",
             };
             return Err(Status::permission_denied(format!(
                 "user {} has role {}, which may not {what}",

@@ -365,7 +365,8 @@ impl Server {
                 .add_service(AuthServiceServer::new(api.clone()))
                 .add_service(ProfileServiceServer::new(api.clone()))
                 .add_service(AudienceServiceServer::new(api.clone()))
-                .add_service(AdminServiceServer::new(api))
+                .add_service(AdminServiceServer::new(api.clone()))
+                .add_service(v1::privacy_service_server::PrivacyServiceServer::new(api))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_stop.wait_for(|s| *s).await;
                 })

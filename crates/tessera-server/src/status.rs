@@ -68,6 +68,19 @@ pub fn identity(e: &tessera_identity::IdentityError) -> Status {
     }
 }
 
+/// The status of a privacy error (erasure, export, requests).
+pub fn privacy(e: &tessera_privacy::PrivacyError) -> Status {
+    use tessera_privacy::PrivacyError as P;
+    match e {
+        P::BadSubject(m) => Status::invalid_argument(m.clone()),
+        P::Refused(m) => Status::failed_precondition(m.clone()),
+        P::Lake(_) | P::Io { .. } => Status::unavailable(e.to_string()),
+        P::Engine(inner) => engine(inner),
+        P::Identity(inner) => identity(inner),
+        P::DataFusion { source, .. } => datafusion(source),
+    }
+}
+
 /// The status of a segments error (refreshes, audience reads).
 pub fn segments(e: &tessera_segments::SegmentsError) -> Status {
     use tessera_segments::SegmentsError as S;

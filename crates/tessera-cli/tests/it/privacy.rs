@@ -117,6 +117,12 @@ print(json.dumps(found))
     serde_json::from_str(run_python(&script).trim()).unwrap()
 }
 
+fn mine_of(p: &TestProject, table: &str, profile: &str) -> i64 {
+    p.count(&format!(
+        "SELECT count(*) AS n FROM {table} WHERE profile_id = '{profile}'"
+    ))
+}
+
 /// A project with a write key and fast flushes, the sample's three channels stitched,
 /// scored and segmented.
 fn project() -> TestProject {
@@ -383,6 +389,50 @@ fn erasure_leaves_no_byte_of_a_person_and_suppresses_their_return() {
     );
     assert_eq!(totals(&p), after);
 
+    // A crash half-way (after events, before the identity tables): the request stays
+    // `running`, and `tessera privacy resume` finishes it.
+    let second = p.sql(&format!(
+        "SELECT profile_id, email FROM profiles WHERE email IS NOT NULL AND profile_id <> '{profile}' \
+         ORDER BY profile_id LIMIT 1"
+    ))
+    .remove(0);
+    let (second_profile, second_email) = (
+        second["profile_id"].as_str().unwrap().to_owned(),
+        second["email"].as_str().unwrap().to_owned(),
+    );
+    let second_ids: Vec<String> = p
+        .sql(&format!(
+            "SELECT id_value FROM identity_map m WHERE profile_id = '{second_profile}' AND NOT EXISTS \
+             (SELECT 1 FROM profile_events e WHERE (e.user_id = m.id_value OR e.anonymous_id = m.id_value) \
+              AND e.profile_id <> '{second_profile}')"
+        ))
+        .iter()
+        .map(|r| r["id_value"].as_str().unwrap().to_owned())
+        .chain([second_profile.clone()])
+        .collect();
+    let crashed = p
+        .cmd(&["privacy", "erase", &format!("email:{second_email}")])
+        .env("TESSERA_FAILPOINT", "erase:events")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let listed = json(&p, &["privacy", "list", "--json"]);
+    assert_eq!(
+        listed.as_array().unwrap().last().unwrap()["state"],
+        "running",
+        "{listed}"
+    );
+    assert!(
+        mine_of(&p, "identity_map", &second_profile) > 0,
+        "the crash came before the identity tables"
+    );
+    let resumed = json(&p, &["privacy", "resume", "--json"]);
+    assert_eq!(resumed["state"], "finished", "{resumed}");
+    assert_eq!(mine_of(&p, "identity_map", &second_profile), 0);
+    assert_eq!(mine_of(&p, "profiles", &second_profile), 0);
+    let hits = scan(&p.lake(), &second_ids);
+    assert!(hits.is_empty(), "{hits:?}");
+
     // Suppression: the Segment SDK sending for the erased person gets 200s and stores
     // nothing; another person's events land.
     let (server, _grpc, http) = serve(&p);
@@ -454,4 +504,153 @@ fn ureq_metrics(http: &str) -> String {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text
+}
+
+const PASSWORD: &str = "s3cret-passw0rd";
+
+const GRPC_CLIENT: &str = r#"
+import threading, time
+from tessera.v1 import privacy_pb2, privacy_pb2_grpc
+import segment.analytics as seg
+target, http, email, other_email = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+channel = grpc.insecure_channel(target)
+auth = auth_pb2_grpc.AuthServiceStub(channel)
+privacy = privacy_pb2_grpc.PrivacyServiceStub(channel)
+
+def login(user):
+    return [("authorization", "Bearer " + auth.Login(auth_pb2.LoginRequest(user=user, password="s3cret-passw0rd")).token)]
+
+dpo, ana = login("dpo"), login("ana")
+call("analyst_erase", lambda: privacy.Erase(privacy_pb2.EraseRequest(subjects=["email:" + email]), metadata=ana))
+call("malformed", lambda: privacy.Erase(privacy_pb2.EraseRequest(subjects=["email"]), metadata=dpo))
+call("dry_run", lambda: privacy.Erase(privacy_pb2.EraseRequest(subjects=["email:" + email], dry_run=True), metadata=dpo))
+call("export", lambda: privacy.Export(privacy_pb2.ExportRequest(subjects=["email:" + email]), metadata=dpo))
+call("export_nobody", lambda: privacy.Export(privacy_pb2.ExportRequest(subjects=["email:nobody-at-all@example.org"]), metadata=dpo))
+
+# Other people's events keep arriving while the erasure runs.
+seg.write_key = "wk_test_0123456789"
+seg.host = "http://" + http
+seg.sync_mode = True
+sent = []
+stop = threading.Event()
+def stream():
+    i = 0
+    while not stop.is_set():
+        seg.track(user_id="bystander", event="Still Here", properties={"i": i}, message_id=f"bystander-{i}")
+        sent.append(i)
+        i += 1
+        time.sleep(0.01)
+t = threading.Thread(target=stream)
+t.start()
+time.sleep(0.5)
+call("erase", lambda: privacy.Erase(privacy_pb2.EraseRequest(subjects=["email:" + email], reason="asked by phone"), metadata=dpo))
+time.sleep(0.5)
+stop.set()
+t.join()
+out["bystander_sent"] = len(sent)
+call("list", lambda: privacy.ListRequests(privacy_pb2.ListPrivacyRequestsRequest(), metadata=dpo))
+print(json.dumps(out))
+"#;
+
+#[test]
+fn the_privacy_service_erases_while_the_collector_collects() {
+    use crate::common::added;
+    let p = project();
+    added(&p, &["dpo", "--role", "privacy"], PASSWORD);
+    added(&p, &["ana", "--role", "analyst"], PASSWORD);
+    let email =
+        p.sql("SELECT email FROM profiles WHERE email IS NOT NULL ORDER BY profile_id LIMIT 1")[0]
+            ["email"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let profile = p.sql(&format!(
+        "SELECT profile_id FROM profiles WHERE email = '{email}'"
+    ))[0]["profile_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let my_events = p.count(&format!(
+        "SELECT count(*) AS n FROM profile_events WHERE profile_id = '{profile}'"
+    ));
+    let before = p.count("SELECT count(*) AS n FROM events");
+    let (server, grpc, http) = serve(&p);
+    let prelude = crate::grpc::PRELUDE.replace(
+        r#"("auth.proto", "profile.proto", "audience.proto", "admin.proto")"#,
+        r#"("auth.proto", "profile.proto", "audience.proto", "admin.proto", "privacy.proto")"#,
+    );
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    let out = std::process::Command::new(crate::common::python())
+        .arg("-c")
+        .arg(format!("{prelude}{GRPC_CLIENT}"))
+        .args([proto, &grpc, &http, &email, "unused"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["analyst_erase"]["code"], "PERMISSION_DENIED", "{v}");
+    assert_eq!(v["malformed"]["code"], "INVALID_ARGUMENT", "{v}");
+    assert!(
+        v["malformed"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TYPE:VALUE"),
+        "{v}"
+    );
+    assert_eq!(v["dry_run"]["state"], "dry-run", "{v}");
+    assert_eq!(
+        v["export"]["counts"]["events"],
+        my_events.to_string(),
+        "{v}"
+    );
+    assert_eq!(v["export_nobody"]["code"], "FAILED_PRECONDITION", "{v}");
+    assert_eq!(v["erase"]["state"], "finished", "{v}");
+    let erased: i64 = v["erase"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "events")
+        .unwrap()["rows"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(erased, my_events, "{v}");
+    let kinds: Vec<&str> = v["list"]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["export", "erase"], "{v}");
+    // Every acknowledged event of the bystander landed, once.
+    let sent = v["bystander_sent"].as_i64().unwrap();
+    assert!(sent > 10, "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let landed = || {
+        p.count("SELECT count(DISTINCT message_id) AS n FROM events WHERE user_id = 'bystander'")
+    };
+    while landed() < sent && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(server);
+    assert_eq!(landed(), sent);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE user_id = 'bystander'"),
+        sent
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events"),
+        before - my_events + sent
+    );
+    // The audit log names the request, not the person.
+    let audit = p.sql("SELECT action, target FROM audit_log WHERE action LIKE 'privacy.%'");
+    assert!(!audit.is_empty());
+    for row in &audit {
+        assert!(!row.to_string().contains(&email), "{row}");
+    }
 }
