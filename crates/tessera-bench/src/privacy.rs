@@ -94,7 +94,7 @@ fn sql(project: &Path, query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
 fn erase(project: &Path, subjects: &[String]) -> anyhow::Result<(serde_json::Value, f64)> {
     let mut args = vec!["privacy", "erase", "--json"];
     args.extend(subjects.iter().map(String::as_str));
-    tessera(project, &args)
+    tessera(project, &args).with_context(|| format!("erasing {} subjects", subjects.len()))
 }
 
 pub fn run(events: u64, subjects: usize, work: &Path) -> anyhow::Result<()> {
@@ -175,6 +175,30 @@ pub fn run(events: u64, subjects: usize, work: &Path) -> anyhow::Result<()> {
         rows(&all),
         all["profiles"]
     );
+    for (name, r) in [("1 subject", &one), ("many", &all)] {
+        let mut parts: Vec<String> = r["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["seconds"].as_f64().unwrap_or(0.0) >= 0.05)
+            .map(|t| {
+                format!(
+                    "{} {:.1}",
+                    t["table"].as_str().unwrap_or("?"),
+                    t["seconds"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        parts.push(format!(
+            "settle+sweep {:.1}",
+            r["settle_seconds"].as_f64().unwrap_or(0.0)
+        ));
+        parts.push(format!(
+            "expunge {:.1}",
+            r["expunge_seconds"].as_f64().unwrap_or(0.0)
+        ));
+        println!("  where the time goes ({name}, s): {}", parts.join(", "));
+    }
     println!(
         "ratio {} subjects / 1 subject: {:.2}× (goal ≤ 3×)",
         many.len(),

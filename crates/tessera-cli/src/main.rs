@@ -137,6 +137,9 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera-io")
+        // Planning walks expression trees recursively (an erasure's delete of thousands
+        // of message ids is one): as much stack as the main thread has.
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,

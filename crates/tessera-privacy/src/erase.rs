@@ -161,6 +161,8 @@ pub struct TableCount {
     pub rows: u64,
     pub version_before: Option<i64>,
     pub version_after: Option<i64>,
+    /// Time spent on this table (its deletes or updates).
+    pub seconds: f64,
 }
 
 /// What an erasure did (or, dry, would do).
@@ -176,6 +178,10 @@ pub struct ErasureReport {
     pub tables: Vec<TableCount>,
     pub suppressed: usize,
     pub expunged: Vec<Expunged>,
+    /// Seconds spent waiting for a running collector and sweeping `events` again.
+    pub settle_seconds: f64,
+    /// Seconds spent expunging old files and log entries.
+    pub expunge_seconds: f64,
     pub state: String,
 }
 
@@ -290,6 +296,7 @@ async fn erase_rows(
             continue;
         }
         let predicate = functions.predicate(target.clauses);
+        let started = std::time::Instant::now();
         let rows = match target.action {
             Action::Delete if target.table == schema::EVENTS => {
                 delete_events(engine, &functions, note(target.table)).await?
@@ -325,6 +332,7 @@ async fn erase_rows(
             rows,
             version_before: before,
             version_after: after,
+            seconds: started.elapsed().as_secs_f64(),
         });
     }
     if options.suppress {
@@ -356,6 +364,7 @@ async fn erase_rows(
     // Events a running collector acknowledged before it saw the suppression list land
     // within its next flushes: sweep them too.
     if options.suppress && !options.settle.is_zero() {
+        let started = std::time::Instant::now();
         tokio::time::sleep(options.settle).await;
         let swept = delete_events(engine, &functions, note(schema::EVENTS)).await?;
         if let Some(t) = report.tables.iter_mut().find(|t| t.table == schema::EVENTS) {
@@ -365,6 +374,7 @@ async fn erase_rows(
         if swept > 0 && !changed.contains(&schema::EVENTS) {
             changed.push(schema::EVENTS);
         }
+        report.settle_seconds = started.elapsed().as_secs_f64();
     }
     // Only now may old files go: until here a failed run left every table readable.
     for table in &changed {
@@ -436,7 +446,6 @@ async fn erase_rows(
 /// concurrent commit (the collector's appends) landed meanwhile, and a blind append
 /// then does not conflict. The day list prunes the files read to the person's days.
 async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote) -> Result<u64> {
-    use datafusion::prelude::{col, lit};
     let ctx = engine.session_of(&[schema::EVENTS]).await?;
     if !ctx
         .table_exist(schema::EVENTS)
@@ -451,29 +460,62 @@ async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote)
         Functions::predicate_sql(TARGETS[0].clauses)
     );
     let batches = tessera_engine::columns::collect(&ctx, &sql).await?;
-    let mut days = std::collections::BTreeSet::new();
-    let mut ids = std::collections::BTreeSet::new();
+    // Day → message ids.
+    let mut by_day: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
     for b in &batches {
         let (day, id) = (
             tessera_engine::columns::int64s(b, "day")?,
             tessera_engine::columns::strings(b, "message_id")?,
         );
         for i in 0..b.num_rows() {
-            days.insert(day.value(i) as i32);
-            ids.insert(id.value(i).to_owned());
+            by_day
+                .entry(day.value(i) as i32)
+                .or_default()
+                .push(id.value(i).to_owned());
         }
     }
-    if ids.is_empty() {
-        return Ok(0);
+    // Deletes of at most EVENTS_PER_DELETE ids over whole days (a day's files are
+    // rewritten once unless the day alone has more): a long list of literals is
+    // planned recursively by the delete's file pruning.
+    let mut deleted = 0;
+    let (mut days, mut ids): (Vec<i32>, Vec<String>) = (Vec::new(), Vec::new());
+    for (day, day_ids) in by_day {
+        for part in day_ids.chunks(EVENTS_PER_DELETE) {
+            if ids.len() + part.len() > EVENTS_PER_DELETE {
+                deleted += delete_events_of(engine, &days, &ids, note.clone()).await?;
+                days.clear();
+                ids.clear();
+            }
+            if days.last() != Some(&day) {
+                days.push(day);
+            }
+            ids.extend_from_slice(part);
+        }
     }
+    if !ids.is_empty() {
+        deleted += delete_events_of(engine, &days, &ids, note).await?;
+    }
+    Ok(deleted)
+}
+
+/// Message ids per delete of [`delete_events`].
+const EVENTS_PER_DELETE: usize = 5_000;
+
+async fn delete_events_of(
+    engine: &Engine,
+    days: &[i32],
+    ids: &[String],
+    note: CommitNote,
+) -> Result<u64> {
+    use datafusion::prelude::{col, lit};
     let predicate = col("event_date")
         .in_list(
-            days.into_iter()
-                .map(|d| lit(datafusion::common::ScalarValue::Date32(Some(d))))
+            days.iter()
+                .map(|d| lit(datafusion::common::ScalarValue::Date32(Some(*d))))
                 .collect(),
             false,
         )
-        .and(col("message_id").in_list(ids.into_iter().map(lit).collect(), false));
+        .and(col("message_id").in_list(ids.iter().map(|i| lit(i.as_str())).collect(), false));
     Ok(engine
         .lake()
         .delete_rows(schema::EVENTS, predicate, note)
@@ -510,6 +552,7 @@ async fn dry_run(engine: &Engine, resolution: &Resolution) -> Result<ErasureRepo
         {
             continue;
         }
+        let started = std::time::Instant::now();
         let rows = count(&ctx, target).await?;
         let version = engine.lake().latest_version(target.table, None).await?;
         report.tables.push(TableCount {
@@ -517,6 +560,7 @@ async fn dry_run(engine: &Engine, resolution: &Resolution) -> Result<ErasureRepo
             rows,
             version_before: version,
             version_after: version,
+            seconds: started.elapsed().as_secs_f64(),
         });
     }
     Ok(report)

@@ -27,7 +27,7 @@ pub enum UserAction {
     Add {
         /// Letters, digits, '_' and '-'.
         name: String,
-        /// admin, analyst, marketer or ingest.
+        /// admin, analyst, marketer, ingest or privacy.
         #[arg(long)]
         role: Role,
         /// May see personal data (e-mail, phone, names, address, IP) in clear.
@@ -196,7 +196,7 @@ pub enum TokenAction {
     Add {
         /// Letters, digits, '_' and '-'.
         name: String,
-        /// admin, analyst, marketer or ingest.
+        /// admin, analyst, marketer, ingest or privacy.
         #[arg(long)]
         role: Role,
         /// May see personal data (e-mail, phone, names, address, IP) in clear.
