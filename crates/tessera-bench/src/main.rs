@@ -334,6 +334,30 @@ pub(crate) fn tessera(project: &Path, args: &[&str]) -> anyhow::Result<(serde_js
     Ok((v, secs))
 }
 
+/// Imports the generated data's three channels (web, app, POS) into `project`, each as
+/// its source.
+fn import_channels(project: &Path, data: &Path) -> anyhow::Result<()> {
+    for (f, s) in [
+        ("events-web.ndjson", "web"),
+        ("events-app.ndjson", "app"),
+        ("events-pos.ndjson", "pos"),
+    ] {
+        eprintln!("importing {f} ...");
+        let path = data.join(f);
+        tessera(
+            project,
+            &[
+                "import",
+                "--json",
+                "--source",
+                s,
+                path.to_str().unwrap_or_default(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// `WORK/project`, emptied and initialised with `tessera init`.
 fn fresh_project(work: &Path) -> anyhow::Result<PathBuf> {
     let project = work.join("project");

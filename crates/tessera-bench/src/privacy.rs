@@ -28,24 +28,7 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<PathBuf> {
         &config,
         text.replace("flush_interval_ms = 2000", "flush_interval_ms = 100"),
     )?;
-    for (f, s) in [
-        ("events-web.ndjson", "web"),
-        ("events-app.ndjson", "app"),
-        ("events-pos.ndjson", "pos"),
-    ] {
-        eprintln!("importing {f} ...");
-        let path = data.join(f);
-        tessera(
-            &project,
-            &[
-                "import",
-                "--json",
-                "--source",
-                s,
-                path.to_str().unwrap_or_default(),
-            ],
-        )?;
-    }
+    super::import_channels(&project, &data)?;
     for step in [
         &["stitch", "--json"][..],
         &["predict", "--json"],

@@ -35,24 +35,7 @@ fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, Stri
             &format!("as_of = \"{as_of}\""),
         ),
     )?;
-    for (f, s) in [
-        ("events-web.ndjson", "web"),
-        ("events-app.ndjson", "app"),
-        ("events-pos.ndjson", "pos"),
-    ] {
-        eprintln!("importing {f} ...");
-        let path = data.join(f);
-        tessera(
-            &project,
-            &[
-                "import",
-                "--json",
-                "--source",
-                s,
-                path.to_str().unwrap_or_default(),
-            ],
-        )?;
-    }
+    super::import_channels(&project, &data)?;
     eprintln!("stitching ...");
     let (_, secs) = tessera(&project, &["stitch", "--json"])?;
     eprintln!("stitched in {secs:.1} s");

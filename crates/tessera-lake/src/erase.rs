@@ -15,7 +15,8 @@
 //! Personal columns never get min/max statistics in the log
 //! ([`tessera_core::schema::stats_columns`]): tables are created with
 //! `delta.dataSkippingStatsColumns`, [`Lake::migrate_stats_columns`] sets it on tables
-//! made before, and every Tessera commit strips such statistics from the files it adds.
+//! made before, and every Tessera commit strips such statistics from the files it adds
+//! (`writer.rs`).
 
 use datafusion::prelude::Expr;
 use deltalake::operations::vacuum::VacuumMode;
@@ -269,33 +270,4 @@ fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
             | deltalake::DeltaTableError::VersionAlreadyExists(_)
     ) || text.contains("conflict")
         || text.contains("invalid function")
-}
-
-/// Removes the statistics of personal columns ([`schema::is_personal_column`]) from a
-/// file's Delta `stats` JSON.
-pub(crate) fn strip_personal_stats(table: &str, stats: &str) -> Option<String> {
-    let mut value: serde_json::Value = serde_json::from_str(stats).ok()?;
-    let mut changed = false;
-    for key in ["minValues", "maxValues", "nullCount"] {
-        if let Some(map) = value.get_mut(key).and_then(|v| v.as_object_mut()) {
-            let before = map.len();
-            map.retain(|column, _| !schema::is_personal_column(table, column));
-            changed |= map.len() != before;
-        }
-    }
-    changed.then(|| value.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_personal_stats;
-
-    #[test]
-    fn personal_statistics_are_stripped() {
-        let stats = r#"{"numRecords":2,"minValues":{"user_id":"a","timestamp":"t"},"maxValues":{"user_id":"z","timestamp":"u"},"nullCount":{"user_id":0,"timestamp":0}}"#;
-        let out = strip_personal_stats("events", stats).unwrap();
-        assert!(!out.contains("user_id"), "{out}");
-        assert!(out.contains("timestamp") && out.contains("numRecords"));
-        assert_eq!(strip_personal_stats("events", r#"{"numRecords":1}"#), None);
-    }
 }

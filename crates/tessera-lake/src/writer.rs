@@ -340,7 +340,7 @@ impl AppendWriter {
             if let Some(stripped) = add
                 .stats
                 .as_deref()
-                .and_then(|s| crate::erase::strip_personal_stats(&name, s))
+                .and_then(|s| strip_personal_stats(&name, s))
             {
                 add.stats = Some(stripped);
             }
@@ -357,5 +357,34 @@ impl AppendWriter {
     /// Abandons the append: nothing becomes visible.
     pub fn abort(mut self) {
         self.writer.reset();
+    }
+}
+
+/// Removes the statistics of personal columns ([`tessera_core::schema::is_personal_column`]) from a
+/// file's Delta `stats` JSON.
+fn strip_personal_stats(table: &str, stats: &str) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(stats).ok()?;
+    let mut changed = false;
+    for key in ["minValues", "maxValues", "nullCount"] {
+        if let Some(map) = value.get_mut(key).and_then(|v| v.as_object_mut()) {
+            let before = map.len();
+            map.retain(|column, _| !tessera_core::schema::is_personal_column(table, column));
+            changed |= map.len() != before;
+        }
+    }
+    changed.then(|| value.to_string())
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::strip_personal_stats;
+
+    #[test]
+    fn personal_statistics_are_stripped() {
+        let stats = r#"{"numRecords":2,"minValues":{"user_id":"a","timestamp":"t"},"maxValues":{"user_id":"z","timestamp":"u"},"nullCount":{"user_id":0,"timestamp":0}}"#;
+        let out = strip_personal_stats("events", stats).unwrap();
+        assert!(!out.contains("user_id"), "{out}");
+        assert!(out.contains("timestamp") && out.contains("numRecords"));
+        assert_eq!(strip_personal_stats("events", r#"{"numRecords":1}"#), None);
     }
 }

@@ -109,10 +109,16 @@ print(json.dumps(out))
 "#;
 
 fn run_client(script: &str, args: &[&str]) -> Value {
+    run_client_with(PRELUDE, script, args)
+}
+
+/// Runs `prelude` then `script` with the proto folder and `args` as arguments; returns
+/// the JSON it prints.
+pub(crate) fn run_client_with(prelude: &str, script: &str, args: &[&str]) -> Value {
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
     let out = Command::new(python())
         .arg("-c")
-        .arg(format!("{PRELUDE}{script}"))
+        .arg(format!("{prelude}{script}"))
         .arg(proto)
         .args(args)
         .output()

@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::common::{TestProject, fails, ok, run_python, sample_data, serve, stop};
 use crate::identity::split_at;
 
-fn json(p: &TestProject, args: &[&str]) -> Value {
+/// `tessera ARGS...` printing JSON, parsed.
+pub(crate) fn json(p: &TestProject, args: &[&str]) -> Value {
     let out = ok(&mut p.cmd(args));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

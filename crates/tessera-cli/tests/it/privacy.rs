@@ -15,16 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{TestProject, fails, ok, run_python, sample_data, serve, stop};
-
-fn json(p: &TestProject, args: &[&str]) -> Value {
-    let out = ok(&mut p.cmd(args));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} prints JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
+use crate::lake::json;
 
 const TABLES: &[&str] = &[
     "events",
@@ -126,17 +117,7 @@ fn mine_of(p: &TestProject, table: &str, profile: &str) -> i64 {
 /// A project with a write key and fast flushes, the sample's three channels stitched,
 /// scored and segmented.
 fn project() -> TestProject {
-    let p = TestProject::new();
-    let toml = p.path().join("tessera.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    let text = text
-        .replace("flush_interval_ms = 2000", "flush_interval_ms = 200")
-        .replacen(
-            "[sources.web]",
-            "[sources.app]\nwrite_key = \"wk_test_0123456789\"\n\n[sources.web]",
-            1,
-        );
-    std::fs::write(&toml, text).unwrap();
+    let p = crate::serve::project();
     let (data, _) = sample_data();
     p.import_sample_channels(data);
     ok(&mut p.cmd(&["stitch"]));
@@ -579,19 +560,7 @@ fn the_privacy_service_erases_while_the_collector_collects() {
         r#"("auth.proto", "profile.proto", "audience.proto", "admin.proto")"#,
         r#"("auth.proto", "profile.proto", "audience.proto", "admin.proto", "privacy.proto")"#,
     );
-    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
-    let out = std::process::Command::new(crate::common::python())
-        .arg("-c")
-        .arg(format!("{prelude}{GRPC_CLIENT}"))
-        .args([proto, &grpc, &http, &email, "unused"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = crate::grpc::run_client_with(&prelude, GRPC_CLIENT, &[&grpc, &http, &email, "unused"]);
     assert_eq!(v["analyst_erase"]["code"], "PERMISSION_DENIED", "{v}");
     assert_eq!(v["malformed"]["code"], "INVALID_ARGUMENT", "{v}");
     assert!(

@@ -14,7 +14,7 @@ use crate::common::{TestProject, python};
 const KEY: &str = "wk_test_0123456789";
 
 /// A project with a source and fast flushes.
-fn project() -> TestProject {
+pub(crate) fn project() -> TestProject {
     let p = TestProject::new();
     let toml = p.path().join("tessera.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
