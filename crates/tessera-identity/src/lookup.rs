@@ -29,6 +29,8 @@ pub struct ProfileView {
     /// Predictive scores of the profile (`scores`): model, score, value, version,
     /// trained_at; empty before `tessera predict`.
     pub scores: Vec<Map<String, Value>>,
+    /// The latest consent stated, category → granted; null when never stated.
+    pub consent: Option<std::collections::BTreeMap<String, bool>>,
 }
 
 /// Splits `TYPE:VALUE`.
@@ -120,6 +122,7 @@ impl ProfileView {
                     ])
                 })
                 .collect(),
+            consent: p.consent.clone(),
         }
     }
 }

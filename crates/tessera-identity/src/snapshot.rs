@@ -21,7 +21,7 @@ use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tessera_core::schema::{
-    AUDIENCE_MEMBERSHIP, IDENTITY_MAP, PII_ID_TYPES, PROFILE_MERGES, PROFILES, SCORES,
+    AUDIENCE_MEMBERSHIP, CONSENT, IDENTITY_MAP, PII_ID_TYPES, PROFILE_MERGES, PROFILES, SCORES,
     SEGMENT_REFRESHES, is_pii_key, profiles_base_schema,
 };
 use tessera_engine::Engine;
@@ -110,6 +110,8 @@ pub struct Profile {
     pub segments: Vec<Membership>,
     /// Merges that ended in this profile, oldest first.
     pub merges: Vec<Merge>,
+    /// The latest consent stated, per category (`consent`); `None`: never stated.
+    pub consent: Option<std::collections::BTreeMap<String, bool>>,
 }
 
 fn mask_value(v: &mut Value) {
@@ -363,6 +365,9 @@ impl Snapshot {
         if v.scores.is_some() {
             s.load_scores(&ctx).await?;
         }
+        if v.profiles.is_some() {
+            s.load_consent(engine).await?;
+        }
         s.load_segments(
             &ctx,
             v.audience_membership.is_some(),
@@ -579,6 +584,36 @@ impl Snapshot {
         for p in &mut self.profiles {
             p.scores
                 .sort_by(|a, b| (&a.model, &a.score).cmp(&(&b.model, &b.score)));
+        }
+        Ok(())
+    }
+
+    /// Consent is rebuilt by every stitching run, which also changes `identity_map`
+    /// and `profiles`: their versions stand for it.
+    async fn load_consent(&mut self, engine: &Engine) -> Result<()> {
+        let ctx = engine.session_of(&[CONSENT]).await?;
+        if !ctx.table_exist(CONSENT)? {
+            return Ok(());
+        }
+        for batch in collect(
+            &ctx,
+            "SELECT profile_id, category, CAST(granted AS VARCHAR) AS granted FROM consent",
+        )
+        .await?
+        {
+            let (pid, category, granted) = (
+                strings(&batch, "profile_id")?,
+                strings(&batch, "category")?,
+                strings(&batch, "granted")?,
+            );
+            for row in 0..batch.num_rows() {
+                if let Some(&i) = self.by_profile_id.get(pid.value(row)) {
+                    let prefs = self.profiles[i as usize].consent.get_or_insert_default();
+                    if category.is_valid(row) {
+                        prefs.insert(category.value(row).to_owned(), granted.value(row) == "true");
+                    }
+                }
+            }
         }
         Ok(())
     }

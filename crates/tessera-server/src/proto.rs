@@ -91,6 +91,13 @@ pub fn profile(p: &Profile) -> v1::Profile {
                 since: Some(timestamp(m.since)),
             })
             .collect(),
+        consent: p
+            .consent
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        consent_stated: p.consent.is_some(),
     }
 }
 

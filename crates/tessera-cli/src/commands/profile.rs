@@ -75,6 +75,19 @@ pub async fn run(opened: &Opened, args: ProfileArgs) -> anyhow::Result<()> {
             );
         }
     }
+    match &view.consent {
+        None => println!("\nconsent: never stated (sent to every destination)"),
+        Some(c) if c.is_empty() => println!("\nconsent: nothing granted"),
+        Some(c) => {
+            println!("\nconsent");
+            for (category, granted) in c {
+                println!(
+                    "  {category:<22} {}",
+                    if *granted { "granted" } else { "refused" }
+                );
+            }
+        }
+    }
     if !view.merges.is_empty() {
         println!("\nmerge history");
         for m in &view.merges {

@@ -495,6 +495,15 @@ destination = "crm"
         p.count("SELECT count(*) AS n FROM consent WHERE category IS NULL AND NOT granted"),
         2
     );
+    // The golden profile shows it.
+    let consent_of = |user: &str| -> Value {
+        let out = ok(&mut p.cmd(&["profile", &format!("user_id:{user}"), "--json"]));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["consent"].clone()
+    };
+    assert_eq!(consent_of("u0"), serde_json::json!({"advertising": true}));
+    assert_eq!(consent_of("u4"), serde_json::json!({"advertising": false}));
+    assert_eq!(consent_of("u6"), serde_json::json!({}));
+    assert_eq!(consent_of("u9"), Value::Null);
     let crm = st.iter().find(|s| s["sync"] == "everyone_to_crm").unwrap();
     assert!(
         crm["retrying"].as_u64().unwrap() >= 1 && crm["dead"] == 0,
