@@ -49,11 +49,14 @@ fn mib(n: u64) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sort_larger_than_memory_spills_and_completes() {
+    // A pool that holds the merge of what spilled (each partition's merge of its spill
+    // files, and the merge across partitions, cannot spill themselves: under 16 MiB
+    // they used all of it on 2 cores once in a while).
     let (q, dir) = queries(QueryLimits {
-        memory: mib(16),
+        memory: mib(24),
         ..QueryLimits::default()
     });
-    // 3M rows of two BIGINTs: ~48 MB to sort, three times the pool.
+    // 3M rows of two BIGINTs: ~48 MB to sort, twice the pool.
     let batches = run(
         &q,
         "SELECT v, v % 7 AS k FROM (SELECT value AS v FROM generate_series(1, 3000000)) ORDER BY k, v DESC",
