@@ -6,6 +6,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::error::{CoreError, Result};
+use crate::identifier::hex;
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     use std::io::Read;
@@ -25,10 +26,6 @@ pub fn random_token() -> Result<String> {
 pub fn token_digest(token: &str) -> String {
     use sha2::Digest;
     hex(&sha2::Sha256::digest(token.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The Argon2id hash (PHC string) of `password` with a fresh random salt.

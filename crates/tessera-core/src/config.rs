@@ -662,6 +662,15 @@ pub struct ServerSection {
     pub optimize_small_files: usize,
 }
 
+impl ServerSection {
+    /// How long a running collector may take to see a newly suppressed identifier and
+    /// commit what it acknowledged before: two flush intervals and a second (what an
+    /// erasure waits before sweeping `events` once more).
+    pub fn erasure_settle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(2 * self.flush_interval_ms + 1000)
+    }
+}
+
 /// A memory amount of the configuration: bytes, or a share of the machine's memory.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MemorySize {

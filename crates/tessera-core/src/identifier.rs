@@ -217,9 +217,13 @@ pub fn sha256_normalized(kind: &str, value: &str) -> Result<Option<String>, Unkn
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest {
+    hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
         s.push(char::from_digit((b & 0xf) as u32, 16).unwrap_or('0'));
     }

@@ -11,7 +11,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::identifier::{normalize_email, normalize_phone};
+use crate::identifier::{hex, normalize_email, normalize_phone};
 
 /// HMAC-SHA256 (RFC 2104) of `message` under `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
@@ -64,16 +64,6 @@ impl Hasher {
         m.extend_from_slice(normalized.as_bytes());
         hex(&self.mac(&m))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
 }
 
 /// Normalizes a value of identifier type `id_type` the way stitching does: `email`

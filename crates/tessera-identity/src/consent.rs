@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
-use tessera_core::schema::{self, CONSENT};
+use tessera_core::schema::{self, CONSENT, EVENTS, IDENTITY_MAP};
 use tessera_engine::Engine;
 use tessera_engine::columns::{collect, int64s, strings};
 use tessera_lake::CommitNote;
@@ -22,10 +22,11 @@ pub use tessera_core::privacy::{
 
 /// Rebuilds `consent` from every stitched event; returns how many profiles stated one.
 pub async fn build(engine: &Engine, actor: &str, run: i64) -> Result<usize> {
-    let ctx = engine.session().await?;
-    if !ctx.table_exist("profile_events")? {
+    let ctx = engine.session_of(&[EVENTS, IDENTITY_MAP]).await?;
+    if !ctx.table_exist(EVENTS)? || !ctx.table_exist(IDENTITY_MAP)? {
         return Ok(0);
     }
+    tessera_engine::register_profile_events(&ctx).await?;
     let batches = collect(
         &ctx,
         "SELECT profile_id, message_id, CAST(timestamp AS BIGINT) AS ts, context \

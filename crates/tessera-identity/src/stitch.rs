@@ -21,7 +21,6 @@ use chrono::Utc;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use tessera_core::config::IdentitySection;
-use tessera_core::identifier::{normalize_email, normalize_phone};
 use tessera_core::schema::{
     self, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, MATCH_PAIRS, PROFILE_MERGES,
 };
@@ -443,16 +442,7 @@ async fn register_appended(
 }
 
 /// Normalizes a value of identifier type `type_name`; `None` when it is not usable.
-pub fn normalize_identifier(type_name: &str, value: &str) -> Option<String> {
-    match type_name {
-        "email" => normalize_email(value),
-        "phone" => normalize_phone(value, None),
-        _ => {
-            let v = value.trim();
-            (!v.is_empty()).then(|| v.to_owned())
-        }
-    }
-}
+pub use tessera_core::privacy::normalize as normalize_identifier;
 
 async fn run_rule(
     ctx: &SessionContext,

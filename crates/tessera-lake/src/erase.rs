@@ -32,8 +32,8 @@ pub const SALT_PATH: &str = "_tessera/privacy/salt";
 /// The Delta property naming the columns with data-skipping statistics.
 pub const STATS_COLUMNS_PROPERTY: &str = "delta.dataSkippingStatsColumns";
 
-/// Attempts at a delete that conflicts with concurrent commits.
-const DELETE_ATTEMPTS: usize = 8;
+/// Attempts at a delete or update that conflicts with concurrent commits.
+const WRITE_ATTEMPTS: usize = 8;
 
 /// What expunging one table removed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -107,31 +107,19 @@ impl Lake {
     /// predicate is recorded in the log as SQL: it must not hold personal values
     /// (match through a function holding them, as erasure does).
     pub async fn delete_rows(&self, name: &str, predicate: Expr, note: CommitNote) -> Result<u64> {
-        let mut last = None;
-        for attempt in 0..DELETE_ATTEMPTS {
-            let table = self.open(name).await?;
-            match table
-                .delete()
-                .with_predicate(predicate.clone())
-                .with_writer_properties(crate::writer::writer_properties())
-                .with_commit_properties(note.clone().into_properties())
-                .await
-            {
-                Ok((_, metrics)) => return Ok(metrics.num_deleted_rows.unwrap_or(0) as u64),
-                Err(e) if is_conflict(&e) => {
-                    tracing::debug!(table = name, attempt, "delete conflicted; retrying: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
-                        .await;
-                    last = Some(e);
-                }
-                Err(e) => return Err(LakeError::delta(name, "delete from", e)),
+        self.retrying(name, "delete from", |table| {
+            let (predicate, note) = (predicate.clone(), note.clone());
+            async move {
+                let (_, metrics) = table
+                    .delete()
+                    .with_predicate(predicate)
+                    .with_writer_properties(crate::writer::writer_properties())
+                    .with_commit_properties(note.into_properties())
+                    .await?;
+                Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
             }
-        }
-        Err(LakeError::delta(
-            name,
-            "delete from",
-            last.expect("at least one attempt"),
-        ))
+        })
+        .await
     }
 
     /// Sets `updates` (column, expression) on the rows of table `name` where `predicate`
@@ -143,33 +131,48 @@ impl Lake {
         updates: &[(&str, Expr)],
         note: CommitNote,
     ) -> Result<u64> {
-        let mut last = None;
-        for attempt in 0..DELETE_ATTEMPTS {
-            let table = self.open(name).await?;
-            let mut update = table
-                .update()
-                .with_predicate(predicate.clone())
-                .with_writer_properties(crate::writer::writer_properties())
-                .with_commit_properties(note.clone().into_properties());
-            for (column, expr) in updates {
-                update = update.with_update(*column, expr.clone());
+        self.retrying(name, "update", |table| {
+            let (predicate, note) = (predicate.clone(), note.clone());
+            let updates: Vec<(String, Expr)> = updates
+                .iter()
+                .map(|(c, e)| ((*c).to_owned(), e.clone()))
+                .collect();
+            async move {
+                let mut update = table
+                    .update()
+                    .with_predicate(predicate)
+                    .with_writer_properties(crate::writer::writer_properties())
+                    .with_commit_properties(note.into_properties());
+                for (column, expr) in updates {
+                    update = update.with_update(column, expr);
+                }
+                let (_, metrics) = update.await?;
+                Ok(metrics.num_updated_rows as u64)
             }
-            match update.await {
-                Ok((_, metrics)) => return Ok(metrics.num_updated_rows as u64),
-                Err(e) if is_conflict(&e) => {
-                    tracing::debug!(table = name, attempt, "update conflicted; retrying: {e}");
+        })
+        .await
+    }
+
+    /// Runs `write` on the latest version of table `name`, again on a newer one when
+    /// it lost to a concurrent commit (up to [`WRITE_ATTEMPTS`] times, backing off).
+    async fn retrying<F, Fut>(&self, name: &str, action: &str, write: F) -> Result<u64>
+    where
+        F: Fn(deltalake::DeltaTable) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<u64, deltalake::DeltaTableError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match write(self.open(name).await?).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) if is_conflict(&e) && attempt + 1 < WRITE_ATTEMPTS => {
+                    tracing::debug!(table = name, attempt, "{action} conflicted; retrying: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
                         .await;
-                    last = Some(e);
+                    attempt += 1;
                 }
-                Err(e) => return Err(LakeError::delta(name, "update", e)),
+                Err(e) => return Err(LakeError::delta(name, action, e)),
             }
         }
-        Err(LakeError::delta(
-            name,
-            "update",
-            last.expect("at least one attempt"),
-        ))
     }
 
     /// Removes from storage every file and log entry of table `name` that only versions

@@ -14,7 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt as _;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::{cast, col};
 use serde::Serialize;
 use tessera_core::privacy::Hasher;
 use tessera_core::schema::{self, AUDIT_LOG};
@@ -24,7 +25,9 @@ use tessera_lake::erase::Expunged;
 
 use crate::matcher::{Clause, Functions};
 use crate::requests::{self, Request};
-use crate::{PrivacyError, Resolution, Result, Subject, append_rows, df, resolve, suppress};
+use crate::{
+    PrivacyError, Resolution, Result, Subject, append_rows, df, resolve, rows_where, suppress,
+};
 
 /// How a table's rows are taken out.
 #[derive(Debug, Clone, Copy)]
@@ -213,8 +216,8 @@ pub async fn erase(
     }
     let lake = engine.lake();
     lake.migrate_stats_columns().await?;
-    let hasher = Hasher::new(lake.privacy_salt().await?.as_bytes());
-    let subject_hashes = suppress::hashes_of(engine, &parsed).await?;
+    let hasher = suppress::hasher(engine).await?;
+    let subject_hashes = suppress::hashes_of(&hasher, &parsed);
     let request = Request::received(
         "erase",
         &subject_hashes,
@@ -229,14 +232,19 @@ pub async fn erase(
 /// Resumes every erasure request that did not reach an end state (a crash, a killed
 /// process); returns what each did.
 pub async fn resume(engine: &Engine, options: &EraseOptions) -> Result<Vec<ErasureReport>> {
-    let lake = engine.lake();
+    let unfinished: Vec<Request> = requests::list(engine)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == "erase" && !r.is_done())
+        .collect();
+    if unfinished.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hasher = suppress::hasher(engine).await?;
     let mut out = Vec::new();
-    for request in requests::list(engine).await? {
-        if request.kind != "erase" || request.is_done() {
-            continue;
-        }
+    for request in unfinished {
+        // Resolved one at a time: each erasure changes the snapshot the next reads.
         let resolution = resolve(engine, &[], &request.profiles).await?;
-        let hasher = Hasher::new(lake.privacy_salt().await?.as_bytes());
         out.push(run(engine, request, resolution, &hasher, options, true).await?);
     }
     Ok(out)
@@ -453,13 +461,22 @@ async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote)
     {
         return Ok(0);
     }
-    functions.register(&ctx);
-    let sql = format!(
-        "SELECT DISTINCT CAST(event_date AS INT) AS day, message_id FROM {} WHERE {}",
+    let doing = "finding the people's events";
+    let batches = rows_where(
+        &ctx,
         schema::EVENTS,
-        Functions::predicate_sql(TARGETS[0].clauses)
-    );
-    let batches = tessera_engine::columns::collect(&ctx, &sql).await?;
+        functions.predicate(TARGETS[0].clauses),
+    )
+    .await?
+    .select(vec![
+        cast(col("event_date"), DataType::Int32).alias("day"),
+        col("message_id"),
+    ])
+    .and_then(|rows| rows.distinct())
+    .map_err(df(doing))?
+    .collect()
+    .await
+    .map_err(df(doing))?;
     // Day → message ids.
     let mut by_day: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
     for b in &batches {
@@ -536,7 +553,6 @@ fn failpoint(table: &str) {
 async fn dry_run(engine: &Engine, resolution: &Resolution) -> Result<ErasureReport> {
     let ctx = engine.session().await?;
     let functions = Functions::new(resolution.matcher());
-    functions.register(&ctx);
     let mut report = ErasureReport {
         dry_run: true,
         unknown: resolution.unknown().into_iter().cloned().collect(),
@@ -553,7 +569,11 @@ async fn dry_run(engine: &Engine, resolution: &Resolution) -> Result<ErasureRepo
             continue;
         }
         let started = std::time::Instant::now();
-        let rows = count(&ctx, target).await?;
+        let rows = rows_where(&ctx, target.table, functions.predicate(target.clauses))
+            .await?
+            .count()
+            .await
+            .map_err(df(format!("counting rows of {}", target.table)))? as u64;
         let version = engine.lake().latest_version(target.table, None).await?;
         report.tables.push(TableCount {
             table: target.table.to_owned(),
@@ -564,37 +584,4 @@ async fn dry_run(engine: &Engine, resolution: &Resolution) -> Result<ErasureRepo
         });
     }
     Ok(report)
-}
-
-/// Rows of `target.table` matching the people, in a session with the functions
-/// registered.
-pub(crate) async fn count(
-    ctx: &datafusion::prelude::SessionContext,
-    target: &Target,
-) -> Result<u64> {
-    let sql = format!(
-        "SELECT count(*) FROM {} WHERE {}",
-        target.table,
-        Functions::predicate_sql(target.clauses)
-    );
-    let batches: Vec<arrow::array::RecordBatch> = ctx
-        .sql(&sql)
-        .await
-        .map_err(df(format!("counting rows of {}", target.table)))?
-        .execute_stream()
-        .await
-        .map_err(df(format!("counting rows of {}", target.table)))?
-        .try_collect()
-        .await
-        .map_err(df(format!("counting rows of {}", target.table)))?;
-    Ok(batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>()
-                .map(|a| a.value(0))
-        })
-        .unwrap_or(0)
-        .max(0) as u64)
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
-use futures::TryStreamExt as _;
+use datafusion::prelude::{Expr, ident};
 use serde::Serialize;
 use tessera_core::schema::AUDIT_LOG;
 use tessera_engine::Engine;
@@ -20,7 +20,9 @@ use tessera_lake::CommitNote;
 use crate::erase::{Action, TARGETS};
 use crate::matcher::Functions;
 use crate::requests::{self, Request};
-use crate::{PrivacyError, Result, Subject, append_rows, df, resolve, suppress};
+use crate::{
+    PrivacyError, Result, Subject, append_rows, df, json_rows, resolve, rows_where, suppress,
+};
 
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -34,10 +36,7 @@ pub struct ExportReport {
 }
 
 fn io(doing: String) -> impl FnOnce(std::io::Error) -> PrivacyError {
-    move |e| PrivacyError::Io {
-        doing,
-        message: e.to_string(),
-    }
+    move |e| PrivacyError::io(doing, e)
 }
 
 /// Exports everything held about the people `subjects` name into folder `out`
@@ -80,13 +79,12 @@ pub async fn export(
         )));
     }
     std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
-    let hashes = suppress::hashes_of(engine, &parsed).await?;
+    let hashes = suppress::hashes_of(&suppress::hasher(engine).await?, &parsed);
     let request = Request::received("export", &hashes, Vec::new(), None, actor)?;
     requests::record(engine, &request).await?;
 
     let ctx = engine.session().await?;
     let functions = Functions::new(resolution.matcher());
-    functions.register(&ctx);
     let mut counts = BTreeMap::new();
     let mut tables = serde_json::Map::new();
     let mut files = Vec::new();
@@ -99,61 +97,27 @@ pub async fn export(
             continue;
         }
         let doing = format!("exporting {}", target.table);
-        let predicate = Functions::predicate_sql(target.clauses);
-        let projection = match target.action {
-            Action::WithoutMembers(column) => {
-                let schema = ctx.table(target.table).await.map_err(df(doing.clone()))?;
-                schema
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        if f.name() == column {
-                            format!("tessera_only_erased({column}) AS {column}")
-                        } else {
-                            format!("\"{}\"", f.name())
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-            _ => "*".into(),
-        };
-        let batches: Vec<RecordBatch> = ctx
-            .sql(&format!(
-                "SELECT {projection} FROM {} WHERE {predicate}",
-                target.table
-            ))
-            .await
-            .map_err(df(doing.clone()))?
-            .execute_stream()
-            .await
-            .map_err(df(doing.clone()))?
-            .try_collect()
-            .await
-            .map_err(df(doing.clone()))?;
+        let mut rows = rows_where(&ctx, target.table, functions.predicate(target.clauses)).await?;
+        if let Action::WithoutMembers(column) = target.action {
+            // Members lists show the person's entries only.
+            let columns: Vec<Expr> = rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    if f.name() == column {
+                        functions.only_members(column).alias(column)
+                    } else {
+                        ident(f.name())
+                    }
+                })
+                .collect();
+            rows = rows.select(columns).map_err(df(doing.clone()))?;
+        }
+        let batches: Vec<RecordBatch> = rows.collect().await.map_err(df(doing.clone()))?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         counts.insert(target.table.to_owned(), rows as u64);
-        let mut json = arrow::json::ArrayWriter::new(Vec::new());
-        for b in &batches {
-            json.write(b).map_err(|e| PrivacyError::Io {
-                doing: doing.clone(),
-                message: e.to_string(),
-            })?;
-        }
-        json.finish().map_err(|e| PrivacyError::Io {
-            doing: doing.clone(),
-            message: e.to_string(),
-        })?;
-        let bytes = json.into_inner();
-        let data: serde_json::Value = if bytes.is_empty() {
-            serde_json::Value::Array(Vec::new())
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| PrivacyError::Io {
-                doing: doing.clone(),
-                message: e.to_string(),
-            })?
-        };
+        let data = serde_json::Value::Array(json_rows(&batches, &doing)?);
         tables.insert(
             target.table.to_owned(),
             serde_json::json!({"rows": rows, "data": data}),
@@ -163,20 +127,11 @@ pub async fn export(
             let file =
                 std::fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?;
             let mut writer = parquet::arrow::ArrowWriter::try_new(file, first.schema(), None)
-                .map_err(|e| PrivacyError::Io {
-                    doing: doing.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| PrivacyError::io(&doing, e))?;
             for b in &batches {
-                writer.write(b).map_err(|e| PrivacyError::Io {
-                    doing: doing.clone(),
-                    message: e.to_string(),
-                })?;
+                writer.write(b).map_err(|e| PrivacyError::io(&doing, e))?;
             }
-            writer.close().map_err(|e| PrivacyError::Io {
-                doing: doing.clone(),
-                message: e.to_string(),
-            })?;
+            writer.close().map_err(|e| PrivacyError::io(&doing, e))?;
             files.push(path);
         }
     }

@@ -55,6 +55,46 @@ pub enum PrivacyError {
 
 pub type Result<T, E = PrivacyError> = std::result::Result<T, E>;
 
+impl PrivacyError {
+    pub(crate) fn io(doing: impl Into<String>, e: impl std::fmt::Display) -> PrivacyError {
+        PrivacyError::Io {
+            doing: doing.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The rows of `batches` as JSON objects (timestamps as RFC 3339 text).
+pub(crate) fn json_rows(
+    batches: &[arrow::array::RecordBatch],
+    doing: &str,
+) -> Result<Vec<serde_json::Value>> {
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for b in batches {
+        writer.write(b).map_err(|e| PrivacyError::io(doing, e))?;
+    }
+    writer.finish().map_err(|e| PrivacyError::io(doing, e))?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| PrivacyError::io(doing, e))
+}
+
+/// The rows of table `table` of `ctx` where `predicate` holds.
+pub(crate) async fn rows_where(
+    ctx: &datafusion::prelude::SessionContext,
+    table: &str,
+    predicate: datafusion::prelude::Expr,
+) -> Result<datafusion::prelude::DataFrame> {
+    let doing = format!("reading {table}");
+    ctx.table(table)
+        .await
+        .map_err(df(doing.clone()))?
+        .filter(predicate)
+        .map_err(df(doing))
+}
+
 pub(crate) fn df(
     doing: impl Into<String>,
 ) -> impl FnOnce(datafusion::error::DataFusionError) -> PrivacyError {
@@ -191,10 +231,8 @@ pub(crate) async fn append_rows(
 ) -> Result<Option<u64>> {
     let def = tessera_core::schema::table(table)
         .ok_or_else(|| PrivacyError::Refused(format!("no table definition for {table}")))?;
-    let arrow_err = |e: arrow::error::ArrowError| PrivacyError::Io {
-        doing: format!("encoding rows of {table}"),
-        message: e.to_string(),
-    };
+    let arrow_err =
+        |e: arrow::error::ArrowError| PrivacyError::io(format!("encoding rows of {table}"), e);
     let mut decoder = arrow::json::ReaderBuilder::new(def.schema.clone())
         .build_decoder()
         .map_err(arrow_err)?;

@@ -328,8 +328,7 @@ pub enum Clause {
     IdWhereNull(&'static str, &'static [&'static str]),
 }
 
-/// The SQL functions of one matcher, to register in a session or build predicates
-/// with.
+/// The SQL functions of one matcher, to build predicates and updates with.
 #[derive(Debug, Clone)]
 pub struct Functions {
     udfs: Vec<(Kind, Arc<ScalarUDF>)>,
@@ -370,13 +369,6 @@ impl Functions {
             .1
     }
 
-    /// Registers the functions in `ctx`.
-    pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
-        for (_, f) in &self.udfs {
-            ctx.register_udf(f.as_ref().clone());
-        }
-    }
-
     fn call(&self, kind: Kind, cols: &[&str]) -> Expr {
         self.udf(kind)
             .call(cols.iter().map(|c| ident(*c)).collect())
@@ -385,6 +377,11 @@ impl Functions {
     /// `column` without the people's members entries.
     pub fn without_members(&self, column: &str) -> Expr {
         self.call(Kind::Without, &[column])
+    }
+
+    /// `column` with only the people's members entries.
+    pub fn only_members(&self, column: &str) -> Expr {
+        self.call(Kind::Only, &[column])
     }
 
     /// `column` with their values redacted.
@@ -407,29 +404,6 @@ impl Functions {
             })
             .reduce(Expr::or)
             .unwrap_or_else(|| datafusion::prelude::lit(false))
-    }
-
-    /// The same predicate as SQL text (for counting and exporting, with the functions
-    /// registered).
-    pub fn predicate_sql(clauses: &[Clause]) -> String {
-        let call = |kind: Kind, cols: &[&str]| format!("{}({})", kind.name(), cols.join(", "));
-        let parts: Vec<String> = clauses
-            .iter()
-            .map(|c| match c {
-                Clause::Id(cols) => call(Kind::Id, cols),
-                Clause::Actor => call(Kind::Actor, &["user_id", "anonymous_id"]),
-                Clause::Text(cols) => call(Kind::Text, cols),
-                Clause::AnyText(cols) => call(Kind::AnyText, cols),
-                Clause::IdWhereNull(null, cols) => {
-                    format!("({null} IS NULL AND {})", call(Kind::Id, cols))
-                }
-            })
-            .collect();
-        if parts.is_empty() {
-            "false".into()
-        } else {
-            parts.join(" OR ")
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use tessera_core::schema::PRIVACY_REQUESTS;
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
 
-use crate::{PrivacyError, Result, append_rows, df, now_micros};
+use crate::{PrivacyError, Result, append_rows, df, json_rows, now_micros};
 
 /// One request at one state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,10 +46,8 @@ impl Request {
         actor: &str,
     ) -> Result<Request> {
         let now = now_micros();
-        let id = tessera_core::auth::random_token().map_err(|e| PrivacyError::Io {
-            doing: "drawing a request id".into(),
-            message: e.to_string(),
-        })?;
+        let id = tessera_core::auth::random_token()
+            .map_err(|e| PrivacyError::io("drawing a request id", e))?;
         Ok(Request {
             request_id: format!("pr-{}", &id[..16]),
             kind: kind.to_owned(),
@@ -144,26 +142,7 @@ pub async fn list(engine: &Engine) -> Result<Vec<Request>> {
     .try_collect()
     .await
     .map_err(df("reading privacy_requests"))?;
-    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-    for b in &batches {
-        writer.write(b).map_err(|e| PrivacyError::Io {
-            doing: "reading privacy_requests".into(),
-            message: e.to_string(),
-        })?;
-    }
-    writer.finish().map_err(|e| PrivacyError::Io {
-        doing: "reading privacy_requests".into(),
-        message: e.to_string(),
-    })?;
-    let bytes = writer.into_inner();
-    let rows: Vec<serde_json::Value> = if bytes.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| PrivacyError::Io {
-            doing: "reading privacy_requests".into(),
-            message: e.to_string(),
-        })?
-    };
+    let rows = json_rows(&batches, "reading privacy_requests")?;
     let mut latest: BTreeMap<String, Request> = BTreeMap::new();
     for mut row in rows {
         for key in ["subjects", "profiles", "counts", "versions"] {
@@ -176,10 +155,8 @@ pub async fn list(engine: &Engine) -> Result<Vec<Request>> {
                 row[key] = serde_json::Value::Null;
             }
         }
-        let r: Request = serde_json::from_value(row).map_err(|e| PrivacyError::Io {
-            doing: "reading privacy_requests".into(),
-            message: e.to_string(),
-        })?;
+        let r: Request = serde_json::from_value(row)
+            .map_err(|e| PrivacyError::io("reading privacy_requests", e))?;
         latest.insert(r.request_id.clone(), r);
     }
     let mut out: Vec<Request> = latest.into_values().collect();

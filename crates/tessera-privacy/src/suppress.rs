@@ -42,12 +42,16 @@ pub async fn set_state(
     Ok(hashes.len())
 }
 
-/// The salted hashes of `subjects` in this lake.
-pub async fn hashes_of(engine: &Engine, subjects: &[Subject]) -> Result<Vec<(String, String)>> {
-    let hasher = Hasher::new(engine.lake().privacy_salt().await?.as_bytes());
-    Ok(subjects
+/// The hasher of this lake's subject hashes (its privacy salt, made on first use).
+pub async fn hasher(engine: &Engine) -> Result<Hasher> {
+    Ok(Hasher::new(engine.lake().privacy_salt().await?.as_bytes()))
+}
+
+/// The salted hashes of `subjects` (profile ids have none).
+pub fn hashes_of(hasher: &Hasher, subjects: &[Subject]) -> Vec<(String, String)> {
+    subjects
         .iter()
         .filter(|s| s.id_type != "profile_id")
         .map(|s| (s.id_type.clone(), hasher.subject(&s.id_type, &s.value)))
-        .collect())
+        .collect()
 }

@@ -71,13 +71,6 @@ pub enum PrivacyCommand {
 
 const ACTOR: &str = "tessera privacy";
 
-/// Two flush intervals of the collector and a second: how long a running `tessera
-/// serve` may take to stop storing a newly suppressed person's events and commit those
-/// it acknowledged before.
-fn settle(opened: &Opened) -> std::time::Duration {
-    std::time::Duration::from_millis(2 * opened.project.config.server.flush_interval_ms + 1000)
-}
-
 pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
     let engine = &opened.engine;
     match args.command {
@@ -93,7 +86,7 @@ pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
                 dry_run,
                 suppress: !no_suppress,
                 actor: ACTOR.into(),
-                settle: settle(opened),
+                settle: opened.project.config.server.erasure_settle(),
             };
             let report = tessera_privacy::erase(engine, &subjects, &options).await?;
             print_erasure(&report, json);
@@ -103,7 +96,7 @@ pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
                 engine,
                 &EraseOptions {
                     actor: ACTOR.into(),
-                    settle: settle(opened),
+                    settle: opened.project.config.server.erasure_settle(),
                     ..EraseOptions::default()
                 },
             )
@@ -192,7 +185,7 @@ async fn set_suppression(
         .iter()
         .map(|s| Subject::parse(s))
         .collect::<Result<_, _>>()?;
-    let hashes = suppress::hashes_of(engine, &parsed).await?;
+    let hashes = suppress::hashes_of(&suppress::hasher(engine).await?, &parsed);
     if hashes.is_empty() {
         anyhow::bail!(
             "profile ids cannot be suppressed: name the identifiers (email:, user_id:, \

@@ -149,7 +149,7 @@ pub async fn run(
             project_dir: opened.project.dir.clone(),
             identity: config.identity.clone(),
             as_of_micros: config.segments.as_of_micros().ok().flatten(),
-            settle: Duration::from_millis(2 * config.server.flush_interval_ms + 1000),
+            settle: config.server.erasure_settle(),
         }),
         tls: config
             .server

@@ -554,16 +554,15 @@ impl Collector {
     ) {
         let suppressions = self.suppression_list();
         let suppressed = |e: &Event<'_>| {
-            !suppressions.is_empty()
-                && suppressions.suppresses(
-                    e.user_id.as_deref(),
-                    e.anonymous_id.as_deref(),
-                    &[
-                        e.traits.as_deref(),
-                        e.context.as_deref(),
-                        e.properties.as_deref(),
-                    ],
-                )
+            suppressions.suppresses(
+                e.user_id.as_deref(),
+                e.anonymous_id.as_deref(),
+                &[
+                    e.traits.as_deref(),
+                    e.context.as_deref(),
+                    e.properties.as_deref(),
+                ],
+            )
         };
         let Ok(mut dedup) = self.dedup.lock() else {
             events.iter().for_each(|e| builder.append(e));
