@@ -42,6 +42,8 @@ pub enum Command {
     /// Show the profile holding an identifier (TYPE:VALUE), with its identifiers,
     /// traits and merge history.
     Profile(commands::profile::ProfileArgs),
+    /// Correct the identity graph: split an identifier or an edge off a profile.
+    Identity(commands::identity::IdentityArgs),
     /// Probabilistic matching of records that share no exact identifier (match.toml):
     /// pairs, train, predict, explain, evaluate.
     Match(commands::matching::MatchArgs),

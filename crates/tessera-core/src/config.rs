@@ -888,7 +888,34 @@ pub struct IdentitySection {
     /// Survivorship rule per trait of the golden profile (default `latest`).
     #[serde(default)]
     pub traits: BTreeMap<String, Survivorship>,
+    /// An identifier seen with more than this many distinct identifiers of one type is
+    /// blocked: its edges are held and it joins no profile (default 100; 0 = never).
+    #[serde(default)]
+    pub max_links: Option<u32>,
+    /// An edge that would put more identifiers than this into one profile is held and
+    /// its busier end blocked (default 1,000; 0 = no cap).
+    #[serde(default)]
+    pub max_profile_identifiers: Option<u32>,
+    /// Values that are never identifiers (case-insensitive); default
+    /// [`DEFAULT_PLACEHOLDERS`].
+    #[serde(default)]
+    pub placeholders: Option<Vec<String>>,
 }
+
+/// Identifier values that SDKs and forms send when they have none.
+pub const DEFAULT_PLACEHOLDERS: &[&str] = &[
+    "null",
+    "undefined",
+    "none",
+    "nil",
+    "nan",
+    "0",
+    "-1",
+    "anonymous",
+    "unknown",
+    "n/a",
+    "[object object]",
+];
 
 /// `[identity.types.NAME]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -961,7 +988,42 @@ impl IdentitySection {
         types
     }
 
+    /// `max_links`, or its default.
+    pub fn max_links(&self) -> u32 {
+        self.max_links.unwrap_or(100)
+    }
+
+    /// `max_profile_identifiers`, or its default.
+    pub fn max_profile_identifiers(&self) -> u32 {
+        self.max_profile_identifiers.unwrap_or(1_000)
+    }
+
+    /// `placeholders`, or the default list.
+    pub fn placeholders(&self) -> Vec<String> {
+        match &self.placeholders {
+            Some(p) => p.clone(),
+            None => DEFAULT_PLACEHOLDERS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
+        if self.max_links == Some(1) {
+            return Err(CoreError::InvalidConfig {
+                key: "identity.max_links".into(),
+                message: "1 would block every identifier seen with two others of a type; \
+                          use 0 (never block) or a number of at least 2"
+                    .into(),
+            });
+        }
+        if self.max_profile_identifiers == Some(1) {
+            return Err(CoreError::InvalidConfig {
+                key: "identity.max_profile_identifiers".into(),
+                message: "1 would keep every identifier alone; use 0 (no cap) or at least 2".into(),
+            });
+        }
         for (name, t) in &self.types {
             let key = format!("identity.types.{name}");
             if !name

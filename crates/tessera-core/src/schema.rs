@@ -45,6 +45,10 @@ pub const CONSENT: &str = "consent";
 pub const SUPPRESSIONS: &str = "suppressions";
 /// Erasure, export and suppression requests and their states.
 pub const PRIVACY_REQUESTS: &str = "privacy_requests";
+/// Identifier values quarantined by stitching (linked to too many people).
+pub const BLOCKED_VALUES: &str = "blocked_values";
+/// Identity edges revoked by an unmerge (`tessera identity split`).
+pub const IDENTITY_REVOCATIONS: &str = "identity_revocations";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -162,10 +166,13 @@ static IDENTITY_EDGES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// The `identity_edges` table: one row per pair of identifiers seen together by a rule
-/// in one stitching run, with whether the pair was `merged` (joined two profiles),
-/// `linked` (joined a new identifier or confirmed a known link) or `rejected` (would
-/// have broken an identifier limit; `reason` says which).
+/// The `identity_edges` table, rewritten by each stitching run: one row per pair of
+/// identifiers seen together by a rule (first and last seen and events over every run),
+/// with its status in the current graph: `merged` (joined two profiles), `linked`
+/// (joined a new identifier or confirmed a known link), `rejected` (would have broken
+/// an identifier limit, against stronger evidence), `held` (an identifier of it is in
+/// `blocked_values`) or `revoked` (by an unmerge); `reason` says why. `stitch_run` is
+/// the run that wrote it.
 pub fn identity_edges_schema() -> SchemaRef {
     IDENTITY_EDGES_SCHEMA.clone()
 }
@@ -198,12 +205,18 @@ static PROFILE_MERGES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("b_value", true),
         utf8("rule", true),
         Field::new("stitch_run", DataType::Int64, false),
+        utf8("kind", true),
+        Field::new("identifiers", DataType::Int64, true),
     ]))
 });
 
 /// The `profile_merges` table: profile `from_profile_id` merged into `into_profile_id`
 /// at `merged_at` because of the edge `(a_type, a_value)`–`(b_type, b_value)` seen at
-/// `edge_seen_at` (no edge for merges found by a full rebuild).
+/// `edge_seen_at` (no edge for merges found by a full rebuild). `kind` says what
+/// happened: `merge` (`from` is gone into `into`), `split` (`into` is new, split off
+/// `from` by an unmerge) or `move` (`identifiers` of `from` moved to `into` because
+/// stronger evidence placed them there; both remain); rows written before kinds existed
+/// have none and are merges.
 pub fn profile_merges_schema() -> SchemaRef {
     PROFILE_MERGES_SCHEMA.clone()
 }
@@ -524,6 +537,47 @@ pub fn privacy_requests_schema() -> SchemaRef {
     PRIVACY_REQUESTS_SCHEMA.clone()
 }
 
+static BLOCKED_VALUES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("id_type", false),
+        utf8("id_value", false),
+        utf8("reason", false),
+        Field::new("links", DataType::Int64, false),
+        ts("detected_at", false),
+        Field::new("stitch_run", DataType::Int64, false),
+    ]))
+});
+
+/// The `blocked_values` table, rebuilt by each stitching run: identifiers that join no
+/// profile because they would fuse people — placeholder values (`null`, `-1`, ...),
+/// values linked to more identifiers of one type than `identity.max_links`, and the
+/// busier end of an edge that would grow a profile past
+/// `identity.max_profile_identifiers` — with the reason and how many distinct
+/// identifiers they were seen with. Their edges are `held` in `identity_edges`.
+pub fn blocked_values_schema() -> SchemaRef {
+    BLOCKED_VALUES_SCHEMA.clone()
+}
+
+static IDENTITY_REVOCATIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("a_type", false),
+        utf8("a_value", false),
+        utf8("b_type", false),
+        utf8("b_value", false),
+        utf8("profile_id", true),
+        utf8("reason", true),
+        utf8("actor", false),
+        ts("revoked_at", false),
+    ]))
+});
+
+/// The `identity_revocations` table: identity edges an unmerge revoked (the pair, in
+/// either order; the profile it split, why, who and when). Stitching never applies a
+/// revoked edge again, in incremental runs and full rebuilds alike.
+pub fn identity_revocations_schema() -> SchemaRef {
+    IDENTITY_REVOCATIONS_SCHEMA.clone()
+}
+
 /// Columns that identify a person without being [`PII_COLUMNS`] (user and device ids,
 /// identifier values of any type, members lists, query text), per table. Neither they
 /// nor the personal-data columns get min/max statistics in the Delta log
@@ -557,6 +611,7 @@ pub const IDENTIFYING_COLUMNS: &[(&str, &str)] = &[
     (CONSENT, "message_id"),
     (SUPPRESSIONS, "subject_hash"),
     (PRIVACY_REQUESTS, "subjects"),
+    (IDENTITY_REVOCATIONS, "profile_id"),
     (PRIVACY_REQUESTS, "profiles"),
     (PRIVACY_REQUESTS, "error"),
 ];
@@ -570,7 +625,9 @@ pub fn is_personal_column(table: &str, column: &str) -> bool {
         || IDENTIFYING_COLUMNS
             .iter()
             .any(|(t, c)| *t == table && *c == column)
-        || (table == IDENTITY_EDGES && matches!(column, "a_value" | "b_value"))
+        || (matches!(table, IDENTITY_EDGES | IDENTITY_REVOCATIONS)
+            && matches!(column, "a_value" | "b_value"))
+        || (table == BLOCKED_VALUES && column == "id_value")
 }
 
 /// The columns of `def` that Delta keeps min/max statistics for
@@ -612,6 +669,17 @@ pub const PII_COLUMNS: &[(&str, &str, PiiMask)] = &[
     (IDENTITY_EDGES, "b_value", PiiMask::WhenIdType("b_type")),
     (PROFILE_MERGES, "a_value", PiiMask::WhenIdType("a_type")),
     (PROFILE_MERGES, "b_value", PiiMask::WhenIdType("b_type")),
+    (BLOCKED_VALUES, "id_value", PiiMask::WhenIdType("id_type")),
+    (
+        IDENTITY_REVOCATIONS,
+        "a_value",
+        PiiMask::WhenIdType("a_type"),
+    ),
+    (
+        IDENTITY_REVOCATIONS,
+        "b_value",
+        PiiMask::WhenIdType("b_type"),
+    ),
     (PROFILES, "email", PiiMask::Value),
     (PROFILES, "phone", PiiMask::Value),
     (PROFILES, "traits", PiiMask::Json),
@@ -670,7 +738,7 @@ pub fn tables() -> Vec<TableDef> {
             name: IDENTITY_EDGES,
             schema: identity_edges_schema(),
             partition_columns: &[],
-            description: "identifier pairs seen together, per stitching run",
+            description: "identifier pairs seen together, each once per rule, with its status",
         },
         TableDef {
             name: IDENTITY_MAP,
@@ -761,6 +829,18 @@ pub fn tables() -> Vec<TableDef> {
             schema: privacy_requests_schema(),
             partition_columns: &[],
             description: "erasure, export and suppression requests and their states",
+        },
+        TableDef {
+            name: BLOCKED_VALUES,
+            schema: blocked_values_schema(),
+            partition_columns: &[],
+            description: "identifier values held out of profiles: they would fuse people",
+        },
+        TableDef {
+            name: IDENTITY_REVOCATIONS,
+            schema: identity_revocations_schema(),
+            partition_columns: &[],
+            description: "identity edges revoked by unmerges, never applied again",
         },
     ]
 }

@@ -3,11 +3,14 @@
 //!
 //! - [`rules`]: which fields are identifiers and which co-occurrences link them, as SQL
 //!   files in `sql/identity/` (plus one line of config per extra identifier type);
-//! - [`resolve`]: the identity graph — a union-find under per-type limits and
-//!   priorities, applied in a deterministic order, with stable profile ids and merge
-//!   history (pure, no I/O);
-//! - [`stitch`]: an incremental run over the lake writing `identity_edges`,
-//!   `identity_map` and `profile_merges`;
+//! - [`resolve`]: the identity graph — a union-find under per-type limits, strongest
+//!   evidence first, with revocations, blocked values, stable profile ids and the
+//!   merges, splits and moves since the previous map (pure, no I/O);
+//! - [`stitch`]: a run over the lake (incremental in the events it reads, whole in the
+//!   graph it resolves) writing `identity_edges`, `identity_map`, `profile_merges` and
+//!   `blocked_values`;
+//! - [`unmerge`]: splitting an identifier (or an edge) off a profile by revoking the
+//!   evidence that joined them;
 //! - [`profiles`]: the golden `profiles` table (survivorship per trait, computed traits
 //!   from `sql/traits/`);
 //! - [`snapshot`]: every profile of one lake snapshot in memory (identifiers, traits,
@@ -35,6 +38,7 @@ pub mod resolve;
 pub mod rules;
 pub mod snapshot;
 pub mod stitch;
+pub mod unmerge;
 
 mod error;
 

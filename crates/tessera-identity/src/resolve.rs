@@ -1,19 +1,28 @@
 //! The identity graph: identifiers as nodes, observations (two identifiers seen
 //! together) as edges, joined with a union-find under per-type limits, with stable
-//! profile ids and a record of every merge. Pure: no I/O, no clock, no SQL.
+//! profile ids and a record of how profiles changed. Pure: no I/O, no clock, no SQL.
 //!
 //! Invariants:
-//! - observations are applied in a canonical order (first seen, then edge priority,
-//!   then the identifiers themselves), so the result never depends on input order;
+//! - observations are applied in a canonical order, strongest evidence first:
+//!   deterministic edges before probabilistic ones, probabilistic ones by descending
+//!   match probability, then first seen, edge priority and the identifiers themselves —
+//!   so the result never depends on input order, and when edges compete for a type's
+//!   limit the stronger one wins, whenever it arrived;
 //! - an edge that would put more identifiers of a type into one profile than the
 //!   type's limit allows is not applied, and says why;
-//! - a profile's id is derived from its founding identifier (earliest seen, then a
-//!   fixed hash of the identifier), so rebuilding from scratch gives the same ids; an id
-//!   published by an earlier run is kept, and when two published profiles merge the
-//!   older one (founded earlier) survives.
+//! - a revoked edge (an unmerge) is never applied; an identifier linked to too many
+//!   identifiers of one type, or a placeholder value (`null`, `-1`, ...), is blocked —
+//!   its edges are held and it joins no profile; an edge that would grow a profile past
+//!   the configured size is held and its busier end blocked;
+//! - every run resolves the whole graph from every edge ([`resolve`]), so an
+//!   incremental run and a full rebuild give the same partition;
+//! - a profile's id is kept from the previous map by the set holding most of that
+//!   profile's identifiers (the older profile when several meet); a set without one
+//!   takes an id derived from its founding identifier (earliest seen, then a fixed hash
+//!   of the identifier), so rebuilding from scratch gives the same ids.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tessera_core::identifier::hex_sha256;
@@ -72,6 +81,29 @@ impl TypeRules {
     }
 }
 
+/// Guards against values that would fuse many people into one profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Safeguards {
+    /// An identifier linked directly to more than this many distinct identifiers of one
+    /// type is blocked (0: never).
+    pub max_links: u32,
+    /// An edge that would put more identifiers than this into one profile is held
+    /// (0: no cap).
+    pub max_profile_identifiers: u32,
+    /// Values that are never identifiers, compared case-insensitively.
+    pub placeholders: Vec<String>,
+}
+
+impl Default for Safeguards {
+    fn default() -> Self {
+        Safeguards {
+            max_links: 0,
+            max_profile_identifiers: 0,
+            placeholders: Vec::new(),
+        }
+    }
+}
+
 /// What a rule saw: two identifiers together (or one alone, to declare it) from
 /// `first_seen` to `last_seen` (microseconds since the epoch) in `events` events.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +119,26 @@ pub struct Observation {
     /// How sure the rule is: 1 for deterministic rules, the match probability for the
     /// probabilistic one.
     pub score: f64,
+    /// From probabilistic matching: weaker than any deterministic edge, and ranked by
+    /// `score` among its kind.
+    pub probabilistic: bool,
+}
+
+impl Observation {
+    /// The identifier pair, smaller first (the key of a revocation).
+    pub fn pair(&self) -> Option<(NodeKey, NodeKey)> {
+        let b = self.b.as_ref()?;
+        Some(ordered_pair(&self.a, b))
+    }
+}
+
+/// `(x, y)` with the smaller identifier first.
+pub fn ordered_pair(x: &NodeKey, y: &NodeKey) -> (NodeKey, NodeKey) {
+    if x <= y {
+        (x.clone(), y.clone())
+    } else {
+        (y.clone(), x.clone())
+    }
 }
 
 /// What became of an observation with two identifiers.
@@ -98,42 +150,82 @@ pub enum EdgeStatus {
     Linked,
     /// Applying it would have broken a limit.
     Rejected(String),
+    /// One of its identifiers is blocked (or the profile would grow past its cap).
+    Held(String),
+    /// It was revoked by an unmerge and is never applied.
+    Revoked,
 }
 
 impl EdgeStatus {
-    /// `merged`, `linked` or `rejected`.
+    /// `merged`, `linked`, `rejected`, `held` or `revoked`.
     pub fn as_str(&self) -> &'static str {
         match self {
             EdgeStatus::Merged => "merged",
             EdgeStatus::Linked => "linked",
             EdgeStatus::Rejected(_) => "rejected",
+            EdgeStatus::Held(_) => "held",
+            EdgeStatus::Revoked => "revoked",
         }
     }
 
-    /// Why it was rejected.
+    /// Why it was rejected or held.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            EdgeStatus::Rejected(r) => Some(r),
+            EdgeStatus::Rejected(r) | EdgeStatus::Held(r) => Some(r),
+            EdgeStatus::Revoked => Some("revoked by an unmerge"),
             _ => None,
         }
     }
+
+    /// Whether the edge joined its identifiers.
+    pub fn applied(&self) -> bool {
+        matches!(self, EdgeStatus::Merged | EdgeStatus::Linked)
+    }
 }
 
-/// One published profile merged into another.
+/// How a profile of the previous map changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// `from` no longer exists: its identifiers are in `into`.
+    Merge,
+    /// `into` is new, made of identifiers that were `from`'s.
+    Split,
+    /// Some of `from`'s identifiers moved to `into`; both still exist.
+    Move,
+}
+
+impl ChangeKind {
+    /// `merge`, `split` or `move`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Merge => "merge",
+            ChangeKind::Split => "split",
+            ChangeKind::Move => "move",
+        }
+    }
+}
+
+/// One change of profiles between the previous map and the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Merge {
+pub struct ProfileChange {
+    pub kind: ChangeKind,
     pub from: Arc<str>,
     pub into: Arc<str>,
-    /// Index, in the applied (sorted) observations, of the edge that caused it.
-    pub edge: usize,
+    /// Identifiers of `from` now in `into`.
+    pub identifiers: u64,
+    /// Index, in the applied observations, of the edge that brought them together
+    /// (merges and moves), when one did.
+    pub edge: Option<usize>,
 }
 
-/// The outcome of [`Graph::apply`]: the observations in the order they were applied,
-/// each with its status, and the merges of published profiles.
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub observations: Vec<(Observation, Option<EdgeStatus>)>,
-    pub merges: Vec<Merge>,
+/// An identifier that joins no profile, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub key: NodeKey,
+    pub reason: String,
+    /// Distinct identifiers it was seen with.
+    pub links: u64,
 }
 
 /// A row of the identity map.
@@ -145,9 +237,89 @@ pub struct MapRow {
     pub last_seen: i64,
 }
 
-/// The identity graph.
+/// What [`resolve`] works from.
 #[derive(Debug)]
-pub struct Graph {
+pub struct Input<'a> {
+    pub types: TypeRules,
+    pub safeguards: &'a Safeguards,
+    /// Identifier pairs ([`ordered_pair`]) never to join.
+    pub revoked: &'a HashSet<(NodeKey, NodeKey)>,
+    /// The map the previous run wrote (ids to keep, changes to report).
+    pub previous: &'a [MapRow],
+    /// Keep every identifier of `previous` even when no observation names it (an
+    /// incremental run, whose observations of old events are not re-read).
+    pub keep_previous: bool,
+    /// Every edge (and lone identifier) to resolve.
+    pub observations: Vec<Observation>,
+}
+
+/// The outcome of [`resolve`].
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// The observations in the order they were applied, each with its status.
+    pub observations: Vec<(Observation, Option<EdgeStatus>)>,
+    /// How profiles of the previous map changed, by kind, then ids.
+    pub changes: Vec<ProfileChange>,
+    /// Identifiers blocked, in identifier order.
+    pub blocked: Vec<Blocked>,
+    /// Every identifier with its profile id, in identifier order.
+    pub rows: Vec<MapRow>,
+    /// Identifiers not in the previous map.
+    pub new_identifiers: u64,
+}
+
+impl Resolution {
+    /// The profile id of identifier `key`, if it is in the map.
+    pub fn profile_of(&self, key: &NodeKey) -> Option<&Arc<str>> {
+        self.rows
+            .binary_search_by(|r| r.key.cmp(key))
+            .ok()
+            .map(|i| &self.rows[i].profile_id)
+    }
+}
+
+/// Resolves the whole identity graph: observations in canonical order under limits,
+/// revocations and safeguards, then profile ids kept from (and changes reported
+/// against) the previous map.
+pub fn resolve(input: Input<'_>) -> Resolution {
+    let mut graph = Graph::new(input.types);
+    let mut hints: HashMap<&NodeKey, &Arc<str>> = HashMap::with_capacity(input.previous.len());
+    for row in input.previous {
+        hints.insert(&row.key, &row.profile_id);
+    }
+    let mut observations = input.observations;
+    graph.canonical_sort(&mut observations);
+    graph.block(input.safeguards, &observations);
+    if input.keep_previous {
+        for row in input.previous {
+            if !graph.blocked.contains_key(&row.key) {
+                graph.node(&row.key, row.first_seen, row.last_seen, &hints);
+            }
+        }
+    }
+    let applied = graph.apply(observations, input.safeguards, input.revoked, &hints);
+    let changes = graph.publish(input.previous);
+    let rows = graph.map_rows();
+    let previous: HashSet<&NodeKey> = input.previous.iter().map(|r| &r.key).collect();
+    let new_identifiers = rows.iter().filter(|r| !previous.contains(&r.key)).count() as u64;
+    let mut blocked: Vec<Blocked> = graph
+        .blocked
+        .into_iter()
+        .map(|(key, (reason, links))| Blocked { key, reason, links })
+        .collect();
+    blocked.sort_by(|x, y| x.key.cmp(&y.key));
+    Resolution {
+        observations: applied,
+        changes,
+        blocked,
+        rows,
+        new_identifiers,
+    }
+}
+
+/// The identity graph of one run.
+#[derive(Debug)]
+struct Graph {
     types: TypeRules,
     nodes: Interner<NodeKey>,
     uf: UnionFind,
@@ -159,13 +331,23 @@ pub struct Graph {
     counts: Vec<u32>,
     /// Per root: the founding node of its set.
     founder: Vec<u32>,
-    /// Per root: the profile id published by an earlier run, if any.
+    /// Per root: the previous map's profile ids its identifiers had (sorted, distinct).
+    origins: Vec<Vec<Arc<str>>>,
+    /// Per node: its profile id in the previous map.
+    hint: Vec<Option<Arc<str>>>,
+    /// First edge (applied index) that brought identifiers of two previous profiles
+    /// into one set.
+    meetings: HashMap<(Arc<str>, Arc<str>), usize>,
+    /// Blocked identifiers: reason, distinct identifiers seen with.
+    blocked: HashMap<NodeKey, (String, u64)>,
+    /// Distinct identifiers each identifier was seen with.
+    degree: HashMap<NodeKey, u64>,
+    /// Per root: its profile id, once published.
     published: Vec<Option<Arc<str>>>,
 }
 
 impl Graph {
-    /// An empty graph.
-    pub fn new(types: TypeRules) -> Self {
+    fn new(types: TypeRules) -> Self {
         let limited = types
             .limits
             .iter()
@@ -182,50 +364,22 @@ impl Graph {
             limited,
             counts: Vec::new(),
             founder: Vec::new(),
+            origins: Vec::new(),
+            hint: Vec::new(),
+            meetings: HashMap::new(),
+            blocked: HashMap::new(),
+            degree: HashMap::new(),
             published: Vec::new(),
         }
     }
 
-    /// The graph an earlier run left: every identifier of one profile in one set,
-    /// carrying the profile's id. Limits are not re-checked.
-    pub fn load(types: TypeRules, rows: impl IntoIterator<Item = MapRow>) -> Self {
-        let mut graph = Graph::new(types);
-        let mut by_profile: HashMap<Arc<str>, u32> = HashMap::new();
-        for row in rows {
-            let node = graph.node(&row.key, row.first_seen, row.last_seen);
-            match by_profile.get(&row.profile_id) {
-                Some(&other) => {
-                    let (ra, rb) = (graph.uf.find(node), graph.uf.find(other));
-                    if ra != rb {
-                        graph.join(ra, rb);
-                    }
-                }
-                None => {
-                    by_profile.insert(row.profile_id.clone(), node);
-                }
-            }
-            let root = graph.uf.find(node);
-            graph.published[root as usize] = Some(row.profile_id);
-        }
-        graph
-    }
-
-    /// Number of identifiers.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Whether the graph has no identifier.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
-    /// The type rules.
-    pub fn types(&self) -> &TypeRules {
-        &self.types
-    }
-
-    fn node(&mut self, key: &NodeKey, first_seen: i64, last_seen: i64) -> u32 {
+    fn node(
+        &mut self,
+        key: &NodeKey,
+        first_seen: i64,
+        last_seen: i64,
+        hints: &HashMap<&NodeKey, &Arc<str>>,
+    ) -> u32 {
         let (id, new) = self.nodes.intern(key);
         if new {
             self.uf.push();
@@ -233,6 +387,9 @@ impl Graph {
             self.last_seen.push(last_seen);
             self.founder.push(id);
             self.published.push(None);
+            let hint = hints.get(key).map(|p| (*p).clone());
+            self.origins.push(hint.iter().cloned().collect());
+            self.hint.push(hint);
             let k = self.limited.len();
             self.counts.extend(
                 self.limited
@@ -275,35 +432,45 @@ impl Graph {
         None
     }
 
-    /// Joins roots `ra` and `rb` unconditionally; returns the merge of two published
-    /// profiles it implies, as `(from, into)`.
-    fn join(&mut self, ra: u32, rb: u32) -> Option<(Arc<str>, Arc<str>)> {
+    /// Joins roots `ra` and `rb` by edge `edge`.
+    fn join(&mut self, ra: u32, rb: u32, edge: usize) {
         let (fa, fb) = (self.founder[ra as usize], self.founder[rb as usize]);
-        let (pa, pb) = (
-            self.published[ra as usize].clone(),
-            self.published[rb as usize].clone(),
-        );
-        // The older profile survives: the one founded earlier.
-        let a_older = self.founder_order(fa, fb) != Ordering::Greater;
-        let founder = if a_older { fa } else { fb };
-        let (published, merge) = match (pa, pb) {
-            (Some(a), Some(b)) if a != b => {
-                if a_older {
-                    (Some(a.clone()), Some((b, a)))
-                } else {
-                    (Some(b.clone()), Some((a, b)))
+        let founder = if self.founder_order(fa, fb) != Ordering::Greater {
+            fa
+        } else {
+            fb
+        };
+        let a = std::mem::take(&mut self.origins[ra as usize]);
+        let b = std::mem::take(&mut self.origins[rb as usize]);
+        // Pairs of previous profiles meeting here for the first time (bounded: a set
+        // holding many previous profiles is already a merge of many).
+        if !a.is_empty() && !b.is_empty() && a.len() * b.len() <= 64 {
+            for p in &a {
+                for q in &b {
+                    if p != q {
+                        let key = if p < q {
+                            (p.clone(), q.clone())
+                        } else {
+                            (q.clone(), p.clone())
+                        };
+                        self.meetings.entry(key).or_insert(edge);
+                    }
                 }
             }
-            (a, b) => (a.or(b), None),
-        };
+        }
+        let mut origins = a;
+        for q in b {
+            if let Err(i) = origins.binary_search(&q) {
+                origins.insert(i, q);
+            }
+        }
         let (kept, absorbed) = self.uf.union_roots(ra, rb);
         let k = self.limited.len();
         for slot in 0..k {
             self.counts[kept as usize * k + slot] += self.counts[absorbed as usize * k + slot];
         }
         self.founder[kept as usize] = founder;
-        self.published[kept as usize] = published;
-        merge
+        self.origins[kept as usize] = origins;
     }
 
     fn edge_order(&self, o: &Observation) -> (i64, u32, u32) {
@@ -312,58 +479,305 @@ impl Graph {
         (o.first_seen, pa.min(pb), pa.max(pb))
     }
 
-    /// Sorts observations into the order [`apply`](Self::apply) uses: first seen, then
-    /// the more trusted edge, then the identifiers.
-    pub fn canonical_sort(&self, observations: &mut [Observation]) {
+    /// Sorts observations into the order [`resolve`] applies them: deterministic before
+    /// probabilistic, higher probability first, then first seen, the more trusted
+    /// edge, and the identifiers.
+    fn canonical_sort(&self, observations: &mut [Observation]) {
         observations.sort_by(|x, y| {
-            self.edge_order(x)
-                .cmp(&self.edge_order(y))
+            x.probabilistic
+                .cmp(&y.probabilistic)
+                .then_with(|| {
+                    if x.probabilistic {
+                        y.score.total_cmp(&x.score)
+                    } else {
+                        Ordering::Equal
+                    }
+                })
+                .then_with(|| self.edge_order(x).cmp(&self.edge_order(y)))
                 .then_with(|| x.a.cmp(&y.a))
                 .then_with(|| x.b.cmp(&y.b))
                 .then_with(|| x.rule.cmp(&y.rule))
         });
     }
 
-    /// Applies observations in canonical order.
-    pub fn apply(&mut self, mut observations: Vec<Observation>) -> Applied {
-        self.canonical_sort(&mut observations);
-        let mut applied = Applied {
-            observations: Vec::with_capacity(observations.len()),
-            merges: Vec::new(),
-        };
+    /// Blocks placeholder values and identifiers linked to too many identifiers of one
+    /// type.
+    fn block(&mut self, safeguards: &Safeguards, observations: &[Observation]) {
+        let placeholders: HashSet<String> = safeguards
+            .placeholders
+            .iter()
+            .map(|p| p.to_lowercase())
+            .collect();
+        let mut links: Vec<(&NodeKey, TypeId, &NodeKey)> = Vec::new();
+        for o in observations {
+            for key in std::iter::once(&o.a).chain(o.b.as_ref()) {
+                if !placeholders.is_empty()
+                    && placeholders.contains(&key.value.to_lowercase())
+                    && !self.blocked.contains_key(key)
+                {
+                    self.blocked
+                        .insert(key.clone(), ("placeholder value".to_owned(), 0));
+                }
+            }
+            if let Some(b) = &o.b {
+                links.push((&o.a, b.id_type, b));
+                links.push((b, o.a.id_type, &o.a));
+            }
+        }
+        links.sort_unstable();
+        links.dedup();
+        let mut i = 0;
+        while i < links.len() {
+            let node = links[i].0;
+            let mut j = i;
+            let mut worst: (u64, TypeId) = (0, 0);
+            while j < links.len() && links[j].0 == node {
+                let t = links[j].1;
+                let mut k = j;
+                while k < links.len() && links[k].0 == node && links[k].1 == t {
+                    k += 1;
+                }
+                if (k - j) as u64 > worst.0 {
+                    worst = ((k - j) as u64, t);
+                }
+                j = k;
+            }
+            let total = (j - i) as u64;
+            self.degree.insert(node.clone(), total);
+            if let Some(entry) = self.blocked.get_mut(node) {
+                entry.1 = total;
+            } else if safeguards.max_links > 0 && worst.0 > u64::from(safeguards.max_links) {
+                self.blocked.insert(
+                    node.clone(),
+                    (
+                        format!(
+                            "linked to {} {} identifiers (max {})",
+                            worst.0,
+                            self.types.name(worst.1),
+                            safeguards.max_links
+                        ),
+                        total,
+                    ),
+                );
+            }
+            i = j;
+        }
+    }
+
+    /// Applies observations (already in canonical order).
+    fn apply(
+        &mut self,
+        observations: Vec<Observation>,
+        safeguards: &Safeguards,
+        revoked: &HashSet<(NodeKey, NodeKey)>,
+        hints: &HashMap<&NodeKey, &Arc<str>>,
+    ) -> Vec<(Observation, Option<EdgeStatus>)> {
+        let cap = safeguards.max_profile_identifiers;
+        let mut out = Vec::with_capacity(observations.len());
         for (index, o) in observations.into_iter().enumerate() {
-            let a = self.node(&o.a, o.first_seen, o.last_seen);
-            let status = match &o.b {
-                None => None,
-                Some(bkey) => {
-                    let b = self.node(bkey, o.first_seen, o.last_seen);
-                    let (ra, rb) = (self.uf.find(a), self.uf.find(b));
-                    Some(if ra == rb {
-                        EdgeStatus::Linked
-                    } else if let Some(reason) = self.limit_breach(ra, rb) {
-                        EdgeStatus::Rejected(reason)
+            let blocked_a = self.blocked.contains_key(&o.a);
+            let Some(bkey) = &o.b else {
+                if !blocked_a {
+                    self.node(&o.a, o.first_seen, o.last_seen, hints);
+                }
+                out.push((o, None));
+                continue;
+            };
+            let blocked_b = self.blocked.contains_key(bkey);
+            let status = if blocked_a || blocked_b {
+                for (key, blocked) in [(&o.a, blocked_a), (bkey, blocked_b)] {
+                    if !blocked {
+                        self.node(key, o.first_seen, o.last_seen, hints);
+                    }
+                }
+                let key = if blocked_a { &o.a } else { bkey };
+                let reason = &self.blocked[key].0;
+                EdgeStatus::Held(format!(
+                    "{} {} is blocked: {reason}",
+                    self.types.name(key.id_type),
+                    key.value
+                ))
+            } else {
+                let a = self.node(&o.a, o.first_seen, o.last_seen, hints);
+                let b = self.node(bkey, o.first_seen, o.last_seen, hints);
+                let (ra, rb) = (self.uf.find(a), self.uf.find(b));
+                let size = u64::from(self.uf.size(ra)) + u64::from(self.uf.size(rb));
+                if !revoked.is_empty() && o.pair().is_some_and(|p| revoked.contains(&p)) {
+                    EdgeStatus::Revoked
+                } else if ra == rb {
+                    EdgeStatus::Linked
+                } else if let Some(reason) = self.limit_breach(ra, rb) {
+                    EdgeStatus::Rejected(reason)
+                } else if cap > 0 && size > u64::from(cap) {
+                    // The busier end is what fuses people; it joins nothing more.
+                    let degree = |k: &NodeKey| self.degree.get(k).copied().unwrap_or(0);
+                    let busier = if degree(bkey) > degree(&o.a) {
+                        bkey
                     } else {
-                        let both_grown = self.uf.size(ra) > 1 && self.uf.size(rb) > 1;
-                        let merge = self.join(ra, rb);
-                        let merged = merge.is_some() || both_grown;
-                        if let Some((from, into)) = merge {
-                            applied.merges.push(Merge {
-                                from,
-                                into,
-                                edge: index,
-                            });
-                        }
-                        if merged {
-                            EdgeStatus::Merged
-                        } else {
-                            EdgeStatus::Linked
-                        }
-                    })
+                        &o.a
+                    };
+                    let links = degree(busier);
+                    self.blocked.insert(
+                        busier.clone(),
+                        (
+                            format!(
+                                "its edges would put more than {cap} identifiers in one profile"
+                            ),
+                            links,
+                        ),
+                    );
+                    EdgeStatus::Held(format!(
+                        "would put {size} identifiers in one profile (max {cap})"
+                    ))
+                } else {
+                    let both_grown = self.uf.size(ra) > 1 && self.uf.size(rb) > 1;
+                    let distinct_origins = {
+                        let (x, y) = (&self.origins[ra as usize], &self.origins[rb as usize]);
+                        !x.is_empty() && !y.is_empty() && x != y
+                    };
+                    self.join(ra, rb, index);
+                    if both_grown || distinct_origins {
+                        EdgeStatus::Merged
+                    } else {
+                        EdgeStatus::Linked
+                    }
                 }
             };
-            applied.observations.push((o, status));
+            out.push((o, Some(status)));
         }
-        applied
+        out
+    }
+
+    /// Gives every set its profile id — kept from the previous map where the set holds
+    /// most of a previous profile's identifiers, derived from its founder otherwise —
+    /// and reports how the previous profiles changed.
+    fn publish(&mut self, previous: &[MapRow]) -> Vec<ProfileChange> {
+        // Identifiers of each previous profile per set.
+        let mut tally: HashMap<(u32, Arc<str>), u64> = HashMap::new();
+        // A previous profile's age: its founding identifier under the founding order.
+        let order = |r: &MapRow| (r.first_seen, fnv1a(&r.key), r.key.clone());
+        let mut age: HashMap<&Arc<str>, (i64, u64, NodeKey)> = HashMap::new();
+        for row in previous {
+            let key = order(row);
+            match age.get_mut(&row.profile_id) {
+                Some(old) if *old <= key => {}
+                Some(old) => *old = key,
+                None => {
+                    age.insert(&row.profile_id, key);
+                }
+            }
+        }
+        for node in 0..self.nodes.len() as u32 {
+            if let Some(p) = self.hint[node as usize].clone() {
+                let root = self.uf.find(node);
+                *tally.entry((root, p)).or_default() += 1;
+            }
+        }
+        // Each previous profile's home: the set holding most of it (then the set founded
+        // first).
+        let mut home: HashMap<Arc<str>, (u32, u64)> = HashMap::new();
+        let mut tallies: Vec<((u32, Arc<str>), u64)> = tally.into_iter().collect();
+        tallies.sort_by(|x, y| x.0.1.cmp(&y.0.1).then(x.0.0.cmp(&y.0.0)));
+        for ((root, p), n) in &tallies {
+            match home.get(p) {
+                Some(&(r, m))
+                    if m > *n
+                        || (m == *n
+                            && self.founder_order(
+                                self.founder[r as usize],
+                                self.founder[*root as usize],
+                            ) != Ordering::Greater) => {}
+                _ => {
+                    home.insert(p.clone(), (*root, *n));
+                }
+            }
+        }
+        // Each set keeps the oldest of the previous profiles whose home it is.
+        let mut claims: BTreeMap<u32, Vec<Arc<str>>> = BTreeMap::new();
+        for (p, (root, _)) in &home {
+            claims.entry(*root).or_default().push(p.clone());
+        }
+        let mut changes = Vec::new();
+        let mut used: HashSet<Arc<str>> = HashSet::new();
+        for (root, mut ps) in claims {
+            ps.sort_by(|x, y| age.get(x).cmp(&age.get(y)).then_with(|| x.cmp(y)));
+            let kept = ps[0].clone();
+            for p in &ps[1..] {
+                changes.push(ProfileChange {
+                    kind: ChangeKind::Merge,
+                    from: p.clone(),
+                    into: kept.clone(),
+                    identifiers: home[p].1,
+                    edge: self.meeting(p, &kept),
+                });
+            }
+            used.insert(kept.clone());
+            self.published[root as usize] = Some(kept);
+        }
+        // Parts of previous profiles that live elsewhere: moved into a kept profile, or
+        // split off into a new one.
+        let mut parts: BTreeMap<u32, Vec<(Arc<str>, u64)>> = BTreeMap::new();
+        for ((root, p), n) in tallies {
+            if home.get(&p).is_some_and(|(r, _)| *r != root) {
+                parts.entry(root).or_default().push((p, n));
+            }
+        }
+        for (root, ps) in parts {
+            match self.published[root as usize].clone() {
+                Some(into) => {
+                    for (p, n) in ps {
+                        let edge = self.meeting(&p, &into);
+                        changes.push(ProfileChange {
+                            kind: ChangeKind::Move,
+                            from: p,
+                            into: into.clone(),
+                            identifiers: n,
+                            edge,
+                        });
+                    }
+                }
+                None => {
+                    let into = self.fresh_id(root, &used);
+                    used.insert(into.clone());
+                    self.published[root as usize] = Some(into.clone());
+                    for (p, n) in ps {
+                        changes.push(ProfileChange {
+                            kind: ChangeKind::Split,
+                            from: p,
+                            into: into.clone(),
+                            identifiers: n,
+                            edge: None,
+                        });
+                    }
+                }
+            }
+        }
+        changes.sort_by(|x, y| (x.kind, &x.from, &x.into).cmp(&(y.kind, &y.from, &y.into)));
+        changes
+    }
+
+    fn meeting(&self, p: &Arc<str>, q: &Arc<str>) -> Option<usize> {
+        let key = if p < q {
+            (p.clone(), q.clone())
+        } else {
+            (q.clone(), p.clone())
+        };
+        self.meetings.get(&key).copied()
+    }
+
+    /// An id for a new set that no kept profile uses: derived from its founder.
+    fn fresh_id(&self, root: u32, used: &HashSet<Arc<str>>) -> Arc<str> {
+        let key = self.nodes.key(self.founder[root as usize]);
+        let mut id = derive_profile_id(self.types.name(key.id_type), &key.value);
+        let mut n = 1;
+        while used.contains(&id) {
+            n += 1;
+            id = derive_profile_id(
+                self.types.name(key.id_type),
+                &format!("{}\u{0}{n}", key.value),
+            );
+        }
+        id
     }
 
     /// The profile id of the set rooted at `root`: published, or derived from its
@@ -378,15 +792,8 @@ impl Graph {
         id
     }
 
-    /// The profile id of identifier `key`, if known.
-    pub fn profile_of(&mut self, key: &NodeKey) -> Option<Arc<str>> {
-        let id = self.nodes.get(key)?;
-        let root = self.uf.find(id);
-        Some(self.profile_id_of_root(root))
-    }
-
     /// Every identifier with its profile id, in identifier order.
-    pub fn map_rows(&mut self) -> Vec<MapRow> {
+    fn map_rows(&mut self) -> Vec<MapRow> {
         let mut rows: Vec<MapRow> = (0..self.nodes.len() as u32)
             .map(|id| {
                 let root = self.uf.find(id);

@@ -1,11 +1,14 @@
 //! A stitching run: rules → observations → graph → `identity_edges`, `profile_merges`,
-//! `identity_map`, then the golden `profiles`.
+//! `blocked_values`, `identity_map`, then the golden `profiles`.
 //!
 //! Incremental by default: the `identity_map` commit records, as Delta application
 //! transaction `tessera-stitch`, the `events` version it consumed; the next run reads
-//! only the event files added since, loads the map, and applies the new observations
-//! on top. `--full` reads every event and rebuilds from scratch, keeping the ids of
-//! profiles that still exist and recording the ones that no longer do as merges.
+//! only the event files added since. The graph itself is resolved whole every run, from
+//! the edges `identity_edges` holds plus the new observations (minus revoked edges), so
+//! stronger evidence that arrives late still wins and an incremental run gives the
+//! partition a full rebuild gives. `--full` re-reads every event instead of the stored
+//! edges. Ids of the previous map are kept; how profiles changed (merges, splits,
+//! moves) goes to `profile_merges`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -22,14 +25,18 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use tessera_core::config::IdentitySection;
 use tessera_core::schema::{
-    self, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, MATCH_PAIRS, PROFILE_MERGES,
+    self, BLOCKED_VALUES, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, IDENTITY_REVOCATIONS, MATCH_PAIRS,
+    PROFILE_MERGES,
 };
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
 
 use crate::error::{IdentityError, Result};
 use crate::profiles;
-use crate::resolve::{Applied, Graph, MapRow, NodeKey, Observation, TypeRules};
+use crate::resolve::{
+    self, ChangeKind, EdgeStatus, Input, MapRow, NodeKey, Observation, Resolution, Safeguards,
+    TypeRules,
+};
 use crate::rules::{self, Rule};
 
 /// Application transaction id of stitching commits.
@@ -47,6 +54,10 @@ pub struct StitchOptions {
     pub full: bool,
     /// Who runs it (recorded in commits).
     pub actor: String,
+    /// Resolve the graph again even when no event arrived (after a revocation).
+    pub resolve_again: bool,
+    /// Compute what would change; write nothing.
+    pub dry_run: bool,
 }
 
 /// Stages of a run, for progress display.
@@ -80,10 +91,28 @@ pub struct StitchReport {
     /// Event files read.
     pub event_files: usize,
     pub rules: Vec<RuleReport>,
+    /// Edges in the graph (each pair once per rule).
     pub edges: u64,
     pub edges_merged: u64,
     pub edges_rejected: u64,
+    /// Edges with a blocked identifier.
+    pub edges_held: u64,
+    /// Edges revoked by unmerges.
+    pub edges_revoked: u64,
+    /// Profiles of the previous map merged into another.
     pub merges: u64,
+    /// Profiles split off a previous one.
+    pub splits: u64,
+    /// Moves of identifiers between two profiles that both remain.
+    pub moves: u64,
+    /// Identifiers of the previous map now in another profile (or in none).
+    pub identifiers_moved: u64,
+    /// Identifiers blocked (`blocked_values`).
+    pub blocked: Vec<BlockedReport>,
+    /// Nothing was written (`--dry-run`).
+    pub dry_run: bool,
+    /// Under `--dry-run`: each change of profiles the run would make.
+    pub changes: Vec<ChangeReport>,
     pub identifiers: u64,
     pub new_identifiers: u64,
     pub profiles: u64,
@@ -94,6 +123,24 @@ pub struct StitchReport {
     pub traits: Vec<String>,
     /// Seconds spent in each stage, in order.
     pub stages: Vec<(String, f64)>,
+}
+
+/// One blocked identifier, for the report.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BlockedReport {
+    pub id_type: String,
+    pub id_value: String,
+    pub reason: String,
+    pub links: u64,
+}
+
+/// One change of profiles, for a dry run's report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChangeReport {
+    pub kind: ChangeKind,
+    pub from: String,
+    pub into: String,
+    pub identifiers: u64,
 }
 
 /// Times stages and forwards them to the progress display.
@@ -158,7 +205,7 @@ pub async fn stitch(
         None
     };
     let new_matches = match_version.is_some() && (report.full || match_version != match_consumed);
-    if incremental.is_some_and(|c| c.is_empty()) && !new_matches {
+    if incremental.is_some_and(|c| c.is_empty()) && !new_matches && !options.resolve_again {
         report.up_to_date = true;
         let stats = lake.stats(IDENTITY_MAP).await?;
         report.identifiers = stats.rows;
@@ -220,36 +267,106 @@ pub async fn stitch(
             report.rules.push(rule_report);
         }
     }
+    rules.push(Rule {
+        name: PROBABILISTIC_RULE.into(),
+        sql: probabilistic_rule_sql(type_rules.names()),
+    });
+    let probabilistic = rules.len() as u32 - 1;
     // An empty match_pairs (as `tessera init` creates it) has nothing to add.
     if new_matches && lake.stats(MATCH_PAIRS).await?.rows > 0 {
-        let rule = Rule {
-            name: PROBABILISTIC_RULE.into(),
-            sql: probabilistic_rule_sql(type_rules.names()),
-        };
         clock.stage("rule probabilistic (match_pairs)");
-        let (obs, rule_report) = run_rule(&ctx, &rule, rules.len() as u32, &type_rules).await?;
+        let rule = &rules[probabilistic as usize];
+        let (obs, rule_report) = run_rule(&ctx, rule, probabilistic, &type_rules).await?;
         observations.extend(obs);
         report.rules.push(rule_report);
-        rules.push(rule);
+    }
+    for o in &mut observations {
+        o.probabilistic = o.rule == probabilistic;
     }
     let observations = dedup_observations(observations);
+    // What the new observations name: their profiles are rebuilt.
+    let new_keys: HashSet<NodeKey> = observations
+        .iter()
+        .flat_map(|o| std::iter::once(o.a.clone()).chain(o.b.clone()))
+        .collect();
+
+    // The whole graph: the stored edges (of the rules that still exist; probabilistic
+    // ones replaced when match_pairs changed) plus the new observations.
+    let mut all = observations;
+    if !report.full && lake.exists(IDENTITY_EDGES).await? {
+        clock.stage("loading identity_edges");
+        all.extend(load_edges(&ctx, &rules, &type_rules, new_matches).await?);
+    }
+    let all = dedup_observations(all);
+    let revoked = load_revocations(lake, &ctx, &type_rules).await?;
+    let safeguards = Safeguards {
+        max_links: config.max_links(),
+        max_profile_identifiers: config.max_profile_identifiers(),
+        placeholders: config.placeholders(),
+    };
 
     clock.stage("resolving identities");
-    let (mut graph, reconcile_against) = if report.full {
-        (Graph::new(type_rules.clone()), previous_rows)
-    } else {
-        (Graph::load(type_rules.clone(), previous_rows), Vec::new())
-    };
-    let known_before = graph.len();
-    let applied = graph.apply(observations);
-    let rows = graph.map_rows();
+    let resolution = resolve::resolve(Input {
+        types: type_rules.clone(),
+        safeguards: &safeguards,
+        revoked: &revoked,
+        previous: &previous_rows,
+        keep_previous: !report.full,
+        observations: all,
+    });
+    let rows = &resolution.rows;
     report.identifiers = rows.len() as u64;
-    report.new_identifiers = (graph.len() - known_before.min(graph.len())) as u64;
-    let mut merges = edge_merges(&applied);
-    if report.full {
-        merges.extend(reconcile(&reconcile_against, &rows));
+    report.new_identifiers = resolution.new_identifiers;
+    for c in &resolution.changes {
+        match c.kind {
+            ChangeKind::Merge => report.merges += 1,
+            ChangeKind::Split => report.splits += 1,
+            ChangeKind::Move => report.moves += 1,
+        }
     }
-    report.merges = merges.len() as u64;
+    for (_, status) in &resolution.observations {
+        match status {
+            Some(EdgeStatus::Merged) => report.edges_merged += 1,
+            Some(EdgeStatus::Rejected(_)) => report.edges_rejected += 1,
+            Some(EdgeStatus::Held(_)) => report.edges_held += 1,
+            Some(EdgeStatus::Revoked) => report.edges_revoked += 1,
+            _ => {}
+        }
+        report.edges += u64::from(status.is_some());
+    }
+    report.blocked = resolution
+        .blocked
+        .iter()
+        .map(|b| BlockedReport {
+            id_type: type_rules.name(b.key.id_type).to_owned(),
+            id_value: b.key.value.to_string(),
+            reason: b.reason.clone(),
+            links: b.links,
+        })
+        .collect();
+    // Profiles whose identifiers changed, and those gone.
+    let (mut touched, removed, moved) = differences(&previous_rows, &resolution);
+    report.identifiers_moved = moved;
+    if options.dry_run {
+        report.dry_run = true;
+        report.changes = resolution
+            .changes
+            .iter()
+            .map(|c| ChangeReport {
+                kind: c.kind,
+                from: c.from.to_string(),
+                into: c.into.to_string(),
+                identifiers: c.identifiers,
+            })
+            .collect();
+        report.profiles = rows
+            .iter()
+            .map(|r| &r.profile_id)
+            .collect::<HashSet<_>>()
+            .len() as u64;
+        report.stages = clock.stages.finish();
+        return Ok(report);
+    }
 
     // Writes: edges and merges first, the map last (its transaction marks the run done).
     let now = Utc::now().timestamp_micros();
@@ -260,57 +377,42 @@ pub async fn stitch(
             .detail("full", report.full)
     };
     clock.stage("writing identity_edges");
-    let edges_def = table_def(IDENTITY_EDGES)?;
-    let mut writer = if report.full {
-        lake.replace_writer(&edges_def).await?
-    } else {
-        lake.append_writer(&edges_def).await?
-    };
     let match_run = match_version.unwrap_or(-1);
-    let done = |table: &'static str| async move {
-        Ok::<bool, IdentityError>(
-            lake.transaction_version(table, STITCH_APP).await? == Some(run)
-                && lake
-                    .transaction_version(table, MATCH_APP)
-                    .await?
-                    .unwrap_or(-1)
-                    == match_run,
-        )
-    };
-    let mut already = !report.full && done(IDENTITY_EDGES).await?;
-    if !already {
-        for batch in edge_batches(&applied, &rules, &mut graph, &type_rules, run)? {
-            let (merged, rejected) = count_status(&batch);
-            report.edges += batch.num_rows() as u64;
-            report.edges_merged += merged;
-            report.edges_rejected += rejected;
-            writer.write(batch).await?;
-        }
-        writer
-            .commit(
-                note("stitch")
-                    .transaction(STITCH_APP, run)
-                    .transaction(MATCH_APP, match_run),
-            )
-            .await?;
-    } else {
-        writer.abort();
+    let mut writer = lake.replace_writer(&table_def(IDENTITY_EDGES)?).await?;
+    for batch in edge_batches(&resolution, &rules, &type_rules, run)? {
+        writer.write(batch).await?;
     }
+    writer
+        .commit(
+            note("stitch")
+                .transaction(STITCH_APP, run)
+                .transaction(MATCH_APP, match_run),
+        )
+        .await?;
+
+    clock.stage("writing blocked_values");
+    let mut writer = lake.replace_writer(&table_def(BLOCKED_VALUES)?).await?;
+    writer
+        .write(blocked_batch(&resolution, &type_rules, now, run)?)
+        .await?;
+    writer
+        .commit(note("stitch").transaction(STITCH_APP, run))
+        .await?;
 
     clock.stage("writing profile_merges");
     let merges_def = table_def(PROFILE_MERGES)?;
     let mut writer = lake.append_writer(&merges_def).await?;
-    already = !report.full && done(PROFILE_MERGES).await?;
-    if !already {
+    // A run that wrote its merges and died before the map commits them again otherwise.
+    let done = lake.transaction_version(PROFILE_MERGES, STITCH_APP).await? == Some(run)
+        && lake
+            .transaction_version(PROFILE_MERGES, MATCH_APP)
+            .await?
+            .unwrap_or(-1)
+            == match_run
+        && !options.resolve_again;
+    if !done {
         writer
-            .write(merge_batch(
-                &merges,
-                &applied,
-                &rules,
-                &type_rules,
-                now,
-                run,
-            )?)
+            .write(merge_batch(&resolution, &rules, &type_rules, now, run)?)
             .await?;
         writer
             .commit(
@@ -328,6 +430,7 @@ pub async fn stitch(
     for chunk in rows.chunks(BATCH_ROWS) {
         writer.write(map_batch(chunk, &type_rules)?).await?;
     }
+
     writer
         .commit(
             note("stitch")
@@ -341,16 +444,15 @@ pub async fn stitch(
     let scope = if report.full {
         profiles::Scope::All
     } else {
-        // Both ends: a rejected edge still brings an event to each side's profile.
-        let mut touched: Vec<String> = applied
-            .observations
-            .iter()
-            .flat_map(|(o, _)| std::iter::once(&o.a).chain(o.b.as_ref()))
-            .filter_map(|k| graph.profile_of(k).map(|p| p.to_string()))
-            .collect();
+        // Both ends of every new observation: a rejected edge still brings an event to
+        // each side's profile.
+        touched.extend(
+            new_keys
+                .iter()
+                .filter_map(|k| resolution.profile_of(k).map(|p| p.to_string())),
+        );
         touched.sort_unstable();
         touched.dedup();
-        let removed = merges.iter().map(|(from, _, _)| from.to_string()).collect();
         profiles::Scope::Touched { touched, removed }
     };
     let built = profiles::build(engine, project_dir, config, &options.actor, run, scope).await?;
@@ -591,6 +693,7 @@ async fn run_rule(
                 } else {
                     1.0
                 },
+                probabilistic: false,
             });
         }
     }
@@ -683,60 +786,192 @@ async fn load_map(ctx: &SessionContext) -> Result<Vec<(String, MapRow)>> {
     Ok(rows)
 }
 
-/// A merge to record: `(from, into, edge index in the applied observations)`.
-type MergeRecord = (Arc<str>, Arc<str>, Option<usize>);
-
-fn edge_merges(applied: &Applied) -> Vec<MergeRecord> {
-    applied
-        .merges
-        .iter()
-        .map(|m| (m.from.clone(), m.into.clone(), Some(m.edge)))
-        .collect()
+/// How the map changed from `previous` to the resolution: the profiles whose
+/// identifiers changed (still existing), those gone, and how many identifiers of the
+/// previous map now sit in another profile or none.
+fn differences(previous: &[MapRow], resolution: &Resolution) -> (Vec<String>, Vec<String>, u64) {
+    let alive: HashSet<&Arc<str>> = resolution.rows.iter().map(|r| &r.profile_id).collect();
+    let mut touched: HashSet<&Arc<str>> = HashSet::new();
+    let mut removed: HashSet<&Arc<str>> = HashSet::new();
+    let mut moved = 0;
+    for r in previous {
+        let now = resolution.profile_of(&r.key);
+        if now != Some(&r.profile_id) {
+            moved += 1;
+            touched.extend(now);
+            if alive.contains(&r.profile_id) {
+                touched.insert(&r.profile_id);
+            } else {
+                removed.insert(&r.profile_id);
+            }
+        }
+    }
+    let mut touched: Vec<String> = touched.into_iter().map(|p| p.to_string()).collect();
+    touched.sort_unstable();
+    let mut removed: Vec<String> = removed.into_iter().map(|p| p.to_string()).collect();
+    removed.sort_unstable();
+    (touched, removed, moved)
 }
 
-/// After a rebuild: every profile of the previous map that no longer exists merged
-/// into the profile now holding most of its identifiers.
-fn reconcile(previous: &[MapRow], now: &[MapRow]) -> Vec<MergeRecord> {
-    if previous.is_empty() {
-        return Vec::new();
-    }
-    let current: HashMap<&NodeKey, &Arc<str>> =
-        now.iter().map(|r| (&r.key, &r.profile_id)).collect();
-    let alive: HashSet<&Arc<str>> = now.iter().map(|r| &r.profile_id).collect();
-    let mut votes: HashMap<&Arc<str>, HashMap<&Arc<str>, u64>> = HashMap::new();
-    for r in previous {
-        if alive.contains(&r.profile_id) {
-            continue;
-        }
-        if let Some(into) = current.get(&r.key) {
-            *votes
-                .entry(&r.profile_id)
-                .or_default()
-                .entry(into)
-                .or_default() += 1;
-        }
-    }
-    let mut merges: Vec<MergeRecord> = votes
-        .into_iter()
-        .filter_map(|(from, to)| {
-            to.into_iter()
-                .max_by(|x, y| x.1.cmp(&y.1).then_with(|| y.0.cmp(x.0)))
-                .map(|(into, _)| (from.clone(), into.clone(), None))
-        })
+/// The edges of `identity_edges` as observations, for the rules that still exist
+/// (probabilistic ones only when `match_pairs` did not change since: otherwise the new
+/// predictions replace them).
+async fn load_edges(
+    ctx: &SessionContext,
+    rules: &[Rule],
+    types: &TypeRules,
+    new_matches: bool,
+) -> Result<Vec<Observation>> {
+    let query_err = |source| IdentityError::Query {
+        file: IDENTITY_EDGES.into(),
+        source,
+    };
+    let index: HashMap<&str, u32> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i as u32))
         .collect();
-    merges.sort();
-    merges
+    let mut stream = tessera_engine::execute(
+        ctx,
+        "SELECT a_type, a_value, b_type, b_value, rule, source, \
+                CAST(first_seen AS BIGINT) AS first_seen, CAST(last_seen AS BIGINT) AS last_seen, \
+                events, score \
+         FROM identity_edges",
+        tessera_engine::Policy::ReadOnly,
+    )
+    .await?;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.try_next().await.map_err(query_err)? {
+        let text = |i: usize| -> Result<ArrayRef> { Ok(cast(batch.column(i), &DataType::Utf8)?) };
+        let cols: Vec<ArrayRef> = (0..6).map(text).collect::<Result<_>>()?;
+        let c: Vec<&arrow::array::StringArray> =
+            cols.iter().map(|a| a.as_string::<i32>()).collect();
+        let first = batch.column(6).as_primitive::<Int64Type>();
+        let last = batch.column(7).as_primitive::<Int64Type>();
+        let events = batch.column(8).as_primitive::<Int64Type>();
+        let score = batch
+            .column(9)
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        for row in 0..batch.num_rows() {
+            let Some(&rule) = index.get(c[4].value(row)) else {
+                continue;
+            };
+            let probabilistic = c[4].value(row) == PROBABILISTIC_RULE;
+            if probabilistic && new_matches {
+                continue;
+            }
+            let (Some(at), Some(bt)) = (types.id(c[0].value(row)), types.id(c[2].value(row)))
+            else {
+                continue;
+            };
+            out.push(Observation {
+                a: NodeKey {
+                    id_type: at,
+                    value: c[1].value(row).into(),
+                },
+                b: Some(NodeKey {
+                    id_type: bt,
+                    value: c[3].value(row).into(),
+                }),
+                first_seen: first.value(row),
+                last_seen: last.value(row),
+                events: events.value(row),
+                rule,
+                source: c[5].is_valid(row).then(|| c[5].value(row).to_owned()),
+                score: score.value(row),
+                probabilistic,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The revoked identifier pairs ([`resolve::ordered_pair`]) of `identity_revocations`.
+async fn load_revocations(
+    lake: &tessera_lake::Lake,
+    ctx: &SessionContext,
+    types: &TypeRules,
+) -> Result<HashSet<(NodeKey, NodeKey)>> {
+    let mut revoked = HashSet::new();
+    if !lake.exists(IDENTITY_REVOCATIONS).await? {
+        return Ok(revoked);
+    }
+    let mut stream = tessera_engine::execute(
+        ctx,
+        "SELECT a_type, a_value, b_type, b_value FROM identity_revocations",
+        tessera_engine::Policy::ReadOnly,
+    )
+    .await?;
+    while let Some(batch) = stream.try_next().await.map_err(|e| IdentityError::Query {
+        file: IDENTITY_REVOCATIONS.into(),
+        source: e,
+    })? {
+        let cols: Vec<ArrayRef> = (0..4)
+            .map(|i| cast(batch.column(i), &DataType::Utf8))
+            .collect::<Result<_, _>>()?;
+        let c: Vec<&arrow::array::StringArray> =
+            cols.iter().map(|a| a.as_string::<i32>()).collect();
+        for row in 0..batch.num_rows() {
+            let (Some(at), Some(bt)) = (types.id(c[0].value(row)), types.id(c[2].value(row)))
+            else {
+                continue;
+            };
+            let a = NodeKey {
+                id_type: at,
+                value: c[1].value(row).into(),
+            };
+            let b = NodeKey {
+                id_type: bt,
+                value: c[3].value(row).into(),
+            };
+            revoked.insert(resolve::ordered_pair(&a, &b));
+        }
+    }
+    Ok(revoked)
+}
+
+fn blocked_batch(
+    resolution: &Resolution,
+    types: &TypeRules,
+    now: i64,
+    run: i64,
+) -> Result<RecordBatch> {
+    let n = resolution.blocked.len();
+    let mut t = StringBuilder::with_capacity(n, n * 8);
+    let mut v = StringBuilder::with_capacity(n, n * 16);
+    let mut reason = StringBuilder::new();
+    let mut links = Int64Builder::with_capacity(n);
+    let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut stitch_run = Int64Builder::with_capacity(n);
+    for b in &resolution.blocked {
+        t.append_value(types.name(b.key.id_type));
+        v.append_value(&b.key.value);
+        reason.append_value(&b.reason);
+        links.append_value(b.links as i64);
+        at.append_value(now);
+        stitch_run.append_value(run);
+    }
+    Ok(RecordBatch::try_new(
+        schema::blocked_values_schema(),
+        vec![
+            Arc::new(t.finish()),
+            Arc::new(v.finish()),
+            Arc::new(reason.finish()),
+            Arc::new(links.finish()),
+            Arc::new(at.finish()),
+            Arc::new(stitch_run.finish()),
+        ],
+    )?)
 }
 
 fn edge_batches(
-    applied: &Applied,
+    resolution: &Resolution,
     rules: &[Rule],
-    graph: &mut Graph,
     types: &TypeRules,
     run: i64,
 ) -> Result<Vec<RecordBatch>> {
     let schema = schema::identity_edges_schema();
-    let edges: Vec<&(Observation, Option<crate::resolve::EdgeStatus>)> = applied
+    let edges: Vec<&(Observation, Option<EdgeStatus>)> = resolution
         .observations
         .iter()
         .filter(|(o, s)| o.b.is_some() && s.is_some())
@@ -772,7 +1007,12 @@ fn edge_batches(
             score.append_value(o.score);
             status.append_value(s.as_str());
             reason.append_option(s.reason());
-            profile.append_option(graph.profile_of(&o.a).as_deref());
+            profile.append_option(
+                resolution
+                    .profile_of(&o.a)
+                    .or_else(|| resolution.profile_of(b))
+                    .map(|p| &**p),
+            );
             stitch_run.append_value(run);
         }
         let mut columns: Vec<ArrayRef> = cols
@@ -795,23 +1035,8 @@ fn edge_batches(
     Ok(batches)
 }
 
-fn count_status(batch: &RecordBatch) -> (u64, u64) {
-    let status = batch.column(10).as_string::<i32>();
-    let mut merged = 0;
-    let mut rejected = 0;
-    for i in 0..status.len() {
-        match status.value(i) {
-            "merged" => merged += 1,
-            "rejected" => rejected += 1,
-            _ => {}
-        }
-    }
-    (merged, rejected)
-}
-
 fn merge_batch(
-    merges: &[MergeRecord],
-    applied: &Applied,
+    resolution: &Resolution,
     rules: &[Rule],
     types: &TypeRules,
     now: i64,
@@ -823,21 +1048,26 @@ fn merge_batch(
     let mut seen = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut text: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
     let mut stitch_run = Int64Builder::new();
-    for (f, i, edge) in merges {
-        from.append_value(f);
-        into.append_value(i);
+    let mut kind = StringBuilder::new();
+    let mut identifiers = Int64Builder::new();
+    for c in &resolution.changes {
+        from.append_value(&c.from);
+        into.append_value(&c.into);
         at.append_value(now);
-        let o = edge.map(|e| &applied.observations[e].0);
+        let o = c.edge.map(|e| &resolution.observations[e].0);
         seen.append_option(o.map(|o| o.first_seen));
         text[0].append_option(o.map(|o| types.name(o.a.id_type)));
         text[1].append_option(o.map(|o| &*o.a.value));
         text[2].append_option(o.and_then(|o| o.b.as_ref()).map(|b| types.name(b.id_type)));
         text[3].append_option(o.and_then(|o| o.b.as_ref()).map(|b| &*b.value));
-        text[4].append_value(match o {
-            Some(o) => rules[o.rule as usize].name.as_str(),
-            None => "full rebuild",
+        text[4].append_value(match (o, c.kind) {
+            (Some(o), _) => rules[o.rule as usize].name.as_str(),
+            (None, ChangeKind::Split) => "unmerge",
+            (None, _) => "rebuild",
         });
         stitch_run.append_value(run);
+        kind.append_value(c.kind.as_str());
+        identifiers.append_value(c.identifiers as i64);
     }
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(from.finish()),
@@ -847,6 +1077,8 @@ fn merge_batch(
     ];
     columns.extend(text.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
     columns.push(Arc::new(stitch_run.finish()));
+    columns.push(Arc::new(kind.finish()));
+    columns.push(Arc::new(identifiers.finish()));
     Ok(RecordBatch::try_new(
         schema::profile_merges_schema(),
         columns,

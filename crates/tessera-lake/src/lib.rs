@@ -325,10 +325,39 @@ impl Lake {
         table_stats(name, &table)
     }
 
-    /// Starts an append to table `def.name` (created if missing).
+    /// Starts an append to table `def.name` (created if missing). A table written
+    /// before `def` gained nullable columns at its end gets them first (older rows read
+    /// them as null).
     pub async fn append_writer(&self, def: &TableDef) -> Result<AppendWriter> {
         let table = self.open_or_create(def).await?;
+        let table = self.add_new_columns(def, table).await?;
         AppendWriter::new(def.name, table)
+    }
+
+    async fn add_new_columns(&self, def: &TableDef, table: DeltaTable) -> Result<DeltaTable> {
+        let wanted = kernel_schema(def)?;
+        let current = table
+            .snapshot()
+            .map_err(|e| LakeError::delta(def.name, "open", e))?
+            .schema();
+        if current.as_ref() == &wanted {
+            return Ok(table);
+        }
+        let missing: Vec<_> = wanted
+            .fields()
+            .filter(|f| current.field(f.name()).is_none())
+            .cloned()
+            .collect();
+        if missing.is_empty() || missing.iter().any(|f| !f.is_nullable()) {
+            // Not an addition: the write reports the mismatch.
+            return Ok(table);
+        }
+        table
+            .add_columns()
+            .with_fields(missing)
+            .with_commit_properties(CommitNote::new("add_columns", "tessera").into_properties())
+            .await
+            .map_err(|e| LakeError::delta(def.name, "add columns to", e))
     }
 
     /// Starts a write whose commit replaces every row of table `def.name` (created if

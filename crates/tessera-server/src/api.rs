@@ -574,6 +574,7 @@ impl AdminService for Api {
             &tessera_identity::StitchOptions {
                 full: request.get_ref().full,
                 actor: format!("tessera.v1 AdminService ({})", who.user),
+                ..tessera_identity::StitchOptions::default()
             },
             &(),
         )

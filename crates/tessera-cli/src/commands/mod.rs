@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod activate;
+pub mod identity;
 pub mod import;
 pub mod init;
 pub mod maintain;
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&opened, args, cpu).await,
         Command::Stitch(args) => stitch::run(&opened, args).await,
         Command::Profile(args) => profile::run(&opened, args).await,
+        Command::Identity(args) => identity::run(&opened, args).await,
         Command::Match(args) => matching::run(&opened, args).await,
         Command::Predict(args) => predict::run(&opened, args).await,
         Command::Segments(args) => segments::run(&opened, args).await,

@@ -186,7 +186,7 @@ pub fn print_report(report: &RefreshReport, seconds: f64) {
     }
 }
 
-fn report_json(report: &RefreshReport) -> serde_json::Value {
+pub fn report_json(report: &RefreshReport) -> serde_json::Value {
     serde_json::json!({
         "run": report.run,
         "as_of": micros_text(report.as_of_micros),

@@ -14,6 +14,10 @@ pub struct StitchArgs {
     /// Rebuild from every event instead of only those that arrived since the last run.
     #[arg(long)]
     pub full: bool,
+    /// Report which profiles would merge, split or move and how many identifiers
+    /// would move, with the current rules and limits; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -21,6 +25,15 @@ pub struct StitchArgs {
 
 /// Runs stitching and returns its report.
 pub async fn stitch(opened: &Opened, full: bool, quiet: bool) -> anyhow::Result<StitchReport> {
+    stitch_with(opened, full, false, quiet).await
+}
+
+async fn stitch_with(
+    opened: &Opened,
+    full: bool,
+    dry_run: bool,
+    quiet: bool,
+) -> anyhow::Result<StitchReport> {
     let stages = Stages::new(quiet);
     let report = tessera_identity::stitch(
         &opened.engine,
@@ -29,6 +42,8 @@ pub async fn stitch(opened: &Opened, full: bool, quiet: bool) -> anyhow::Result<
         &StitchOptions {
             full,
             actor: "tessera stitch".into(),
+            dry_run,
+            ..StitchOptions::default()
         },
         &stages,
     )
@@ -71,18 +86,49 @@ pub fn print_report(report: &StitchReport, seconds: f64) {
         );
     }
     println!(
-        "  edges {}: {} merged profiles, {} rejected by limits",
+        "  edges {}: {} merged profiles, {} rejected by limits, {} held, {} revoked",
         thousands(report.edges),
         thousands(report.edges_merged),
-        thousands(report.edges_rejected)
+        thousands(report.edges_rejected),
+        thousands(report.edges_held),
+        thousands(report.edges_revoked)
     );
+    let would = if report.dry_run {
+        "would change"
+    } else {
+        "changed"
+    };
     println!(
-        "  identifiers {} ({} new), profiles {}, merges recorded {}",
+        "  identifiers {} ({} new), profiles {}; {would}: {} merges, {} splits, {} moves, {} identifiers moved",
         thousands(report.identifiers),
         thousands(report.new_identifiers),
         thousands(report.profiles),
-        thousands(report.merges)
+        thousands(report.merges),
+        thousands(report.splits),
+        thousands(report.moves),
+        thousands(report.identifiers_moved)
     );
+    if !report.blocked.is_empty() {
+        println!(
+            "  ALERT: {} identifier value(s) blocked (they would fuse people; their edges are held, see blocked_values):",
+            report.blocked.len()
+        );
+        for b in report.blocked.iter().take(10) {
+            println!("    {}:{}  {}", b.id_type, b.id_value, b.reason);
+        }
+    }
+    if report.dry_run {
+        for c in report.changes.iter().take(20) {
+            println!(
+                "  {:<6} {} -> {} ({} identifiers)",
+                c.kind.as_str(),
+                c.from,
+                c.into,
+                c.identifiers
+            );
+        }
+        println!("  dry run: nothing was written");
+    }
     if !report.traits.is_empty() {
         println!("  computed traits: {}", report.traits.join(", "));
     }
@@ -96,7 +142,7 @@ pub fn print_report(report: &StitchReport, seconds: f64) {
 
 pub async fn run(opened: &Opened, args: StitchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let report = stitch(opened, args.full, args.json).await?;
+    let report = stitch_with(opened, args.full, args.dry_run, args.json).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
