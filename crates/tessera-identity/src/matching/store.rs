@@ -13,7 +13,7 @@ impl Matcher {
         model_version: i64,
         actor: &str,
     ) -> Result<u64> {
-        let (rules, predict) = (&self.rules, &self.spec.predict);
+        let rules = &self.rules;
         let def = schema::table(MATCH_PAIRS).ok_or_else(|| bad("no match_pairs table"))?;
         let mut writer = engine.lake().replace_writer(&def).await?;
         let now = chrono::Utc::now().timestamp_micros();
@@ -57,7 +57,7 @@ impl Matcher {
                     Arc::new(StringArray::from_iter_values(
                         chunk
                             .iter()
-                            .map(|p| decision(p.probability, predict).unwrap_or("review")),
+                            .map(|p| if p.is_match { "match" } else { "review" }),
                     )),
                     Arc::new(StringArray::from(
                         chunk
@@ -153,18 +153,28 @@ pub async fn load_model(engine: &Engine) -> Result<(i64, Model)> {
 
 /// The scored pairs stored in `match_pairs`: (id_l, id_r, probability).
 pub async fn stored_pairs(engine: &Engine) -> Result<Vec<(String, String, f64)>> {
+    stored(engine, "SELECT id_l, id_r, probability FROM match_pairs").await
+}
+
+/// The stored pairs with 1 for those decided `match` and 0 for the review band (the
+/// decisions, one-to-one assignment included, for [`evaluate`] at any threshold in
+/// (0, 1]).
+pub async fn stored_decisions(engine: &Engine) -> Result<Vec<(String, String, f64)>> {
+    stored(
+        engine,
+        "SELECT id_l, id_r, CAST(CASE WHEN decision = 'match' THEN 1.0 ELSE 0.0 END AS DOUBLE) \
+         FROM match_pairs",
+    )
+    .await
+}
+
+async fn stored(engine: &Engine, sql: &str) -> Result<Vec<(String, String, f64)>> {
     if !engine.lake().exists(MATCH_PAIRS).await? {
         return Err(bad("no match_pairs yet: run `tessera match predict` first"));
     }
     let ctx = engine.session_of(&[MATCH_PAIRS]).await?;
     let mut out = Vec::new();
-    for b in collect(
-        &ctx,
-        "SELECT id_l, id_r, probability FROM match_pairs",
-        MATCH_PAIRS,
-    )
-    .await?
-    {
+    for b in collect(&ctx, sql, MATCH_PAIRS).await? {
         let (l, r) = (text(b.column(0))?, text(b.column(1))?);
         let p = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
         for i in 0..b.num_rows() {
