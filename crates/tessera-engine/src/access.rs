@@ -10,6 +10,8 @@
 //! - **Personal data** ([`mask_pii`]): without the `pii` grant, every table holding
 //!   personal data is replaced by a masking view.
 //! - **The audit log** is only in the sessions of callers who may read it.
+//! - **Past identity maps** (`identity_map_at`) only for callers with the `pii` grant
+//!   and no row filter: they cannot be masked or narrowed.
 //!
 //! Each step replaces tables by views over what the session held before, and the
 //! views over them (`profile_events`, `profile_scores`, the members `segment()` and
@@ -73,6 +75,13 @@ pub async fn narrow(
     }
     if !access.audit_log {
         ctx.deregister_table(AUDIT_LOG)?;
+    }
+    if !access.pii || access.rows.is_some() {
+        // Past identity maps cannot be masked or narrowed: refused instead.
+        ctx.register_udtf(
+            "identity_map_at",
+            Arc::new(crate::functions::identity_map_at::Refused),
+        );
     }
     Ok(())
 }

@@ -148,6 +148,7 @@ impl Engine {
         FunctionContext {
             clock: Clock::at(now),
             segments,
+            lake: self.lake.clone(),
         }
     }
 
@@ -242,10 +243,29 @@ impl Engine {
         &self,
         names: &[&str],
     ) -> Result<(SessionContext, Vec<Option<i64>>)> {
+        self.session_of_versions_at(names, None).await
+    }
+
+    /// [`Engine::session_of_versions`] as of a time (microseconds since the epoch):
+    /// each table at its latest version committed then, absent if it had none.
+    pub async fn session_of_versions_at(
+        &self,
+        names: &[&str],
+        at: Option<i64>,
+    ) -> Result<(SessionContext, Vec<Option<i64>>)> {
         let ctx = self.bare_session()?;
         let mut versions = Vec::with_capacity(names.len());
         for name in names {
-            let table = self.lake.try_open(name).await?;
+            let table = match at {
+                None => self.lake.try_open(name).await?,
+                Some(t) => match self.lake.try_open(name).await? {
+                    None => None,
+                    Some(_) => match self.lake.version_at(name, t).await? {
+                        Some(v) => Some(self.lake.open_version(name, v).await?),
+                        None => None,
+                    },
+                },
+            };
             versions.push(table.as_ref().and_then(|t| t.version()).map(|v| v as i64));
             if let Some(table) = table {
                 let provider = table

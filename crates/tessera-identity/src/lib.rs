@@ -43,6 +43,6 @@ pub mod unmerge;
 mod error;
 
 pub use error::{IdentityError, Result};
-pub use lookup::{ProfileView, lookup};
+pub use lookup::{AsOf, ProfileView, lookup, lookup_as_of};
 pub use snapshot::{Profile, Resolved, Snapshot};
 pub use stitch::{StitchOptions, StitchProgress, StitchReport, stitch};

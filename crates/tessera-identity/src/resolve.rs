@@ -81,8 +81,9 @@ impl TypeRules {
     }
 }
 
-/// Guards against values that would fuse many people into one profile.
-#[derive(Debug, Clone, PartialEq)]
+/// Guards against values that would fuse many people into one profile (none by
+/// default).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Safeguards {
     /// An identifier linked directly to more than this many distinct identifiers of one
     /// type is blocked (0: never).
@@ -92,16 +93,6 @@ pub struct Safeguards {
     pub max_profile_identifiers: u32,
     /// Values that are never identifiers, compared case-insensitively.
     pub placeholders: Vec<String>,
-}
-
-impl Default for Safeguards {
-    fn default() -> Self {
-        Safeguards {
-            max_links: 0,
-            max_profile_identifiers: 0,
-            placeholders: Vec::new(),
-        }
-    }
 }
 
 /// What a rule saw: two identifiers together (or one alone, to declare it) from

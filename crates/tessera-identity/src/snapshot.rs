@@ -346,7 +346,18 @@ impl Snapshot {
         descriptions: &HashMap<String, String>,
         filters: &[Arc<str>],
     ) -> Result<Snapshot> {
-        let (ctx, versions) = engine.session_of_versions(&SOURCES).await?;
+        Snapshot::load_at(engine, descriptions, filters, None).await
+    }
+
+    /// [`Snapshot::load`] of the lake as it was at `at` (microseconds since the epoch):
+    /// every table at its latest version committed then.
+    pub async fn load_at(
+        engine: &Engine,
+        descriptions: &HashMap<String, String>,
+        filters: &[Arc<str>],
+        at: Option<i64>,
+    ) -> Result<Snapshot> {
+        let (ctx, versions) = engine.session_of_versions_at(&SOURCES, at).await?;
         let mut s = Snapshot {
             versions: Versions::of(&versions),
             loaded_at: chrono::Utc::now().timestamp_micros(),
@@ -366,7 +377,7 @@ impl Snapshot {
             s.load_scores(&ctx).await?;
         }
         if v.profiles.is_some() {
-            s.load_consent(engine).await?;
+            s.load_consent(engine, at).await?;
         }
         s.load_segments(
             &ctx,
@@ -590,8 +601,8 @@ impl Snapshot {
 
     /// Consent is rebuilt by every stitching run, which also changes `identity_map`
     /// and `profiles`: their versions stand for it.
-    async fn load_consent(&mut self, engine: &Engine) -> Result<()> {
-        let ctx = engine.session_of(&[CONSENT]).await?;
+    async fn load_consent(&mut self, engine: &Engine, at: Option<i64>) -> Result<()> {
+        let (ctx, _) = engine.session_of_versions_at(&[CONSENT], at).await?;
         if !ctx.table_exist(CONSENT)? {
             return Ok(());
         }

@@ -230,6 +230,34 @@ impl Lake {
         Ok(tables)
     }
 
+    /// The latest version of table `name` committed at or before `micros` (since the
+    /// epoch); `None` when the table had no version yet then.
+    pub async fn version_at(&self, name: &str, micros: i64) -> Result<Option<u64>> {
+        let mut table = self.open(name).await?;
+        let Some(at) = chrono::DateTime::from_timestamp_micros(micros) else {
+            return Ok(None);
+        };
+        table
+            .load_with_datetime(at)
+            .await
+            .map_err(|e| LakeError::delta(name, "time travel in", e))?;
+        let Some(version) = table.version() else {
+            return Ok(None);
+        };
+        // Before the first version, Delta answers with the first one.
+        if commit_time_of(&table, version).await? > micros {
+            return Ok(None);
+        }
+        Ok(Some(version))
+    }
+
+    /// When version `version` of table `name` was committed (microseconds since the
+    /// epoch, to the millisecond: the log entry's write time).
+    pub async fn commit_time(&self, name: &str, version: u64) -> Result<i64> {
+        let table = self.open(name).await?;
+        commit_time_of(&table, version).await
+    }
+
     /// Opens table `name` as of `version` (time travel).
     pub async fn open_version(&self, name: &str, version: u64) -> Result<DeltaTable> {
         let mut table = self.open(name).await?;
@@ -438,6 +466,22 @@ impl Lake {
 }
 
 /// The Delta schema of a table definition.
+async fn commit_time_of(table: &DeltaTable, version: u64) -> Result<i64> {
+    use object_store::ObjectStoreExt as _;
+    let log = table.log_store();
+    let path = object_store::path::Path::from(format!("_delta_log/{version:020}.json"));
+    let name = log.root_url().to_string();
+    let meta = log
+        .object_store(None)
+        .head(&path)
+        .await
+        .map_err(|e| LakeError::Schema {
+            table: name,
+            message: format!("version {version} is not in the log: {e}"),
+        })?;
+    Ok(meta.last_modified.timestamp_micros())
+}
+
 fn kernel_schema(def: &TableDef) -> Result<StructType> {
     def.schema
         .as_ref()

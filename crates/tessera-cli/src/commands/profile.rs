@@ -10,6 +10,10 @@ pub struct ProfileArgs {
     /// The identifier to look up: email:jane@example.com, user_id:u123,
     /// anonymous_id:…, phone:+15551234567, profile_id:p_… (merged ids resolve).
     pub identifier: String,
+    /// The profile as it was then: a version of identity_map (a stitching run) or a
+    /// time (2026-11-01T12:00:00Z, 2026-11-01).
+    #[arg(long, value_name = "VERSION|TIMESTAMP")]
+    pub as_of: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -24,11 +28,21 @@ fn show(v: &Value) -> String {
 }
 
 pub async fn run(opened: &Opened, args: ProfileArgs) -> anyhow::Result<()> {
-    let Some(view) = tessera_identity::lookup(&opened.engine, &args.identifier).await? else {
-        anyhow::bail!(
-            "no profile holds {}: check the value, or run `tessera stitch` after importing",
-            args.identifier
-        );
+    let found = match &args.as_of {
+        None => tessera_identity::lookup(&opened.engine, &args.identifier).await?,
+        Some(text) => {
+            let as_of = tessera_identity::AsOf::parse(text)?;
+            tessera_identity::lookup_as_of(&opened.engine, &args.identifier, as_of).await?
+        }
+    };
+    let Some(view) = found else {
+        match &args.as_of {
+            Some(t) => anyhow::bail!("no profile held {} as of {t}", args.identifier),
+            None => anyhow::bail!(
+                "no profile holds {}: check the value, or run `tessera stitch` after importing",
+                args.identifier
+            ),
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);

@@ -331,3 +331,395 @@ fn bad_rules_and_traits_are_named() {
         "receipts of one loyalty card share a profile"
     );
 }
+
+fn write_events(dir: &Path, name: &str, events: &[Value]) -> String {
+    let path = dir.join(name);
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A kiosk device every customer logs in on, and an SDK sending the string "null" as a
+/// user id: without safeguards each would fuse people (or silently join the first one
+/// under the limits). They are quarantined in `blocked_values`, their edges held, the
+/// stitch says so, and no profile absorbs anyone.
+#[test]
+fn a_value_shared_by_a_thousand_people_is_quarantined() {
+    let p = TestProject::new();
+    let mut events = Vec::new();
+    for i in 0..1000 {
+        events.push(serde_json::json!({
+            "type": "identify", "messageId": format!("k{i}"), "anonymousId": "kiosk-1",
+            "userId": format!("kp{i:04}"), "timestamp": "2026-03-01T10:00:00Z",
+        }));
+        events.push(serde_json::json!({
+            "type": "track", "event": "Order Completed", "messageId": format!("o{i}"),
+            "anonymousId": format!("phone-{i}"), "userId": format!("kp{i:04}"),
+            "properties": {"revenue": 10}, "timestamp": "2026-03-02T10:00:00Z",
+        }));
+    }
+    for d in ["d1", "d2"] {
+        events.push(serde_json::json!({
+            "type": "identify", "messageId": format!("n-{d}"), "anonymousId": d,
+            "userId": "null", "timestamp": "2026-03-03T10:00:00Z",
+        }));
+    }
+    let file = write_events(p.path(), "kiosk.ndjson", &events);
+    ok(&mut p.cmd(&["import", &file]));
+    let out = ok(&mut p.cmd(&["stitch"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ALERT: 2 identifier value(s) blocked"),
+        "{text}"
+    );
+    assert!(
+        text.contains("anonymous_id:kiosk-1  linked to 1,000 user_id identifiers (max 100)")
+            || text.contains("anonymous_id:kiosk-1  linked to 1000 user_id identifiers (max 100)"),
+        "{text}"
+    );
+    let blocked =
+        p.sql("SELECT id_type, id_value, reason, links FROM blocked_values ORDER BY id_type");
+    assert_eq!(blocked.len(), 2, "{blocked:?}");
+    assert_eq!(blocked[0]["id_value"], "kiosk-1");
+    assert_eq!(blocked[0]["links"], 1000);
+    assert_eq!(blocked[1]["id_type"], "user_id");
+    assert_eq!(blocked[1]["reason"], "placeholder value");
+    // Held, not applied; in no profile; every customer alone with their own phone.
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM identity_edges WHERE a_value = 'kiosk-1' OR b_value = 'kiosk-1'"),
+        p.count("SELECT count(*) AS n FROM identity_edges WHERE (a_value = 'kiosk-1' OR b_value = 'kiosk-1') AND status = 'held'"),
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM identity_map WHERE id_value IN ('kiosk-1', 'null')"),
+        0
+    );
+    assert_eq!(
+        p.count("SELECT max(identifiers) AS n FROM profiles"),
+        2,
+        "a profile holds more than a customer and their phone"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM profiles WHERE user_id LIKE 'kp%'"),
+        1000
+    );
+    assert_ne!(
+        p.sql("SELECT profile_id FROM identity_map WHERE id_value = 'd1'")[0]["profile_id"],
+        p.sql("SELECT profile_id FROM identity_map WHERE id_value = 'd2'")[0]["profile_id"],
+    );
+    // The next run, incremental, keeps them blocked; so does a rebuild.
+    let more = write_events(
+        p.path(),
+        "more.ndjson",
+        &[serde_json::json!({
+            "type": "identify", "messageId": "k-late", "anonymousId": "kiosk-1",
+            "userId": "kp0001", "timestamp": "2026-03-05T10:00:00Z",
+        })],
+    );
+    ok(&mut p.cmd(&["import", &more]));
+    let report = stitch(&p, &[]);
+    assert!(!report["full"].as_bool().unwrap());
+    assert_eq!(report["blocked"].as_array().unwrap().len(), 2, "{report}");
+    let report = stitch(&p, &["--full"]);
+    assert_eq!(report["blocked"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM identity_map WHERE id_value IN ('kiosk-1', 'null')"),
+        0
+    );
+    // A bad setting is named.
+    let config = p.path().join("tessera.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{toml}\n[identity]\nmax_links = 1\n")).unwrap();
+    let e = fails(&mut p.cmd(&["stitch"]));
+    assert!(e.contains("identity.max_links"), "{e}");
+}
+
+/// A device shared by a customer and someone who never logs in: the other person's
+/// orders land in the customer's profile. Splitting the device off revokes the edges
+/// that joined it; the split-off part gets its own id, traits, scores and segment
+/// memberships — equal to those of a full rebuild without the edges — and the revoked
+/// edges never come back. A dry run of the next change predicts it; the profile as it
+/// was before the split is still found with --as-of, and in SQL with identity_map_at.
+#[test]
+fn a_wrong_merge_is_split_and_the_past_stays_readable() {
+    let (data, _) = sample_data();
+    let p = TestProject::new();
+    p.import_sample_channels(data);
+    // Scores and segments evaluated at one fixed time, so that reruns compare.
+    let config = p.path().join("tessera.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        toml.replace(
+            "[segments]\n",
+            "[segments]\nas_of = \"2026-11-01T00:00:00Z\"\n",
+        ),
+    )
+    .unwrap();
+    let shared = vec![
+        serde_json::json!({"type": "identify", "messageId": "w0", "anonymousId": "dev-home",
+            "userId": "ux1", "traits": {"email": "ursula@example.org", "first_name": "Ursula"},
+            "timestamp": "2026-02-01T09:00:00Z"}),
+        serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "w1",
+            "anonymousId": "dev-home", "userId": "ux1", "properties": {"revenue": 40},
+            "timestamp": "2026-02-01T09:30:00Z"}),
+        serde_json::json!({"type": "identify", "messageId": "w2", "anonymousId": "dev-shared",
+            "userId": "ux1", "traits": {"email": "ursula@example.org"},
+            "timestamp": "2026-02-02T10:00:00Z"}),
+        serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "w3",
+            "anonymousId": "dev-shared", "properties": {"revenue": 300},
+            "timestamp": "2026-02-03T10:00:00Z"}),
+        serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "w4",
+            "anonymousId": "dev-shared", "properties": {"revenue": 400},
+            "timestamp": "2026-02-04T10:00:00Z"}),
+    ];
+    let file = write_events(p.path(), "shared.ndjson", &shared);
+    ok(&mut p.cmd(&["import", &file]));
+    ok(&mut p.cmd(&["stitch"]));
+    ok(&mut p.cmd(&["predict"]));
+    ok(&mut p.cmd(&["segments", "refresh"]));
+    let map_version = |p: &TestProject| -> i64 {
+        let out = ok(&mut p.cmd(&["tables", "--json"]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == "identity_map")
+            .unwrap()["version"]
+            .as_i64()
+            .unwrap()
+    };
+    let merged_version = map_version(&p);
+    let wrong = p.sql("SELECT profile_id, total_revenue FROM profiles WHERE user_id = 'ux1'");
+    let wrong_id = wrong[0]["profile_id"].as_str().unwrap().to_owned();
+    assert!(
+        (wrong[0]["total_revenue"].as_f64().unwrap() - 740.0).abs() < 1e-9,
+        "{wrong:?}"
+    );
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) AS n FROM audience_membership WHERE segment = 'high_value' AND profile_id = '{wrong_id}'"
+        )),
+        1
+    );
+
+    // Refused classes first: nothing changes.
+    for (args, needle) in [
+        (
+            vec![
+                "identity",
+                "split",
+                "user_id:nobody",
+                "--identifier",
+                "anonymous_id:dev-shared",
+            ],
+            "no profile holds",
+        ),
+        (
+            vec![
+                "identity",
+                "split",
+                "user_id:ux1",
+                "--identifier",
+                "anonymous_id:elsewhere",
+            ],
+            "in no profile",
+        ),
+        (
+            vec!["identity", "split", "user_id:ux1", "--identifier", "email"],
+            "TYPE:VALUE",
+        ),
+        (
+            vec![
+                "identity",
+                "split",
+                "user_id:ux1",
+                "--edge",
+                "anonymous_id:dev-shared",
+            ],
+            "TYPE:VALUE=TYPE:VALUE",
+        ),
+        (
+            vec![
+                "identity",
+                "split",
+                "p_nothing",
+                "--identifier",
+                "anonymous_id:dev-shared",
+            ],
+            "no profile p_nothing",
+        ),
+    ] {
+        let e = fails(&mut p.cmd(&args));
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    assert_eq!(map_version(&p), merged_version);
+
+    let out = ok(&mut p.cmd(&[
+        "identity",
+        "split",
+        "user_id:ux1",
+        "--identifier",
+        "anonymous_id:dev-shared",
+        "--reason",
+        "a shared family laptop",
+        "--json",
+    ]));
+    let split: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &split["split"];
+    assert_eq!(report["profile_id"], wrong_id.as_str());
+    assert_eq!(report["revoked"].as_array().unwrap().len(), 1, "{report}");
+    let new_id = report["split_off"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, wrong_id);
+    assert_eq!(report["stitch"]["splits"], 1, "{report}");
+    let kept = p.sql("SELECT profile_id, total_revenue FROM profiles WHERE user_id = 'ux1'");
+    assert_eq!(kept[0]["profile_id"], wrong_id.as_str());
+    assert!(
+        (kept[0]["total_revenue"].as_f64().unwrap() - 40.0).abs() < 1e-9,
+        "{kept:?}"
+    );
+    let off = p.sql(&format!(
+        "SELECT total_revenue, user_id FROM profiles WHERE profile_id = '{new_id}'"
+    ));
+    assert!(
+        (off[0]["total_revenue"].as_f64().unwrap() - 700.0).abs() < 1e-9,
+        "{off:?}"
+    );
+    let recorded = p.sql("SELECT from_profile_id, into_profile_id, kind, rule FROM profile_merges WHERE kind = 'split'");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["from_profile_id"], wrong_id.as_str());
+    assert_eq!(recorded[0]["into_profile_id"], new_id.as_str());
+    // Segments were refreshed: the customer left high_value, the other person entered.
+    let changes = p.sql(&format!(
+        "SELECT profile_id, change FROM audience_changes WHERE segment = 'high_value' \
+         AND profile_id IN ('{wrong_id}', '{new_id}') ORDER BY profile_id"
+    ));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["profile_id"] == wrong_id.as_str() && c["change"] == "exited"),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["profile_id"] == new_id.as_str() && c["change"] == "entered"),
+        "{changes:?}"
+    );
+    assert!(split["scores"].is_object(), "{split}");
+
+    // What a full rebuild of the data without the revoked edges gives: the same.
+    let snapshot = |p: &TestProject| {
+        (
+            p.sql("SELECT * FROM profiles ORDER BY profile_id"),
+            p.sql("SELECT profile_id, score, round(value, 9) AS value FROM scores ORDER BY profile_id, score"),
+            p.sql("SELECT segment, profile_id FROM audience_membership ORDER BY segment, profile_id"),
+            map_of(p),
+        )
+    };
+    let after_split = snapshot(&p);
+    stitch(&p, &["--full"]);
+    ok(&mut p.cmd(&["predict"]));
+    ok(&mut p.cmd(&["segments", "refresh"]));
+    let rebuilt = snapshot(&p);
+    assert_eq!(after_split.3, rebuilt.3, "identity maps differ");
+    assert_eq!(after_split.0.len(), rebuilt.0.len());
+    for (a, b) in after_split.0.iter().zip(&rebuilt.0) {
+        assert!(same_row(a, b), "profiles differ:\n{a}\n{b}");
+    }
+    // Scores: the same models fitted on the same data (to the optimizer's precision).
+    assert_eq!(
+        after_split.1.len(),
+        rebuilt.1.len(),
+        "scores differ in number"
+    );
+    let far: Vec<(&Value, &Value)> = after_split
+        .1
+        .iter()
+        .zip(&rebuilt.1)
+        .filter(|(a, b)| {
+            a["profile_id"] != b["profile_id"]
+                || a["score"] != b["score"]
+                || match (a["value"].as_f64(), b["value"].as_f64()) {
+                    (Some(x), Some(y)) => (x - y).abs() > 1e-6 * x.abs().max(1.0),
+                    (x, y) => x != y,
+                }
+        })
+        .take(5)
+        .collect();
+    assert!(far.is_empty(), "scores differ: {far:?}");
+    assert_eq!(after_split.2, rebuilt.2, "segment members differ");
+
+    // The revoked edges never come back: the same pair seen again, incremental and full.
+    let again = write_events(
+        p.path(),
+        "again.ndjson",
+        &[
+            serde_json::json!({"type": "identify", "messageId": "w9", "anonymousId": "dev-shared",
+            "userId": "ux1", "traits": {"email": "ursula@example.org"},
+            "timestamp": "2026-02-09T10:00:00Z"}),
+        ],
+    );
+    ok(&mut p.cmd(&["import", &again]));
+    // A dry run says what the run will do; nothing is written.
+    let version = map_version(&p);
+    let dry = stitch(&p, &["--dry-run"]);
+    assert!(dry["dry_run"].as_bool().unwrap());
+    assert_eq!(map_version(&p), version);
+    let real = stitch(&p, &[]);
+    for key in [
+        "merges",
+        "splits",
+        "moves",
+        "identifiers_moved",
+        "identifiers",
+        "edges_revoked",
+    ] {
+        assert_eq!(dry[key], real[key], "{key}: dry {dry} real {real}");
+    }
+    let profile_of = |id: &str| {
+        p.sql(&format!("SELECT profile_id FROM identity_map WHERE id_type = 'anonymous_id' AND id_value = '{id}'"))[0]["profile_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(profile_of("dev-shared"), new_id);
+    stitch(&p, &["--full"]);
+    assert_eq!(profile_of("dev-shared"), new_id);
+    assert!(p.count("SELECT count(*) AS n FROM identity_edges WHERE status = 'revoked'") >= 1);
+
+    // The past: the device was the customer's before the split.
+    let at = merged_version.to_string();
+    let then = ok(&mut p.cmd(&[
+        "profile",
+        "anonymous_id:dev-shared",
+        "--as-of",
+        &at,
+        "--json",
+    ]));
+    let then: Value = serde_json::from_slice(&then.stdout).unwrap();
+    assert_eq!(then["profile_id"], wrong_id.as_str());
+    assert!(
+        (then["profile"]["total_revenue"].as_f64().unwrap() - 740.0).abs() < 1e-9,
+        "{then}"
+    );
+    let now = ok(&mut p.cmd(&["profile", "anonymous_id:dev-shared", "--json"]));
+    let now: Value = serde_json::from_slice(&now.stdout).unwrap();
+    assert_eq!(now["profile_id"], new_id.as_str());
+    let sql_then = p.sql(&format!(
+        "SELECT profile_id FROM identity_map_at({at}) WHERE id_type = 'anonymous_id' AND id_value = 'dev-shared'"
+    ));
+    assert_eq!(sql_then[0]["profile_id"], wrong_id.as_str());
+    let e = fails(&mut p.cmd(&["profile", "anonymous_id:dev-shared", "--as-of", "999999"]));
+    assert!(e.contains("no version 999999"), "{e}");
+    let e = fails(&mut p.cmd(&[
+        "profile",
+        "anonymous_id:dev-shared",
+        "--as-of",
+        "1999-01-01",
+    ]));
+    assert!(e.contains("no version at or before"), "{e}");
+    let e = fails(&mut p.cmd(&["profile", "anonymous_id:dev-shared", "--as-of", "yesterday"]));
+    assert!(e.contains("--as-of"), "{e}");
+    let e = fails(&mut p.cmd(&["sql", "SELECT * FROM identity_map_at('soon')"]));
+    assert!(e.contains("not a time"), "{e}");
+}

@@ -608,7 +608,7 @@ fn placement(
     for r in &rows {
         let legacy = r["legacy"].as_str().unwrap();
         let user = r["user_id"].as_str().unwrap();
-        if person_of_user.get(user).is_some() && person_of_user.get(user) == person_of.get(legacy) {
+        if person_of_user.contains_key(user) && person_of_user.get(user) == person_of.get(legacy) {
             right += 1;
             right_linkable += usize::from(linkable.contains(legacy));
         } else {

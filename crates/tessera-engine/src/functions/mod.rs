@@ -12,6 +12,7 @@
 //! | [`within_days(ts, n)`](within_days::WithinDays) | `ts` in the trailing `n` days up to `as_of()` |
 //! | [`in_segment(profile_id, name)`](in_segment::InSegment) | membership of a segment (planned as a semi join) |
 //! | [`segment(name)`](segment::SegmentTable) | table function: the members of a segment |
+//! | [`identity_map_at(version \| time)`](identity_map_at::IdentityMapAt) | table function: `identity_map` as of a version or a time |
 //! | [`consent_allows(profile_id, category)`](consent_allows::ConsentAllows) | Segment's consent rule for a profile and a category (planned as semi joins) |
 
 pub mod as_of;
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod connected_components;
 pub mod consent_allows;
 pub mod days_since;
+pub mod identity_map_at;
 pub mod in_segment;
 pub mod normalize_email;
 pub mod normalize_phone;
@@ -46,6 +48,8 @@ use segment::SegmentSources;
 pub struct FunctionContext {
     pub clock: Clock,
     pub segments: Arc<SegmentSources>,
+    /// The lake, for the functions that read a table's past versions.
+    pub lake: Arc<tessera_lake::Lake>,
 }
 
 /// Every Tessera scalar function.
@@ -76,6 +80,10 @@ pub fn table_functions(fx: &FunctionContext) -> Vec<(&'static str, Arc<dyn Table
         (
             "segment",
             Arc::new(segment::SegmentTable::new(fx.segments.clone())),
+        ),
+        (
+            "identity_map_at",
+            Arc::new(identity_map_at::IdentityMapAt::new(fx.lake.clone())),
         ),
     ]
 }

@@ -98,3 +98,67 @@ async fn sql_errors_are_reported_as_such() {
         }
     }
 }
+
+/// `identity_map_at` shows identifier values in clear: refused to callers without the
+/// `pii` grant or with a row filter, answered for the others.
+#[tokio::test]
+async fn past_identity_maps_need_the_pii_grant() {
+    let engine = empty_engine();
+    engine.lake().create_missing_tables().await.unwrap();
+    let run = |access: tessera_engine::Access| {
+        let engine = &engine;
+        async move {
+            let ctx = engine.session_for(&access).await.unwrap();
+            match tessera_engine::execute(
+                &ctx,
+                "SELECT count(*) AS n FROM identity_map_at(0)",
+                tessera_engine::Policy::ReadOnly,
+            )
+            .await
+            {
+                Ok(stream) => stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    assert_eq!(run(tessera_engine::Access::owner()).await, Ok(()));
+    let masked = tessera_engine::Access {
+        pii: false,
+        ..tessera_engine::Access::owner()
+    };
+    let e = run(masked).await.unwrap_err();
+    assert!(e.contains("needs the pii grant"), "{e}");
+    let filtered = tessera_engine::Access {
+        rows: Some("user_id = 'u1'".into()),
+        ..tessera_engine::Access::owner()
+    };
+    let e = run(filtered).await.unwrap_err();
+    assert!(e.contains("needs the pii grant"), "{e}");
+    // A bad argument is named.
+    let ctx = engine.session().await.unwrap();
+    let e = tessera_engine::execute(
+        &ctx,
+        "SELECT * FROM identity_map_at('soon')",
+        tessera_engine::Policy::ReadOnly,
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("not a time"), "{e}");
+    let e = match tessera_engine::execute(
+        &ctx,
+        "SELECT * FROM identity_map_at(7)",
+        tessera_engine::Policy::ReadOnly,
+    )
+    .await
+    {
+        Ok(s) => s.try_collect::<Vec<_>>().await.err().unwrap().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("no version 7"), "{e}");
+}
