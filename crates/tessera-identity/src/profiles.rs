@@ -75,6 +75,75 @@ pub async fn build(
             (ctx, Some(gone))
         }
     };
+    let (df, target, traits) = query(&ctx, project_dir, config).await?;
+    let query_err = |e| IdentityError::Query {
+        file: "profiles".into(),
+        source: e,
+    };
+    // Rows kept from the current table (incremental builds): only when its columns are
+    // still the ones the trait files produce; otherwise everything is rebuilt.
+    let mut kept: Option<datafusion::physical_plan::SendableRecordBatchStream> = None;
+    if let Some(gone) = keep {
+        let current = full_ctx.table(PROFILES).await.map_err(query_err)?;
+        if delta_schema(current.schema().as_arrow()).fields() != target.fields() {
+            return Box::pin(build(engine, project_dir, config, actor, run, Scope::All)).await;
+        }
+        let gone_table = one_column_table("profile_id", &gone)?;
+        full_ctx.register_table("rebuilt_profiles", Arc::new(gone_table))?;
+        kept = Some(
+            full_ctx
+                .sql(&format!(
+                    "SELECT * FROM {PROFILES} WHERE profile_id NOT IN (SELECT profile_id FROM rebuilt_profiles)"
+                ))
+                .await
+                .map_err(query_err)?
+                .execute_stream()
+                .await
+                .map_err(query_err)?,
+        );
+    }
+    let def = schema::TableDef {
+        name: PROFILES,
+        schema: target.clone(),
+        partition_columns: &[],
+        description: "golden profiles: identify traits and computed traits",
+    };
+    let mut writer = engine.lake().replace_writer(&def).await?;
+    let mut rows = 0u64;
+    let mut stream = df.execute_stream().await.map_err(query_err)?;
+    while let Some(batch) = stream.try_next().await.map_err(query_err)? {
+        rows += batch.num_rows() as u64;
+        writer.write(conform(&batch, &target)?).await?;
+    }
+    let rebuilt = rows;
+    if let Some(mut kept) = kept {
+        while let Some(batch) = kept.try_next().await.map_err(query_err)? {
+            rows += batch.num_rows() as u64;
+            writer.write(conform(&batch, &target)?).await?;
+        }
+    }
+    writer
+        .commit(
+            CommitNote::new("profiles", actor)
+                .detail("events_version", run)
+                .detail("rebuilt", rebuilt)
+                .detail("traits", traits.join(",")),
+        )
+        .await?;
+    Ok(Built {
+        profiles: rows,
+        rebuilt,
+        traits,
+    })
+}
+
+/// The query of `profiles` over the tables registered in `ctx` (`identity_map`,
+/// `events`, `profile_events`), its Delta schema and the computed trait columns.
+async fn query(
+    ctx: &SessionContext,
+    project_dir: &Path,
+    config: &IdentitySection,
+) -> Result<(datafusion::dataframe::DataFrame, SchemaRef, Vec<String>)> {
     let golden = golden_traits(&ctx, config).await?;
     ctx.register_table("golden_traits", Arc::new(golden))?;
 
@@ -150,65 +219,26 @@ pub async fn build(
         source: e,
     })?;
     let target = delta_schema(df.schema().as_arrow());
-    let query_err = |e| IdentityError::Query {
+    Ok((df, target, traits))
+}
+
+/// What `profiles` would hold for the tables registered in `ctx` (a dry run registers
+/// the identity map it predicts): every profile, in memory, nothing written.
+pub async fn predict(
+    ctx: &SessionContext,
+    project_dir: &Path,
+    config: &IdentitySection,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let (df, target, _) = query(ctx, project_dir, config).await?;
+    let batches = df.collect().await.map_err(|e| IdentityError::Query {
         file: "profiles".into(),
         source: e,
-    };
-    // Rows kept from the current table (incremental builds): only when its columns are
-    // still the ones the trait files produce; otherwise everything is rebuilt.
-    let mut kept: Option<datafusion::physical_plan::SendableRecordBatchStream> = None;
-    if let Some(gone) = keep {
-        let current = full_ctx.table(PROFILES).await.map_err(query_err)?;
-        if delta_schema(current.schema().as_arrow()).fields() != target.fields() {
-            return Box::pin(build(engine, project_dir, config, actor, run, Scope::All)).await;
-        }
-        let gone_table = one_column_table("profile_id", &gone)?;
-        full_ctx.register_table("rebuilt_profiles", Arc::new(gone_table))?;
-        kept = Some(
-            full_ctx
-                .sql(&format!(
-                    "SELECT * FROM {PROFILES} WHERE profile_id NOT IN (SELECT profile_id FROM rebuilt_profiles)"
-                ))
-                .await
-                .map_err(query_err)?
-                .execute_stream()
-                .await
-                .map_err(query_err)?,
-        );
-    }
-    let def = schema::TableDef {
-        name: PROFILES,
-        schema: target.clone(),
-        partition_columns: &[],
-        description: "golden profiles: identify traits and computed traits",
-    };
-    let mut writer = engine.lake().replace_writer(&def).await?;
-    let mut rows = 0u64;
-    let mut stream = df.execute_stream().await.map_err(query_err)?;
-    while let Some(batch) = stream.try_next().await.map_err(query_err)? {
-        rows += batch.num_rows() as u64;
-        writer.write(conform(&batch, &target)?).await?;
-    }
-    let rebuilt = rows;
-    if let Some(mut kept) = kept {
-        while let Some(batch) = kept.try_next().await.map_err(query_err)? {
-            rows += batch.num_rows() as u64;
-            writer.write(conform(&batch, &target)?).await?;
-        }
-    }
-    writer
-        .commit(
-            CommitNote::new("profiles", actor)
-                .detail("events_version", run)
-                .detail("rebuilt", rebuilt)
-                .detail("traits", traits.join(",")),
-        )
-        .await?;
-    Ok(Built {
-        profiles: rows,
-        rebuilt,
-        traits,
-    })
+    })?;
+    let batches = batches
+        .iter()
+        .map(|b| conform(b, &target))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((target, batches))
 }
 
 /// A one-column text table.

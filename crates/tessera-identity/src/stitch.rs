@@ -123,6 +123,17 @@ pub struct StitchReport {
     pub traits: Vec<String>,
     /// Seconds spent in each stage, in order.
     pub stages: Vec<(String, f64)>,
+    /// Under `--dry-run`: the tables the run would write that segments read.
+    #[serde(skip)]
+    pub predicted: Option<Predicted>,
+}
+
+/// What a dry run predicts `identity_map` and `profiles` would hold (in memory), so
+/// that segments can be evaluated over them.
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    /// `(table, schema, rows)` of `identity_map` and `profiles`.
+    pub tables: Vec<(&'static str, arrow::datatypes::SchemaRef, Vec<RecordBatch>)>,
 }
 
 /// One blocked identifier, for the report.
@@ -364,6 +375,8 @@ pub async fn stitch(
             .map(|r| &r.profile_id)
             .collect::<HashSet<_>>()
             .len() as u64;
+        clock.stage("predicting profiles");
+        report.predicted = Some(predict(engine, project_dir, config, rows, &type_rules).await?);
         report.stages = clock.stages.finish();
         return Ok(report);
     }
@@ -463,6 +476,38 @@ pub async fn stitch(
     report.traits = built.traits;
     report.stages = clock.stages.finish();
     Ok(report)
+}
+
+/// `identity_map` as `rows` and the `profiles` built over it, in memory.
+async fn predict(
+    engine: &Engine,
+    project_dir: &Path,
+    config: &IdentitySection,
+    rows: &[MapRow],
+    types: &TypeRules,
+) -> Result<Predicted> {
+    let map: Vec<RecordBatch> = rows
+        .chunks(BATCH_ROWS)
+        .map(|chunk| map_batch(chunk, types))
+        .collect::<Result<_>>()?;
+    let map_schema = table_def(IDENTITY_MAP)?.schema;
+    let ctx = engine.session().await?;
+    ctx.deregister_table(IDENTITY_MAP)?;
+    ctx.register_table(
+        IDENTITY_MAP,
+        Arc::new(datafusion::datasource::MemTable::try_new(
+            map_schema.clone(),
+            vec![map.clone()],
+        )?),
+    )?;
+    tessera_engine::register_views(&ctx).await?;
+    let (profiles_schema, profiles) = profiles::predict(&ctx, project_dir, config).await?;
+    Ok(Predicted {
+        tables: vec![
+            (IDENTITY_MAP, map_schema, map),
+            (schema::PROFILES, profiles_schema, profiles),
+        ],
+    })
 }
 
 /// The generated rule reading `match_pairs`: each pair decided `match` whose two ids are

@@ -14,12 +14,15 @@
 //!   segments whose inputs have not changed ([`refresh`]; [`refresh::refresh_project`]
 //!   is the one entry point of the CLI, `tessera.v1` and the scheduler);
 //! - reads audiences back: members, entries and exits since a version, sizes over
-//!   time, latest refreshes ([`audience`]).
+//!   time, latest refreshes ([`audience`]);
+//! - predicts who would enter and exit each segment if some tables held other rows —
+//!   a dry run of stitching — writing nothing ([`preview`]).
 
 pub mod audience;
 pub mod error;
 pub mod file;
 pub mod order;
+pub mod preview;
 pub mod refresh;
 pub mod validate;
 

@@ -564,7 +564,7 @@ pub async fn evaluate(ctx: &SessionContext, segment: &Segment) -> Result<Vec<Str
     Ok(members)
 }
 
-fn members_batch(members: &[String]) -> Result<RecordBatch> {
+pub(crate) fn members_batch(members: &[String]) -> Result<RecordBatch> {
     let mut b = StringBuilder::with_capacity(members.len(), members.len() * 24);
     for m in members {
         b.append_value(m);
@@ -575,9 +575,9 @@ fn members_batch(members: &[String]) -> Result<RecordBatch> {
     )?)
 }
 
-type Membership = HashMap<String, HashMap<String, (i64, i64)>>;
+pub(crate) type Membership = HashMap<String, HashMap<String, (i64, i64)>>;
 
-async fn read_membership(ctx: &SessionContext) -> Result<Membership> {
+pub(crate) async fn read_membership(ctx: &SessionContext) -> Result<Membership> {
     let mut out: Membership = HashMap::new();
     if !ctx.table_exist(AUDIENCE_MEMBERSHIP)? {
         return Ok(out);

@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use clap::Args;
+use tessera_identity::stitch::Predicted;
 use tessera_identity::{StitchOptions, StitchReport};
+use tessera_segments::preview::Preview;
 
 use super::Opened;
 use crate::output::thousands;
@@ -14,8 +16,9 @@ pub struct StitchArgs {
     /// Rebuild from every event instead of only those that arrived since the last run.
     #[arg(long)]
     pub full: bool,
-    /// Report which profiles would merge, split or move and how many identifiers
-    /// would move, with the current rules and limits; write nothing.
+    /// Report which profiles would merge, split or move, how many identifiers would
+    /// move and who would enter or exit each segment, with the current rules and
+    /// limits; write nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Print the report as JSON.
@@ -143,10 +146,63 @@ pub fn print_report(report: &StitchReport, seconds: f64) {
 pub async fn run(opened: &Opened, args: StitchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let report = stitch_with(opened, args.full, args.dry_run, args.json).await?;
+    let previews = match &report.predicted {
+        Some(predicted) => segment_previews(opened, predicted).await?,
+        None => Vec::new(),
+    };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        if report.dry_run {
+            value["segments"] = serde_json::to_value(&previews)?;
+        }
+        println!("{value}");
     } else {
         print_report(&report, started.elapsed().as_secs_f64());
+        print_previews(&previews);
     }
     Ok(())
+}
+
+/// Who would enter and exit each segment over the identity map and profiles a dry run
+/// predicts (scores and consent as they are now; a dry run does not re-score).
+async fn segment_previews(
+    opened: &Opened,
+    predicted: &Predicted,
+) -> anyhow::Result<Vec<Preview>> {
+    let set = tessera_segments::SegmentSet::load(&opened.project.dir)?;
+    if set.segments().is_empty() {
+        return Ok(Vec::new());
+    }
+    let as_of = opened.project.config.segments.as_of_micros()?;
+    Ok(tessera_segments::preview::preview(&opened.engine, &set, as_of, &predicted.tables).await?)
+}
+
+fn print_previews(previews: &[Preview]) {
+    if previews.is_empty() {
+        return;
+    }
+    println!("  segments (scores as they are now):");
+    for p in previews {
+        let sample = |ids: &[String]| {
+            let mut s = ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            if ids.len() > 3 {
+                s.push_str(", ...");
+            }
+            s
+        };
+        let mut line = format!(
+            "    {:<28} {:>10} members, would enter {}, exit {}",
+            p.segment,
+            thousands(p.members),
+            thousands(p.entered.len() as u64),
+            thousands(p.exited.len() as u64)
+        );
+        if !p.entered.is_empty() {
+            line.push_str(&format!("; enter: {}", sample(&p.entered)));
+        }
+        if !p.exited.is_empty() {
+            line.push_str(&format!("; exit: {}", sample(&p.exited)));
+        }
+        println!("{line}");
+    }
 }

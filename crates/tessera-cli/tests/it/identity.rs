@@ -657,15 +657,63 @@ fn a_wrong_merge_is_split_and_the_past_stays_readable() {
             serde_json::json!({"type": "identify", "messageId": "w9", "anonymousId": "dev-shared",
             "userId": "ux1", "traits": {"email": "ursula@example.org"},
             "timestamp": "2026-02-09T10:00:00Z"}),
+            // A new device of the customer's, and an order that makes them high value.
+            serde_json::json!({"type": "identify", "messageId": "w10", "anonymousId": "dev-new",
+            "userId": "ux1", "timestamp": "2026-02-10T10:00:00Z"}),
+            serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "w11",
+            "anonymousId": "dev-new", "properties": {"revenue": 900},
+            "timestamp": "2026-02-10T10:30:00Z"}),
         ],
     );
     ok(&mut p.cmd(&["import", &again]));
-    // A dry run says what the run will do; nothing is written.
+    // A dry run says what the run will do, segments included; nothing is written.
     let version = map_version(&p);
     let dry = stitch(&p, &["--dry-run"]);
     assert!(dry["dry_run"].as_bool().unwrap());
     assert_eq!(map_version(&p), version);
+    let predicted: BTreeMap<(String, String), String> = dry["segments"]
+        .as_array()
+        .expect("segments in the dry run")
+        .iter()
+        .flat_map(|s| {
+            let name = s["segment"].as_str().unwrap().to_owned();
+            let side = |key: &'static str, change: &'static str| {
+                let name = name.clone();
+                s[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |p| ((name.clone(), p.as_str().unwrap().to_owned()), change.to_owned()))
+                    .collect::<Vec<_>>()
+            };
+            let mut all = side("entered", "entered");
+            all.extend(side("exited", "exited"));
+            all
+        })
+        .collect();
+    assert_eq!(
+        predicted.get(&("high_value".to_owned(), wrong_id.clone())).map(String::as_str),
+        Some("entered"),
+        "{}",
+        dry["segments"]
+    );
     let real = stitch(&p, &[]);
+    ok(&mut p.cmd(&["segments", "refresh"]));
+    let done: BTreeMap<(String, String), String> = p
+        .sql("SELECT segment, profile_id, change FROM audience_changes \
+              WHERE run = (SELECT max(run) FROM audience_changes)")
+        .iter()
+        .map(|c| {
+            (
+                (
+                    c["segment"].as_str().unwrap().to_owned(),
+                    c["profile_id"].as_str().unwrap().to_owned(),
+                ),
+                c["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(predicted, done, "predicted segment changes differ from the run's");
     for key in [
         "merges",
         "splits",
