@@ -54,6 +54,9 @@ pub enum Command {
     Segments(commands::segments::SegmentsArgs),
     /// Send segments to their destinations: run, status, retry, preview.
     Activate(commands::activate::ActivateArgs),
+    /// Events refused by validation (collector and importer): list them, replay them
+    /// once fixed or once the rules changed.
+    Quarantine(commands::quarantine::QuarantineArgs),
     /// Run the server: the Segment-compatible HTTP collector (with its write-ahead log),
     /// /health, /metrics, and the gRPC port.
     Serve(commands::serve::ServeArgs),

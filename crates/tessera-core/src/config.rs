@@ -42,6 +42,9 @@ pub struct Config {
     pub server: ServerSection,
     #[serde(default)]
     pub import: ImportSection,
+    /// What every event must satisfy, collected or imported.
+    #[serde(default)]
+    pub events: EventsSection,
     #[serde(default)]
     pub identity: IdentitySection,
     #[serde(default)]
@@ -729,7 +732,7 @@ pub fn parse_memory(text: &str) -> std::result::Result<MemorySize, String> {
     Ok(MemorySize::Bytes(bytes as u64))
 }
 
-/// Parses `"15m"`, `"30s"`, `"500ms"`, `"2h"`, `"90"` (seconds); `"0"` is zero.
+/// Parses `"15m"`, `"30s"`, `"500ms"`, `"2h"`, `"1d"`, `"90"` (seconds); `"0"` is zero.
 pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t
@@ -744,6 +747,7 @@ pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, St
         "" | "s" => number,
         "m" | "min" => number * 60.0,
         "h" => number * 3600.0,
+        "d" => number * 86400.0,
         _ => {
             return Err(format!(
                 "{text:?} is not a duration: write \"500ms\", \"30s\", \"15m\" or \"2h\""
@@ -834,6 +838,79 @@ fn default_http() -> String {
 
 fn default_grpc() -> String {
     "127.0.0.1:50051".into()
+}
+
+/// `[events]`: what every event must satisfy, in the collector and the importer alike
+/// (refused events go to `quarantine`).
+///
+/// ```toml
+/// [events]
+/// earliest_timestamp = "2015-01-01T00:00:00Z"
+/// max_future = "1d"
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// Events timed before this (after clock-skew correction) are refused.
+    #[serde(default = "default_earliest_timestamp")]
+    pub earliest_timestamp: String,
+    /// Events timed more than this after their arrival are refused (`"1d"`, `"6h"`).
+    #[serde(default = "default_max_future")]
+    pub max_future: String,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection {
+            earliest_timestamp: default_earliest_timestamp(),
+            max_future: default_max_future(),
+        }
+    }
+}
+
+fn default_earliest_timestamp() -> String {
+    "1970-01-01T00:00:00Z".into()
+}
+
+fn default_max_future() -> String {
+    "1d".into()
+}
+
+impl EventsSection {
+    /// The accepted window of event times.
+    pub fn window(&self) -> Result<crate::event::TimeWindow> {
+        let invalid = |key: &str, message: String| CoreError::InvalidConfig {
+            key: format!("events.{key}"),
+            message,
+        };
+        let earliest = crate::event::parse_timestamp(&self.earliest_timestamp).ok_or_else(|| {
+            invalid(
+                "earliest_timestamp",
+                format!(
+                    "{:?} is not an ISO-8601 time (e.g. \"2015-01-01T00:00:00Z\")",
+                    self.earliest_timestamp
+                ),
+            )
+        })?;
+        if earliest < crate::event::parse_timestamp("0001-01-01T00:00:00Z").unwrap_or(i64::MIN) {
+            return Err(invalid(
+                "earliest_timestamp",
+                "must be in year 1 or later (readers cannot represent earlier dates)".into(),
+            ));
+        }
+        let ahead = parse_duration(&self.max_future).map_err(|e| invalid("max_future", e))?;
+        let max_future = i64::try_from(ahead.as_micros()).unwrap_or(i64::MAX);
+        if max_future > 366 * 86_400_000_000 {
+            return Err(invalid(
+                "max_future",
+                "must be at most a year (\"366d\"): later times are clock errors".into(),
+            ));
+        }
+        Ok(crate::event::TimeWindow {
+            earliest,
+            max_future,
+        })
+    }
 }
 
 /// `[import]`
@@ -1188,6 +1265,7 @@ impl Config {
             ));
         }
         self.segments.as_of_micros()?;
+        self.events.window()?;
         self.predict.validate()?;
         for (name, user) in &self.users {
             if !valid_name(name) {
@@ -1711,6 +1789,36 @@ mod tests {
     }
 
     #[test]
+    fn the_event_time_window_is_checked() {
+        let origin = Path::new("tessera.toml");
+        let w = Config::from_toml("", origin).unwrap().events.window().unwrap();
+        assert_eq!(w, crate::event::TimeWindow::default());
+        let c = Config::from_toml(
+            "[events]\nearliest_timestamp = \"2015-01-01T00:00:00Z\"\nmax_future = \"6h\"\n",
+            origin,
+        )
+        .unwrap();
+        let w = c.events.window().unwrap();
+        assert_eq!(w.max_future, 6 * 3_600_000_000);
+        assert_eq!(
+            w.earliest,
+            crate::event::parse_timestamp("2015-01-01T00:00:00Z").unwrap()
+        );
+        for (text, needle) in [
+            ("earliest_timestamp = \"soon\"", "events.earliest_timestamp"),
+            ("earliest_timestamp = \"0000-06-01T00:00:00Z\"", "year 1 or later"),
+            ("max_future = \"a week\"", "events.max_future"),
+            ("max_future = \"400d\"", "at most a year"),
+            ("future = \"1d\"", "unknown field"),
+        ] {
+            let e = Config::from_toml(&format!("[events]\n{text}\n"), origin)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_memory("2GiB"), Ok(MemorySize::Bytes(2 << 30)));
         assert_eq!(parse_memory("512 MB"), Ok(MemorySize::Bytes(512_000_000)));
@@ -1726,6 +1834,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         for bad in ["soon", "5 days", "m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");

@@ -101,6 +101,16 @@ pub enum EventError {
     /// A timestamp field could not be parsed.
     #[error("\"{field}\" is not an ISO-8601 timestamp: {value:?}")]
     BadTimestamp { field: &'static str, value: String },
+    /// The event's time (after clock-skew correction) is outside the accepted window.
+    #[error(
+        "the event's time {value} is outside the accepted window {earliest} .. {latest} \
+         (set [events] earliest_timestamp / max_future to change it)"
+    )]
+    TimestampOutOfRange {
+        value: String,
+        earliest: String,
+        latest: String,
+    },
 }
 
 impl EventError {
@@ -115,6 +125,7 @@ impl EventError {
             EventError::MissingField { .. } => "missing_field",
             EventError::WrongType { .. } => "wrong_type",
             EventError::BadTimestamp { .. } => "bad_timestamp",
+            EventError::TimestampOutOfRange { .. } => "timestamp_out_of_range",
         }
     }
 }
@@ -132,6 +143,46 @@ pub struct ParseContext {
     /// Keep a `receivedAt` carried by the event (imports of Segment exports); the
     /// collector sets this to `false` and stamps arrival time.
     pub trust_received_at: bool,
+    /// Which event times are accepted.
+    pub window: TimeWindow,
+}
+
+/// The event times accepted: from `earliest` to `max_future` after the parse context's
+/// `received_at` (its "now"). Times outside it are refused with
+/// [`EventError::TimestampOutOfRange`]: a year-0 or year-9999 event would otherwise
+/// land in a partition readers cannot represent (Python's `datetime` stops at years
+/// 1 and 9999) and skew every "last seen".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Earliest accepted time, microseconds since the epoch.
+    pub earliest: i64,
+    /// Furthest accepted time after now, microseconds.
+    pub max_future: i64,
+}
+
+impl Default for TimeWindow {
+    /// From 1970-01-01 to one day ahead.
+    fn default() -> Self {
+        TimeWindow {
+            earliest: 0,
+            max_future: 86_400_000_000,
+        }
+    }
+}
+
+impl TimeWindow {
+    /// Whether `t` is accepted when now is `now`; the error says why not.
+    pub fn check(&self, t: i64, now: i64) -> Result<(), EventError> {
+        let latest = now.saturating_add(self.max_future);
+        if t < self.earliest || t > latest {
+            return Err(EventError::TimestampOutOfRange {
+                value: format_timestamp(t),
+                earliest: format_timestamp(self.earliest),
+                latest: format_timestamp(latest),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl ParseContext {
@@ -142,6 +193,7 @@ impl ParseContext {
             batch_sent_at: None,
             correct_clock_skew: false,
             trust_received_at: true,
+            window: TimeWindow::default(),
         }
     }
 
@@ -152,7 +204,14 @@ impl ParseContext {
             batch_sent_at,
             correct_clock_skew: true,
             trust_received_at: false,
+            window: TimeWindow::default(),
         }
+    }
+
+    /// The same context accepting the times of `window`.
+    pub fn with_window(mut self, window: TimeWindow) -> Self {
+        self.window = window;
+        self
     }
 }
 
@@ -592,6 +651,7 @@ fn validate<'a>(
         (Some(t), _) => t,
         (None, _) => received_at,
     };
+    ctx.window.check(timestamp, ctx.received_at)?;
 
     let message_id = match id_field(raw.message_id, "messageId")? {
         Some(id) => id,

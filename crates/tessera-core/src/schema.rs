@@ -49,6 +49,8 @@ pub const PRIVACY_REQUESTS: &str = "privacy_requests";
 pub const BLOCKED_VALUES: &str = "blocked_values";
 /// Identity edges revoked by an unmerge (`tessera identity split`).
 pub const IDENTITY_REVOCATIONS: &str = "identity_revocations";
+/// Events refused by validation, kept with the reason instead of lost.
+pub const QUARANTINE: &str = "quarantine";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -578,6 +580,30 @@ pub fn identity_revocations_schema() -> SchemaRef {
     IDENTITY_REVOCATIONS_SCHEMA.clone()
 }
 
+static QUARANTINE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("quarantine_id", false),
+        ts("received_at", false),
+        utf8("source", false),
+        utf8("origin", false),
+        Field::new("position", DataType::Int64, true),
+        utf8("reason_code", false),
+        utf8("message", false),
+        utf8("payload", true),
+    ]))
+});
+
+/// The `quarantine` table: events refused by validation — bad types, missing ids, too
+/// large, unknown type, times outside `[events]`'s window — by the collector (`origin`
+/// `collector:<id>`, `position` the index in the request's batch) and the importer
+/// (`origin` the file, `position` its line or row), with the raw JSON `payload`, the
+/// source, the reason code and message. `quarantine_id` names the row (a hash of
+/// source, origin, position, payload and arrival). `tessera quarantine replay` lands
+/// them through the import path and removes those that landed.
+pub fn quarantine_schema() -> SchemaRef {
+    QUARANTINE_SCHEMA.clone()
+}
+
 /// Columns that identify a person without being [`PII_COLUMNS`] (user and device ids,
 /// identifier values of any type, members lists, query text), per table. Neither they
 /// nor the personal-data columns get min/max statistics in the Delta log
@@ -683,6 +709,7 @@ pub const PII_COLUMNS: &[(&str, &str, PiiMask)] = &[
     (PROFILES, "email", PiiMask::Value),
     (PROFILES, "phone", PiiMask::Value),
     (PROFILES, "traits", PiiMask::Json),
+    (QUARANTINE, "payload", PiiMask::Value),
 ];
 
 /// JSON keys whose values are personal data (compared case-insensitively, ignoring
@@ -841,6 +868,12 @@ pub fn tables() -> Vec<TableDef> {
             schema: identity_revocations_schema(),
             partition_columns: &[],
             description: "identity edges revoked by unmerges, never applied again",
+        },
+        TableDef {
+            name: QUARANTINE,
+            schema: quarantine_schema(),
+            partition_columns: &[],
+            description: "events refused by validation, with the reason, for replay",
         },
     ]
 }

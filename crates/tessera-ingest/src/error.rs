@@ -11,14 +11,17 @@ pub struct RowError {
     pub code: &'static str,
     /// What was wrong, in words.
     pub reason: String,
+    /// The row as the parser saw it (JSON text), for `quarantine`.
+    pub payload: Option<String>,
 }
 
 impl RowError {
-    pub(crate) fn new(line: u64, e: &EventError) -> Self {
+    pub(crate) fn new(line: u64, e: &EventError, payload: Option<String>) -> Self {
         RowError {
             line,
             code: e.code(),
             reason: e.to_string(),
+            payload,
         }
     }
 }

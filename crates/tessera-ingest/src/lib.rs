@@ -15,14 +15,15 @@
 //! carrying a transaction id derived from that fingerprint, so a crash mid-import never
 //! leaves half a file and a retry never lands it twice; and events are deduplicated on
 //! `message_id` against the lake and within the import. Bad rows are reported with file,
-//! line and reason while the good rows land; `max_errors` aborts a file, uncommitted,
-//! once it has more bad rows than allowed.
+//! line and reason while the good rows land, and kept in `quarantine` ([`quarantine`]);
+//! `max_errors` aborts a file, uncommitted, once it has more bad rows than allowed.
 
 pub mod collector;
 mod error;
 mod input;
 mod mapping;
 mod ndjson;
+pub mod quarantine;
 mod sink;
 pub mod suppress;
 
@@ -54,6 +55,10 @@ pub struct ImportOptions {
     pub force: bool,
     /// Parser threads for NDJSON; `None` uses every core.
     pub threads: Option<usize>,
+    /// Keep bad rows in `quarantine` (off when replaying quarantine itself).
+    pub quarantine: bool,
+    /// Which event times are accepted (`[events]`).
+    pub window: tessera_core::event::TimeWindow,
 }
 
 impl Default for ImportOptions {
@@ -66,6 +71,8 @@ impl Default for ImportOptions {
             batch_rows: 16_384,
             force: false,
             threads: None,
+            quarantine: true,
+            window: tessera_core::event::TimeWindow::default(),
         }
     }
 }
@@ -84,8 +91,12 @@ pub struct FileReport {
     /// Rows carrying a suppressed identifier (`tessera privacy`), not stored.
     pub rows_suppressed: u64,
     pub rows_rejected: u64,
+    /// Of the bad rows, those kept in `quarantine`.
+    pub rows_quarantined: u64,
     /// The first bad rows (at most [`MAX_REPORTED_ERRORS`] per file).
     pub errors: Vec<RowError>,
+    /// The line (or row) of every bad row.
+    pub rejected_lines: Vec<u64>,
     /// The `events` version that holds this file's rows.
     pub events_version: Option<u64>,
 }

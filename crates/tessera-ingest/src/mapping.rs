@@ -109,7 +109,8 @@ pub(crate) async fn import_file(
         .execute_stream()
         .await
         .map_err(|e| mapping_error(file, e.strip_backtrace()))?;
-    let parse_ctx = ParseContext::import(chrono::Utc::now().timestamp_micros());
+    let parse_ctx =
+        ParseContext::import(chrono::Utc::now().timestamp_micros()).with_window(options.window);
     // CSV line numbers count the header.
     let mut next_line: u64 = if format == Format::Csv { 2 } else { 1 };
     let mut buf = Vec::new();

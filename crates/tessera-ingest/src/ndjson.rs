@@ -61,14 +61,17 @@ impl<'c> Collector<'c> {
                     self.out.batches.push(self.builder.finish());
                 }
             }
-            Err(e) => self.out.errors.push(RowError::new(row, &e)),
+            Err(e) => self
+                .out
+                .errors
+                .push(RowError::new(row, &e, Some(text.to_owned()))),
         }
     }
 
     /// Counts row `row` as read and rejected.
-    fn reject(&mut self, row: u64, error: &EventError) {
+    fn reject(&mut self, row: u64, error: &EventError, payload: Option<String>) {
         self.out.rows_read += 1;
-        self.out.errors.push(RowError::new(row, error));
+        self.out.errors.push(RowError::new(row, error, payload));
     }
 
     fn finish(mut self) -> Parsed {
@@ -99,6 +102,7 @@ pub(crate) fn parse_lines(
             Err(e) => collector.reject(
                 line_no,
                 &EventError::MalformedJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())),
+                Some(String::from_utf8_lossy(raw_line).into_owned()),
             ),
         }
     }
@@ -253,7 +257,8 @@ pub(crate) async fn import_file(
     run: &mut FileRun,
     progress: &dyn ImportProgress,
 ) -> Result<()> {
-    let ctx = ParseContext::import(chrono::Utc::now().timestamp_micros());
+    let ctx =
+        ParseContext::import(chrono::Utc::now().timestamp_micros()).with_window(options.window);
     let count = Arc::new(AtomicU64::new(0));
     let reader = open_reader(file, tokio::runtime::Handle::current(), count.clone())
         .map_err(|e| input_error(&file.location(), e))?;

@@ -13,12 +13,13 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use tessera_core::schema::{self, EVENTS, IMPORTED_FILES, events_col};
+use tessera_core::schema::{self, EVENTS, IMPORTED_FILES, QUARANTINE, events_col};
 use tessera_engine::Engine;
 use tessera_lake::{AppendWriter, CommitNote, Lake};
 
 use crate::error::{ImportError, Result, RowError};
 use crate::input::{Format, InputFile};
+use crate::quarantine::{QuarantineBuilder, Refused};
 use crate::{FileReport, ImportOptions, MAX_REPORTED_ERRORS};
 
 /// What a parser hands the sink: batches of valid events and the bad rows.
@@ -127,6 +128,8 @@ pub(crate) struct EventSink {
     events_table: tessera_lake::deltalake::DeltaTable,
     source: String,
     max_errors: Option<u64>,
+    /// Keep bad rows in `quarantine`.
+    quarantine: bool,
 }
 
 fn app_id(fingerprint: &str) -> String {
@@ -175,6 +178,7 @@ impl EventSink {
             events_table,
             source: options.source.clone(),
             max_errors: options.max_errors,
+            quarantine: options.quarantine,
         })
     }
 
@@ -204,6 +208,7 @@ impl EventSink {
             suppressions: self.suppressions.clone(),
             file: file.clone(),
             max_errors: self.max_errors,
+            lake: self.lake.clone(),
             report: FileReport {
                 location: file.location(),
                 format: format.name().into(),
@@ -211,6 +216,7 @@ impl EventSink {
                 ..FileReport::default()
             },
             source: self.source.clone(),
+            quarantine: self.quarantine.then(QuarantineRows::default),
         })
     }
 
@@ -231,6 +237,23 @@ impl EventSink {
         let mut writer = writers.pop().expect("at least one lane");
         for other in writers {
             writer.absorb(other).await?;
+        }
+        // Bad rows first: a crash before the events commit imports the file again, and
+        // the quarantine transaction says its rows are there already.
+        if let Some(q) = run.quarantine.take()
+            && let Some(w) = q.writer
+        {
+            if w.transaction_version(&app_id(&fp)).await?.is_some() {
+                w.abort();
+            } else {
+                w.commit(
+                    CommitNote::new("import", "tessera import")
+                        .detail("location", run.report.location.clone())
+                        .detail("rows", run.report.rows_quarantined)
+                        .transaction(app_id(&fp), 0),
+                )
+                .await?;
+            }
         }
         let version = writer.commit(note).await?;
         run.report.events_version = version;
@@ -295,8 +318,18 @@ pub(crate) struct FileRun {
     suppressions: Arc<crate::suppress::SuppressionList>,
     file: InputFile,
     max_errors: Option<u64>,
+    lake: Arc<Lake>,
     pub(crate) report: FileReport,
     pub(crate) source: String,
+    /// Where bad rows go (`None` when the import keeps none).
+    quarantine: Option<QuarantineRows>,
+}
+
+/// The bad rows of a file on their way to `quarantine`.
+#[derive(Default)]
+struct QuarantineRows {
+    builder: QuarantineBuilder,
+    writer: Option<AppendWriter>,
 }
 
 impl FileRun {
@@ -304,6 +337,34 @@ impl FileRun {
     pub(crate) async fn accept(&mut self, parsed: Parsed) -> Result<()> {
         self.report.rows_read += parsed.rows_read;
         self.report.rows_rejected += parsed.errors.len() as u64;
+        self.report
+            .rejected_lines
+            .extend(parsed.errors.iter().map(|e| e.line));
+        if let Some(q) = &mut self.quarantine
+            && !parsed.errors.is_empty()
+        {
+            let now = chrono::Utc::now().timestamp_micros();
+            let origin = self.report.location.clone();
+            for e in &parsed.errors {
+                q.builder.push(&Refused {
+                    received_at: now,
+                    source: &self.source,
+                    origin: &origin,
+                    position: Some(e.line as i64),
+                    code: e.code,
+                    message: &e.reason,
+                    payload: e.payload.as_deref(),
+                });
+            }
+            self.report.rows_quarantined += parsed.errors.len() as u64;
+            if q.writer.is_none() {
+                let def = schema::table(QUARANTINE).expect("quarantine table");
+                q.writer = Some(self.lake.append_writer(&def).await?);
+            }
+            if let Some(w) = &mut q.writer {
+                w.write(q.builder.finish()).await?;
+            }
+        }
         let room = MAX_REPORTED_ERRORS.saturating_sub(self.report.errors.len());
         self.report
             .errors
@@ -335,6 +396,9 @@ impl FileRun {
     pub(crate) fn abort(self) {
         for lane in self.lanes {
             lane.task.abort();
+        }
+        if let Some(w) = self.quarantine.and_then(|q| q.writer) {
+            w.abort();
         }
     }
 }

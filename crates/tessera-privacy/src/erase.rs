@@ -129,6 +129,11 @@ pub const TARGETS: &[Target] = &[
         action: Action::Delete,
     },
     Target {
+        table: schema::QUARANTINE,
+        clauses: &[Clause::AnyText(&["payload"])],
+        action: Action::Delete,
+    },
+    Target {
         table: schema::BLOCKED_VALUES,
         clauses: &[Clause::Text(&["id_value"])],
         action: Action::Delete,

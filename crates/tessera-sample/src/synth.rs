@@ -917,7 +917,7 @@ mod tests {
         );
         assert!(sa.orders > 0 && sa.crm_rows > 0 && sa.events_pos > 0 && sa.events_app > 0);
         // Every line is a valid Segment event.
-        let ctx = tessera_core::event::ParseContext::import(0);
+        let ctx = tessera_core::event::ParseContext::import(chrono::Utc::now().timestamp_micros());
         for f in [
             "events-web.ndjson",
             "events-app.ndjson",

@@ -248,6 +248,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         vec![(String::new(), g(&m.events_suppressed))],
     );
     metric(
+        "tessera_events_quarantined_total",
+        "counter",
+        "Refused events kept in the quarantine table.",
+        vec![(String::new(), g(&m.events_quarantined))],
+    );
+    metric(
         "tessera_events_rejected_total",
         "counter",
         "Events or requests rejected, by reason.",

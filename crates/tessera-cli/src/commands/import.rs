@@ -73,6 +73,8 @@ pub async fn import(opened: &Opened, args: &ImportArgs) -> anyhow::Result<Import
         batch_rows: config.import.batch_rows,
         force: args.force,
         threads: args.threads,
+        quarantine: true,
+        window: config.events.window()?,
     };
     let importer = Importer::new(opened.engine.clone(), options);
     let bars = ImportBars::new(args.json);
@@ -94,6 +96,7 @@ pub fn report_json(report: &ImportReport) -> serde_json::Value {
                 "rows_duplicate": f.rows_duplicate,
                 "rows_suppressed": f.rows_suppressed,
                 "rows_rejected": f.rows_rejected,
+                "rows_quarantined": f.rows_quarantined,
                 "events_version": f.events_version,
                 "errors": f.errors.iter().map(|e| serde_json::json!({"line": e.line, "code": e.code, "reason": e.reason})).collect::<Vec<_>>(),
             })
@@ -143,7 +146,10 @@ pub fn print_report(report: &ImportReport) {
         );
     }
     if report.rows_rejected() > 0 {
-        println!("  {} rows rejected:", thousands(report.rows_rejected()));
+        println!(
+            "  {} rows rejected, kept in quarantine (tessera quarantine list; replay once fixed):",
+            thousands(report.rows_rejected())
+        );
         for f in &report.files {
             for e in &f.errors {
                 println!("    {}:{}: {}", f.location, e.line, e.reason);

@@ -9,6 +9,7 @@ pub mod matching;
 pub mod predict;
 pub mod privacy;
 pub mod profile;
+pub mod quarantine;
 pub mod quickstart;
 pub mod segments;
 pub mod serve;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
         Command::Stitch(args) => stitch::run(&opened, args).await,
         Command::Profile(args) => profile::run(&opened, args).await,
         Command::Identity(args) => identity::run(&opened, args).await,
+        Command::Quarantine(args) => quarantine::run(&opened, args).await,
         Command::Match(args) => matching::run(&opened, args).await,
         Command::Predict(args) => predict::run(&opened, args).await,
         Command::Segments(args) => segments::run(&opened, args).await,

@@ -135,6 +135,7 @@ pub async fn run(
             max_event_bytes: config.server.max_event_bytes,
             max_batch_bytes: config.server.max_batch_bytes,
             dedup_window: Duration::from_secs(config.server.dedup_window_hours * 3600),
+            window: config.events.window()?,
             ..CollectorConfig::default()
         },
         sources,

@@ -271,3 +271,125 @@ fn missing_input_and_bad_options() {
         "{err}"
     );
 }
+
+/// Events dated year 0 and 9999, one dated three days ahead, one without ids, one not
+/// JSON, two good ones.
+fn odd_dates(future: &str) -> String {
+    format!(
+        r#"{{"type":"track","messageId":"q-ok-1","userId":"u1","event":"E","timestamp":"2026-01-01T00:00:00Z"}}
+{{"type":"track","messageId":"q-year0","userId":"u1","event":"E","timestamp":"0000-01-01T00:00:00Z"}}
+{{"type":"track","messageId":"q-year9999","userId":"u1","event":"E","timestamp":"9999-12-31T00:00:00Z"}}
+{{"type":"track","messageId":"q-future","userId":"u2","event":"E","timestamp":"{future}"}}
+{{"type":"track","messageId":"q-noid","event":"E"}}
+{{"type":"track",
+{{"type":"identify","messageId":"q-ok-2","userId":"u2","traits":{{"email":"q@example.com"}}}}
+"#
+    )
+}
+
+#[test]
+fn refused_rows_are_quarantined_and_replayed_once_fixed() {
+    let p = TestProject::new();
+    let future = chrono::Utc::now() + chrono::Duration::days(3);
+    let future = future.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let file = p.path().join("odd.ndjson");
+    std::fs::write(&file, odd_dates(&future)).unwrap();
+    let report = p.import(&[file.to_str().unwrap()]);
+    assert_eq!(report["rows_imported"], 2, "{report}");
+    assert_eq!(report["files"][0]["rows_quarantined"], 5, "{report}");
+    let codes = p.sql(
+        "SELECT position, reason_code, source, payload IS NOT NULL AS has_payload \
+         FROM quarantine ORDER BY position",
+    );
+    let got: Vec<(i64, &str)> = codes
+        .iter()
+        .map(|r| {
+            (
+                r["position"].as_i64().unwrap(),
+                r["reason_code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "timestamp_out_of_range"),
+            (3, "timestamp_out_of_range"),
+            (4, "timestamp_out_of_range"),
+            (5, "missing_identity"),
+            (6, "malformed_json"),
+        ]
+    );
+    assert!(codes.iter().all(|r| r["has_payload"] == true && r["source"] == "import"));
+
+    // Importing the file again (forced) does not quarantine its rows twice.
+    p.import(&["--force", file.to_str().unwrap()]);
+    assert_eq!(p.count("SELECT count(*) AS n FROM quarantine"), 5);
+
+    // list, with a filter; a filter that is not a condition is refused.
+    let out = ok(&mut p.cmd(&[
+        "quarantine",
+        "list",
+        "--where",
+        "reason_code = 'timestamp_out_of_range'",
+        "--json",
+    ]));
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3);
+    assert!(listed[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("outside the accepted window"));
+    for (filter, needle) in [
+        ("no_such_column = 1", "no_such_column"),
+        ("1 = 1; DROP TABLE events", "--where"),
+    ] {
+        let e = fails(&mut p.cmd(&["quarantine", "list", "--where", filter]));
+        assert!(e.contains(needle), "{filter}: {e}");
+    }
+    assert_eq!(p.count("SELECT count(*) AS n FROM events"), 2);
+
+    // A replay with today's rules lands nothing; widen the window and the future-dated
+    // event lands, once.
+    let out = ok(&mut p.cmd(&["quarantine", "replay", "--json"]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["selected"].as_u64(), r["imported"].as_u64()), (Some(5), Some(0)), "{r}");
+    let toml = p.path().join("tessera.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[events]\nmax_future = \"7d\"\n");
+    std::fs::write(&toml, text).unwrap();
+    let out = ok(&mut p.cmd(&["quarantine", "replay", "--json"]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["imported"], 1, "{r}");
+    assert_eq!(r["still_refused"], 4, "{r}");
+    assert_eq!(p.count("SELECT count(*) AS n FROM events WHERE message_id = 'q-future'"), 1);
+    assert_eq!(p.count("SELECT count(*) AS n FROM quarantine"), 4);
+    let out = ok(&mut p.cmd(&["quarantine", "replay", "--json"]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["imported"], 0, "{r}");
+    assert_eq!(p.count("SELECT count(*) AS n FROM events"), 3);
+
+    // Year 0 and 9999 never reached events: pandas, polars and DuckDB read it whole.
+    let events = p.lake().join("events");
+    let code = format!(
+        r#"
+import glob, os, site, json
+import duckdb, polars
+from deltalake import DeltaTable
+events = {events:?}
+pdf = DeltaTable(events).to_pandas()
+pl = polars.read_delta(events)
+ext = glob.glob(os.path.join(site.getsitepackages()[0], "duckdb_ext/extensions/*/*/delta.duckdb_extension"))[0]
+con = duckdb.connect(config={{"allow_unsigned_extensions": "true"}})
+con.execute(f"LOAD '{{ext}}'")
+duck = con.execute(f"SELECT count(*) FROM delta_scan('{{events}}')").fetchone()[0]
+print(json.dumps({{"pandas": len(pdf), "polars": pl.height, "duckdb": duck}}))
+"#
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(crate::common::run_python(&code).trim()).unwrap();
+    assert_eq!(v, serde_json::json!({"pandas": 3, "polars": 3, "duckdb": 3}));
+}

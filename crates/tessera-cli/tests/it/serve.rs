@@ -239,6 +239,20 @@ fn bad_input_gets_its_status_and_never_disturbs_what_is_stored() {
             400,
             "wrong_type",
         ),
+        (
+            "/v1/batch",
+            br#"{"batch":[{"type":"track","userId":"u","event":"e","messageId":"y0","timestamp":"0000-01-01T00:00:00Z"}]}"#.to_vec(),
+            vec![],
+            400,
+            "timestamp_out_of_range",
+        ),
+        (
+            "/v1/track",
+            br#"{"userId":"u","event":"e","messageId":"y9999","timestamp":"9999-01-01T00:00:00Z"}"#.to_vec(),
+            vec![],
+            400,
+            "timestamp_out_of_range",
+        ),
     ];
     for (path, body, extra, want, code) in cases {
         let (status, v) = post(&s, path, &body, &extra);
@@ -328,6 +342,41 @@ fn bad_input_gets_its_status_and_never_disturbs_what_is_stored() {
     assert_eq!(
         p.count("SELECT count(*) AS n FROM events WHERE source = 'app'"),
         7
+    );
+    // Every refused event is kept, with its reason; requests refused before they are
+    // read (over the size limit, broken gzip) are not.
+    let kept: Vec<(String, i64)> = p
+        .sql("SELECT reason_code, count(*) AS n FROM quarantine GROUP BY reason_code ORDER BY reason_code")
+        .iter()
+        .map(|r| {
+            (
+                r["reason_code"].as_str().unwrap().to_owned(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64)> = [
+        ("event_too_large", 1),
+        ("malformed_json", 2),
+        ("missing_field", 1),
+        ("missing_identity", 1),
+        ("timestamp_out_of_range", 2),
+        ("unknown_type", 1),
+        ("wrong_type", 1),
+    ]
+    .iter()
+    .map(|(c, n)| ((*c).to_owned(), *n))
+    .collect();
+    assert_eq!(kept, want);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM quarantine WHERE source = 'app' AND origin = 'collector:default' AND payload IS NOT NULL"),
+        9
+    );
+    assert!(
+        p.sql("SELECT payload FROM quarantine WHERE reason_code = 'missing_field'")[0]["payload"]
+            .as_str()
+            .unwrap()
+            .contains(r#""userId":"u""#)
     );
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 
-const NOW: i64 = 1_700_000_000_000_000;
+const NOW: i64 = 1_800_000_000_000_000;
 
 fn import(text: &str) -> Result<Event<'_>, EventError> {
     parse_event(text, &ParseContext::import(NOW))
@@ -205,4 +205,40 @@ mod props {
             let _ = import(&text);
         }
     }
+}
+
+#[test]
+fn times_outside_the_window_are_refused() {
+    for (ts, ok) in [
+        ("0000-01-01T00:00:00Z", false),
+        ("1969-12-31T23:59:59Z", false),
+        ("1970-01-01T00:00:00Z", true),
+        ("2026-06-01T00:00:00Z", true),
+        ("9999-12-31T23:59:59Z", false),
+    ] {
+        let text = format!(r#"{{"type":"track","userId":"u","event":"e","timestamp":"{ts}"}}"#);
+        match import(&text) {
+            Ok(_) => assert!(ok, "{ts} accepted"),
+            Err(e) => {
+                assert!(!ok, "{ts} refused: {e}");
+                assert_eq!(e.code(), "timestamp_out_of_range");
+                assert!(e.to_string().contains("outside the accepted window"), "{e}");
+            }
+        }
+    }
+    // One day ahead of now is the default limit; a wider window takes more.
+    let ahead = format_timestamp(NOW + 2 * 86_400_000_000);
+    let text = format!(r#"{{"type":"track","userId":"u","event":"e","timestamp":"{ahead}"}}"#);
+    assert!(import(&text).is_err());
+    let wide = ParseContext::import(NOW).with_window(TimeWindow {
+        earliest: i64::MIN,
+        max_future: 3 * 86_400_000_000,
+    });
+    assert!(parse_event(&text, &wide).is_ok());
+    // Clock-skew correction first: a device whose clock is 30 years behind is fine.
+    let text = r#"{"type":"track","userId":"u","event":"e","timestamp":"1996-01-15T00:00:00Z"}"#;
+    let sent = parse_timestamp("1996-01-15T00:00:05Z").unwrap();
+    let live = ParseContext::live(NOW, Some(sent));
+    let e = parse_event(text, &live).unwrap();
+    assert_eq!(e.timestamp, NOW - 5_000_000);
 }

@@ -36,7 +36,7 @@ async fn lake_tables_are_queryable_with_json_and_cdp_functions() {
     lake.create_missing_tables().await.unwrap();
 
     let mut b = EventBatchBuilder::new("web", 4);
-    let ctx = ParseContext::import(0);
+    let ctx = ParseContext::import(chrono::Utc::now().timestamp_micros());
     for line in [
         r#"{"type":"identify","messageId":"1","userId":"u1","traits":{"email":" Ann@X.com "},"timestamp":"2024-01-01T00:00:00Z"}"#,
         r#"{"type":"track","messageId":"2","userId":"u1","event":"Order Completed","properties":{"revenue":30.5},"timestamp":"2024-01-02T00:00:00Z"}"#,

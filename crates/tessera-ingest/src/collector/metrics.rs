@@ -11,6 +11,8 @@ pub struct Metrics {
     pub events_duplicate: AtomicU64,
     /// Events acknowledged and dropped for carrying a suppressed identifier.
     pub events_suppressed: AtomicU64,
+    /// Refused events kept in `quarantine`.
+    pub events_quarantined: AtomicU64,
     pub events_flushed: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_micros_total: AtomicU64,

@@ -26,12 +26,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tessera_core::batch::EventBatchBuilder;
 use tessera_core::event::{BatchDefaults, Event, ParseContext, parse_event_with, parse_timestamp};
-use tessera_core::schema::{self, EVENTS, SUPPRESSIONS, events_col};
+use tessera_core::schema::{self, EVENTS, QUARANTINE, SUPPRESSIONS, events_col};
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
 use tessera_lake::wal::Wal;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::quarantine::{QuarantineBuilder, Refused};
 use crate::sink::id_hash;
 use crate::suppress::SuppressionList;
 
@@ -44,7 +45,9 @@ pub use body::body_write_key;
 use body::{BatchBody, SingleBody, sent_at};
 use dedup::{Dedup, remember};
 pub use metrics::Metrics;
-use wal_writer::{WalCommand, WalWrite, decode, encode, wal_writer};
+use wal_writer::{
+    QUARANTINE_RECORD, WalCommand, WalWrite, decode, decode_quarantine, encode, wal_writer,
+};
 
 /// Settings of a collector.
 #[derive(Debug, Clone)]
@@ -64,6 +67,8 @@ pub struct CollectorConfig {
     pub dedup_capacity: usize,
     /// Names this collector's transactions (`tessera-collector-<id>`).
     pub collector_id: String,
+    /// Which event times are accepted (`[events]`).
+    pub window: tessera_core::event::TimeWindow,
 }
 
 impl Default for CollectorConfig {
@@ -76,6 +81,7 @@ impl Default for CollectorConfig {
             dedup_window: Duration::from_secs(24 * 3600),
             dedup_capacity: 5_000_000,
             collector_id: "default".into(),
+            window: tessera_core::event::TimeWindow::default(),
         }
     }
 }
@@ -96,6 +102,9 @@ pub struct Rejected {
     pub index: usize,
     pub code: &'static str,
     pub message: String,
+    /// The event's JSON text, for `quarantine`.
+    #[serde(skip)]
+    pub payload: Option<String>,
 }
 
 /// What happened to a request whose events were (at least partly) stored.
@@ -107,6 +116,7 @@ pub struct Outcome {
     pub duplicates: usize,
     /// Events acknowledged and dropped: they carry a suppressed identifier.
     pub suppressed: usize,
+    /// Refused events, each kept in `quarantine`.
     pub rejected: Vec<Rejected>,
 }
 
@@ -153,11 +163,13 @@ impl CollectError {
     }
 }
 
-/// Events acknowledged but not yet in `events`: `(sequence, batch)`.
+/// Events acknowledged but not yet in `events`: `(sequence, batch)`; and refused events
+/// not yet in `quarantine`.
 #[derive(Default)]
 struct Buffer {
     batches: VecDeque<(u64, RecordBatch)>,
     events: usize,
+    quarantine: VecDeque<(u64, RecordBatch)>,
 }
 
 /// The live collector.
@@ -201,6 +213,11 @@ impl Collector {
             .await?
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0);
+        let quarantined = lake
+            .transaction_version(QUARANTINE, &app)
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
         let dir = config.wal_dir.clone();
         let (wal, records) = tokio::task::spawn_blocking(move || Wal::open(&dir, 64 << 20))
             .await
@@ -211,19 +228,27 @@ impl Collector {
             ..Dedup::default()
         };
         for r in records {
-            if r.seq <= committed {
-                continue;
-            }
-            let batch = decode(&r.payload).map_err(|e| crate::ImportError::WalRecord {
+            let bad = |e: arrow::error::ArrowError| crate::ImportError::WalRecord {
                 seq: r.seq,
                 dir: config.wal_dir.display().to_string(),
                 message: e.to_string(),
-            })?;
+            };
+            if let Some(refused) = r.payload.strip_prefix(QUARANTINE_RECORD) {
+                if r.seq > quarantined {
+                    let batch = decode_quarantine(refused).map_err(bad)?;
+                    buffer.quarantine.push_back((r.seq, batch));
+                }
+                continue;
+            }
+            if r.seq <= committed {
+                continue;
+            }
+            let batch = decode(&r.payload).map_err(bad)?;
             remember(&mut dedup, &batch);
             buffer.events += batch.num_rows();
             buffer.batches.push_back((r.seq, batch));
         }
-        let replayed = buffer.events;
+        let replayed = buffer.events + buffer.quarantine.len();
         // messageIds the lake received within the window.
         let since = now_micros() - config.dedup_window.as_micros() as i64;
         let ctx = engine.session().await?;
@@ -328,6 +353,9 @@ impl Collector {
     ) -> Result<Outcome, CollectError> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let result = self.collect_inner(source, endpoint, body).await;
+        if let Err(e @ (CollectError::BadBody(_) | CollectError::EventTooLarge { .. })) = &result {
+            self.quarantine_request(source, e, body).await;
+        }
         match &result {
             Ok(o) => {
                 self.metrics
@@ -437,27 +465,11 @@ impl Collector {
                 self.admit(&events, received_at, &mut builder, &mut outcome, &mut ids);
             }
         }
-        if builder.is_empty() {
-            if outcome.duplicates > 0 || outcome.suppressed > 0 || outcome.rejected.is_empty() {
-                return Ok(outcome);
-            }
-            return Err(CollectError::NoValidEvent(outcome.rejected));
-        }
-        let batch = builder.finish();
-        let rows = batch.num_rows();
-        let payload = encode(&batch).map_err(|e| CollectError::Unavailable(e.to_string()))?;
-        let (done, wait) = oneshot::channel();
-        let sent = self.wal.send(WalCommand::Write(WalWrite { payload, done }));
-        let seq = match sent {
-            Ok(()) => wait
-                .await
-                .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))
-                .and_then(|r| r.map_err(CollectError::Unavailable)),
-            Err(_) => Err(CollectError::Unavailable("the WAL writer stopped".into())),
-        };
-        let seq = match seq {
-            Ok(seq) => seq,
-            Err(e) => {
+        let refused = self.refused_batch(source, received_at, &outcome.rejected);
+        let events = (!builder.is_empty()).then(|| builder.finish());
+        let rows = events.as_ref().map_or(0, RecordBatch::num_rows);
+        if events.is_some() || refused.is_some() {
+            if let Err(e) = self.make_durable(events, refused).await {
                 // Not durable: forget the ids so a retry is accepted.
                 if let Ok(mut d) = self.dedup.lock() {
                     for h in &ids {
@@ -466,21 +478,115 @@ impl Collector {
                 }
                 return Err(e);
             }
-        };
+        }
+        if rows == 0
+            && outcome.duplicates == 0
+            && outcome.suppressed == 0
+            && !outcome.rejected.is_empty()
+        {
+            return Err(CollectError::NoValidEvent(outcome.rejected));
+        }
         outcome.accepted = rows;
+        Ok(outcome)
+    }
+
+    /// The `quarantine` rows of the refused events of one request.
+    fn refused_batch(
+        &self,
+        source: &str,
+        received_at: i64,
+        rejected: &[Rejected],
+    ) -> Option<RecordBatch> {
+        if rejected.is_empty() {
+            return None;
+        }
+        let origin = format!("collector:{}", self.config.collector_id);
+        let mut b = QuarantineBuilder::default();
+        for r in rejected {
+            b.push(&Refused {
+                received_at,
+                source,
+                origin: &origin,
+                position: Some(r.index as i64),
+                code: r.code,
+                message: &r.message,
+                payload: r.payload.as_deref(),
+            });
+        }
+        self.metrics
+            .events_quarantined
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        Some(b.finish())
+    }
+
+    /// Writes a request's accepted events and refused events to the write-ahead log
+    /// (one record each, fsynced together) and buffers them for the flusher.
+    async fn make_durable(
+        &self,
+        events: Option<RecordBatch>,
+        refused: Option<RecordBatch>,
+    ) -> Result<(), CollectError> {
+        let unavailable = |e: arrow::error::ArrowError| CollectError::Unavailable(e.to_string());
+        let mut waits = Vec::new();
+        for (kind, batch) in [(false, &events), (true, &refused)] {
+            let Some(batch) = batch else { continue };
+            let payload = if kind {
+                let mut p = QUARANTINE_RECORD.to_vec();
+                p.extend(encode(batch).map_err(unavailable)?);
+                p
+            } else {
+                encode(batch).map_err(unavailable)?
+            };
+            let (done, wait) = oneshot::channel();
+            self.wal
+                .send(WalCommand::Write(WalWrite { payload, done }))
+                .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))?;
+            waits.push((kind, wait));
+        }
+        let mut seqs = Vec::with_capacity(waits.len());
+        for (kind, wait) in waits {
+            let seq = wait
+                .await
+                .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))
+                .and_then(|r| r.map_err(CollectError::Unavailable))?;
+            seqs.push((kind, seq));
+        }
         let buffered = {
             let mut b = self
                 .buffer
                 .lock()
                 .map_err(|_| CollectError::Unavailable("buffer poisoned".into()))?;
-            b.batches.push_back((seq, batch));
-            b.events += rows;
+            for (kind, seq) in seqs {
+                if kind {
+                    if let Some(r) = &refused {
+                        b.quarantine.push_back((seq, r.clone()));
+                    }
+                } else if let Some(e) = &events {
+                    b.batches.push_back((seq, e.clone()));
+                    b.events += e.num_rows();
+                }
+            }
             b.events
         };
         self.metrics
             .buffered_events
             .store(buffered as u64, Ordering::Relaxed);
-        Ok(outcome)
+        Ok(())
+    }
+
+    /// Keeps a request refused as a whole (not JSON, an event over the size limit) in
+    /// `quarantine`; a failure to do so is logged, the answer stays the refusal.
+    async fn quarantine_request(&self, source: &str, error: &CollectError, body: &[u8]) {
+        let rejected = [Rejected {
+            index: 0,
+            code: error.code(),
+            message: error.to_string(),
+            payload: Some(String::from_utf8_lossy(body).into_owned()),
+        }];
+        let refused = self.refused_batch(source, now_micros(), &rejected);
+        if let Err(e) = self.make_durable(None, refused).await {
+            tracing::warn!("keeping a refused request in quarantine failed: {e}");
+        }
     }
 
     /// One event of a request, validated; a rejection is recorded instead.
@@ -501,15 +607,17 @@ impl Collector {
                     text.len(),
                     self.config.max_event_bytes
                 ),
+                payload: Some(text.to_owned()),
             });
             return None;
         }
-        parse_event_with(text, ctx, defaults)
+        parse_event_with(text, &ctx.with_window(self.config.window), defaults)
             .map_err(|e| {
                 rejected.push(Rejected {
                     index,
                     code: e.code(),
                     message: e.to_string(),
+                    payload: Some(text.to_owned()),
                 })
             })
             .ok()
@@ -649,49 +757,95 @@ impl Collector {
             .unwrap_or_default()
     }
 
-    /// Commits every buffered batch to `events` (one Delta commit carrying the last
-    /// sequence as its transaction), then releases the WAL. Returns the events written.
+    /// Commits every buffered batch to `events` and every refused event to
+    /// `quarantine` (one Delta commit each, carrying the last sequence as its
+    /// transaction), then releases the WAL. Returns the events written.
     pub async fn flush(&self) -> crate::Result<usize> {
         let _guard = self.flush_lock.lock().await;
-        let last = self
-            .buffer
-            .lock()
-            .map_err(|_| crate::ImportError::Poisoned("buffer"))?
-            .batches
-            .back()
-            .map(|(s, _)| *s);
+        let (last, refused_pending) = {
+            let b = self
+                .buffer
+                .lock()
+                .map_err(|_| crate::ImportError::Poisoned("buffer"))?;
+            let last_events = b.batches.back().map(|(s, _)| *s);
+            let last_refused = b.quarantine.back().map(|(s, _)| *s);
+            (
+                last_events.max(last_refused),
+                last_refused.is_some(),
+            )
+        };
         let Some(last) = last else { return Ok(0) };
         let started = Instant::now();
         let lake = self.engine.lake();
         let app = self.app_id();
-        // A crash after a commit and before the WAL release leaves records the lake
-        // holds: never commit a sequence twice (checked on the snapshot the commit
-        // builds on).
-        let def = schema::table(EVENTS).ok_or(crate::ImportError::Engine(
-            tessera_engine::EngineError::Register {
-                table: EVENTS.into(),
-                message: "no table definition".into(),
-            },
-        ))?;
-        let mut writer = lake.append_writer(&def).await?;
-        let done = writer
-            .transaction_version(&app)
-            .await?
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0);
-        let mut rows = 0;
-        if last > done {
+        let table_def = |name: &str| {
+            schema::table(name).ok_or(crate::ImportError::Engine(
+                tessera_engine::EngineError::Register {
+                    table: name.into(),
+                    message: "no table definition".into(),
+                },
+            ))
+        };
+        // Refused events first, each table's commit carrying the last sequence as its
+        // transaction. A crash after a commit and before the WAL release leaves records
+        // the lake holds: never commit a sequence twice (checked on the snapshot the
+        // commit builds on).
+        if refused_pending {
+            let mut writer = lake.append_writer(&table_def(QUARANTINE)?).await?;
+            let done = writer
+                .transaction_version(&app)
+                .await?
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0);
             let pending: Vec<RecordBatch> = self
                 .buffer
                 .lock()
                 .map(|b| {
-                    b.batches
+                    b.quarantine
                         .iter()
                         .filter(|(s, _)| *s > done && *s <= last)
                         .map(|(_, x)| x.clone())
                         .collect()
                 })
                 .unwrap_or_default();
+            if pending.is_empty() {
+                writer.abort();
+            } else {
+                let mut n = 0u64;
+                for batch in pending {
+                    n += batch.num_rows() as u64;
+                    writer.write(batch).await?;
+                }
+                writer
+                    .commit(
+                        CommitNote::new("collect", "tessera serve")
+                            .detail("quarantined", n)
+                            .transaction(&app, last as i64),
+                    )
+                    .await?;
+            }
+        }
+        let mut writer = lake.append_writer(&table_def(EVENTS)?).await?;
+        let done = writer
+            .transaction_version(&app)
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        let pending: Vec<RecordBatch> = self
+            .buffer
+            .lock()
+            .map(|b| {
+                b.batches
+                    .iter()
+                    .filter(|(s, _)| *s > done && *s <= last)
+                    .map(|(_, x)| x.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut rows = 0;
+        if pending.is_empty() {
+            writer.abort();
+        } else {
             for batch in pending {
                 rows += batch.num_rows();
                 writer.write(batch).await?;
@@ -703,8 +857,6 @@ impl Collector {
                         .transaction(&app, last as i64),
                 )
                 .await?;
-        } else {
-            writer.abort();
         }
         self.committed.store(last, Ordering::Release);
         let remaining = {
@@ -716,6 +868,9 @@ impl Collector {
                 if let Some((_, x)) = b.batches.pop_front() {
                     b.events -= x.num_rows();
                 }
+            }
+            while b.quarantine.front().is_some_and(|(s, _)| *s <= last) {
+                b.quarantine.pop_front();
             }
             b.events
         };

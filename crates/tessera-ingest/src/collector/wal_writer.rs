@@ -1,5 +1,6 @@
 //! The write-ahead log's writer thread: group commits (one fsync for the records of
-//! many requests), releases after a flush, and the Arrow IPC encoding of records.
+//! many requests), releases after a flush, and the Arrow IPC encoding of records (of
+//! accepted events, and of refused events marked [`QUARANTINE_RECORD`]).
 
 use super::*;
 
@@ -21,6 +22,19 @@ pub(super) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::Arrow
     w.finish()?;
     drop(w);
     Ok(out)
+}
+
+/// The first byte of a record of refused events (`quarantine` rows); records of
+/// accepted events are bare Arrow IPC streams, which start with `0xFF`.
+pub(super) const QUARANTINE_RECORD: &[u8] = b"Q";
+
+pub(super) fn decode_quarantine(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let reader = StreamReader::try_new(bytes, None)?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b?);
+    }
+    arrow::compute::concat_batches(&schema::quarantine_schema(), &batches)
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
