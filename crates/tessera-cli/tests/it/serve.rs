@@ -476,7 +476,10 @@ auth = "Basic " + base64.b64encode(b"{KEY}:").decode()
 acked = open("{acked}", "w")
 for b in range(120):
     ids = [f"crash-{{b}}-{{i}}" for i in range(25)]
-    body = json.dumps({{"batch": [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]}}).encode()
+    events = [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]
+    # One refused event per request (no ids): kept in quarantine, once, retries or not.
+    events.append({{"type": "track", "messageId": f"refused-{{b}}", "event": "Tick"}})
+    body = json.dumps({{"batch": events}}).encode()
     while True:
         try:
             req = urllib.request.Request("http://{addr}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
@@ -531,5 +534,10 @@ print("done")
     assert_eq!(
         p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
         3000
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM quarantine WHERE reason_code = 'missing_identity'"),
+        120,
+        "every refused event kept once"
     );
 }

@@ -1,6 +1,8 @@
 //! The `messageId` window: which ids were seen when, so that a retried event is
 //! acknowledged without being stored twice.
 
+use arrow::array::Array;
+
 use super::*;
 
 /// `messageId` hashes seen within the window, oldest first for expiry.
@@ -47,6 +49,24 @@ impl Dedup {
             }
         }
         true
+    }
+}
+
+/// The hash a refused event is remembered by: its source and exact payload (a retried
+/// request sends the same text), kept apart from `messageId` hashes.
+pub(super) fn refused_hash(source: &str, payload: &str) -> u128 {
+    id_hash(&format!("\u{2}quarantine\u{1}{source}\u{1}{payload}"))
+}
+
+/// Remembers the refused events of a `quarantine` batch.
+pub(super) fn remember_refused(dedup: &mut Dedup, batch: &RecordBatch) {
+    let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    let source = batch.column(2).as_string::<i32>();
+    let payload = batch.column(7).as_string::<i32>();
+    for i in 0..batch.num_rows() {
+        if payload.is_valid(i) {
+            dedup.insert(refused_hash(source.value(i), payload.value(i)), at.value(i));
+        }
     }
 }
 

@@ -43,7 +43,7 @@ mod wal_writer;
 
 pub use body::body_write_key;
 use body::{BatchBody, SingleBody, sent_at};
-use dedup::{Dedup, remember};
+use dedup::{Dedup, refused_hash, remember, remember_refused};
 pub use metrics::Metrics;
 use wal_writer::{
     QUARANTINE_RECORD, WalCommand, WalWrite, decode, decode_quarantine, encode, wal_writer,
@@ -236,6 +236,7 @@ impl Collector {
             if let Some(refused) = r.payload.strip_prefix(QUARANTINE_RECORD) {
                 if r.seq > quarantined {
                     let batch = decode_quarantine(refused).map_err(bad)?;
+                    remember_refused(&mut dedup, &batch);
                     buffer.quarantine.push_back((r.seq, batch));
                 }
                 continue;
@@ -280,6 +281,37 @@ impl Collector {
             for i in 0..batch.num_rows() {
                 dedup.insert(id_hash(ids.value(i)), at.value(i));
             }
+        }
+        // Refused events kept within the window: a retry is not kept twice.
+        let mut stream = tessera_engine::execute(
+            &ctx,
+            &format!(
+                "SELECT quarantine_id, received_at, source, origin, position, reason_code, \
+                        message, payload FROM {QUARANTINE} \
+                 WHERE CAST(received_at AS BIGINT) >= {since} AND origin LIKE 'collector:%'"
+            ),
+            tessera_engine::Policy::ReadOnly,
+        )
+        .await?;
+        while let Some(batch) =
+            stream
+                .try_next()
+                .await
+                .map_err(|source| crate::ImportError::DataFusion {
+                    doing: "reading recent refused events",
+                    source,
+                })?
+        {
+            let batch = arrow::compute::cast(
+                &arrow::array::StructArray::from(batch),
+                &arrow::datatypes::DataType::Struct(schema::quarantine_schema().fields().clone()),
+            )
+            .map(|a| RecordBatch::from(a.as_struct()))
+            .map_err(|source| crate::ImportError::Arrow {
+                doing: "reading recent refused events",
+                source,
+            })?;
+            remember_refused(&mut dedup, &batch);
         }
         let suppressions = SuppressionList::load(&engine).await?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -465,7 +497,25 @@ impl Collector {
                 self.admit(&events, received_at, &mut builder, &mut outcome, &mut ids);
             }
         }
-        let refused = self.refused_batch(source, received_at, &outcome.rejected);
+        // Refused events not kept already (a retry of the same request).
+        let fresh: Vec<Rejected> = match self.dedup.lock() {
+            Ok(mut d) => outcome
+                .rejected
+                .iter()
+                .filter(|r| {
+                    let Some(p) = &r.payload else { return true };
+                    let h = refused_hash(source, p);
+                    let new = d.insert(h, received_at);
+                    if new {
+                        ids.push(h);
+                    }
+                    new
+                })
+                .cloned()
+                .collect(),
+            Err(_) => outcome.rejected.clone(),
+        };
+        let refused = self.refused_batch(source, received_at, &fresh);
         let events = (!builder.is_empty()).then(|| builder.finish());
         let rows = events.as_ref().map_or(0, RecordBatch::num_rows);
         if events.is_some() || refused.is_some() {
@@ -583,8 +633,16 @@ impl Collector {
             message: error.to_string(),
             payload: Some(String::from_utf8_lossy(body).into_owned()),
         }];
-        let refused = self.refused_batch(source, now_micros(), &rejected);
+        let now = now_micros();
+        let h = refused_hash(source, rejected[0].payload.as_deref().unwrap_or(""));
+        if !self.dedup.lock().is_ok_and(|mut d| d.insert(h, now)) {
+            return;
+        }
+        let refused = self.refused_batch(source, now, &rejected);
         if let Err(e) = self.make_durable(None, refused).await {
+            if let Ok(mut d) = self.dedup.lock() {
+                d.seen.remove(&h);
+            }
             tracing::warn!("keeping a refused request in quarantine failed: {e}");
         }
     }
