@@ -634,6 +634,13 @@ pub struct ServerSection {
     /// `messageId`s are deduplicated over this many hours.
     #[serde(default = "default_dedup_hours")]
     pub dedup_window_hours: u64,
+    /// Requests get `503` with `Retry-After` while this many events are acknowledged
+    /// and not yet committed to `events` (SDKs retry them)...
+    #[serde(default = "default_max_buffered_events")]
+    pub max_buffered_events: usize,
+    /// ... or while those events hold this much memory (`"512MiB"`, `"5%"`).
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: String,
     /// TLS on both ports (`[server.tls]`); plain text when absent.
     #[serde(default)]
     pub tls: Option<TlsSection>,
@@ -800,6 +807,8 @@ impl Default for ServerSection {
             max_event_bytes: default_max_event(),
             max_batch_bytes: default_max_batch(),
             dedup_window_hours: default_dedup_hours(),
+            max_buffered_events: default_max_buffered_events(),
+            max_buffered_bytes: default_max_buffered_bytes(),
             tls: None,
             query_memory: default_query_memory(),
             query_timeout: default_query_timeout(),
@@ -826,6 +835,14 @@ fn default_max_event() -> usize {
 
 fn default_max_batch() -> usize {
     500 * 1024
+}
+
+fn default_max_buffered_events() -> usize {
+    1_000_000
+}
+
+fn default_max_buffered_bytes() -> String {
+    "512MiB".into()
 }
 
 fn default_dedup_hours() -> u64 {
@@ -883,15 +900,16 @@ impl EventsSection {
             key: format!("events.{key}"),
             message,
         };
-        let earliest = crate::event::parse_timestamp(&self.earliest_timestamp).ok_or_else(|| {
-            invalid(
-                "earliest_timestamp",
-                format!(
-                    "{:?} is not an ISO-8601 time (e.g. \"2015-01-01T00:00:00Z\")",
-                    self.earliest_timestamp
-                ),
-            )
-        })?;
+        let earliest =
+            crate::event::parse_timestamp(&self.earliest_timestamp).ok_or_else(|| {
+                invalid(
+                    "earliest_timestamp",
+                    format!(
+                        "{:?} is not an ISO-8601 time (e.g. \"2015-01-01T00:00:00Z\")",
+                        self.earliest_timestamp
+                    ),
+                )
+            })?;
         if earliest < crate::event::parse_timestamp("0001-01-01T00:00:00Z").unwrap_or(i64::MIN) {
             return Err(invalid(
                 "earliest_timestamp",
@@ -1296,6 +1314,14 @@ impl Config {
             }
         }
         parse_memory(&self.server.query_memory).map_err(|m| invalid("server.query_memory", m))?;
+        parse_memory(&self.server.max_buffered_bytes)
+            .map_err(|m| invalid("server.max_buffered_bytes", m))?;
+        if self.server.max_buffered_events == 0 {
+            return Err(invalid(
+                "server.max_buffered_events",
+                "must be at least 1".into(),
+            ));
+        }
         for (key, value) in [
             ("server.query_timeout", &self.server.query_timeout),
             (
@@ -1645,6 +1671,10 @@ flush_interval_ms = 2000  # collected events reach the events table this often
 max_event_bytes = 32768
 max_batch_bytes = 512000
 dedup_window_hours = 24
+# Backpressure: past this many acknowledged, uncommitted events (or this much memory
+# for them) requests get 503 with Retry-After, which the SDKs retry.
+max_buffered_events = 1000000
+max_buffered_bytes = "512MiB"
 # TLS on both ports, from PEM files relative to this file (plain text without it):
 # tls = {{ cert = "server.crt", key = "server.key" }}
 # SQL of API callers (Flight SQL): memory all running queries share (a size such as
@@ -1791,7 +1821,11 @@ mod tests {
     #[test]
     fn the_event_time_window_is_checked() {
         let origin = Path::new("tessera.toml");
-        let w = Config::from_toml("", origin).unwrap().events.window().unwrap();
+        let w = Config::from_toml("", origin)
+            .unwrap()
+            .events
+            .window()
+            .unwrap();
         assert_eq!(w, crate::event::TimeWindow::default());
         let c = Config::from_toml(
             "[events]\nearliest_timestamp = \"2015-01-01T00:00:00Z\"\nmax_future = \"6h\"\n",
@@ -1806,7 +1840,10 @@ mod tests {
         );
         for (text, needle) in [
             ("earliest_timestamp = \"soon\"", "events.earliest_timestamp"),
-            ("earliest_timestamp = \"0000-06-01T00:00:00Z\"", "year 1 or later"),
+            (
+                "earliest_timestamp = \"0000-06-01T00:00:00Z\"",
+                "year 1 or later",
+            ),
             ("max_future = \"a week\"", "events.max_future"),
             ("max_future = \"400d\"", "at most a year"),
             ("future = \"1d\"", "unknown field"),

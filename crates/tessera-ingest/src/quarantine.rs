@@ -229,8 +229,16 @@ pub async fn replay(
         let text: String = rows
             .iter()
             .map(|r| {
-                let p = r.payload.as_deref().unwrap_or("").replace(['\n', '\r'], " ");
-                if p.trim().is_empty() { "null".to_owned() } else { p }
+                let p = r
+                    .payload
+                    .as_deref()
+                    .unwrap_or("")
+                    .replace(['\n', '\r'], " ");
+                if p.trim().is_empty() {
+                    "null".to_owned()
+                } else {
+                    p
+                }
             })
             .collect::<Vec<_>>()
             .join("\n");

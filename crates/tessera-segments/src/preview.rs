@@ -63,10 +63,7 @@ pub async fn preview(
             .map(|m| m.keys().map(String::as_str).collect())
             .unwrap_or_default();
         let after: HashSet<&str> = members.iter().map(String::as_str).collect();
-        let mut exited: Vec<String> = before
-            .difference(&after)
-            .map(|p| (*p).to_owned())
-            .collect();
+        let mut exited: Vec<String> = before.difference(&after).map(|p| (*p).to_owned()).collect();
         exited.sort_unstable();
         out.push(Preview {
             segment: segment.name.clone(),

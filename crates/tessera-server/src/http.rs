@@ -170,15 +170,22 @@ async fn collect(
             .into_response(),
         Err(e) => {
             let status = match &e {
-                CollectError::Unavailable(_) | CollectError::ShuttingDown => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                CollectError::Unavailable(_)
+                | CollectError::ShuttingDown
+                | CollectError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 CollectError::BatchTooLarge { .. }
                 | CollectError::EventTooLarge { .. }
                 | CollectError::BadBody(_)
                 | CollectError::NoValidEvent(_) => StatusCode::BAD_REQUEST,
             };
             let mut response = error(status, e.code(), e.to_string());
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // The SDKs retry 5xx with backoff; say when.
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
             if let CollectError::NoValidEvent(rejected) = &e {
                 response = (
                     status,
@@ -199,12 +206,25 @@ async fn collect(
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.collector.metrics;
-    axum::Json(json!({
-        "status": "ok",
-        "buffered_events": m.buffered_events.load(Ordering::Relaxed),
+    let (buffered_bytes, lag) = state.collector.backlog();
+    let events = m.buffered_events.load(Ordering::Relaxed);
+    let config = state.collector.config();
+    let overloaded =
+        events >= config.max_buffered_events as u64 || buffered_bytes >= config.max_buffered_bytes;
+    let mut body = json!({
+        "status": if overloaded { "degraded" } else { "ok" },
+        "buffered_events": events,
+        "buffered_bytes": buffered_bytes,
+        "flush_lag_seconds": lag as f64 / 1e6,
         "wal_bytes": m.wal_bytes.load(Ordering::Relaxed),
-    }))
-    .into_response()
+    });
+    if overloaded {
+        body["reason"] = json!(
+            "overloaded: acknowledged events wait to be committed faster than the lake takes them; \
+             requests get 503 with Retry-After"
+        );
+    }
+    axum::Json(body).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -273,6 +293,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "gauge",
         "Events acknowledged, not yet committed.",
         vec![(String::new(), g(&m.buffered_events))],
+    );
+    let (buffered_bytes, lag) = state.collector.backlog();
+    metric(
+        "tessera_events_buffered_bytes",
+        "gauge",
+        "Memory held by events acknowledged and not yet committed ([server] max_buffered_bytes).",
+        vec![(String::new(), buffered_bytes as u64)],
+    );
+    metric(
+        "tessera_flush_lag_seconds",
+        "gauge",
+        "How long the oldest uncommitted event has waited.",
+        vec![(String::new(), (lag / 1_000_000) as u64)],
     );
     metric(
         "tessera_wal_bytes",

@@ -136,6 +136,13 @@ pub async fn run(
             max_batch_bytes: config.server.max_batch_bytes,
             dedup_window: Duration::from_secs(config.server.dedup_window_hours * 3600),
             window: config.events.window()?,
+            max_buffered_events: config.server.max_buffered_events,
+            max_buffered_bytes: tessera_core::config::parse_memory(
+                &config.server.max_buffered_bytes,
+            )
+            .map_err(anyhow::Error::msg)
+            .context("[server] max_buffered_bytes")?
+            .bytes(physical_memory()) as usize,
             ..CollectorConfig::default()
         },
         sources,

@@ -165,10 +165,7 @@ pub async fn run(opened: &Opened, args: StitchArgs) -> anyhow::Result<()> {
 
 /// Who would enter and exit each segment over the identity map and profiles a dry run
 /// predicts (scores and consent as they are now; a dry run does not re-score).
-async fn segment_previews(
-    opened: &Opened,
-    predicted: &Predicted,
-) -> anyhow::Result<Vec<Preview>> {
+async fn segment_previews(opened: &Opened, predicted: &Predicted) -> anyhow::Result<Vec<Preview>> {
     let set = tessera_segments::SegmentSet::load(&opened.project.dir)?;
     if set.segments().is_empty() {
         return Ok(Vec::new());

@@ -683,7 +683,12 @@ fn a_wrong_merge_is_split_and_the_past_stays_readable() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(move |p| ((name.clone(), p.as_str().unwrap().to_owned()), change.to_owned()))
+                    .map(move |p| {
+                        (
+                            (name.clone(), p.as_str().unwrap().to_owned()),
+                            change.to_owned(),
+                        )
+                    })
                     .collect::<Vec<_>>()
             };
             let mut all = side("entered", "entered");
@@ -692,7 +697,9 @@ fn a_wrong_merge_is_split_and_the_past_stays_readable() {
         })
         .collect();
     assert_eq!(
-        predicted.get(&("high_value".to_owned(), wrong_id.clone())).map(String::as_str),
+        predicted
+            .get(&("high_value".to_owned(), wrong_id.clone()))
+            .map(String::as_str),
         Some("entered"),
         "{}",
         dry["segments"]
@@ -700,8 +707,10 @@ fn a_wrong_merge_is_split_and_the_past_stays_readable() {
     let real = stitch(&p, &[]);
     ok(&mut p.cmd(&["segments", "refresh"]));
     let done: BTreeMap<(String, String), String> = p
-        .sql("SELECT segment, profile_id, change FROM audience_changes \
-              WHERE run = (SELECT max(run) FROM audience_changes)")
+        .sql(
+            "SELECT segment, profile_id, change FROM audience_changes \
+              WHERE run = (SELECT max(run) FROM audience_changes)",
+        )
         .iter()
         .map(|c| {
             (
@@ -713,7 +722,10 @@ fn a_wrong_merge_is_split_and_the_past_stays_readable() {
             )
         })
         .collect();
-    assert_eq!(predicted, done, "predicted segment changes differ from the run's");
+    assert_eq!(
+        predicted, done,
+        "predicted segment changes differ from the run's"
+    );
     for key in [
         "merges",
         "splits",

@@ -320,7 +320,11 @@ fn refused_rows_are_quarantined_and_replayed_once_fixed() {
             (6, "malformed_json"),
         ]
     );
-    assert!(codes.iter().all(|r| r["has_payload"] == true && r["source"] == "import"));
+    assert!(
+        codes
+            .iter()
+            .all(|r| r["has_payload"] == true && r["source"] == "import")
+    );
 
     // Importing the file again (forced) does not quarantine its rows twice.
     p.import(&["--force", file.to_str().unwrap()]);
@@ -339,10 +343,12 @@ fn refused_rows_are_quarantined_and_replayed_once_fixed() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(listed.len(), 3);
-    assert!(listed[0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("outside the accepted window"));
+    assert!(
+        listed[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the accepted window")
+    );
     for (filter, needle) in [
         ("no_such_column = 1", "no_such_column"),
         ("1 = 1; DROP TABLE events", "--where"),
@@ -356,7 +362,11 @@ fn refused_rows_are_quarantined_and_replayed_once_fixed() {
     // event lands, once.
     let out = ok(&mut p.cmd(&["quarantine", "replay", "--json"]));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((r["selected"].as_u64(), r["imported"].as_u64()), (Some(5), Some(0)), "{r}");
+    assert_eq!(
+        (r["selected"].as_u64(), r["imported"].as_u64()),
+        (Some(5), Some(0)),
+        "{r}"
+    );
     let toml = p.path().join("tessera.toml");
     let mut text = std::fs::read_to_string(&toml).unwrap();
     text.push_str("\n[events]\nmax_future = \"7d\"\n");
@@ -365,7 +375,10 @@ fn refused_rows_are_quarantined_and_replayed_once_fixed() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["imported"], 1, "{r}");
     assert_eq!(r["still_refused"], 4, "{r}");
-    assert_eq!(p.count("SELECT count(*) AS n FROM events WHERE message_id = 'q-future'"), 1);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE message_id = 'q-future'"),
+        1
+    );
     assert_eq!(p.count("SELECT count(*) AS n FROM quarantine"), 4);
     let out = ok(&mut p.cmd(&["quarantine", "replay", "--json"]));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -391,5 +404,8 @@ print(json.dumps({{"pandas": len(pdf), "polars": pl.height, "duckdb": duck}}))
     );
     let v: serde_json::Value =
         serde_json::from_str(crate::common::run_python(&code).trim()).unwrap();
-    assert_eq!(v, serde_json::json!({"pandas": 3, "polars": 3, "duckdb": 3}));
+    assert_eq!(
+        v,
+        serde_json::json!({"pandas": 3, "polars": 3, "duckdb": 3})
+    );
 }

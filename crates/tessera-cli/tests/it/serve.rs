@@ -541,3 +541,115 @@ print("done")
         "every refused event kept once"
     );
 }
+
+#[test]
+fn overload_is_answered_with_retry_after_and_the_sdks_deliver_everything_once() {
+    let p = project();
+    let toml = p.path().join("tessera.toml");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("flush_interval_ms = 200", "flush_interval_ms = 1000")
+        .replace("max_buffered_events = 1000000", "max_buffered_events = 50");
+    std::fs::write(&toml, text).unwrap();
+    let s = Served::start(&p, "127.0.0.1:0");
+
+    // Past the bound: 503 with Retry-After, nothing stored of the refused request.
+    let batch = |b: usize| {
+        let events: Vec<String> = (0..60).map(|i| track(&format!("raw-{b}-{i}"))).collect();
+        format!(r#"{{"batch":[{}]}}"#, events.join(","))
+    };
+    let mut refused = None;
+    for b in 0..5 {
+        let body = batch(b);
+        let mut conn = TcpStream::connect(s.http).unwrap();
+        write!(
+            conn,
+            "POST /v1/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            auth(),
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        if response.starts_with("HTTP/1.1 503") {
+            refused = Some((b, response));
+            break;
+        }
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    let (refused_batch, response) = refused.expect("a request past the bound is refused");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 1"),
+        "{response}"
+    );
+    assert!(response.contains("\"code\":\"overloaded\""), "{response}");
+    let (_, health) = request(s.http, "GET", "/health", &[], b"");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert!(health["buffered_bytes"].as_u64().is_some(), "{health}");
+
+    // The SDKs retry what is refused: every event lands once.
+    let script = format!(
+        r#"
+import segment.analytics as seg
+import rudderstack.analytics as rudder
+seg.write_key = "{KEY}"
+seg.host = "{url}"
+seg.upload_size = 100
+for i in range(500):
+    seg.track(user_id="seg-user", event="Item Viewed", properties={{"i": i}}, message_id=f"seg-{{i}}")
+seg.flush()
+seg.shutdown()
+rudder.write_key = "{KEY}"
+rudder.dataPlaneUrl = "{url}"
+rudder.upload_size = 100
+for i in range(500):
+    rudder.track(user_id="rs-user", event="Item Viewed", properties={{"i": i}}, message_id=f"rs-{{i}}")
+rudder.flush()
+rudder.shutdown()
+print("sent")
+"#,
+        url = s.url()
+    );
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, metrics) = request(s.http, "GET", "/metrics", &[], b"");
+    let overloaded: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tessera_events_rejected_total{reason=\"overloaded\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(overloaded >= 2, "the SDKs were refused too:\n{metrics}");
+    s.stop();
+    let raw_landed = 60 * refused_batch as i64;
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE message_id LIKE 'raw-%'"),
+        raw_landed
+    );
+    for prefix in ["seg-", "rs-"] {
+        assert_eq!(
+            p.count(&format!(
+                "SELECT count(*) AS n FROM events WHERE message_id LIKE '{prefix}%'"
+            )),
+            500,
+            "{prefix}"
+        );
+        assert_eq!(
+            p.count(&format!(
+                "SELECT count(DISTINCT message_id) AS n FROM events WHERE message_id LIKE '{prefix}%'"
+            )),
+            500,
+            "{prefix}"
+        );
+    }
+}

@@ -69,6 +69,11 @@ pub struct CollectorConfig {
     pub collector_id: String,
     /// Which event times are accepted (`[events]`).
     pub window: tessera_core::event::TimeWindow,
+    /// Requests are refused (`503` with `Retry-After`) while this many events are
+    /// acknowledged and not yet committed...
+    pub max_buffered_events: usize,
+    /// ... or while they hold this many bytes of memory.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for CollectorConfig {
@@ -82,6 +87,8 @@ impl Default for CollectorConfig {
             dedup_capacity: 5_000_000,
             collector_id: "default".into(),
             window: tessera_core::event::TimeWindow::default(),
+            max_buffered_events: 1_000_000,
+            max_buffered_bytes: 512 << 20,
         }
     }
 }
@@ -141,6 +148,17 @@ pub enum CollectError {
     /// The collector is shutting down.
     #[error("the collector is shutting down")]
     ShuttingDown,
+    /// More is acknowledged and not yet committed than the bounds allow: retry later.
+    #[error(
+        "the collector is overloaded: {events} events ({bytes} bytes) wait to be committed, \
+         over the bound of {max_events} events or {max_bytes} bytes; retry shortly"
+    )]
+    Overloaded {
+        events: usize,
+        bytes: usize,
+        max_events: usize,
+        max_bytes: usize,
+    },
 }
 
 fn first_reason(r: &[Rejected]) -> String {
@@ -159,6 +177,7 @@ impl CollectError {
             CollectError::NoValidEvent(r) => r.first().map_or("invalid_event", |r| r.code),
             CollectError::Unavailable(_) => "unavailable",
             CollectError::ShuttingDown => "shutting_down",
+            CollectError::Overloaded { .. } => "overloaded",
         }
     }
 }
@@ -169,6 +188,8 @@ impl CollectError {
 struct Buffer {
     batches: VecDeque<(u64, RecordBatch)>,
     events: usize,
+    /// Arrow memory of `batches` and `quarantine`.
+    bytes: usize,
     quarantine: VecDeque<(u64, RecordBatch)>,
 }
 
@@ -237,6 +258,7 @@ impl Collector {
                 if r.seq > quarantined {
                     let batch = decode_quarantine(refused).map_err(bad)?;
                     remember_refused(&mut dedup, &batch);
+                    buffer.bytes += batch.get_array_memory_size();
                     buffer.quarantine.push_back((r.seq, batch));
                 }
                 continue;
@@ -247,6 +269,7 @@ impl Collector {
             let batch = decode(&r.payload).map_err(bad)?;
             remember(&mut dedup, &batch);
             buffer.events += batch.num_rows();
+            buffer.bytes += batch.get_array_memory_size();
             buffer.batches.push_back((r.seq, batch));
         }
         let replayed = buffer.events + buffer.quarantine.len();
@@ -421,6 +444,17 @@ impl Collector {
     ) -> Result<Outcome, CollectError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(CollectError::ShuttingDown);
+        }
+        if let Ok(b) = self.buffer.lock()
+            && (b.events >= self.config.max_buffered_events
+                || b.bytes >= self.config.max_buffered_bytes)
+        {
+            return Err(CollectError::Overloaded {
+                events: b.events,
+                bytes: b.bytes,
+                max_events: self.config.max_buffered_events,
+                max_bytes: self.config.max_buffered_bytes,
+            });
         }
         if body.len() > self.config.max_batch_bytes {
             return Err(CollectError::BatchTooLarge {
@@ -609,9 +643,11 @@ impl Collector {
             for (kind, seq) in seqs {
                 if kind {
                     if let Some(r) = &refused {
+                        b.bytes += r.get_array_memory_size();
                         b.quarantine.push_back((seq, r.clone()));
                     }
                 } else if let Some(e) = &events {
+                    b.bytes += e.get_array_memory_size();
                     b.batches.push_back((seq, e.clone()));
                     b.events += e.num_rows();
                 }
@@ -799,6 +835,21 @@ impl Collector {
         Ok(ctx)
     }
 
+    /// Bytes of memory held by acknowledged, uncommitted events, and how long the oldest
+    /// of them has waited (microseconds; 0 when none wait): the flush lag.
+    pub fn backlog(&self) -> (usize, i64) {
+        let Ok(b) = self.buffer.lock() else {
+            return (0, 0);
+        };
+        let oldest = b.batches.front().and_then(|(_, batch)| {
+            let at = batch
+                .column(events_col::RECEIVED_AT)
+                .as_primitive::<TimestampMicrosecondType>();
+            (!at.is_empty()).then(|| at.value(0))
+        });
+        (b.bytes, oldest.map_or(0, |t| (now_micros() - t).max(0)))
+    }
+
     /// Acknowledged events not yet committed to `events`, for queries that must see
     /// them: every buffered batch above the committed sequence.
     pub fn buffered(&self) -> Vec<RecordBatch> {
@@ -827,10 +878,7 @@ impl Collector {
                 .map_err(|_| crate::ImportError::Poisoned("buffer"))?;
             let last_events = b.batches.back().map(|(s, _)| *s);
             let last_refused = b.quarantine.back().map(|(s, _)| *s);
-            (
-                last_events.max(last_refused),
-                last_refused.is_some(),
-            )
+            (last_events.max(last_refused), last_refused.is_some())
         };
         let Some(last) = last else { return Ok(0) };
         let started = Instant::now();
@@ -925,10 +973,13 @@ impl Collector {
             while b.batches.front().is_some_and(|(s, _)| *s <= last) {
                 if let Some((_, x)) = b.batches.pop_front() {
                     b.events -= x.num_rows();
+                    b.bytes = b.bytes.saturating_sub(x.get_array_memory_size());
                 }
             }
             while b.quarantine.front().is_some_and(|(s, _)| *s <= last) {
-                b.quarantine.pop_front();
+                if let Some((_, x)) = b.quarantine.pop_front() {
+                    b.bytes = b.bytes.saturating_sub(x.get_array_memory_size());
+                }
             }
             b.events
         };
