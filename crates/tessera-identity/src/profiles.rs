@@ -144,7 +144,7 @@ async fn query(
     project_dir: &Path,
     config: &IdentitySection,
 ) -> Result<(datafusion::dataframe::DataFrame, SchemaRef, Vec<String>)> {
-    let golden = golden_traits(&ctx, config).await?;
+    let golden = golden_traits(ctx, config).await?;
     ctx.register_table("golden_traits", Arc::new(golden))?;
 
     let trait_files = load_trait_files(&project_dir.join(TRAITS_DIR))?;
@@ -157,7 +157,7 @@ async fn query(
     let mut selects = String::new();
     let mut traits = Vec::new();
     for (i, (name, sql)) in trait_files.iter().enumerate() {
-        let df = tessera_engine::policy::read_only(&ctx, sql)
+        let df = tessera_engine::policy::read_only(ctx, sql)
             .await
             .map_err(|e| IdentityError::Query {
                 file: name.clone(),

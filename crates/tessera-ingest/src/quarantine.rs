@@ -180,17 +180,30 @@ pub async fn list(engine: &Engine, filter: Option<&str>, limit: usize) -> Result
                 .collect())
         };
         let cols: Vec<Vec<Option<String>>> = (0..8).map(text).collect::<Result<_>>()?;
-        for r in 0..b.num_rows() {
-            let s = |i: usize| cols[i][r].clone().unwrap_or_default();
+        let Ok([id, at, source, origin, position, code, message, payload]) =
+            <[Vec<Option<String>>; 8]>::try_from(cols)
+        else {
+            unreachable!("eight columns");
+        };
+        let rows = id
+            .into_iter()
+            .zip(at)
+            .zip(source)
+            .zip(origin)
+            .zip(position)
+            .zip(code)
+            .zip(message)
+            .zip(payload);
+        for (((((((id, at), source), origin), position), code), message), payload) in rows {
             out.push(Quarantined {
-                quarantine_id: s(0),
-                received_at: s(1),
-                source: s(2),
-                origin: s(3),
-                position: cols[4][r].as_deref().and_then(|p| p.parse().ok()),
-                reason_code: s(5),
-                message: s(6),
-                payload: cols[7][r].clone(),
+                quarantine_id: id.unwrap_or_default(),
+                received_at: at.unwrap_or_default(),
+                source: source.unwrap_or_default(),
+                origin: origin.unwrap_or_default(),
+                position: position.and_then(|p| p.parse().ok()),
+                reason_code: code.unwrap_or_default(),
+                message: message.unwrap_or_default(),
+                payload,
             });
         }
     }

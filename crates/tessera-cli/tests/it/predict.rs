@@ -68,8 +68,12 @@ fn scores_follow_the_stated_rules_and_are_never_nan() {
     // zz-missing: an order without revenue, then one with.
     text += &order("zz-missing", "2026-10-05T10:00:00Z", None);
     text += &order("zz-missing", "2026-10-06T10:00:00Z", Some("25"));
-    // zz-future: dated in 2099: left out entirely.
-    text += &order("zz-future", "2099-01-01T10:00:00Z", Some("10"));
+    // zz-future: dated later today (in the accepted window): left out entirely.
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(12))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    text += &order("zz-future", &soon, Some("10"));
+    // zz-2099: outside the accepted window: never an event, kept in quarantine.
+    text += &order("zz-2099", "2099-01-01T10:00:00Z", Some("10"));
     std::fs::write(&odd, text).unwrap();
     p.import(&[odd.to_str().unwrap(), "--source", "web"]);
     ok(&mut p.cmd(&["stitch"]));
@@ -82,6 +86,12 @@ fn scores_follow_the_stated_rules_and_are_never_nan() {
     let q = &report["data_quality"];
     let all_orders = p.count("SELECT count(*) AS n FROM events WHERE event = 'Order Completed'");
     assert_eq!(q["orders"], all_orders, "{q}");
+    assert_eq!(
+        p.count(
+            "SELECT count(*) AS n FROM quarantine WHERE reason_code = 'timestamp_out_of_range'"
+        ),
+        1
+    );
     assert_eq!(q["negative_revenue"], 1, "{q}");
     assert_eq!(q["zero_revenue"], 1, "{q}");
     assert_eq!(q["missing_revenue"], 1, "{q}");

@@ -552,16 +552,16 @@ impl Collector {
         let refused = self.refused_batch(source, received_at, &fresh);
         let events = (!builder.is_empty()).then(|| builder.finish());
         let rows = events.as_ref().map_or(0, RecordBatch::num_rows);
-        if events.is_some() || refused.is_some() {
-            if let Err(e) = self.make_durable(events, refused).await {
-                // Not durable: forget the ids so a retry is accepted.
-                if let Ok(mut d) = self.dedup.lock() {
-                    for h in &ids {
-                        d.seen.remove(h);
-                    }
+        if (events.is_some() || refused.is_some())
+            && let Err(e) = self.make_durable(events, refused).await
+        {
+            // Not durable: forget the ids so a retry is accepted.
+            if let Ok(mut d) = self.dedup.lock() {
+                for h in &ids {
+                    d.seen.remove(h);
                 }
-                return Err(e);
             }
+            return Err(e);
         }
         if rows == 0
             && outcome.duplicates == 0
