@@ -866,6 +866,60 @@ impl Collector {
             .unwrap_or_default()
     }
 
+    /// Commits to `table` the buffered records `records` selects with sequences up to
+    /// `last` and above the table's own transaction for this collector (a crash after a
+    /// commit and before the WAL release leaves records the lake holds: never commit a
+    /// sequence twice, checked on the snapshot the commit builds on). Returns the rows.
+    async fn commit_pending(
+        &self,
+        table: &str,
+        last: u64,
+        records: impl Fn(&Buffer) -> &VecDeque<(u64, RecordBatch)>,
+    ) -> crate::Result<usize> {
+        let def = schema::table(table).ok_or(crate::ImportError::Engine(
+            tessera_engine::EngineError::Register {
+                table: table.into(),
+                message: "no table definition".into(),
+            },
+        ))?;
+        let app = self.app_id();
+        let mut writer = self.engine.lake().append_writer(&def).await?;
+        let done = writer
+            .transaction_version(&app)
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        let pending: Vec<RecordBatch> = self
+            .buffer
+            .lock()
+            .map(|b| {
+                records(&b)
+                    .iter()
+                    .filter(|(s, _)| *s > done && *s <= last)
+                    .map(|(_, x)| x.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if pending.is_empty() {
+            writer.abort();
+            return Ok(0);
+        }
+        let mut rows = 0;
+        for batch in pending {
+            rows += batch.num_rows();
+            writer.write(batch).await?;
+        }
+        writer
+            .commit(
+                CommitNote::new("collect", "tessera serve")
+                    .detail("table", table)
+                    .detail("rows", rows as u64)
+                    .transaction(&app, last as i64),
+            )
+            .await?;
+        Ok(rows)
+    }
+
     /// Commits every buffered batch to `events` and every refused event to
     /// `quarantine` (one Delta commit each, carrying the last sequence as its
     /// transaction), then releases the WAL. Returns the events written.
@@ -882,88 +936,12 @@ impl Collector {
         };
         let Some(last) = last else { return Ok(0) };
         let started = Instant::now();
-        let lake = self.engine.lake();
-        let app = self.app_id();
-        let table_def = |name: &str| {
-            schema::table(name).ok_or(crate::ImportError::Engine(
-                tessera_engine::EngineError::Register {
-                    table: name.into(),
-                    message: "no table definition".into(),
-                },
-            ))
-        };
-        // Refused events first, each table's commit carrying the last sequence as its
-        // transaction. A crash after a commit and before the WAL release leaves records
-        // the lake holds: never commit a sequence twice (checked on the snapshot the
-        // commit builds on).
+        // Refused events first, then events; each commit carries the last sequence.
         if refused_pending {
-            let mut writer = lake.append_writer(&table_def(QUARANTINE)?).await?;
-            let done = writer
-                .transaction_version(&app)
-                .await?
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0);
-            let pending: Vec<RecordBatch> = self
-                .buffer
-                .lock()
-                .map(|b| {
-                    b.quarantine
-                        .iter()
-                        .filter(|(s, _)| *s > done && *s <= last)
-                        .map(|(_, x)| x.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            if pending.is_empty() {
-                writer.abort();
-            } else {
-                let mut n = 0u64;
-                for batch in pending {
-                    n += batch.num_rows() as u64;
-                    writer.write(batch).await?;
-                }
-                writer
-                    .commit(
-                        CommitNote::new("collect", "tessera serve")
-                            .detail("quarantined", n)
-                            .transaction(&app, last as i64),
-                    )
-                    .await?;
-            }
-        }
-        let mut writer = lake.append_writer(&table_def(EVENTS)?).await?;
-        let done = writer
-            .transaction_version(&app)
-            .await?
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0);
-        let pending: Vec<RecordBatch> = self
-            .buffer
-            .lock()
-            .map(|b| {
-                b.batches
-                    .iter()
-                    .filter(|(s, _)| *s > done && *s <= last)
-                    .map(|(_, x)| x.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut rows = 0;
-        if pending.is_empty() {
-            writer.abort();
-        } else {
-            for batch in pending {
-                rows += batch.num_rows();
-                writer.write(batch).await?;
-            }
-            writer
-                .commit(
-                    CommitNote::new("collect", "tessera serve")
-                        .detail("events", rows as u64)
-                        .transaction(&app, last as i64),
-                )
+            self.commit_pending(QUARANTINE, last, |b| &b.quarantine)
                 .await?;
         }
+        let rows = self.commit_pending(EVENTS, last, |b| &b.batches).await?;
         self.committed.store(last, Ordering::Release);
         let remaining = {
             let mut b = self

@@ -29,21 +29,23 @@ pub(super) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::Arrow
 pub(super) const QUARANTINE_RECORD: &[u8] = b"Q";
 
 pub(super) fn decode_quarantine(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let reader = StreamReader::try_new(bytes, None)?;
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(b?);
-    }
-    arrow::compute::concat_batches(&schema::quarantine_schema(), &batches)
+    decode_as(bytes, &schema::quarantine_schema())
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    decode_as(bytes, &schema::events_schema())
+}
+
+fn decode_as(
+    bytes: &[u8],
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let reader = StreamReader::try_new(bytes, None)?;
     let mut batches = Vec::new();
     for b in reader {
         batches.push(b?);
     }
-    arrow::compute::concat_batches(&schema::events_schema(), &batches)
+    arrow::compute::concat_batches(schema, &batches)
 }
 
 /// The WAL writer thread: takes every waiting write, appends them with one fsync,
