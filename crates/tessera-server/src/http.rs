@@ -207,22 +207,16 @@ async fn collect(
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.collector.metrics;
     let (buffered_bytes, lag) = state.collector.backlog();
-    let events = m.buffered_events.load(Ordering::Relaxed);
-    let config = state.collector.config();
-    let overloaded =
-        events >= config.max_buffered_events as u64 || buffered_bytes >= config.max_buffered_bytes;
+    let degraded = state.collector.degraded();
     let mut body = json!({
-        "status": if overloaded { "degraded" } else { "ok" },
-        "buffered_events": events,
+        "status": if degraded.is_some() { "degraded" } else { "ok" },
+        "buffered_events": m.buffered_events.load(Ordering::Relaxed),
         "buffered_bytes": buffered_bytes,
         "flush_lag_seconds": lag as f64 / 1e6,
         "wal_bytes": m.wal_bytes.load(Ordering::Relaxed),
     });
-    if overloaded {
-        body["reason"] = json!(
-            "overloaded: acknowledged events wait to be committed faster than the lake takes them; \
-             requests get 503 with Retry-After"
-        );
+    if let Some(reason) = degraded {
+        body["reason"] = json!(reason);
     }
     axum::Json(body).into_response()
 }

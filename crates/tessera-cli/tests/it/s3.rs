@@ -12,6 +12,13 @@ pub(crate) struct S3Server {
     pub(crate) endpoint: String,
 }
 
+impl S3Server {
+    /// The server's process id (to pause it: `kill -STOP`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -37,7 +37,14 @@ struct Served {
 
 impl Served {
     fn start(p: &TestProject, http: &str) -> Served {
-        let mut child = crate::common::tessera()
+        Served::start_with(p, http, |_| {})
+    }
+
+    /// [`Served::start`] with the command adjusted first (environment, ...).
+    fn start_with(p: &TestProject, http: &str, adjust: impl FnOnce(&mut Command)) -> Served {
+        let mut cmd = crate::common::tessera();
+        adjust(&mut cmd);
+        let mut child = cmd
             .arg("--project")
             .arg(p.path())
             .args(["serve", "--http", http, "--grpc", "127.0.0.1:0"])
@@ -652,4 +659,127 @@ print("sent")
             "{prefix}"
         );
     }
+}
+
+#[test]
+fn an_unreachable_lake_store_delays_commits_and_loses_nothing() {
+    use crate::s3::{start_s3, with_aws};
+    let s3 = start_s3();
+    let ep = s3.endpoint.clone();
+    crate::common::run_python(&format!(
+        r#"
+import boto3
+boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket="cdp")
+"#
+    ));
+    let p = project();
+    let toml = p.path().join("tessera.toml");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("url = \"tessera-data\"", "url = \"s3://cdp/lake\"");
+    std::fs::write(&toml, text).unwrap();
+    let mut init = p.cmd(&["init"]);
+    with_aws(&mut init, &ep);
+    crate::common::ok(&mut init);
+    let s = Served::start_with(&p, "127.0.0.1:0", |c| with_aws(c, &ep));
+
+    let acked = p.path().join("acked.txt");
+    let client = format!(
+        r#"
+import base64, json, time, urllib.request
+auth = "Basic " + base64.b64encode(b"{KEY}:").decode()
+acked = open("{acked}", "w")
+for b in range(80):
+    ids = [f"out-{{b}}-{{i}}" for i in range(25)]
+    body = json.dumps({{"batch": [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]}}).encode()
+    while True:
+        try:
+            req = urllib.request.Request("{url}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    acked.write("\n".join(ids) + "\n"); acked.flush()
+                    break
+        except Exception:
+            time.sleep(0.1)
+    time.sleep(0.4)
+print("done")
+"#,
+        acked = acked.display(),
+        url = s.url()
+    );
+    let mut c = Command::new(python())
+        .arg("-c")
+        .arg(&client)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let acked_count = || {
+        std::fs::read_to_string(&acked)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked_count() < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The store stops answering (the process is paused) for 30 s.
+    let moto = s3.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &moto])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let before = acked_count();
+    std::thread::sleep(Duration::from_secs(30));
+    let during = acked_count();
+    let (_, health) = request(s.http, "GET", "/health", &[], b"");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &moto])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        during > before,
+        "the collector kept acknowledging into the WAL: {before} -> {during}"
+    );
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("lake")),
+        "{health}"
+    );
+    assert!(c.wait().unwrap().success());
+    s.stop();
+    let acked_ids: std::collections::BTreeSet<String> = std::fs::read_to_string(&acked)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(acked_ids.len(), 2000);
+    let count = |sql: &str| {
+        let mut c = p.cmd(&["sql", "--format", "csv", sql]);
+        with_aws(&mut c, &ep);
+        let out = crate::common::ok(&mut c);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT count(*) AS n FROM events"),
+        2000,
+        "no loss, no duplicate"
+    );
+    assert_eq!(
+        count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        2000
+    );
 }

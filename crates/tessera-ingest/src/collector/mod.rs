@@ -208,6 +208,8 @@ pub struct Collector {
     /// when `suppressions` changes.
     suppressions: std::sync::RwLock<Arc<SuppressionList>>,
     pub metrics: Metrics,
+    /// Why the last commit to the lake failed, while it keeps failing.
+    flush_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -354,6 +356,7 @@ impl Collector {
             closed: false.into(),
             suppressions: std::sync::RwLock::new(Arc::new(suppressions)),
             metrics,
+            flush_failure: Mutex::new(None),
         });
         let weak = Arc::downgrade(&collector);
         std::thread::Builder::new()
@@ -374,8 +377,27 @@ impl Collector {
                 if c.closed.load(Ordering::Relaxed) {
                     break;
                 }
-                if let Err(e) = c.flush().await {
-                    tracing::error!("flushing collected events failed (will retry): {e}");
+                match c.flush().await {
+                    Err(e) => {
+                        let message = e.to_string();
+                        if let Ok(mut f) = c.flush_failure.lock() {
+                            // Said once per outage, not every interval.
+                            if f.is_none() {
+                                tracing::error!(
+                                    "committing collected events to the lake failed; they stay \
+                                     in the write-ahead log and are retried: {message}"
+                                );
+                            }
+                            *f = Some(message);
+                        }
+                    }
+                    Ok(_) => {
+                        if let Ok(mut f) = c.flush_failure.lock()
+                            && f.take().is_some()
+                        {
+                            tracing::warn!("committing collected events works again");
+                        }
+                    }
                 }
                 if let Err(e) = c.refresh_suppressions().await {
                     tracing::warn!("reading the suppression list failed (will retry): {e}");
@@ -833,6 +855,34 @@ impl Collector {
             tessera_engine::register_profile_events(&ctx).await?;
         }
         Ok(ctx)
+    }
+
+    /// Why the collector is not healthy, if it is not: commits to the lake failing or
+    /// late (the store unreachable or slow), or more waiting than the bounds allow.
+    pub fn degraded(&self) -> Option<String> {
+        if let Some(e) = self.flush_failure.lock().ok().and_then(|f| f.clone()) {
+            return Some(format!(
+                "committing to the lake fails (events wait in the write-ahead log): {e}"
+            ));
+        }
+        let (bytes, lag) = self.backlog();
+        let events = self.metrics.buffered_events.load(Ordering::Relaxed) as usize;
+        if events >= self.config.max_buffered_events || bytes >= self.config.max_buffered_bytes {
+            return Some(
+                "overloaded: acknowledged events wait to be committed faster than the lake \
+                 takes them; requests get 503 with Retry-After"
+                    .into(),
+            );
+        }
+        let late = (self.config.flush_interval * 5).max(Duration::from_secs(10));
+        if lag > late.as_micros() as i64 {
+            return Some(format!(
+                "commits to the lake are late: the oldest acknowledged event has waited {} s \
+                 (the lake's store is slow or unreachable)",
+                lag / 1_000_000
+            ));
+        }
+        None
     }
 
     /// Bytes of memory held by acknowledged, uncommitted events, and how long the oldest
