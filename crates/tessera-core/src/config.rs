@@ -634,6 +634,11 @@ pub struct ServerSection {
     /// `messageId`s are deduplicated over this many hours.
     #[serde(default = "default_dedup_hours")]
     pub dedup_window_hours: u64,
+    /// Names this collector's commits (`tessera-collector-<id>`); each collector on one
+    /// lake needs its own (and its own `wal_dir`). Unset: the id kept in the WAL folder
+    /// (`collector-id`), chosen at random when the folder is new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_id: Option<String>,
     /// Requests get `503` with `Retry-After` while this many events are acknowledged
     /// and not yet committed to `events` (SDKs retry them)...
     #[serde(default = "default_max_buffered_events")]
@@ -807,6 +812,7 @@ impl Default for ServerSection {
             max_event_bytes: default_max_event(),
             max_batch_bytes: default_max_batch(),
             dedup_window_hours: default_dedup_hours(),
+            collector_id: None,
             max_buffered_events: default_max_buffered_events(),
             max_buffered_bytes: default_max_buffered_bytes(),
             tls: None,
@@ -1316,6 +1322,14 @@ impl Config {
         parse_memory(&self.server.query_memory).map_err(|m| invalid("server.query_memory", m))?;
         parse_memory(&self.server.max_buffered_bytes)
             .map_err(|m| invalid("server.max_buffered_bytes", m))?;
+        if let Some(id) = &self.server.collector_id
+            && !valid_name(id)
+        {
+            return Err(invalid(
+                "server.collector_id",
+                "use letters, digits, '_' and '-' only".into(),
+            ));
+        }
         if self.server.max_buffered_events == 0 {
             return Err(invalid(
                 "server.max_buffered_events",
@@ -1853,6 +1867,12 @@ mod tests {
                 .to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
+        let e = Config::from_toml("[server]\ncollector_id = \"a b\"\n", origin)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.collector_id"), "{e}");
+        let c = Config::from_toml("[server]\ncollector_id = \"eu-1\"\n", origin).unwrap();
+        assert_eq!(c.server.collector_id.as_deref(), Some("eu-1"));
     }
 
     #[test]

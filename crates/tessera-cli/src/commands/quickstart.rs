@@ -223,6 +223,7 @@ or an API token: `tessera --project {p} token add my-app --role marketer`.
         super::serve::ServeArgs {
             http: None,
             grpc: None,
+            wal_dir: None,
         },
         cpu,
     )

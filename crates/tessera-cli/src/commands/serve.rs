@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// gRPC listen address (overrides [server] grpc).
     #[arg(long)]
     pub grpc: Option<String>,
+    /// The collector's write-ahead log folder (overrides [server] wal_dir): each
+    /// collector on one lake has its own.
+    #[arg(long)]
+    pub wal_dir: Option<String>,
 }
 
 fn addr(value: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -110,11 +114,16 @@ pub async fn run(
         args.grpc.as_deref().unwrap_or(&config.server.grpc),
         "--grpc",
     )?;
-    let wal = Path::new(&config.server.wal_dir);
+    let wal = Path::new(args.wal_dir.as_deref().unwrap_or(&config.server.wal_dir));
     let wal_dir = if wal.is_absolute() {
         wal.to_owned()
     } else {
         opened.project.dir.join(wal)
+    };
+    let collector_id = match &config.server.collector_id {
+        Some(id) => id.clone(),
+        None => tessera_ingest::collector::collector_id_for(&wal_dir)
+            .with_context(|| format!("the collector id of {}", wal_dir.display()))?,
     };
     let sources = config
         .sources
@@ -136,6 +145,7 @@ pub async fn run(
             max_batch_bytes: config.server.max_batch_bytes,
             dedup_window: Duration::from_secs(config.server.dedup_window_hours * 3600),
             window: config.events.window()?,
+            collector_id,
             max_buffered_events: config.server.max_buffered_events,
             max_buffered_bytes: tessera_core::config::parse_memory(
                 &config.server.max_buffered_bytes,

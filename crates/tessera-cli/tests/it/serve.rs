@@ -43,11 +43,11 @@ impl Served {
     /// [`Served::start`] with the command adjusted first (environment, ...).
     fn start_with(p: &TestProject, http: &str, adjust: impl FnOnce(&mut Command)) -> Served {
         let mut cmd = crate::common::tessera();
+        cmd.arg("--project")
+            .arg(p.path())
+            .args(["serve", "--http", http, "--grpc", "127.0.0.1:0"]);
         adjust(&mut cmd);
         let mut child = cmd
-            .arg("--project")
-            .arg(p.path())
-            .args(["serve", "--http", http, "--grpc", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -376,7 +376,7 @@ fn bad_input_gets_its_status_and_never_disturbs_what_is_stored() {
     .collect();
     assert_eq!(kept, want);
     assert_eq!(
-        p.count("SELECT count(*) AS n FROM quarantine WHERE source = 'app' AND origin = 'collector:default' AND payload IS NOT NULL"),
+        p.count("SELECT count(*) AS n FROM quarantine WHERE source = 'app' AND origin LIKE 'collector:c%' AND payload IS NOT NULL"),
         9
     );
     assert!(
@@ -781,5 +781,106 @@ print("done")
     assert_eq!(
         count("SELECT count(DISTINCT message_id) AS n FROM events"),
         2000
+    );
+}
+
+/// A client posting `batches` batches of 25 events with ids `PREFIX-b-i` to `addr`,
+/// retrying until each is acknowledged and writing acknowledged ids to `acked`.
+fn retrying_client(addr: &str, prefix: &str, batches: usize, acked: &std::path::Path) -> Child {
+    let client = format!(
+        r#"
+import base64, json, time, urllib.request
+auth = "Basic " + base64.b64encode(b"{KEY}:").decode()
+acked = open("{acked}", "w")
+for b in range({batches}):
+    ids = [f"{prefix}-{{b}}-{{i}}" for i in range(25)]
+    body = json.dumps({{"batch": [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]}}).encode()
+    while True:
+        try:
+            req = urllib.request.Request("http://{addr}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    acked.write("\n".join(ids) + "\n"); acked.flush()
+                    break
+        except Exception:
+            time.sleep(0.05)
+    time.sleep(0.01)
+print("done")
+"#,
+        acked = acked.display()
+    );
+    Command::new(python())
+        .arg("-c")
+        .arg(&client)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn two_collectors_on_one_lake_each_killed_lose_and_duplicate_nothing() {
+    let p = project();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let addrs = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let start = |i: usize| {
+        let wal = format!("wal-{i}");
+        Served::start_with(&p, &addrs[i], |c| {
+            c.args(["--wal-dir", &wal]);
+        })
+    };
+    let acked: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| p.path().join(format!("acked-{i}.txt")))
+        .collect();
+    let mut servers = vec![Some(start(0)), Some(start(1))];
+    let mut clients: Vec<Child> = (0..2)
+        .map(|i| retrying_client(&addrs[i], &format!("c{i}"), 80, &acked[i]))
+        .collect();
+    let count = |f: &std::path::Path| {
+        std::fs::read_to_string(f)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    // Each collector is killed mid-stream in turn and restarted on its own log.
+    for i in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&acked[i]) < 500 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        servers[i].take().unwrap().kill();
+        std::thread::sleep(Duration::from_millis(300));
+        servers[i] = Some(start(i));
+    }
+    for c in &mut clients {
+        assert!(c.wait().unwrap().success());
+    }
+    for s in servers.into_iter().flatten() {
+        s.stop();
+    }
+    let ids: Vec<String> = (0..2)
+        .map(|i| std::fs::read_to_string(p.path().join(format!("wal-{i}/collector-id"))).unwrap())
+        .collect();
+    assert_ne!(ids[0], ids[1], "each log has its own collector id");
+    for (i, f) in acked.iter().enumerate() {
+        assert_eq!(count(f), 2000, "collector {i}: every batch acknowledged");
+        assert_eq!(
+            p.count(&format!(
+                "SELECT count(*) AS n FROM events WHERE message_id LIKE 'c{i}-%'"
+            )),
+            2000,
+            "collector {i}: no loss, no duplicate"
+        );
+    }
+    assert_eq!(
+        p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        4000
     );
 }

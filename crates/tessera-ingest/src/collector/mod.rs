@@ -93,6 +93,43 @@ impl Default for CollectorConfig {
     }
 }
 
+/// File in a WAL folder naming the collector that owns it.
+const COLLECTOR_ID_FILE: &str = "collector-id";
+
+/// The id of the collector whose write-ahead log is `wal_dir`: the one kept in the
+/// folder; for a folder that already holds a log from before ids were kept,
+/// `default`; for a new folder, a random one — then kept. Several collectors on one
+/// lake, each with its own folder, so never share transaction ids.
+pub fn collector_id_for(wal_dir: &std::path::Path) -> std::io::Result<String> {
+    let file = wal_dir.join(COLLECTOR_ID_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(id) if tessera_core::config::valid_name(id.trim()) => return Ok(id.trim().to_owned()),
+        Ok(id) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} holds {id:?}, not a collector id", file.display()),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(wal_dir)?;
+    let has_log = std::fs::read_dir(wal_dir)?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("wal-"));
+    let id = if has_log {
+        "default".to_owned()
+    } else {
+        let seed = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64
+            ^ (u64::from(std::process::id()) << 32);
+        format!("c{:012x}", tessera_core::random::splitmix(seed) >> 16)
+    };
+    let tmp = wal_dir.join(format!("{COLLECTOR_ID_FILE}.tmp"));
+    std::fs::write(&tmp, &id)?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(id)
+}
+
 /// Which endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
