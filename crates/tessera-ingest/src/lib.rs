@@ -20,6 +20,7 @@
 
 pub mod collector;
 mod error;
+mod hash;
 mod input;
 mod mapping;
 mod ndjson;

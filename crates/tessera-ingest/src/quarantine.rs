@@ -14,7 +14,7 @@ use tessera_core::schema::{self, QUARANTINE};
 use tessera_engine::Engine;
 
 use crate::error::{ImportError, Result};
-use crate::sink::id_hash;
+use crate::hash::id_hash;
 use crate::{ImportOptions, Importer, NoProgress};
 
 /// One refused event.
@@ -146,8 +146,12 @@ fn query_err(source: datafusion::error::DataFusionError) -> ImportError {
 }
 
 /// The quarantined events matching `filter` (a SQL condition over the `quarantine`
-/// columns; all when `None`), oldest first, at most `limit`.
-pub async fn list(engine: &Engine, filter: Option<&str>, limit: usize) -> Result<Vec<Quarantined>> {
+/// columns; all when `None`), oldest first, at most `limit` (all when `None`).
+pub async fn list(
+    engine: &Engine,
+    filter: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Vec<Quarantined>> {
     let ctx = engine.session_of(&[QUARANTINE]).await?;
     if !ctx.table_exist(QUARANTINE).map_err(query_err)? {
         return Ok(Vec::new());
@@ -155,8 +159,9 @@ pub async fn list(engine: &Engine, filter: Option<&str>, limit: usize) -> Result
     let sql = format!(
         "SELECT quarantine_id, CAST(received_at AS VARCHAR) AS received, source, origin, position, \
                 reason_code, message, payload \
-         FROM {QUARANTINE} {} ORDER BY received_at, origin, position LIMIT {limit}",
-        filter.map(|f| format!("WHERE ({f})")).unwrap_or_default()
+         FROM {QUARANTINE} {} ORDER BY received_at, origin, position {}",
+        filter.map(|f| format!("WHERE ({f})")).unwrap_or_default(),
+        limit.map(|n| format!("LIMIT {n}")).unwrap_or_default()
     );
     let batches: Vec<RecordBatch> =
         tessera_engine::execute(&ctx, &sql, tessera_engine::Policy::ReadOnly)
@@ -225,7 +230,7 @@ pub async fn replay(
     filter: Option<&str>,
     options: &ImportOptions,
 ) -> Result<ReplayReport> {
-    let rows = list(engine, filter, usize::MAX >> 1).await?;
+    let rows = list(engine, filter, None).await?;
     let mut report = ReplayReport {
         selected: rows.len() as u64,
         ..ReplayReport::default()

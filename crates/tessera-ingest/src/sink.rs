@@ -2,7 +2,6 @@
 //! streaming append to `events` and the record in `imported_files`.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -18,6 +17,7 @@ use tessera_engine::Engine;
 use tessera_lake::{AppendWriter, CommitNote, Lake};
 
 use crate::error::{ImportError, Result, RowError};
+use crate::hash::id_hash;
 use crate::input::{Format, InputFile};
 use crate::quarantine::{QuarantineBuilder, Refused};
 use crate::{FileReport, ImportOptions, MAX_REPORTED_ERRORS};
@@ -36,15 +36,6 @@ struct Dedup {
     loaded_dates: HashSet<i32>,
     /// A session over `events` as it was when the import started; `None` when empty.
     events: Option<SessionContext>,
-}
-
-pub(crate) fn id_hash(id: &str) -> u128 {
-    let mut a = DefaultHasher::new();
-    id.hash(&mut a);
-    let mut b = DefaultHasher::new();
-    0xA5u8.hash(&mut b);
-    id.hash(&mut b);
-    ((a.finish() as u128) << 64) | b.finish() as u128
 }
 
 impl Dedup {

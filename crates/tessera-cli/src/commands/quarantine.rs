@@ -48,7 +48,7 @@ pub async fn run(opened: &Opened, args: QuarantineArgs) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let rows = quarantine::list(&opened.engine, filter.as_deref(), limit).await?;
+            let rows = quarantine::list(&opened.engine, filter.as_deref(), Some(limit)).await?;
             if json {
                 for r in &rows {
                     println!("{}", serde_json::to_string(r)?);

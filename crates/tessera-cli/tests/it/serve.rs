@@ -476,37 +476,7 @@ fn a_crash_mid_stream_loses_and_duplicates_nothing() {
     let addr = format!("127.0.0.1:{port}");
     let s = Served::start(&p, &addr);
     let acked = p.path().join("acked.txt");
-    let client = format!(
-        r#"
-import base64, json, time, urllib.request, uuid
-auth = "Basic " + base64.b64encode(b"{KEY}:").decode()
-acked = open("{acked}", "w")
-for b in range(120):
-    ids = [f"crash-{{b}}-{{i}}" for i in range(25)]
-    events = [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]
-    # One refused event per request (no ids): kept in quarantine, once, retries or not.
-    events.append({{"type": "track", "messageId": f"refused-{{b}}", "event": "Tick"}})
-    body = json.dumps({{"batch": events}}).encode()
-    while True:
-        try:
-            req = urllib.request.Request("http://{addr}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
-            with urllib.request.urlopen(req, timeout=5) as r:
-                if r.status == 200:
-                    acked.write("\n".join(ids) + "\n"); acked.flush()
-                    break
-        except Exception:
-            time.sleep(0.05)
-    time.sleep(0.01)
-print("done")
-"#,
-        acked = acked.display()
-    );
-    let mut c = Command::new(python())
-        .arg("-c")
-        .arg(&client)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut c = retrying_client(&format!("http://{addr}"), "crash", 120, 0.01, true, &acked);
     // Let some batches land, then kill the server without warning.
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::fs::read_to_string(&acked)
@@ -684,35 +654,7 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
     let s = Served::start_with(&p, "127.0.0.1:0", |c| with_aws(c, &ep));
 
     let acked = p.path().join("acked.txt");
-    let client = format!(
-        r#"
-import base64, json, time, urllib.request
-auth = "Basic " + base64.b64encode(b"{KEY}:").decode()
-acked = open("{acked}", "w")
-for b in range(80):
-    ids = [f"out-{{b}}-{{i}}" for i in range(25)]
-    body = json.dumps({{"batch": [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]}}).encode()
-    while True:
-        try:
-            req = urllib.request.Request("{url}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
-            with urllib.request.urlopen(req, timeout=5) as r:
-                if r.status == 200:
-                    acked.write("\n".join(ids) + "\n"); acked.flush()
-                    break
-        except Exception:
-            time.sleep(0.1)
-    time.sleep(0.4)
-print("done")
-"#,
-        acked = acked.display(),
-        url = s.url()
-    );
-    let mut c = Command::new(python())
-        .arg("-c")
-        .arg(&client)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut c = retrying_client(&s.url(), "out", 80, 0.4, false, &acked);
     let acked_count = || {
         std::fs::read_to_string(&acked)
             .map(|t| t.lines().count())
@@ -784,9 +726,19 @@ print("done")
     );
 }
 
-/// A client posting `batches` batches of 25 events with ids `PREFIX-b-i` to `addr`,
-/// retrying until each is acknowledged and writing acknowledged ids to `acked`.
-fn retrying_client(addr: &str, prefix: &str, batches: usize, acked: &std::path::Path) -> Child {
+/// A client posting `batches` batches of 25 events with ids `PREFIX-b-i` to `url`
+/// (plus, with `refused`, an event without ids named `refused-b`), pausing `pause`
+/// seconds between batches, retrying until each is acknowledged and writing the
+/// acknowledged ids to `acked`.
+fn retrying_client(
+    url: &str,
+    prefix: &str,
+    batches: usize,
+    pause: f64,
+    refused: bool,
+    acked: &std::path::Path,
+) -> Child {
+    let refused = if refused { "True" } else { "False" };
     let client = format!(
         r#"
 import base64, json, time, urllib.request
@@ -794,17 +746,21 @@ auth = "Basic " + base64.b64encode(b"{KEY}:").decode()
 acked = open("{acked}", "w")
 for b in range({batches}):
     ids = [f"{prefix}-{{b}}-{{i}}" for i in range(25)]
-    body = json.dumps({{"batch": [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]}}).encode()
+    events = [{{"type": "track", "messageId": m, "userId": "u", "event": "Tick", "timestamp": "2026-11-01T00:00:00Z"}} for m in ids]
+    if {refused}:
+        # Refused (no ids): kept in quarantine, once, retries or not.
+        events.append({{"type": "track", "messageId": f"refused-{{b}}", "event": "Tick"}})
+    body = json.dumps({{"batch": events}}).encode()
     while True:
         try:
-            req = urllib.request.Request("http://{addr}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
+            req = urllib.request.Request("{url}/v1/batch", data=body, headers={{"Authorization": auth, "Content-Type": "application/json"}})
             with urllib.request.urlopen(req, timeout=5) as r:
                 if r.status == 200:
                     acked.write("\n".join(ids) + "\n"); acked.flush()
                     break
         except Exception:
             time.sleep(0.05)
-    time.sleep(0.01)
+    time.sleep({pause})
 print("done")
 "#,
         acked = acked.display()
@@ -842,7 +798,10 @@ fn two_collectors_on_one_lake_each_killed_lose_and_duplicate_nothing() {
         .collect();
     let mut servers = vec![Some(start(0)), Some(start(1))];
     let mut clients: Vec<Child> = (0..2)
-        .map(|i| retrying_client(&addrs[i], &format!("c{i}"), 80, &acked[i]))
+        .map(|i| {
+            let url = format!("http://{}", addrs[i]);
+            retrying_client(&url, &format!("c{i}"), 80, 0.01, false, &acked[i])
+        })
         .collect();
     let count = |f: &std::path::Path| {
         std::fs::read_to_string(f)

@@ -1,7 +1,7 @@
 //! The `messageId` window: which ids were seen when, so that a retried event is
 //! acknowledged without being stored twice.
 
-use arrow::array::Array;
+use arrow::array::{Array, ArrayRef};
 
 use super::*;
 
@@ -58,12 +58,18 @@ pub(super) fn refused_hash(source: &str, payload: &str) -> u128 {
     id_hash(&format!("\u{2}quarantine\u{1}{source}\u{1}{payload}"))
 }
 
-/// Remembers the refused events of a `quarantine` batch.
-pub(super) fn remember_refused(dedup: &mut Dedup, batch: &RecordBatch) {
-    let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-    let source = batch.column(2).as_string::<i32>();
-    let payload = batch.column(7).as_string::<i32>();
-    for i in 0..batch.num_rows() {
+/// Remembers refused events by their `quarantine` columns `received_at`, `source` and
+/// `payload`.
+pub(super) fn remember_refused(
+    dedup: &mut Dedup,
+    at: &ArrayRef,
+    source: &ArrayRef,
+    payload: &ArrayRef,
+) {
+    let at = at.as_primitive::<TimestampMicrosecondType>();
+    let source = source.as_string::<i32>();
+    let payload = payload.as_string::<i32>();
+    for i in 0..at.len() {
         if payload.is_valid(i) {
             dedup.insert(refused_hash(source.value(i), payload.value(i)), at.value(i));
         }

@@ -32,8 +32,8 @@ use tessera_lake::CommitNote;
 use tessera_lake::wal::Wal;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::hash::id_hash;
 use crate::quarantine::{QuarantineBuilder, Refused};
-use crate::sink::id_hash;
 use crate::suppress::SuppressionList;
 
 mod body;
@@ -91,6 +91,49 @@ impl Default for CollectorConfig {
             max_buffered_bytes: 512 << 20,
         }
     }
+}
+
+/// Runs `sql` on `ctx` and hands each result batch, text columns as `Utf8`, to `each`.
+async fn recent_rows(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    doing: &'static str,
+    mut each: impl FnMut(&RecordBatch),
+) -> crate::Result<()> {
+    let mut stream = tessera_engine::execute(ctx, sql, tessera_engine::Policy::ReadOnly).await?;
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(|source| crate::ImportError::DataFusion { doing, source })?
+    {
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                arrow::datatypes::DataType::Utf8View | arrow::datatypes::DataType::LargeUtf8 => {
+                    arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
+                }
+                _ => Ok(c.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| crate::ImportError::Arrow { doing, source })?;
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::new(
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .zip(&columns)
+                    .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+                    .collect::<Vec<_>>(),
+            )),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(|source| crate::ImportError::Arrow { doing, source })?;
+        each(&batch);
+    }
+    Ok(())
 }
 
 /// File in a WAL folder naming the collector that owns it.
@@ -296,7 +339,12 @@ impl Collector {
             if let Some(refused) = r.payload.strip_prefix(QUARANTINE_RECORD) {
                 if r.seq > quarantined {
                     let batch = decode_quarantine(refused).map_err(bad)?;
-                    remember_refused(&mut dedup, &batch);
+                    remember_refused(
+                        &mut dedup,
+                        batch.column(1),
+                        batch.column(2),
+                        batch.column(7),
+                    );
                     buffer.bytes += batch.get_array_memory_size();
                     buffer.quarantine.push_back((r.seq, batch));
                 }
@@ -315,66 +363,33 @@ impl Collector {
         // messageIds the lake received within the window.
         let since = now_micros() - config.dedup_window.as_micros() as i64;
         let ctx = engine.session().await?;
-        let mut stream = tessera_engine::execute(
+        recent_rows(
             &ctx,
             &format!(
                 "SELECT message_id, received_at FROM events \
                  WHERE CAST(received_at AS BIGINT) >= {since}"
             ),
-            tessera_engine::Policy::ReadOnly,
+            "reading recent message ids",
+            |b| {
+                let ids = b.column(0).as_string::<i32>();
+                let at = b.column(1).as_primitive::<TimestampMicrosecondType>();
+                for i in 0..b.num_rows() {
+                    dedup.insert(id_hash(ids.value(i)), at.value(i));
+                }
+            },
         )
         .await?;
-        while let Some(batch) =
-            stream
-                .try_next()
-                .await
-                .map_err(|source| crate::ImportError::DataFusion {
-                    doing: "reading recent message ids",
-                    source,
-                })?
-        {
-            let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
-                .map_err(|source| crate::ImportError::Arrow {
-                    doing: "reading recent message ids",
-                    source,
-                })?;
-            let ids = ids.as_string::<i32>();
-            let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-            for i in 0..batch.num_rows() {
-                dedup.insert(id_hash(ids.value(i)), at.value(i));
-            }
-        }
         // Refused events kept within the window: a retry is not kept twice.
-        let mut stream = tessera_engine::execute(
+        recent_rows(
             &ctx,
             &format!(
-                "SELECT quarantine_id, received_at, source, origin, position, reason_code, \
-                        message, payload FROM {QUARANTINE} \
+                "SELECT received_at, source, payload FROM {QUARANTINE} \
                  WHERE CAST(received_at AS BIGINT) >= {since} AND origin LIKE 'collector:%'"
             ),
-            tessera_engine::Policy::ReadOnly,
+            "reading recent refused events",
+            |b| remember_refused(&mut dedup, b.column(0), b.column(1), b.column(2)),
         )
         .await?;
-        while let Some(batch) =
-            stream
-                .try_next()
-                .await
-                .map_err(|source| crate::ImportError::DataFusion {
-                    doing: "reading recent refused events",
-                    source,
-                })?
-        {
-            let batch = arrow::compute::cast(
-                &arrow::array::StructArray::from(batch),
-                &arrow::datatypes::DataType::Struct(schema::quarantine_schema().fields().clone()),
-            )
-            .map(|a| RecordBatch::from(a.as_struct()))
-            .map_err(|source| crate::ImportError::Arrow {
-                doing: "reading recent refused events",
-                source,
-            })?;
-            remember_refused(&mut dedup, &batch);
-        }
         let suppressions = SuppressionList::load(&engine).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Metrics::default();
@@ -537,7 +552,8 @@ impl Collector {
                 self.metrics
                     .events_received
                     .fetch_add(parsed.batch.len() as u64, Ordering::Relaxed);
-                let ctx = ParseContext::live(received_at, sent_at(parsed.sent_at));
+                let ctx = ParseContext::live(received_at, sent_at(parsed.sent_at))
+                    .with_window(self.config.window);
                 let defaults = BatchDefaults {
                     context: parsed.context,
                     integrations: parsed.integrations,
@@ -563,7 +579,8 @@ impl Collector {
                 let head: SingleBody<'_> = serde_json::from_str(text).map_err(|e| {
                     CollectError::BadBody(format!("the body must be one JSON event object: {e}"))
                 })?;
-                let ctx = ParseContext::live(received_at, sent_at(head.sent_at));
+                let ctx = ParseContext::live(received_at, sent_at(head.sent_at))
+                    .with_window(self.config.window);
                 let with_type;
                 let event_text = if head.event_type.is_some() {
                     text
@@ -764,7 +781,7 @@ impl Collector {
             });
             return None;
         }
-        parse_event_with(text, &ctx.with_window(self.config.window), defaults)
+        parse_event_with(text, ctx, defaults)
             .map_err(|e| {
                 rejected.push(Rejected {
                     index,
