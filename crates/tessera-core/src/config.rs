@@ -646,6 +646,11 @@ pub struct ServerSection {
     /// ... or while those events hold this much memory (`"512MiB"`, `"5%"`).
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: String,
+    /// Requests get `503` with `Retry-After` while the write-ahead log holds this much
+    /// (`"4GiB"`): the lake's store has been unreachable for long and the disk of
+    /// `wal_dir` must not fill up.
+    #[serde(default = "default_max_wal_bytes")]
+    pub max_wal_bytes: String,
     /// TLS on both ports (`[server.tls]`); plain text when absent.
     #[serde(default)]
     pub tls: Option<TlsSection>,
@@ -683,6 +688,21 @@ impl ServerSection {
     /// erasure waits before sweeping `events` once more).
     pub fn erasure_settle(&self) -> std::time::Duration {
         std::time::Duration::from_millis(2 * self.flush_interval_ms + 1000)
+    }
+
+    /// `max_wal_bytes` in bytes: a size of disk, not a share of memory, at least 1 MiB.
+    pub fn max_wal_bytes(&self) -> std::result::Result<u64, String> {
+        match parse_memory(&self.max_wal_bytes)? {
+            MemorySize::Share(_) => Err(format!(
+                "{:?}: the write-ahead log's bound is a size on disk (\"4GiB\"), not a share of memory",
+                self.max_wal_bytes
+            )),
+            MemorySize::Bytes(b) if b < 1 << 20 => Err(format!(
+                "{:?} is under 1MiB: the log could not hold one full request",
+                self.max_wal_bytes
+            )),
+            MemorySize::Bytes(b) => Ok(b),
+        }
     }
 }
 
@@ -815,6 +835,7 @@ impl Default for ServerSection {
             collector_id: None,
             max_buffered_events: default_max_buffered_events(),
             max_buffered_bytes: default_max_buffered_bytes(),
+            max_wal_bytes: default_max_wal_bytes(),
             tls: None,
             query_memory: default_query_memory(),
             query_timeout: default_query_timeout(),
@@ -849,6 +870,10 @@ fn default_max_buffered_events() -> usize {
 
 fn default_max_buffered_bytes() -> String {
     "512MiB".into()
+}
+
+fn default_max_wal_bytes() -> String {
+    "4GiB".into()
 }
 
 fn default_dedup_hours() -> u64 {
@@ -1322,6 +1347,9 @@ impl Config {
         parse_memory(&self.server.query_memory).map_err(|m| invalid("server.query_memory", m))?;
         parse_memory(&self.server.max_buffered_bytes)
             .map_err(|m| invalid("server.max_buffered_bytes", m))?;
+        self.server
+            .max_wal_bytes()
+            .map_err(|m| invalid("server.max_wal_bytes", m))?;
         if let Some(id) = &self.server.collector_id
             && !valid_name(id)
         {
@@ -1689,6 +1717,9 @@ dedup_window_hours = 24
 # for them) requests get 503 with Retry-After, which the SDKs retry.
 max_buffered_events = 1000000
 max_buffered_bytes = "512MiB"
+# While the lake's store is unreachable the write-ahead log grows; past this size
+# requests get 503 with Retry-After too.
+max_wal_bytes = "4GiB"
 # TLS on both ports, from PEM files relative to this file (plain text without it):
 # tls = {{ cert = "server.crt", key = "server.key" }}
 # SQL of API callers (Flight SQL): memory all running queries share (a size such as
@@ -1873,6 +1904,21 @@ mod tests {
         assert!(e.contains("server.collector_id"), "{e}");
         let c = Config::from_toml("[server]\ncollector_id = \"eu-1\"\n", origin).unwrap();
         assert_eq!(c.server.collector_id.as_deref(), Some("eu-1"));
+        for (text, needle) in [
+            ("max_wal_bytes = \"10%\"", "size on disk"),
+            ("max_wal_bytes = \"1KiB\"", "under 1MiB"),
+            ("max_wal_bytes = \"plenty\"", "not a memory size"),
+        ] {
+            let e = Config::from_toml(&format!("[server]\n{text}\n"), origin)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("server.max_wal_bytes") && e.contains(needle),
+                "{text}: {e}"
+            );
+        }
+        let c = Config::from_toml("[server]\nmax_wal_bytes = \"64MiB\"\n", origin).unwrap();
+        assert_eq!(c.server.max_wal_bytes(), Ok(64 << 20));
     }
 
     #[test]

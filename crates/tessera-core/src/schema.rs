@@ -51,6 +51,8 @@ pub const BLOCKED_VALUES: &str = "blocked_values";
 pub const IDENTITY_REVOCATIONS: &str = "identity_revocations";
 /// Events refused by validation, kept with the reason instead of lost.
 pub const QUARANTINE: &str = "quarantine";
+/// Events that broke their source's tracking plan, counted per hour, event and property.
+pub const PLAN_VIOLATIONS: &str = "plan_violations";
 
 /// A lake table: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
@@ -604,6 +606,31 @@ pub fn quarantine_schema() -> SchemaRef {
     QUARANTINE_SCHEMA.clone()
 }
 
+static PLAN_VIOLATIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        ts("hour", false),
+        utf8("source", false),
+        utf8("event", false),
+        utf8("property", true),
+        utf8("violation", false),
+        utf8("message", false),
+        Field::new("blocked", DataType::Boolean, false),
+        Field::new("events", DataType::Int64, false),
+    ]))
+});
+
+/// The `plan_violations` table: how many events of each `source` broke its tracking
+/// plan (`sql/plans/<source>.toml`), per `hour` they arrived in, `event` (the track
+/// event's name, or `identify`, `page`, ...), `property` (none for an unplanned event)
+/// and `violation` code (`unplanned_event`, `missing_property`, `wrong_type`,
+/// `not_allowed_value`, `out_of_range`, `pattern_mismatch`, `unplanned_property`), with
+/// one example `message` (never a property's value) and whether they were `blocked`
+/// (kept in `quarantine`) or stored anyway. Sum `events` over rows: a period's counts
+/// are spread over the rows of each commit.
+pub fn plan_violations_schema() -> SchemaRef {
+    PLAN_VIOLATIONS_SCHEMA.clone()
+}
+
 /// Columns that identify a person without being [`PII_COLUMNS`] (user and device ids,
 /// identifier values of any type, members lists, query text), per table. Neither they
 /// nor the personal-data columns get min/max statistics in the Delta log
@@ -874,6 +901,12 @@ pub fn tables() -> Vec<TableDef> {
             schema: quarantine_schema(),
             partition_columns: &[],
             description: "events refused by validation, with the reason, for replay",
+        },
+        TableDef {
+            name: PLAN_VIOLATIONS,
+            schema: plan_violations_schema(),
+            partition_columns: &[],
+            description: "events that broke their source's tracking plan, counted per hour",
         },
     ]
 }

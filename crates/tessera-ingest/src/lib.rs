@@ -24,6 +24,7 @@ mod hash;
 mod input;
 mod mapping;
 mod ndjson;
+pub mod plan;
 pub mod quarantine;
 mod sink;
 pub mod suppress;
@@ -60,6 +61,11 @@ pub struct ImportOptions {
     pub quarantine: bool,
     /// Which event times are accepted (`[events]`).
     pub window: tessera_core::event::TimeWindow,
+    /// The tracking plans of the sources (`sql/plans/`): the plan of `source` applies.
+    pub plans: Arc<plan::TrackingPlans>,
+    /// Count plan violations in `plan_violations` (off when replaying quarantine: the
+    /// events were counted when they first arrived).
+    pub count_violations: bool,
 }
 
 impl Default for ImportOptions {
@@ -74,6 +80,8 @@ impl Default for ImportOptions {
             threads: None,
             quarantine: true,
             window: tessera_core::event::TimeWindow::default(),
+            plans: Arc::default(),
+            count_violations: true,
         }
     }
 }

@@ -24,7 +24,7 @@ use tessera_engine::{Engine, EngineConfig};
 
 use crate::error::{ImportError, Result};
 use crate::input::{Format, InputFile};
-use crate::ndjson::parse_lines;
+use crate::ndjson::{Source, parse_lines};
 use crate::sink::FileRun;
 use crate::{ImportOptions, ImportProgress};
 
@@ -127,7 +127,7 @@ pub(crate) async fn import_file(
             w.finish().map_err(|e| mapping_error(file, e))?;
         }
         let data = std::mem::take(&mut buf);
-        let source = run.source.clone();
+        let source = Source::of(&run.source, options);
         let batch_rows = options.batch_rows;
         let first = next_line;
         let (parsed, data) = tokio::task::spawn_blocking(move || {

@@ -18,6 +18,7 @@ use tessera_core::event::{EventError, ParseContext, parse_event};
 use crate::error::RowError;
 use crate::error::{ImportError, Result};
 use crate::input::{Format, InputFile};
+use crate::plan::{BLOCKED_CODE, TrackingPlan};
 use crate::sink::{FileRun, Parsed};
 use crate::{ImportOptions, ImportProgress};
 
@@ -33,29 +34,62 @@ struct Block {
     data: Vec<u8>,
 }
 
+/// The source events of an import are recorded with, and its tracking plan.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub name: String,
+    pub plan: Option<Arc<TrackingPlan>>,
+}
+
+impl Source {
+    pub(crate) fn of(name: &str, options: &crate::ImportOptions) -> Source {
+        Source {
+            name: name.to_owned(),
+            plan: options.plans.get(name).cloned(),
+        }
+    }
+}
+
 /// Gathers parse results into batches of at most `batch_rows` events.
 struct Collector<'c> {
     out: Parsed,
     builder: EventBatchBuilder,
     batch_rows: usize,
     ctx: &'c ParseContext,
+    source: &'c Source,
 }
 
 impl<'c> Collector<'c> {
-    fn new(source: &str, ctx: &'c ParseContext, batch_rows: usize) -> Self {
+    fn new(source: &'c Source, ctx: &'c ParseContext, batch_rows: usize) -> Self {
         Collector {
             out: Parsed::default(),
-            builder: EventBatchBuilder::new(source, batch_rows.min(8192)),
+            builder: EventBatchBuilder::new(&source.name, batch_rows.min(8192)),
             batch_rows,
             ctx,
+            source,
         }
     }
 
-    /// Parses one event (row `row` of the input).
+    /// Parses one event (row `row` of the input) and checks it against the tracking
+    /// plan: a blocked event is a bad row (kept in `quarantine`), violations are counted.
     fn push(&mut self, text: &str, row: u64) {
         self.out.rows_read += 1;
         match parse_event(text, self.ctx) {
             Ok(event) => {
+                if let Some(check) = self.source.plan.as_ref().and_then(|p| p.check(&event)) {
+                    self.out
+                        .violations
+                        .add(self.ctx.received_at, &self.source.name, &check);
+                    if check.blocked {
+                        self.out.errors.push(RowError {
+                            line: row,
+                            code: BLOCKED_CODE,
+                            reason: check.message(&self.source.name),
+                            payload: Some(text.to_owned()),
+                        });
+                        return;
+                    }
+                }
                 self.builder.append(&event);
                 if self.builder.len() >= self.batch_rows {
                     self.out.batches.push(self.builder.finish());
@@ -86,7 +120,7 @@ impl<'c> Collector<'c> {
 pub(crate) fn parse_lines(
     data: &[u8],
     first_line: u64,
-    source: &str,
+    source: &Source,
     ctx: &ParseContext,
     batch_rows: usize,
 ) -> Parsed {
@@ -113,7 +147,7 @@ pub(crate) fn parse_lines(
 /// (`{"batch": [...]}`); element `i` is reported as row `i + 1`.
 fn parse_document(
     data: &[u8],
-    source: &str,
+    source: &Source,
     ctx: &ParseContext,
     batch_rows: usize,
 ) -> std::result::Result<Parsed, String> {
@@ -262,7 +296,7 @@ pub(crate) async fn import_file(
     let count = Arc::new(AtomicU64::new(0));
     let reader = open_reader(file, tokio::runtime::Handle::current(), count.clone())
         .map_err(|e| input_error(&file.location(), e))?;
-    let source = run.source.clone();
+    let source = Source::of(&run.source, options);
     let batch_rows = options.batch_rows;
 
     // A JSON document (array or {"batch": [...]}) is read and parsed whole, off the

@@ -271,6 +271,7 @@ pub async fn replay(
                 max_errors: None,
                 force: true,
                 quarantine: false,
+                count_violations: false,
                 ..options.clone()
             },
         );

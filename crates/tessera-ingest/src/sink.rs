@@ -12,13 +12,14 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use tessera_core::schema::{self, EVENTS, IMPORTED_FILES, QUARANTINE, events_col};
+use tessera_core::schema::{self, EVENTS, IMPORTED_FILES, PLAN_VIOLATIONS, QUARANTINE, events_col};
 use tessera_engine::Engine;
 use tessera_lake::{AppendWriter, CommitNote, Lake};
 
 use crate::error::{ImportError, Result, RowError};
 use crate::hash::id_hash;
 use crate::input::{Format, InputFile};
+use crate::plan::ViolationCounts;
 use crate::quarantine::{QuarantineBuilder, Refused};
 use crate::{FileReport, ImportOptions, MAX_REPORTED_ERRORS};
 
@@ -28,6 +29,8 @@ pub(crate) struct Parsed {
     pub batches: Vec<RecordBatch>,
     pub errors: Vec<RowError>,
     pub rows_read: u64,
+    /// Tracking-plan violations of the rows.
+    pub violations: ViolationCounts,
 }
 
 /// Message ids already in the lake or already imported in this run, as 128-bit hashes.
@@ -121,6 +124,8 @@ pub(crate) struct EventSink {
     max_errors: Option<u64>,
     /// Keep bad rows in `quarantine`.
     quarantine: bool,
+    /// Commit plan violations to `plan_violations`.
+    count_violations: bool,
 }
 
 fn app_id(fingerprint: &str) -> String {
@@ -170,6 +175,7 @@ impl EventSink {
             source: options.source.clone(),
             max_errors: options.max_errors,
             quarantine: options.quarantine,
+            count_violations: options.count_violations,
         })
     }
 
@@ -208,6 +214,7 @@ impl EventSink {
             },
             source: self.source.clone(),
             quarantine: self.quarantine.then(QuarantineRows::default),
+            violations: ViolationCounts::default(),
         })
     }
 
@@ -241,6 +248,21 @@ impl EventSink {
                     CommitNote::new("import", "tessera import")
                         .detail("location", run.report.location.clone())
                         .detail("rows", run.report.rows_quarantined)
+                        .transaction(app_id(&fp), 0),
+                )
+                .await?;
+            }
+        }
+        if !run.violations.is_empty() && self.count_violations {
+            let def = schema::table(PLAN_VIOLATIONS).expect("plan_violations table");
+            let mut w = self.lake.append_writer(&def).await?;
+            if w.transaction_version(&app_id(&fp)).await?.is_some() {
+                w.abort();
+            } else {
+                w.write(run.violations.finish()).await?;
+                w.commit(
+                    CommitNote::new("import", "tessera import")
+                        .detail("location", run.report.location.clone())
                         .transaction(app_id(&fp), 0),
                 )
                 .await?;
@@ -314,6 +336,8 @@ pub(crate) struct FileRun {
     pub(crate) source: String,
     /// Where bad rows go (`None` when the import keeps none).
     quarantine: Option<QuarantineRows>,
+    /// The file's tracking-plan violations, committed with it.
+    violations: ViolationCounts,
 }
 
 /// The bad rows of a file on their way to `quarantine`.
@@ -325,7 +349,9 @@ struct QuarantineRows {
 
 impl FileRun {
     /// Takes a parser's output: counts and keeps bad rows, deduplicates and writes the rest.
-    pub(crate) async fn accept(&mut self, parsed: Parsed) -> Result<()> {
+    pub(crate) async fn accept(&mut self, mut parsed: Parsed) -> Result<()> {
+        self.violations
+            .merge(std::mem::take(&mut parsed.violations));
         self.report.rows_read += parsed.rows_read;
         self.report.rows_rejected += parsed.errors.len() as u64;
         self.report
@@ -399,13 +425,13 @@ impl FileRun {
 const WRITE_LANES: usize = 2;
 
 /// One parallel append: a task that writes the batches it is sent.
-struct Lane {
+pub(crate) struct Lane {
     tx: tokio::sync::mpsc::Sender<RecordBatch>,
     task: tokio::task::JoinHandle<Result<AppendWriter>>,
 }
 
 impl Lane {
-    fn start(mut writer: AppendWriter) -> Lane {
+    pub(crate) fn start(mut writer: AppendWriter) -> Lane {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
         let task = tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
@@ -416,7 +442,7 @@ impl Lane {
         Lane { tx, task }
     }
 
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+    pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if self.tx.send(batch).await.is_err() {
             // The task ended early: its error says why.
             return Err(self.failure().await);
@@ -432,7 +458,7 @@ impl Lane {
         }
     }
 
-    async fn finish(self) -> Result<AppendWriter> {
+    pub(crate) async fn finish(self) -> Result<AppendWriter> {
         drop(self.tx);
         self.task
             .await

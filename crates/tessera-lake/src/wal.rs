@@ -38,6 +38,9 @@ pub struct Wal {
     file: File,
     next_seq: u64,
     segment_bytes: u64,
+    /// Set when a failed append could not be cut back off the open segment: the log
+    /// refuses appends until it is opened again (which cuts the torn tail).
+    broken: Option<String>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LakeError {
@@ -162,6 +165,7 @@ impl Wal {
                 file,
                 next_seq,
                 segment_bytes,
+                broken: None,
             },
             records,
         ))
@@ -178,8 +182,18 @@ impl Wal {
     }
 
     /// Appends `payloads` as consecutive records and fsyncs once; returns the sequence of
-    /// the first. When this returns, every record is durable.
+    /// the first. When this returns `Ok`, every record is durable; when it returns an
+    /// error (a full disk, an I/O error), none is: the bytes written are cut off again,
+    /// so a later append never lands behind a torn record.
     pub fn append(&mut self, payloads: &[&[u8]]) -> Result<u64> {
+        if let Some(why) = &self.broken {
+            return Err(LakeError::Io {
+                what: "appending to the write-ahead log".into(),
+                source: std::io::Error::other(format!(
+                    "an earlier failed write could not be undone ({why}); restart to recover the log"
+                )),
+            });
+        }
         let first = self.next_seq;
         let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER).sum());
         for (i, p) in payloads.iter().enumerate() {
@@ -198,34 +212,72 @@ impl Wal {
             buf.extend_from_slice(&seq.to_le_bytes());
             buf.extend_from_slice(p);
         }
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.2 >= self.segment_bytes)
+            && let Err(e) = self.roll()
+        {
+            // The full segment takes the records instead; rolling is tried again next time.
+            tracing::warn!("starting a new write-ahead log segment: {e}");
+        }
         let what = "writing the write-ahead log";
-        self.file.write_all(&buf).map_err(io(what))?;
-        self.file.sync_data().map_err(io(what))?;
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.cut_back();
+            return Err(io(what)(e));
+        }
         self.next_seq += payloads.len() as u64;
         if let Some(last) = self.segments.last_mut() {
             last.2 += buf.len() as u64;
-            if last.2 >= self.segment_bytes {
-                self.roll()?;
-            }
         }
         Ok(first)
+    }
+
+    /// After a failed append: truncates the open segment to its last complete record.
+    fn cut_back(&mut self) {
+        let Some((_, path, valid)) = self.segments.last() else {
+            return;
+        };
+        let undone = self
+            .file
+            .set_len(*valid)
+            .and_then(|()| self.file.sync_all());
+        if let Err(e) = undone {
+            tracing::error!(
+                "cutting a failed write off {}: {e}; the log takes no more records until restarted",
+                path.display()
+            );
+            self.broken = Some(e.to_string());
+        }
     }
 
     /// Starts a new segment.
     fn roll(&mut self) -> Result<()> {
         let path = segment_path(&self.dir, self.next_seq);
-        self.file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
-        sync_dir(&self.dir)?;
+        let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
+        self.file = file;
         self.segments.push((self.next_seq, path, 0));
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// Deletes the segments whose records all have sequences `≤ seq` (they are in the
     /// lake). The open segment is rolled first if it is entirely covered.
     pub fn release_through(&mut self, seq: u64) -> Result<()> {
+        // Older segments first: on a full disk their space is what lets the roll work.
+        self.remove_covered(seq)?;
         if self.next_seq <= seq + 1 && self.segments.last().is_some_and(|s| s.2 > 0) {
             self.roll()?;
+            self.remove_covered(seq)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the closed segments whose records all have sequences `≤ seq`.
+    fn remove_covered(&mut self, seq: u64) -> Result<()> {
         while self.segments.len() > 1 {
             // Segment i holds sequences [first_i, first_{i+1}).
             let next_first = self.segments[1].0;
@@ -288,6 +340,23 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_append_stores_nothing_and_later_appends_are_refused_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+        wal.append(&[b"one"]).unwrap();
+        // Every write to /dev/full fails with "no space left", and it cannot be truncated.
+        wal.file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let e = wal.append(&[b"two"]).unwrap_err().to_string();
+        assert!(e.contains("writing the write-ahead log"), "{e}");
+        assert_eq!(wal.next_seq(), 2, "the failed record took no sequence");
+        let e = wal.append(&[b"three"]).unwrap_err().to_string();
+        assert!(e.contains("restart"), "{e}");
+        let (mut wal, records) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(wal.append(&[b"two"]).unwrap(), 2);
+    }
+
+    #[test]
     fn released_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 10).unwrap();
@@ -295,7 +364,11 @@ mod tests {
             wal.append(&[&[i; 20]]).unwrap();
         }
         let count = || std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(count(), 6, "one segment per record plus the open one");
+        assert_eq!(
+            count(),
+            5,
+            "one segment per record (the next starts with the next write)"
+        );
         wal.release_through(3).unwrap();
         let (_, records) = Wal::open(dir.path(), 10).unwrap();
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5]);

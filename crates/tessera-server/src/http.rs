@@ -172,7 +172,8 @@ async fn collect(
             let status = match &e {
                 CollectError::Unavailable(_)
                 | CollectError::ShuttingDown
-                | CollectError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                | CollectError::Overloaded { .. }
+                | CollectError::WalFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 CollectError::BatchTooLarge { .. }
                 | CollectError::EventTooLarge { .. }
                 | CollectError::BadBody(_)

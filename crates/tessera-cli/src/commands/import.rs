@@ -53,6 +53,16 @@ pub async fn run(opened: &Opened, args: ImportArgs) -> anyhow::Result<()> {
 }
 
 /// Runs an import with progress bars.
+/// The project's tracking plans (`sql/plans/<source>.toml`).
+pub fn tracking_plans(opened: &Opened) -> anyhow::Result<tessera_ingest::plan::TrackingPlans> {
+    Ok(tessera_ingest::plan::TrackingPlans::load(
+        &opened.project.dir.join(PLANS_DIR),
+    )?)
+}
+
+/// Where the tracking plans are, in a project.
+pub const PLANS_DIR: &str = "sql/plans";
+
 pub async fn import(opened: &Opened, args: &ImportArgs) -> anyhow::Result<ImportReport> {
     let mapping = match &args.mapping {
         Some(path) => Some(
@@ -75,6 +85,8 @@ pub async fn import(opened: &Opened, args: &ImportArgs) -> anyhow::Result<Import
         threads: args.threads,
         quarantine: true,
         window: config.events.window()?,
+        plans: std::sync::Arc::new(tracking_plans(opened)?),
+        count_violations: true,
     };
     let importer = Importer::new(opened.engine.clone(), options);
     let bars = ImportBars::new(args.json);

@@ -81,6 +81,7 @@ pub async fn run(opened: &Opened, args: QuarantineArgs) -> anyhow::Result<()> {
             let options = ImportOptions {
                 batch_rows: config.import.batch_rows,
                 window: config.events.window()?,
+                plans: std::sync::Arc::new(super::import::tracking_plans(opened)?),
                 ..ImportOptions::default()
             };
             let report = quarantine::replay(&opened.engine, filter.as_deref(), &options).await?;

@@ -135,6 +135,18 @@ pub async fn run(
             "warning: no sources in tessera.toml: every request will get 401; add one with `tessera source add NAME`"
         );
     }
+    let plans_dir = opened.project.dir.join(super::import::PLANS_DIR);
+    let plans = super::import::tracking_plans(opened)?;
+    for source in plans.sources() {
+        if !config.sources.contains_key(source) {
+            eprintln!(
+                "warning: {}/{source}.toml is the tracking plan of source {source:?}, which is not in \
+                 tessera.toml's [sources]: it applies to nothing collected here",
+                plans_dir.display()
+            );
+        }
+    }
+    let planned = plans.sources().join(", ");
     let options = ServeOptions {
         http,
         grpc,
@@ -153,6 +165,12 @@ pub async fn run(
             .map_err(anyhow::Error::msg)
             .context("[server] max_buffered_bytes")?
             .bytes(physical_memory()) as usize,
+            max_wal_bytes: config
+                .server
+                .max_wal_bytes()
+                .map_err(anyhow::Error::msg)
+                .context("[server] max_wal_bytes")?,
+            plans: std::sync::Arc::new(plans),
             ..CollectorConfig::default()
         },
         sources,
@@ -256,6 +274,11 @@ pub async fn run(
         println!(
             "predictive models: refitted every {} h (tessera predict)",
             config.predict.refit_hours
+        );
+    }
+    if !planned.is_empty() {
+        println!(
+            "tracking plans (sql/plans/, read at start): {planned}; violations in plan_violations, blocked events in quarantine"
         );
     }
     println!("lake: {}", opened.lake.root());

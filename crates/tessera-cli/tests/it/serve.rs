@@ -159,6 +159,37 @@ fn post(served: &Served, path: &str, body: &[u8], extra: &[(&str, &str)]) -> (u1
     )
 }
 
+/// POSTs `body` to `/v1/batch`; returns the whole response, headers included.
+fn raw_batch(served: &Served, body: &str) -> String {
+    let mut conn = TcpStream::connect(served.http).unwrap();
+    write!(
+        conn,
+        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        auth(),
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /health` as JSON.
+fn health(served: &Served) -> Value {
+    let (_, body) = request(served.http, "GET", "/health", &[], b"");
+    serde_json::from_str(&body).unwrap_or(Value::String(body))
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
@@ -537,18 +568,7 @@ fn overload_is_answered_with_retry_after_and_the_sdks_deliver_everything_once() 
     };
     let mut refused = None;
     for b in 0..5 {
-        let body = batch(b);
-        let mut conn = TcpStream::connect(s.http).unwrap();
-        write!(
-            conn,
-            "POST /v1/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            auth(),
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).unwrap();
+        let response = raw_batch(&s, &batch(b));
         if response.starts_with("HTTP/1.1 503") {
             refused = Some((b, response));
             break;
@@ -776,13 +796,6 @@ print("done")
 #[test]
 fn two_collectors_on_one_lake_each_killed_lose_and_duplicate_nothing() {
     let p = project();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let addrs = [
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
@@ -841,5 +854,343 @@ fn two_collectors_on_one_lake_each_killed_lose_and_duplicate_nothing() {
     assert_eq!(
         p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
         4000
+    );
+}
+
+#[test]
+fn a_full_write_ahead_log_refuses_with_retry_after_and_keeps_what_it_acknowledged() {
+    let p = project();
+    let toml = p.path().join("tessera.toml");
+    // Nothing is committed for an hour: the log only grows, up to its bound.
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("flush_interval_ms = 200", "flush_interval_ms = 3600000")
+        .replace("max_wal_bytes = \"4GiB\"", "max_wal_bytes = \"1MiB\"");
+    std::fs::write(&toml, text).unwrap();
+    let s = Served::start(&p, "127.0.0.1:0");
+    let batch = |b: usize| {
+        let events: Vec<String> = (0..25).map(|i| track(&format!("w-{b}-{i}"))).collect();
+        format!(r#"{{"batch":[{}]}}"#, events.join(","))
+    };
+    let mut acked = 0;
+    let mut refused = None;
+    for b in 0..5000 {
+        let response = raw_batch(&s, &batch(b));
+        if response.starts_with("HTTP/1.1 503") {
+            refused = Some(response);
+            break;
+        }
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        acked += 1;
+    }
+    let response = refused.expect("the log reaches its bound");
+    assert!(acked > 10, "{acked} requests fit in 1 MiB");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 1"),
+        "{response}"
+    );
+    assert!(response.contains("\"code\":\"wal_full\""), "{response}");
+    assert!(response.contains("max_wal_bytes"), "{response}");
+    let h = health(&s);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(
+        h["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("write-ahead log is full")),
+        "{h}"
+    );
+    // Shutting down commits what was acknowledged; the log is released.
+    s.stop();
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events"),
+        acked as i64 * 25
+    );
+    let s = Served::start(&p, "127.0.0.1:0");
+    let response = raw_batch(&s, &batch(9999));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(health(&s)["status"], "ok");
+    s.stop();
+    assert_eq!(
+        p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        acked as i64 * 25 + 25
+    );
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` (and a note) where this process may not mount file systems.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: mounting a {size} tmpfs needs root (CAP_SYS_ADMIN)");
+            return None;
+        }
+        Some(SmallDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_write_ahead_log_disk_that_fills_up_refuses_corrupts_nothing_and_recovers() {
+    use crate::s3::{start_s3, with_aws};
+    let p = project();
+    let Some(_disk) = SmallDisk::mount(&p.path().join("small"), "1m") else {
+        return;
+    };
+    let s3 = start_s3();
+    let ep = s3.endpoint.clone();
+    crate::common::run_python(&format!(
+        r#"
+import boto3
+boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket="cdp")
+"#
+    ));
+    let toml = p.path().join("tessera.toml");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("url = \"tessera-data\"", "url = \"s3://cdp/lake\"");
+    std::fs::write(&toml, text).unwrap();
+    let mut init = p.cmd(&["init"]);
+    with_aws(&mut init, &ep);
+    crate::common::ok(&mut init);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let start = || {
+        Served::start_with(&p, &addr, |c| {
+            with_aws(c, &ep);
+            c.args(["--wal-dir", "small/wal"]);
+        })
+    };
+    let s = start();
+    let acked = p.path().join("acked.txt");
+    let mut c = retrying_client(&s.url(), "d", 200, 0.0, false, &acked);
+    let acked_count = || {
+        std::fs::read_to_string(&acked)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked_count() < 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The store stops answering: the log grows until its 1 MiB disk is full.
+    let moto = s3.pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &moto])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let full = loop {
+        let h = health(&s);
+        if h["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("writing the write-ahead log fails"))
+        {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "the disk never filled up: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(full["status"], "degraded", "{full}");
+    let refused = raw_batch(&s, &format!(r#"{{"batch":[{}]}}"#, track("probe")));
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("No space left"), "{refused}");
+    let at_full = acked_count();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(acked_count(), at_full, "nothing is acknowledged while full");
+    // Killed while full, restarted when the store is back: the log reads back whole,
+    // commits, is released, and the client's retries go through.
+    s.kill();
+    signal("-CONT");
+    let s = start();
+    assert!(c.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(&s)["status"] != "ok" {
+        assert!(Instant::now() < deadline, "{}", health(&s));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.stop();
+    assert_eq!(acked_count(), 5000);
+    let count = |sql: &str| {
+        let mut c = p.cmd(&["sql", "--format", "csv", sql]);
+        with_aws(&mut c, &ep);
+        let out = crate::common::ok(&mut c);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT count(*) AS n FROM events WHERE message_id LIKE 'd-%'"),
+        5000
+    );
+    assert_eq!(
+        count("SELECT count(DISTINCT message_id) AS n FROM events WHERE message_id LIKE 'd-%'"),
+        5000
+    );
+}
+
+#[test]
+fn a_tracking_plan_counts_violations_blocks_what_it_must_and_replay_lands_the_fixed() {
+    let p = project();
+    let plans = p.path().join("sql/plans");
+    std::fs::create_dir_all(&plans).unwrap();
+    let plan = r#"
+mode = "allow"
+
+[track."Order Completed"]
+mode = "block"
+properties.order_id = { type = "string", required = true }
+properties.revenue = { type = "number" }
+
+[track."Signed Up"]
+properties.plan = { type = "string", enum = ["free", "pro"] }
+"#;
+    std::fs::write(plans.join("app.toml"), plan).unwrap();
+    let s = Served::start(&p, "127.0.0.1:0");
+    let event = |id: &str, name: &str, props: &str| {
+        format!(
+            r#"{{"type":"track","messageId":"{id}","userId":"u1","event":"{name}","properties":{props},"timestamp":"2026-11-01T10:00:00Z"}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"batch":[{},{},{},{},{}]}}"#,
+        event(
+            "ok-1",
+            "Order Completed",
+            r#"{"order_id":"o1","revenue":12.5}"#
+        ),
+        event("blocked-1", "Order Completed", r#"{"revenue":10}"#),
+        event(
+            "blocked-2",
+            "Order Completed",
+            r#"{"order_id":"o2","revenue":"12"}"#
+        ),
+        event("allowed-1", "Signed Up", r#"{"plan":"gold"}"#),
+        event("allowed-2", "Page Viewed", r#"{}"#),
+    );
+    let (status, answer) = post(&s, "/v1/batch", body.as_bytes(), &[]);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 3, "{answer}");
+    let rejected = answer["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{answer}");
+    assert!(
+        rejected.iter().all(|r| r["code"] == "tracking_plan"
+            && r["message"]
+                .as_str()
+                .unwrap()
+                .contains("sql/plans/app.toml")),
+        "{answer}"
+    );
+    // A retry of the same request counts nothing twice.
+    let (status, again) = post(&s, "/v1/batch", body.as_bytes(), &[]);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicates"], 3, "{again}");
+    s.stop();
+
+    // A file of the same source is checked the same way.
+    let file = p.path().join("app.ndjson");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\n",
+            event("file-ok", "Signed Up", r#"{"plan":"pro"}"#),
+            event("file-blocked", "Order Completed", r#"{"revenue":1}"#)
+        ),
+    )
+    .unwrap();
+    crate::common::ok(&mut p.cmd(&["import", file.to_str().unwrap(), "--source", "app"]));
+
+    let rows = |sql: &str| -> Vec<String> {
+        let out = crate::common::ok(&mut p.cmd(&["sql", "--format", "csv", sql]));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        rows(
+            "SELECT event, coalesce(property, '-'), violation, blocked, sum(events) AS n \
+             FROM plan_violations GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3"
+        ),
+        [
+            "Order Completed,order_id,missing_property,true,2",
+            "Order Completed,revenue,wrong_type,true,1",
+            "Page Viewed,-,unplanned_event,false,1",
+            "Signed Up,plan,not_allowed_value,false,1",
+        ]
+    );
+    assert_eq!(
+        rows("SELECT message_id FROM events ORDER BY 1"),
+        ["allowed-1", "allowed-2", "file-ok", "ok-1"]
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM quarantine WHERE reason_code = 'tracking_plan'"),
+        3
+    );
+
+    // While the plan stands, replay keeps them; once it is fixed, they land once.
+    let replay = |p: &TestProject| {
+        let out = crate::common::ok(&mut p.cmd(&[
+            "quarantine",
+            "replay",
+            "--where",
+            "reason_code = 'tracking_plan'",
+            "--json",
+        ]));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let r = replay(&p);
+    assert_eq!(r["imported"], 0, "{r}");
+    assert_eq!(r["still_refused"], 3, "{r}");
+    std::fs::write(
+        plans.join("app.toml"),
+        plan.replace("required = true", "required = false")
+            .replace("type = \"number\"", "type = [\"number\", \"string\"]"),
+    )
+    .unwrap();
+    let r = replay(&p);
+    assert_eq!(r["imported"], 3, "{r}");
+    assert_eq!(p.count("SELECT count(*) AS n FROM quarantine"), 0);
+    assert_eq!(
+        p.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        7
+    );
+    assert_eq!(p.count("SELECT count(*) AS n FROM events"), 7);
+
+    // A plan that cannot be read stops the command that would use it, naming it.
+    std::fs::write(
+        plans.join("app.toml"),
+        "[track.A]\nproperties.x = { type = \"text\" }\n",
+    )
+    .unwrap();
+    let e = crate::common::fails(&mut p.cmd(&["import", file.to_str().unwrap(), "--force"]));
+    assert!(
+        e.contains("sql/plans/app.toml") && e.contains("not a JSON type"),
+        "{e}"
     );
 }

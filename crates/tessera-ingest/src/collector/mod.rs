@@ -26,13 +26,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tessera_core::batch::EventBatchBuilder;
 use tessera_core::event::{BatchDefaults, Event, ParseContext, parse_event_with, parse_timestamp};
-use tessera_core::schema::{self, EVENTS, QUARANTINE, SUPPRESSIONS, events_col};
+use tessera_core::schema::{self, EVENTS, PLAN_VIOLATIONS, QUARANTINE, SUPPRESSIONS, events_col};
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
 use tessera_lake::wal::Wal;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::hash::id_hash;
+use crate::plan::{BLOCKED_CODE, Check, TrackingPlan, TrackingPlans, ViolationCounts};
 use crate::quarantine::{QuarantineBuilder, Refused};
 use crate::suppress::SuppressionList;
 
@@ -46,7 +47,8 @@ use body::{BatchBody, SingleBody, sent_at};
 use dedup::{Dedup, refused_hash, remember, remember_refused};
 pub use metrics::Metrics;
 use wal_writer::{
-    QUARANTINE_RECORD, WalCommand, WalWrite, decode, decode_quarantine, encode, wal_writer,
+    QUARANTINE_RECORD, VIOLATIONS_RECORD, WalCommand, WalWrite, decode, decode_as, encode,
+    wal_writer,
 };
 
 /// Settings of a collector.
@@ -74,6 +76,11 @@ pub struct CollectorConfig {
     pub max_buffered_events: usize,
     /// ... or while they hold this many bytes of memory.
     pub max_buffered_bytes: usize,
+    /// Requests are refused (`503` with `Retry-After`) while the write-ahead log holds
+    /// this many bytes: the lake's store has been unreachable for long.
+    pub max_wal_bytes: u64,
+    /// The tracking plans of the sources (`sql/plans/`).
+    pub plans: Arc<TrackingPlans>,
 }
 
 impl Default for CollectorConfig {
@@ -89,6 +96,8 @@ impl Default for CollectorConfig {
             window: tessera_core::event::TimeWindow::default(),
             max_buffered_events: 1_000_000,
             max_buffered_bytes: 512 << 20,
+            max_wal_bytes: 4 << 30,
+            plans: Arc::default(),
         }
     }
 }
@@ -135,6 +144,10 @@ async fn recent_rows(
     }
     Ok(())
 }
+
+/// A flush of at least this many events encodes Parquet on several cores (fewer stay
+/// on one, so that a quiet collector does not write several small files per commit).
+const PARALLEL_FLUSH_ROWS: usize = 50_000;
 
 /// File in a WAL folder naming the collector that owns it.
 const COLLECTOR_ID_FILE: &str = "collector-id";
@@ -192,6 +205,9 @@ pub struct Rejected {
     /// The event's JSON text, for `quarantine`.
     #[serde(skip)]
     pub payload: Option<String>,
+    /// The tracking plan's verdict, when the plan blocked the event.
+    #[serde(skip)]
+    pub plan: Option<Check>,
 }
 
 /// What happened to a request whose events were (at least partly) stored.
@@ -239,6 +255,13 @@ pub enum CollectError {
         max_events: usize,
         max_bytes: usize,
     },
+    /// The write-ahead log holds as much as it may: the lake takes nothing (its store is
+    /// unreachable); retry later.
+    #[error(
+        "the write-ahead log holds {bytes} bytes waiting for the lake, at the bound of \
+         {max} bytes ([server] max_wal_bytes); retry shortly"
+    )]
+    WalFull { bytes: u64, max: u64 },
 }
 
 fn first_reason(r: &[Rejected]) -> String {
@@ -258,6 +281,7 @@ impl CollectError {
             CollectError::Unavailable(_) => "unavailable",
             CollectError::ShuttingDown => "shutting_down",
             CollectError::Overloaded { .. } => "overloaded",
+            CollectError::WalFull { .. } => "wal_full",
         }
     }
 }
@@ -271,6 +295,24 @@ struct Buffer {
     /// Arrow memory of `batches` and `quarantine`.
     bytes: usize,
     quarantine: VecDeque<(u64, RecordBatch)>,
+    /// Tracking-plan violations not yet in `plan_violations`.
+    violations: VecDeque<(u64, RecordBatch)>,
+}
+
+/// What a request keeps until its records are durable: the id hashes it claimed in
+/// the dedup window (released if the write fails) and its plan violations.
+#[derive(Default)]
+struct Pending {
+    ids: Vec<u128>,
+    counts: ViolationCounts,
+}
+
+/// What a write-ahead log record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    Events,
+    Refused,
+    Violations,
 }
 
 /// The live collector.
@@ -290,6 +332,8 @@ pub struct Collector {
     pub metrics: Metrics,
     /// Why the last commit to the lake failed, while it keeps failing.
     flush_failure: Mutex<Option<String>>,
+    /// Why the last write to the write-ahead log failed (a full disk), until one works.
+    wal_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -321,6 +365,11 @@ impl Collector {
             .await?
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0);
+        let counted = lake
+            .transaction_version(PLAN_VIOLATIONS, &app)
+            .await?
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
         let dir = config.wal_dir.clone();
         let (wal, records) = tokio::task::spawn_blocking(move || Wal::open(&dir, 64 << 20))
             .await
@@ -336,9 +385,18 @@ impl Collector {
                 dir: config.wal_dir.display().to_string(),
                 message: e.to_string(),
             };
+            if let Some(counts) = r.payload.strip_prefix(VIOLATIONS_RECORD) {
+                if r.seq > counted {
+                    let batch =
+                        decode_as(counts, &schema::plan_violations_schema()).map_err(bad)?;
+                    buffer.bytes += batch.get_array_memory_size();
+                    buffer.violations.push_back((r.seq, batch));
+                }
+                continue;
+            }
             if let Some(refused) = r.payload.strip_prefix(QUARANTINE_RECORD) {
                 if r.seq > quarantined {
-                    let batch = decode_quarantine(refused).map_err(bad)?;
+                    let batch = decode_as(refused, &schema::quarantine_schema()).map_err(bad)?;
                     remember_refused(
                         &mut dedup,
                         batch.column(1),
@@ -409,6 +467,7 @@ impl Collector {
             suppressions: std::sync::RwLock::new(Arc::new(suppressions)),
             metrics,
             flush_failure: Mutex::new(None),
+            wal_failure: Mutex::new(None),
         });
         let weak = Arc::downgrade(&collector);
         std::thread::Builder::new()
@@ -530,6 +589,13 @@ impl Collector {
                 max_bytes: self.config.max_buffered_bytes,
             });
         }
+        let wal_bytes = self.metrics.wal_bytes.load(Ordering::Relaxed);
+        if wal_bytes >= self.config.max_wal_bytes {
+            return Err(CollectError::WalFull {
+                bytes: wal_bytes,
+                max: self.config.max_wal_bytes,
+            });
+        }
         if body.len() > self.config.max_batch_bytes {
             return Err(CollectError::BatchTooLarge {
                 size: body.len(),
@@ -541,7 +607,8 @@ impl Collector {
         let received_at = now_micros();
         let mut builder = EventBatchBuilder::new(source, 128);
         let mut outcome = Outcome::default();
-        let mut ids: Vec<u128> = Vec::new();
+        let mut pending = Pending::default();
+        let plan = self.config.plans.get(source).map(|p| (source, p.as_ref()));
         match endpoint {
             Endpoint::Batch => {
                 let parsed: BatchBody<'_> = serde_json::from_str(text).map_err(|e| {
@@ -558,15 +625,29 @@ impl Collector {
                     context: parsed.context,
                     integrations: parsed.integrations,
                 };
-                let events: Vec<Event<'_>> = parsed
+                let events: Vec<(Event<'_>, Option<Check>)> = parsed
                     .batch
                     .iter()
                     .enumerate()
                     .filter_map(|(index, raw)| {
-                        self.parse_one(index, raw.get(), &ctx, defaults, &mut outcome.rejected)
+                        self.parse_one(
+                            index,
+                            raw.get(),
+                            &ctx,
+                            defaults,
+                            plan,
+                            &mut outcome.rejected,
+                        )
                     })
                     .collect();
-                self.admit(&events, received_at, &mut builder, &mut outcome, &mut ids);
+                self.admit(
+                    source,
+                    &events,
+                    received_at,
+                    &mut builder,
+                    &mut outcome,
+                    &mut pending,
+                );
             }
             Endpoint::Single(kind) => {
                 self.metrics.events_received.fetch_add(1, Ordering::Relaxed);
@@ -594,17 +675,25 @@ impl Collector {
                     };
                     &with_type
                 };
-                let events: Vec<Event<'_>> = self
+                let events: Vec<(Event<'_>, Option<Check>)> = self
                     .parse_one(
                         0,
                         event_text,
                         &ctx,
                         BatchDefaults::default(),
+                        plan,
                         &mut outcome.rejected,
                     )
                     .into_iter()
                     .collect();
-                self.admit(&events, received_at, &mut builder, &mut outcome, &mut ids);
+                self.admit(
+                    source,
+                    &events,
+                    received_at,
+                    &mut builder,
+                    &mut outcome,
+                    &mut pending,
+                );
             }
         }
         // Refused events not kept already (a retry of the same request).
@@ -617,7 +706,10 @@ impl Collector {
                     let h = refused_hash(source, p);
                     let new = d.insert(h, received_at);
                     if new {
-                        ids.push(h);
+                        pending.ids.push(h);
+                        if let Some(check) = &r.plan {
+                            pending.counts.add(received_at, source, check);
+                        }
                     }
                     new
                 })
@@ -627,13 +719,22 @@ impl Collector {
         };
         let refused = self.refused_batch(source, received_at, &fresh);
         let events = (!builder.is_empty()).then(|| builder.finish());
+        let violations = (!pending.counts.is_empty()).then(|| pending.counts.finish());
         let rows = events.as_ref().map_or(0, RecordBatch::num_rows);
-        if (events.is_some() || refused.is_some())
-            && let Err(e) = self.make_durable(events, refused).await
+        let records: Vec<(Record, RecordBatch)> = [
+            (Record::Violations, violations),
+            (Record::Refused, refused),
+            (Record::Events, events),
+        ]
+        .into_iter()
+        .filter_map(|(kind, b)| b.map(|b| (kind, b)))
+        .collect();
+        if !records.is_empty()
+            && let Err(e) = self.make_durable(records).await
         {
             // Not durable: forget the ids so a retry is accepted.
             if let Ok(mut d) = self.dedup.lock() {
-                for h in &ids {
+                for h in &pending.ids {
                     d.seen.remove(h);
                 }
             }
@@ -679,53 +780,47 @@ impl Collector {
         Some(b.finish())
     }
 
-    /// Writes a request's accepted events and refused events to the write-ahead log
-    /// (one record each, fsynced together) and buffers them for the flusher.
-    async fn make_durable(
-        &self,
-        events: Option<RecordBatch>,
-        refused: Option<RecordBatch>,
-    ) -> Result<(), CollectError> {
+    /// Writes a request's records (accepted events, refused events, plan violations)
+    /// to the write-ahead log, fsynced together, and buffers them for the flusher.
+    async fn make_durable(&self, records: Vec<(Record, RecordBatch)>) -> Result<(), CollectError> {
         let unavailable = |e: arrow::error::ArrowError| CollectError::Unavailable(e.to_string());
-        let mut waits = Vec::new();
-        for (kind, batch) in [(false, &events), (true, &refused)] {
-            let Some(batch) = batch else { continue };
-            let payload = if kind {
-                let mut p = QUARANTINE_RECORD.to_vec();
-                p.extend(encode(batch).map_err(unavailable)?);
-                p
-            } else {
-                encode(batch).map_err(unavailable)?
+        let mut waits = Vec::with_capacity(records.len());
+        for (kind, batch) in &records {
+            let prefix: &[u8] = match kind {
+                Record::Events => b"",
+                Record::Refused => QUARANTINE_RECORD,
+                Record::Violations => VIOLATIONS_RECORD,
             };
+            let mut payload = prefix.to_vec();
+            payload.extend(encode(batch).map_err(unavailable)?);
             let (done, wait) = oneshot::channel();
             self.wal
                 .send(WalCommand::Write(WalWrite { payload, done }))
                 .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))?;
-            waits.push((kind, wait));
+            waits.push(wait);
         }
         let mut seqs = Vec::with_capacity(waits.len());
-        for (kind, wait) in waits {
+        for wait in waits {
             let seq = wait
                 .await
                 .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))
                 .and_then(|r| r.map_err(CollectError::Unavailable))?;
-            seqs.push((kind, seq));
+            seqs.push(seq);
         }
         let buffered = {
             let mut b = self
                 .buffer
                 .lock()
                 .map_err(|_| CollectError::Unavailable("buffer poisoned".into()))?;
-            for (kind, seq) in seqs {
-                if kind {
-                    if let Some(r) = &refused {
-                        b.bytes += r.get_array_memory_size();
-                        b.quarantine.push_back((seq, r.clone()));
+            for ((kind, batch), seq) in records.into_iter().zip(seqs) {
+                b.bytes += batch.get_array_memory_size();
+                match kind {
+                    Record::Events => {
+                        b.events += batch.num_rows();
+                        b.batches.push_back((seq, batch));
                     }
-                } else if let Some(e) = &events {
-                    b.bytes += e.get_array_memory_size();
-                    b.batches.push_back((seq, e.clone()));
-                    b.events += e.num_rows();
+                    Record::Refused => b.quarantine.push_back((seq, batch)),
+                    Record::Violations => b.violations.push_back((seq, batch)),
                 }
             }
             b.events
@@ -744,6 +839,7 @@ impl Collector {
             code: error.code(),
             message: error.to_string(),
             payload: Some(String::from_utf8_lossy(body).into_owned()),
+            plan: None,
         }];
         let now = now_micros();
         let h = refused_hash(source, rejected[0].payload.as_deref().unwrap_or(""));
@@ -751,7 +847,8 @@ impl Collector {
             return;
         }
         let refused = self.refused_batch(source, now, &rejected);
-        if let Err(e) = self.make_durable(None, refused).await {
+        let records = refused.map(|r| (Record::Refused, r)).into_iter().collect();
+        if let Err(e) = self.make_durable(records).await {
             if let Ok(mut d) = self.dedup.lock() {
                 d.seen.remove(&h);
             }
@@ -759,15 +856,17 @@ impl Collector {
         }
     }
 
-    /// One event of a request, validated; a rejection is recorded instead.
+    /// One event of a request, validated and checked against its source's tracking
+    /// plan; a rejection (or an event the plan blocks) is recorded instead.
     fn parse_one<'t>(
         &self,
         index: usize,
         text: &'t str,
         ctx: &ParseContext,
         defaults: BatchDefaults<'_>,
+        plan: Option<(&str, &TrackingPlan)>,
         rejected: &mut Vec<Rejected>,
-    ) -> Option<Event<'t>> {
+    ) -> Option<(Event<'t>, Option<Check>)> {
         if text.len() > self.config.max_event_bytes {
             rejected.push(Rejected {
                 index,
@@ -778,19 +877,37 @@ impl Collector {
                     self.config.max_event_bytes
                 ),
                 payload: Some(text.to_owned()),
+                plan: None,
             });
             return None;
         }
-        parse_event_with(text, ctx, defaults)
+        let event = parse_event_with(text, ctx, defaults)
             .map_err(|e| {
                 rejected.push(Rejected {
                     index,
                     code: e.code(),
                     message: e.to_string(),
                     payload: Some(text.to_owned()),
+                    plan: None,
                 })
             })
-            .ok()
+            .ok()?;
+        let Some((source, plan)) = plan else {
+            return Some((event, None));
+        };
+        match plan.check(&event) {
+            Some(check) if check.blocked => {
+                rejected.push(Rejected {
+                    index,
+                    code: BLOCKED_CODE,
+                    message: check.message(source),
+                    payload: Some(text.to_owned()),
+                    plan: Some(check),
+                });
+                None
+            }
+            check => Some((event, check)),
+        }
     }
 
     /// Reloads the suppression list when the `suppressions` table has a new version;
@@ -824,11 +941,12 @@ impl Collector {
     /// request) and adds the others to `builder`, remembering their id hashes.
     fn admit(
         &self,
-        events: &[Event<'_>],
+        source: &str,
+        events: &[(Event<'_>, Option<Check>)],
         received_at: i64,
         builder: &mut EventBatchBuilder,
         outcome: &mut Outcome,
-        ids: &mut Vec<u128>,
+        pending: &mut Pending,
     ) {
         let suppressions = self.suppression_list();
         let suppressed = |e: &Event<'_>| {
@@ -843,19 +961,23 @@ impl Collector {
             )
         };
         let Ok(mut dedup) = self.dedup.lock() else {
-            events.iter().for_each(|e| builder.append(e));
+            events.iter().for_each(|(e, _)| builder.append(e));
             return;
         };
         dedup.expire(received_at - self.config.dedup_window.as_micros() as i64);
-        for event in events {
+        for (event, check) in events {
             if suppressed(event) {
                 outcome.suppressed += 1;
                 continue;
             }
             let h = id_hash(&event.message_id);
             if dedup.insert(h, received_at) {
-                ids.push(h);
+                pending.ids.push(h);
                 builder.append(event);
+                // Counted once: a retried event is a duplicate, not a second violation.
+                if let Some(check) = check {
+                    pending.counts.add(received_at, source, check);
+                }
             } else {
                 outcome.duplicates += 1;
             }
@@ -914,6 +1036,19 @@ impl Collector {
     /// Why the collector is not healthy, if it is not: commits to the lake failing or
     /// late (the store unreachable or slow), or more waiting than the bounds allow.
     pub fn degraded(&self) -> Option<String> {
+        if let Some(e) = self.wal_failure.lock().ok().and_then(|f| f.clone()) {
+            return Some(format!(
+                "writing the write-ahead log fails (requests get 503 until it works): {e}"
+            ));
+        }
+        let wal_bytes = self.metrics.wal_bytes.load(Ordering::Relaxed);
+        if wal_bytes >= self.config.max_wal_bytes {
+            return Some(format!(
+                "the write-ahead log is full: {wal_bytes} bytes wait for the lake \
+                 ([server] max_wal_bytes = {}); requests get 503 with Retry-After",
+                self.config.max_wal_bytes
+            ));
+        }
         if let Some(e) = self.flush_failure.lock().ok().and_then(|f| f.clone()) {
             return Some(format!(
                 "committing to the lake fails (events wait in the write-ahead log): {e}"
@@ -937,6 +1072,22 @@ impl Collector {
             ));
         }
         None
+    }
+
+    /// Records whether the last write to the write-ahead log failed; said once per
+    /// outage.
+    fn wal_written(&self, failure: Option<String>) {
+        let Ok(mut f) = self.wal_failure.lock() else {
+            return;
+        };
+        match (&*f, &failure) {
+            (None, Some(e)) => tracing::error!(
+                "writing the write-ahead log failed; requests get 503 until it works: {e}"
+            ),
+            (Some(_), None) => tracing::warn!("writing the write-ahead log works again"),
+            _ => {}
+        }
+        *f = failure;
     }
 
     /// Bytes of memory held by acknowledged, uncommitted events, and how long the oldest
@@ -980,6 +1131,18 @@ impl Collector {
         last: u64,
         records: impl Fn(&Buffer) -> &VecDeque<(u64, RecordBatch)>,
     ) -> crate::Result<usize> {
+        self.commit_pending_as(table, last, records, |b| b).await
+    }
+
+    /// [`commit_pending`](Self::commit_pending) with the pending batches transformed
+    /// first (violation counts of many requests summed into one batch).
+    async fn commit_pending_as(
+        &self,
+        table: &str,
+        last: u64,
+        records: impl Fn(&Buffer) -> &VecDeque<(u64, RecordBatch)>,
+        transform: impl FnOnce(Vec<RecordBatch>) -> Vec<RecordBatch>,
+    ) -> crate::Result<usize> {
         let def = schema::table(table).ok_or(crate::ImportError::Engine(
             tessera_engine::EngineError::Register {
                 table: table.into(),
@@ -1008,10 +1171,35 @@ impl Collector {
             writer.abort();
             return Ok(0);
         }
-        let mut rows = 0;
-        for batch in pending {
-            rows += batch.num_rows();
-            writer.write(batch).await?;
+        let pending = transform(pending);
+        let rows: usize = pending.iter().map(RecordBatch::num_rows).sum();
+        if rows < PARALLEL_FLUSH_ROWS {
+            for batch in pending {
+                writer.write(batch).await?;
+            }
+        } else {
+            // A large backlog (sustained load, or a store that was away): encode on
+            // every core, one commit for all the files.
+            let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+            let mut running = Vec::with_capacity(lanes);
+            for _ in 1..lanes {
+                running.push(crate::sink::Lane::start(
+                    self.engine.lake().append_writer(&def).await?,
+                ));
+            }
+            let mut mine = Vec::new();
+            for (i, batch) in pending.into_iter().enumerate() {
+                match running.get_mut(i % lanes) {
+                    Some(lane) => lane.write(batch).await?,
+                    None => mine.push(batch),
+                }
+            }
+            for batch in mine {
+                writer.write(batch).await?;
+            }
+            for lane in running {
+                writer.absorb(lane.finish().await?).await?;
+            }
         }
         writer
             .commit(
@@ -1024,23 +1212,37 @@ impl Collector {
         Ok(rows)
     }
 
-    /// Commits every buffered batch to `events` and every refused event to
-    /// `quarantine` (one Delta commit each, carrying the last sequence as its
+    /// Commits every buffered batch to `events`, every refused event to `quarantine`
+    /// and the plan violations to `plan_violations` (one Delta commit each, carrying the last sequence as its
     /// transaction), then releases the WAL. Returns the events written.
     pub async fn flush(&self) -> crate::Result<usize> {
         let _guard = self.flush_lock.lock().await;
-        let (last, refused_pending) = {
+        let (last, (refused_pending, counted_pending)) = {
             let b = self
                 .buffer
                 .lock()
                 .map_err(|_| crate::ImportError::Poisoned("buffer"))?;
             let last_events = b.batches.back().map(|(s, _)| *s);
             let last_refused = b.quarantine.back().map(|(s, _)| *s);
-            (last_events.max(last_refused), last_refused.is_some())
+            let last_counted = b.violations.back().map(|(s, _)| *s);
+            (
+                last_events.max(last_refused).max(last_counted),
+                (last_refused.is_some(), last_counted.is_some()),
+            )
         };
         let Some(last) = last else { return Ok(0) };
         let started = Instant::now();
-        // Refused events first, then events; each commit carries the last sequence.
+        // Violation counts and refused events first, then events; each commit carries
+        // the last sequence.
+        if counted_pending {
+            self.commit_pending_as(
+                PLAN_VIOLATIONS,
+                last,
+                |b| &b.violations,
+                |batches| vec![ViolationCounts::combine(&batches)],
+            )
+            .await?;
+        }
         if refused_pending {
             self.commit_pending(QUARANTINE, last, |b| &b.quarantine)
                 .await?;
@@ -1060,6 +1262,11 @@ impl Collector {
             }
             while b.quarantine.front().is_some_and(|(s, _)| *s <= last) {
                 if let Some((_, x)) = b.quarantine.pop_front() {
+                    b.bytes = b.bytes.saturating_sub(x.get_array_memory_size());
+                }
+            }
+            while b.violations.front().is_some_and(|(s, _)| *s <= last) {
+                if let Some((_, x)) = b.violations.pop_front() {
                     b.bytes = b.bytes.saturating_sub(x.get_array_memory_size());
                 }
             }

@@ -1,6 +1,7 @@
 //! The write-ahead log's writer thread: group commits (one fsync for the records of
 //! many requests), releases after a flush, and the Arrow IPC encoding of records (of
-//! accepted events, and of refused events marked [`QUARANTINE_RECORD`]).
+//! accepted events, of refused events marked [`QUARANTINE_RECORD`] and of tracking-plan
+//! violation counts marked [`VIOLATIONS_RECORD`]).
 
 use super::*;
 
@@ -28,15 +29,14 @@ pub(super) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::Arrow
 /// accepted events are bare Arrow IPC streams, which start with `0xFF`.
 pub(super) const QUARANTINE_RECORD: &[u8] = b"Q";
 
-pub(super) fn decode_quarantine(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    decode_as(bytes, &schema::quarantine_schema())
-}
+/// The first byte of a record of tracking-plan violation counts (`plan_violations`).
+pub(super) const VIOLATIONS_RECORD: &[u8] = b"V";
 
 pub(super) fn decode(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
     decode_as(bytes, &schema::events_schema())
 }
 
-fn decode_as(
+pub(super) fn decode_as(
     bytes: &[u8],
     schema: &arrow::datatypes::SchemaRef,
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
@@ -72,6 +72,7 @@ pub(super) fn wal_writer(
             if let Some(c) = collector.upgrade() {
                 c.metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
                 c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
+                c.wal_written(result.as_ref().err().map(ToString::to_string));
             }
             match result {
                 Ok(first_seq) => {
