@@ -546,17 +546,17 @@ impl TrackingPlan {
                     ),
                 ));
             }
-            if let Some(n) = value.as_f64() {
-                if r.minimum.is_some_and(|m| n < m) || r.maximum.is_some_and(|m| n > m) {
-                    violations.push(v(
-                        "out_of_range",
-                        format!(
-                            "property {key:?} of {name:?} is outside the plan's range [{}, {}]",
-                            r.minimum.map_or("-".into(), |m| m.to_string()),
-                            r.maximum.map_or("-".into(), |m| m.to_string())
-                        ),
-                    ));
-                }
+            if let Some(n) = value.as_f64()
+                && (r.minimum.is_some_and(|m| n < m) || r.maximum.is_some_and(|m| n > m))
+            {
+                violations.push(v(
+                    "out_of_range",
+                    format!(
+                        "property {key:?} of {name:?} is outside the plan's range [{}, {}]",
+                        r.minimum.map_or("-".into(), |m| m.to_string()),
+                        r.maximum.map_or("-".into(), |m| m.to_string())
+                    ),
+                ));
             }
             if let Some(s) = value.as_str() {
                 if let Some(p) = &r.pattern
