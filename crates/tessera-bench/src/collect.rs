@@ -190,12 +190,18 @@ pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let mut samples: Vec<(f64, u64)> = Vec::new();
     let started = Instant::now();
     let latencies: Vec<Vec<u32>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
-                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+                let (stop, sent, failures, refused) = (
+                    stop.clone(),
+                    sent.clone(),
+                    failures.clone(),
+                    refused.clone(),
+                );
                 scope.spawn(move || {
                     let auth = auth();
                     let mut t = template(c);
@@ -206,18 +212,30 @@ pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
                     let _ = stream.set_nodelay(true);
                     let mut stream = BufReader::new(stream);
                     let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    'batches: while !stop.load(Ordering::Relaxed) {
                         t.stamp(n);
                         n += 1;
                         let t0 = Instant::now();
-                        match send(&mut stream, addr, &auth, &t.body) {
-                            Ok(200) => {
-                                lat.push(t0.elapsed().as_micros() as u32);
-                                sent.fetch_add(EVENTS_PER_BATCH as u64, Ordering::Relaxed);
-                            }
-                            _ => {
-                                failures.fetch_add(1, Ordering::Relaxed);
-                                break;
+                        // As the SDKs do: a 503 is retried (same body, same ids) after
+                        // its Retry-After (1 s).
+                        loop {
+                            match send(&mut stream, addr, &auth, &t.body) {
+                                Ok(200) => {
+                                    lat.push(t0.elapsed().as_micros() as u32);
+                                    sent.fetch_add(EVENTS_PER_BATCH as u64, Ordering::Relaxed);
+                                    break;
+                                }
+                                Ok(503) => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                    if stop.load(Ordering::Relaxed) {
+                                        break 'batches;
+                                    }
+                                    std::thread::sleep(Duration::from_secs(1));
+                                }
+                                _ => {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                    break 'batches;
+                                }
                             }
                         }
                     }
@@ -242,6 +260,17 @@ pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = server.wait();
+    // Every acknowledged event must be in the lake once.
+    let (landed, _) = super::tessera(
+        &project,
+        &[
+            "sql",
+            "--format",
+            "json",
+            "SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM events",
+        ],
+    )?;
+    let row = landed;
     let mut all: Vec<u32> = latencies.into_iter().flatten().collect();
     all.sort_unstable();
     let pct = |p: f64| {
@@ -267,6 +296,10 @@ pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
     println!("| measure | value |");
     println!("| --- | ---: |");
     println!("| events acknowledged (fsynced to the WAL) | {events} |");
+    println!(
+        "| in `events` afterwards: rows / distinct message ids | {} / {} |",
+        row["n"], row["d"]
+    );
     println!("| throughput | {rate:.0} events/s |");
     println!(
         "| ack latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
@@ -280,10 +313,26 @@ pub fn run(clients: usize, seconds: u64, work: &Path) -> anyhow::Result<()> {
         max(&first_half),
         max(&second_half)
     );
+    println!(
+        "| requests refused with 503 + Retry-After (retried) | {} |",
+        refused.load(Ordering::Relaxed)
+    );
     println!("| failed requests | {} |", failures.load(Ordering::Relaxed));
     println!(
         "| serde_json parse-only ceiling (same payloads, {cores} threads) | {ceiling:.0} events/s |"
     );
     println!("ratio to the parse-only ceiling: {:.2}", rate / ceiling);
+    let (first, second) = (max(&first_half), max(&second_half));
+    println!(
+        "RSS max of the second half / the first: {:.2}",
+        second as f64 / first.max(1) as f64
+    );
+    if row["n"].as_u64() != Some(events) || row["d"].as_u64() != Some(events) {
+        anyhow::bail!(
+            "{events} events were acknowledged but events holds {} rows, {} distinct",
+            row["n"],
+            row["d"]
+        );
+    }
     Ok(())
 }

@@ -105,11 +105,8 @@ impl Lake {
     /// Notes an open of table `name` in this process's read lease, writing the lease
     /// object when due. A lake this process may not write to (read-only credentials)
     /// gets no lease: vacuum then relies on its retention alone.
-    async fn note_open(&self, name: &str) {
-        let Some(lease) = self
-            .leases
-            .note(name, chrono::Utc::now().timestamp_millis())
-        else {
+    async fn note_open(&self, name: &str, at: i64) {
+        let Some(lease) = self.leases.note(name, at) else {
             return;
         };
         let written = match self.root_store() {
@@ -176,12 +173,14 @@ impl Lake {
         if !self.exists(name).await? {
             return Ok(None);
         }
+        // The snapshot is at least as new as this instant: the lease says so.
+        let at = chrono::Utc::now().timestamp_millis();
         let table = self
             .builder(name)?
             .load()
             .await
             .map_err(|e| LakeError::delta(name, "open", e))?;
-        self.note_open(name).await;
+        self.note_open(name, at).await;
         Ok(Some(table))
     }
 

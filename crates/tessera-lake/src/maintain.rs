@@ -175,6 +175,7 @@ impl Lake {
 
     /// Deletes the files of table `name` that no version within the retention needs.
     pub async fn vacuum(&self, name: &str, options: &VacuumOptions) -> Result<VacuumReport> {
+        const LEASE_MARGIN_MS: i64 = 60_000;
         if options.retain_hours < DEFAULT_RETENTION_HOURS && !options.force {
             return Err(LakeError::Refused {
                 table: name.to_owned(),
@@ -202,10 +203,12 @@ impl Lake {
                 source: std::io::Error::other(e),
             })?;
         let mut held_by = None;
+        // delta-rs measures the retention from its own clock reading, a moment later
+        // than `now`: a minute of margin keeps that moment from uncovering files.
         if let Some((at, holder)) = lease::earliest(&leases, name)
-            && now - at > retain_ms
+            && now - at + LEASE_MARGIN_MS > retain_ms
         {
-            retain_ms = now - at;
+            retain_ms = now - at + LEASE_MARGIN_MS;
             held_by = Some(holder);
         }
         let mode = if options.retain_hours >= ORPHAN_MIN_HOURS && held_by.is_none() {

@@ -127,7 +127,7 @@ pub fn scaffold(dir: &Path, name: Option<&str>) -> anyhow::Result<bool> {
     if !readme.exists() {
         std::fs::write(
             readme,
-            "# SQL of this project\n\n- `identity/`: which fields are identifiers and how they link\n- `traits/`: computed profile traits\n- `segments/`: one SELECT returning profile_id per audience\n- `predict/`: the orders, purchase summary, RFM and propensity features the predictive models read\n",
+            "# SQL of this project\n\n- `identity/`: which fields are identifiers and how they link\n- `traits/`: computed profile traits\n- `segments/`: one SELECT returning profile_id per audience\n- `predict/`: the orders, purchase summary, RFM and propensity features the predictive models read\n- `plans/` (optional): a tracking plan per source, `plans/<source>.toml`: expected events and properties, allowed or blocked\n",
         )?;
     }
     std::fs::write(dir.join(".gitignore"), "/tessera-data\n/sample-data\n")?;
