@@ -46,7 +46,7 @@ impl Platform {
         match kind {
             DestinationKind::GoogleCustomerMatch => Some(Platform::Google),
             DestinationKind::MetaCustomAudience => Some(Platform::Meta),
-            DestinationKind::Webhook | DestinationKind::File => None,
+            DestinationKind::Webhook | DestinationKind::File | DestinationKind::EventStream => None,
         }
     }
 

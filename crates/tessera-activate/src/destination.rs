@@ -39,6 +39,10 @@ pub struct Destination {
     pub platform: Option<crate::ads::Platform>,
     /// Ad platforms: the region of national phone numbers.
     pub default_region: Option<String>,
+    /// Event streams: the query over `events` that selects and shapes what is sent.
+    pub query: Option<String>,
+    /// Event streams: start with the events committed before the first run.
+    pub from_beginning: bool,
 }
 
 impl std::fmt::Debug for Destination {
@@ -181,6 +185,8 @@ impl Destination {
             },
             platform: crate::ads::Platform::of(section.kind),
             default_region: section.default_region.clone(),
+            query: section.query.clone(),
+            from_beginning: section.from_beginning,
         })
     }
 }

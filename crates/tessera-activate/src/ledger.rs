@@ -48,7 +48,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Option<Status> {
+    pub(crate) fn parse(s: &str) -> Option<Status> {
         Some(match s {
             "planned" => Status::Planned,
             "retry" => Status::Retry,

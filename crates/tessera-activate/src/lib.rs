@@ -13,6 +13,10 @@
 //!    once, with stable delivery ids, retries with backoff and `Retry-After`, and dead
 //!    letters; a crash resumes from the ledger without re-planning.
 //!
+//!
+//! `kind = "event_stream"` destinations take no sync: they forward collected events as
+//! they are committed ([`stream`]), through the same delivery workers.
+//!
 //! [`Activation`] is the front door of `tessera activate` and of `tessera serve`, which
 //! plans after each refresh and keeps delivering in the background.
 //!
@@ -27,6 +31,7 @@ pub mod file;
 pub mod ledger;
 pub mod member;
 pub mod plan;
+pub mod stream;
 pub mod webhook;
 
 mod error;
@@ -136,9 +141,13 @@ impl Activation {
         })
     }
 
-    /// Whether the project has any sync.
+    /// Whether the project has nothing to activate: no sync and no event stream.
     pub fn is_empty(&self) -> bool {
         self.syncs.is_empty()
+            && !self
+                .destinations
+                .values()
+                .any(|d| d.kind == tessera_core::config::DestinationKind::EventStream)
     }
 
     pub fn syncs(&self) -> &BTreeMap<String, SyncSection> {
@@ -321,6 +330,9 @@ impl Activation {
         d: &Destination,
         wait: Duration,
     ) -> Result<Delivered> {
+        if d.kind == tessera_core::config::DestinationKind::EventStream {
+            return stream::deliver(engine, d, &self.client, &self.actor, wait).await;
+        }
         deliver::deliver(
             engine,
             d,
@@ -462,10 +474,12 @@ impl Activation {
 pub async fn status(engine: &Engine) -> Result<Vec<SyncStatus>> {
     let mut out: BTreeMap<String, SyncStatus> = BTreeMap::new();
     let mut last_failure: std::collections::HashMap<String, i64> = Default::default();
-    if !engine.lake().exists(ACTIVATION_BATCHES).await? {
-        return Ok(Vec::new());
-    }
-    for b in ledger::read(engine, None).await? {
+    let batches = if engine.lake().exists(ACTIVATION_BATCHES).await? {
+        ledger::read(engine, None).await?
+    } else {
+        Vec::new()
+    };
+    for b in batches {
         let s = out.entry(b.sync.clone()).or_insert_with(|| SyncStatus {
             sync: b.sync.clone(),
             destination: b.destination.clone(),
@@ -501,5 +515,7 @@ pub async fn status(engine: &Engine) -> Result<Vec<SyncStatus>> {
             ));
         }
     }
-    Ok(out.into_values().collect())
+    let mut all: Vec<SyncStatus> = out.into_values().collect();
+    all.extend(stream::status(engine).await?);
+    Ok(all)
 }

@@ -81,6 +81,10 @@ pub enum DestinationKind {
     /// Meta Custom Audiences: `{"payload": {"schema", "data"}}` of hashed identifiers,
     /// POSTed to `url` for entries and sent with DELETE for exits.
     MetaCustomAudience,
+    /// Collected events forwarded as they are committed to `events` (all of them, or
+    /// those of the `query`), Segment-shaped `{"batch": [...]}` POSTs signed like a
+    /// webhook's.
+    EventStream,
 }
 
 impl DestinationKind {
@@ -183,6 +187,15 @@ pub struct DestinationSection {
     /// Consent categories a member must have granted to be sent here (all of them).
     #[serde(default)]
     pub consent: Vec<String>,
+    /// Event streams: which events travel, and how — a query over `events` returning
+    /// `message_id` (`"SELECT * FROM events WHERE type = 'track'"`; all events when
+    /// unset).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Event streams: also send the events committed before the stream was first run
+    /// (`false`: from then on).
+    #[serde(default)]
+    pub from_beginning: bool,
 }
 
 impl DestinationSection {
@@ -192,6 +205,7 @@ impl DestinationSection {
             DestinationKind::Webhook => 500,
             DestinationKind::File => 1_000_000,
             DestinationKind::GoogleCustomerMatch | DestinationKind::MetaCustomAudience => 10_000,
+            DestinationKind::EventStream => 500,
         })
     }
 }
@@ -1461,8 +1475,14 @@ impl Config {
                         "is not for ad-platform destinations (their tokens go in headers_env)",
                     )?;
                 }
-                DestinationKind::Webhook => {
+                DestinationKind::Webhook | DestinationKind::EventStream => {
                     http_url("")?;
+                    if d.kind == DestinationKind::EventStream && !d.consent.is_empty() {
+                        return Err(invalid(
+                            &key("consent"),
+                            "is for audiences: an event stream forwards events as they come".into(),
+                        ));
+                    }
                     if d.batch_size().clamp(1, 10_000) != d.batch_size() {
                         return Err(invalid(&key("batch_size"), "must be 1 to 10000".into()));
                     }
@@ -1540,6 +1560,22 @@ impl Config {
             if d.max_attempts == 0 {
                 return Err(invalid(&key("max_attempts"), "must be at least 1".into()));
             }
+            if d.kind != DestinationKind::EventStream && (d.query.is_some() || d.from_beginning) {
+                return Err(invalid(
+                    &key(if d.query.is_some() {
+                        "query"
+                    } else {
+                        "from_beginning"
+                    }),
+                    "is for kind = \"event_stream\" destinations only".into(),
+                ));
+            }
+            if d.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+                return Err(invalid(
+                    &key("query"),
+                    "an empty query: remove the key to send every event".into(),
+                ));
+            }
             for (k, v) in [
                 ("timeout", &d.timeout),
                 ("retry_min", &d.retry_min),
@@ -1582,6 +1618,15 @@ impl Config {
                         } else {
                             known.join(", ")
                         }
+                    ),
+                ));
+            }
+            if self.destinations[&sync.destination].kind == DestinationKind::EventStream {
+                return Err(invalid(
+                    &key("destination"),
+                    format!(
+                        "{:?} is an event stream: it forwards events by itself and takes no sync",
+                        sync.destination
                     ),
                 ));
             }

@@ -51,6 +51,8 @@ pub const BLOCKED_VALUES: &str = "blocked_values";
 pub const IDENTITY_REVOCATIONS: &str = "identity_revocations";
 /// Events refused by validation, kept with the reason instead of lost.
 pub const QUARANTINE: &str = "quarantine";
+/// The delivery ledger of event-stream destinations.
+pub const STREAM_DELIVERIES: &str = "stream_deliveries";
 /// Events that broke their source's tracking plan, counted per hour, event and property.
 pub const PLAN_VIOLATIONS: &str = "plan_violations";
 
@@ -606,6 +608,34 @@ pub fn quarantine_schema() -> SchemaRef {
     QUARANTINE_SCHEMA.clone()
 }
 
+static STREAM_DELIVERIES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("destination", false),
+        Field::new("from_version", DataType::Int64, false),
+        Field::new("to_version", DataType::Int64, false),
+        Field::new("seq", DataType::Int64, false),
+        utf8("batch_id", false),
+        Field::new("events", DataType::Int64, false),
+        Field::new("attempt", DataType::Int64, false),
+        utf8("status", false),
+        Field::new("code", DataType::Int64, true),
+        utf8("message", true),
+        ts("next_attempt_at", true),
+        ts("at", false),
+    ]))
+});
+
+/// The `stream_deliveries` table, the ledger of event-stream destinations: one row when
+/// a batch is planned (`planned`: the events committed to `events` in versions
+/// `(from_version, to_version]` that the destination's query selects, the `seq`-th
+/// batch of them in `message_id` order, `events` of them) and one each time an attempt
+/// ends (`delivered`, `retry` with `next_attempt_at`, `dead`) with the HTTP `code` and
+/// `message`. Events are not copied here: a batch is read again from the versions it
+/// names, so an erased person's events are not kept for delivery either.
+pub fn stream_deliveries_schema() -> SchemaRef {
+    STREAM_DELIVERIES_SCHEMA.clone()
+}
+
 static PLAN_VIOLATIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         ts("hour", false),
@@ -901,6 +931,12 @@ pub fn tables() -> Vec<TableDef> {
             schema: quarantine_schema(),
             partition_columns: &[],
             description: "events refused by validation, with the reason, for replay",
+        },
+        TableDef {
+            name: STREAM_DELIVERIES,
+            schema: stream_deliveries_schema(),
+            partition_columns: &[],
+            description: "the delivery ledger of event streams: batches planned and attempts",
         },
         TableDef {
             name: PLAN_VIOLATIONS,

@@ -301,6 +301,54 @@ pub async fn execute(
     df.execute_stream().await.map_err(EngineError::sql)
 }
 
+/// Registers as `events` in `ctx` only the files appended in `changes` (but those of
+/// `skip`): those still in the table from its latest version (`events`, opened at
+/// `changes.to`), those compacted since from the version just before their compaction
+/// (their files stay until vacuum). What incremental readers of events read.
+pub async fn register_appended_events(
+    ctx: &SessionContext,
+    lake: &tessera_lake::Lake,
+    events: &tessera_lake::deltalake::DeltaTable,
+    changes: &tessera_lake::Changes,
+    skip: &std::collections::HashSet<String>,
+) -> Result<()> {
+    ctx.deregister_table(EVENTS)?;
+    let mut parts = Vec::new();
+    for (i, (version, paths)) in changes.appended.iter().enumerate() {
+        let paths: Vec<String> = paths
+            .iter()
+            .filter(|p| !skip.contains(*p))
+            .cloned()
+            .collect();
+        if paths.is_empty() {
+            continue;
+        }
+        let table = if *version == changes.to {
+            events.clone()
+        } else {
+            lake.open_version(EVENTS, *version).await?
+        };
+        let provider = table.table_provider().with_file_paths(paths).await?;
+        let name = format!("__events_appended_{i}");
+        ctx.register_table(name.as_str(), provider)?;
+        parts.push(format!("SELECT * FROM {name}"));
+    }
+    if parts.is_empty() {
+        let provider = events
+            .table_provider()
+            .with_file_paths(Vec::<String>::new())
+            .await?;
+        ctx.register_table(EVENTS, provider)?;
+        return Ok(());
+    }
+    ctx.sql(&format!(
+        "CREATE VIEW {EVENTS} AS {}",
+        parts.join(" UNION ALL ")
+    ))
+    .await?;
+    Ok(())
+}
+
 /// (Re-)creates the `profile_events` view over the `events` and `identity_map` tables
 /// currently registered in `ctx`.
 pub async fn register_profile_events(ctx: &SessionContext) -> Result<()> {

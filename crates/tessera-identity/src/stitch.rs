@@ -235,7 +235,14 @@ pub async fn stitch(
     let ctx = engine.session().await?;
     let files: usize = match incremental {
         Some(changes) => {
-            register_appended(&ctx, lake, &events, changes).await?;
+            tessera_engine::register_appended_events(
+                &ctx,
+                lake,
+                &events,
+                changes,
+                &Default::default(),
+            )
+            .await?;
             changes.appended_files()
         }
         None => {
@@ -534,58 +541,6 @@ fn table_def(name: &str) -> Result<schema::TableDef> {
         file: name.into(),
         message: "unknown table".into(),
     })
-}
-
-/// Registers as `events` in `ctx` only the files appended since the last run: those still
-/// in the table from its latest version, those compacted since from the version just
-/// before their compaction (their files stay until vacuum).
-async fn register_appended(
-    ctx: &SessionContext,
-    lake: &tessera_lake::Lake,
-    events: &tessera_lake::deltalake::DeltaTable,
-    changes: &tessera_lake::Changes,
-) -> Result<()> {
-    let query_err = |source| IdentityError::Query {
-        file: EVENTS.into(),
-        source,
-    };
-    ctx.deregister_table(EVENTS)?;
-    let mut parts = Vec::new();
-    for (i, (version, paths)) in changes.appended.iter().enumerate() {
-        let table = if *version == changes.to {
-            events.clone()
-        } else {
-            lake.open_version(EVENTS, *version).await?
-        };
-        let provider = table
-            .table_provider()
-            .with_file_paths(paths.clone())
-            .await
-            .map_err(query_err)?;
-        if changes.appended.len() == 1 {
-            ctx.register_table(EVENTS, provider)?;
-            return Ok(());
-        }
-        let name = format!("__events_appended_{i}");
-        ctx.register_table(name.as_str(), provider)?;
-        parts.push(format!("SELECT * FROM {name}"));
-    }
-    if parts.is_empty() {
-        let provider = events
-            .table_provider()
-            .with_file_paths(Vec::<String>::new())
-            .await
-            .map_err(query_err)?;
-        ctx.register_table(EVENTS, provider)?;
-        return Ok(());
-    }
-    ctx.sql(&format!(
-        "CREATE VIEW {EVENTS} AS {}",
-        parts.join(" UNION ALL ")
-    ))
-    .await
-    .map_err(query_err)?;
-    Ok(())
 }
 
 /// Normalizes a value of identifier type `type_name`; `None` when it is not usable.

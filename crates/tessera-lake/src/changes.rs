@@ -74,6 +74,9 @@ pub struct Changes {
     pub rewritten: bool,
     /// Commits that only rearranged files (compaction) or vacuumed.
     pub maintenance_commits: u64,
+    /// Of the appended files, those a commit that also removed rows added (a delete or
+    /// an erasure rewriting files): their rows are not new, only rewritten.
+    pub rewrites: std::collections::HashSet<String>,
 }
 
 impl Changes {
@@ -158,6 +161,9 @@ impl Lake {
                 changes.maintenance_commits += 1;
             }
             changes.rewritten |= kind.removed_rows || kind.metadata;
+            if kind.removed_rows {
+                changes.rewrites.extend(kind.appended.iter().cloned());
+            }
             for path in kind.compacted {
                 if let Some(gone) = added.get_mut(&path) {
                     gone.get_or_insert(v);

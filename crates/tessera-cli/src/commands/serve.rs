@@ -199,15 +199,14 @@ pub async fn run(
         queries: query_limits(&opened.project)?,
         cpu: Some(cpu),
         config_file: Some(opened.project.dir.join(tessera_core::config::CONFIG_FILE)),
-        activation: if config.syncs.is_empty() {
-            None
-        } else {
-            Some(std::sync::Arc::new(tessera_activate::Activation::new(
+        activation: {
+            let a = tessera_activate::Activation::new(
                 &opened.engine,
                 &opened.project,
                 &|v| std::env::var(v).ok(),
                 "tessera serve",
-            )?))
+            )?;
+            (!a.is_empty()).then(|| std::sync::Arc::new(a))
         },
         activation_every: Duration::from_secs(1),
         predict: config.predict.schedule.then(|| PredictSchedule {
@@ -268,6 +267,18 @@ pub async fn run(
             } else {
                 "s"
             },
+        );
+    }
+    let streams: Vec<&str> = config
+        .destinations
+        .iter()
+        .filter(|(_, d)| d.kind == tessera_core::config::DestinationKind::EventStream)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !streams.is_empty() {
+        println!(
+            "event streams: {} (collected events forwarded once committed; ledger in stream_deliveries)",
+            streams.join(", ")
         );
     }
     if config.predict.schedule {

@@ -1295,3 +1295,297 @@ print(json.dumps(out))
     assert!(text.contains("run_syncs,failed,1"), "{text}");
     assert!(text.contains("retry_syncs,ok,1"), "{text}");
 }
+
+/// The receiver of event streams: verifies every signature, fails the first attempt of
+/// every third batch with 503, and logs what it accepted.
+const STREAM_RECEIVER: &str = r#"
+import json, sys, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from standardwebhooks.webhooks import Webhook
+
+wh = Webhook(sys.argv[1])
+log = open(sys.argv[2], "a")
+lock = threading.Lock()
+attempts = {}
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        hook_id = self.headers.get("webhook-id", "")
+        with lock:
+            n = attempts.get(hook_id, 0) + 1
+            attempts[hook_id] = n
+        try:
+            wh.verify(body, dict(self.headers))
+            verified = True
+        except Exception:
+            verified = False
+        seq = int(hook_id.split(".")[0].rsplit("-", 1)[1])
+        code = 401 if not verified else (503 if seq % 3 == 0 and n == 1 else 200)
+        events = json.loads(body)["batch"] if code == 200 else []
+        with lock:
+            log.write(json.dumps({"id": hook_id, "attempt": n, "code": code, "verified": verified, "events": events}) + "\n")
+            log.flush()
+        out = json.dumps({"code": code}).encode()
+        self.send_response(code)
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+#[test]
+fn an_event_stream_forwards_collected_events_once_committed_through_failures_and_a_crash() {
+    let p = crate::serve::project();
+    // Events committed before the stream first runs are not its business.
+    let old = p.path().join("old.ndjson");
+    std::fs::write(
+        &old,
+        (0..10)
+            .map(|i| format!(r#"{{"type":"track","messageId":"old-{i}","userId":"u","event":"Old","timestamp":"2026-11-01T00:00:00Z"}}"#))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    p.import(&[old.to_str().unwrap()]);
+
+    let log = p.path().join("stream.jsonl");
+    let mut child: Child = Command::new(python())
+        .arg("-c")
+        .arg(STREAM_RECEIVER)
+        .args([SECRET, log.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _receiver = Running(child);
+    let port: u16 = line.trim().parse().unwrap();
+    configure(
+        &p,
+        &format!(
+            r#"
+[destinations.firehose]
+kind = "event_stream"
+url = "http://127.0.0.1:{port}/all"
+secret_env = ["TESSERA_TEST_HOOK_SECRET"]
+query = "SELECT * FROM events WHERE type = 'track'"
+batch_size = 40
+retry_min = "200ms"
+retry_max = "1s"
+
+[destinations.signups]
+kind = "event_stream"
+url = "http://127.0.0.1:{port}/signups"
+secret_env = ["TESSERA_TEST_HOOK_SECRET"]
+query = "SELECT message_id, user_id, json_get_str(properties, 'plan') AS plan FROM events WHERE event = 'Signed Up'"
+retry_min = "200ms"
+retry_max = "1s"
+"#
+        ),
+    );
+    let requests = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let delivered = |prefix: &str| -> Vec<Value> {
+        requests()
+            .into_iter()
+            .filter(|r| r["code"] == 200 && r["id"].as_str().unwrap().starts_with(prefix))
+            .flat_map(|r| r["events"].as_array().unwrap().clone())
+            .collect()
+    };
+    let send = |url: &str, from: usize, to: usize| {
+        let script = format!(
+            r#"
+import segment.analytics as seg
+seg.write_key = "wk_test_0123456789"
+seg.host = "{url}"
+for i in range({from}, {to}):
+    seg.track(user_id=f"u{{i % 7}}", event="Signed Up" if i % 10 == 0 else "Item Viewed", properties={{"i": i, "plan": "pro"}}, message_id=f"t-{{i}}")
+    if i % 15 == 0:
+        seg.identify(user_id=f"u{{i % 7}}", traits={{"plan": "pro"}}, message_id=f"id-{{i}}")
+seg.flush()
+seg.shutdown()
+"#
+        );
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    let env = [("TESSERA_TEST_HOOK_SECRET", SECRET)];
+    let (server, _, http) = crate::common::serve_with_env(&p, &env);
+    // The stream starts at what is committed: wait for its first round.
+    wait_until("the stream's start", Duration::from_secs(30), || {
+        p.count("SELECT count(*) AS n FROM stream_deliveries") >= 2
+    });
+    send(&format!("http://{http}"), 0, 200);
+    wait_until("the first deliveries", Duration::from_secs(60), || {
+        delivered("firehose-").len() >= 40
+    });
+    // Killed mid-stream: the next server resumes from the ledger.
+    drop(server);
+    let (server, _, http) = crate::common::serve_with_env(&p, &env);
+    send(&format!("http://{http}"), 200, 300);
+    wait_until(
+        "every track event forwarded",
+        Duration::from_secs(90),
+        || {
+            let ids: HashSet<String> = delivered("firehose-")
+                .iter()
+                .map(|e| e["messageId"].as_str().unwrap().to_owned())
+                .collect();
+            ids.len() >= 300
+        },
+    );
+    wait_until("every sign-up forwarded", Duration::from_secs(30), || {
+        delivered("signups-").len() >= 30
+    });
+    // A batch sent before the crash but not recorded is sent again: wait for the ledger.
+    wait_until("the ledger settled", Duration::from_secs(60), || {
+        status(&p)
+            .iter()
+            .all(|s| s["planned"] == 0 && s["retrying"] == 0)
+    });
+    drop(server);
+
+    let all = requests();
+    assert!(
+        all.iter().all(|r| r["verified"] == true),
+        "every request signed"
+    );
+    let events = delivered("firehose-");
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect();
+    let expected: HashSet<String> = (0..300).map(|i| format!("t-{i}")).collect();
+    assert_eq!(
+        ids,
+        expected.iter().map(String::as_str).collect::<HashSet<_>>(),
+        "every track event after the start, no identify, nothing from before"
+    );
+    // At least once: a duplicate only with a webhook-id already delivered.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for r in all
+        .iter()
+        .filter(|r| r["code"] == 200 && r["id"].as_str().unwrap().starts_with("firehose-"))
+    {
+        for e in r["events"].as_array().unwrap() {
+            let m = e["messageId"].as_str().unwrap().to_owned();
+            let id = r["id"].as_str().unwrap().to_owned();
+            if let Some(first) = seen.insert(m.clone(), id.clone()) {
+                assert_eq!(first, id, "{m} came again under another delivery id");
+            }
+        }
+    }
+    assert!(
+        all.iter().any(|r| r["code"] == 503)
+            && all.iter().any(|r| r["code"] == 200 && r["attempt"] == 2),
+        "a refused batch was tried again"
+    );
+    let e = events.iter().find(|e| e["messageId"] == "t-7").unwrap();
+    assert_eq!(e["type"], "track");
+    assert_eq!(e["event"], "Item Viewed");
+    assert_eq!(e["userId"], "u0");
+    assert_eq!(e["properties"]["i"], 7, "{e}");
+    assert!(e["context"]["library"]["name"].is_string(), "{e}");
+    assert!(
+        e.get("event_date").is_none() && e.get("message_id").is_none(),
+        "{e}"
+    );
+    // The transform: only sign-ups, only the columns asked for.
+    let signups = delivered("signups-");
+    assert_eq!(signups.len(), 30, "one per sign-up, once");
+    for s in &signups {
+        assert_eq!(s.as_object().unwrap().len(), 3, "{s}");
+        assert_eq!(s["plan"], "pro");
+    }
+    // The ledger says what happened, and `tessera activate status` shows it.
+    let st = status(&p);
+    let firehose = st.iter().find(|s| s["sync"] == "firehose").unwrap();
+    assert_eq!(firehose["segment"], "events", "{firehose}");
+    assert_eq!(firehose["dead"], 0, "{firehose}");
+    assert!(
+        firehose["members_delivered"].as_u64().unwrap() >= 300,
+        "{firehose}"
+    );
+    assert!(
+        p.count(
+            "SELECT count(*) AS n FROM (SELECT batch_id, max(attempt) AS a FROM stream_deliveries \
+             WHERE status = 'delivered' GROUP BY batch_id) WHERE a >= 2"
+        ) > 0,
+        "a retried batch is recorded delivered on its second attempt"
+    );
+}
+
+#[test]
+fn event_stream_configuration_errors_are_named() {
+    let p = TestProject::new();
+    for (extra, needle) in [
+        (
+            "[destinations.s]\nkind = \"event_stream\"\nurl = \"ftp://x\"\n",
+            "destinations.s.url",
+        ),
+        (
+            "[destinations.s]\nkind = \"event_stream\"\nurl = \"http://127.0.0.1:9/\"\nconsent = [\"advertising\"]\n",
+            "destinations.s.consent",
+        ),
+        (
+            "[destinations.s]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nquery = \"SELECT 1\"\n",
+            "destinations.s.query",
+        ),
+        (
+            "[destinations.s]\nkind = \"event_stream\"\nurl = \"http://127.0.0.1:9/\"\n[syncs.x]\nsegment = \"high_value\"\ndestination = \"s\"\n",
+            "syncs.x.destination",
+        ),
+    ] {
+        let path = p.path().join("tessera.toml");
+        let base = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{base}\n{extra}")).unwrap();
+        let e = fails(&mut p.cmd(&["activate", "status"]));
+        assert!(e.contains(needle), "{extra}: {e}");
+        std::fs::write(&path, base).unwrap();
+    }
+    // A query without message_id is refused when the stream runs, naming the key.
+    let path = p.path().join("tessera.toml");
+    let base = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{base}\n[destinations.s]\nkind = \"event_stream\"\nurl = \"http://127.0.0.1:9/\"\nfrom_beginning = true\nquery = \"SELECT user_id FROM events\"\n"
+        ),
+    )
+    .unwrap();
+    let events = p.path().join("e.ndjson");
+    std::fs::write(
+        &events,
+        r#"{"type":"track","messageId":"m1","userId":"u","event":"E","timestamp":"2026-11-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    p.import(&[events.to_str().unwrap()]);
+    let e = fails(&mut p.cmd(&["activate", "run"]));
+    assert!(
+        e.contains("destinations.s.query") && e.contains("message_id"),
+        "{e}"
+    );
+}
