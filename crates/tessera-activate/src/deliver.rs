@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::Array;
 use datafusion::prelude::{SessionContext, col, lit};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
@@ -92,31 +92,6 @@ async fn traits(
     profiles: &[String],
 ) -> Result<(HashMap<String, Map<String, Value>>, HashMap<String, String>)> {
     let ids: Vec<_> = profiles.iter().map(|p| lit(p.as_str())).collect();
-    let rows = |batches: Vec<RecordBatch>| -> Result<Vec<Map<String, Value>>> {
-        let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-        for b in &batches {
-            writer.write(b)?;
-        }
-        writer.finish()?;
-        let bytes = writer.into_inner();
-        if bytes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ActivateError::Fields {
-            sync: sync.to_owned(),
-            message: e.to_string(),
-        })?;
-        Ok(match value {
-            Value::Array(items) => items
-                .into_iter()
-                .filter_map(|v| match v {
-                    Value::Object(m) => Some(m),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        })
-    };
     let mut fields = HashMap::new();
     if let Some(query) = &section.fields {
         let bad = |message: String| ActivateError::Fields {
@@ -137,7 +112,7 @@ async fn traits(
             .collect()
             .await
             .map_err(|e| bad(e.strip_backtrace()))?;
-        for row in rows(batches)? {
+        for row in crate::fields::json_rows(&batches)? {
             if let Some(Value::String(pid)) = row.get("profile_id") {
                 fields.insert(pid.clone(), row);
             }

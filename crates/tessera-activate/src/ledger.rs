@@ -261,22 +261,10 @@ pub async fn append(
         batch_id: "-".into(),
         message: "no activation_batches table definition".into(),
     })?;
-    let mut writer = lake.append_writer(&def).await?;
-    let mut note = CommitNote::new(operation, actor).detail("batches", rows.len() as u64);
-    if let Some((app, version)) = transaction {
-        if writer
-            .transaction_version(app)
-            .await?
-            .is_some_and(|v| v >= version)
-        {
-            writer.abort();
-            return Ok(false);
-        }
-        note = note.transaction(app, version);
-    }
-    writer.write(batch_of(rows)?).await?;
-    writer.commit(note).await?;
-    Ok(true)
+    let note = CommitNote::new(operation, actor).detail("batches", rows.len() as u64);
+    Ok(lake
+        .append_once(&def, batch_of(rows)?, note, transaction)
+        .await?)
 }
 
 /// Every batch of the ledger (optionally of one destination), by batch id.

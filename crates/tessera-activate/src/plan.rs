@@ -247,24 +247,10 @@ async fn rows_of(
         .collect()
         .await
         .map_err(|e| bad(e.strip_backtrace()))?;
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    for b in &batches {
-        writer.write(b)?;
-    }
-    writer.finish()?;
-    let bytes = writer.into_inner();
     let mut out = HashMap::new();
-    if bytes.is_empty() {
-        return Ok(out);
-    }
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    if let Value::Array(items) = value {
-        for item in items {
-            if let Value::Object(row) = item
-                && let Some(Value::String(pid)) = row.get("profile_id")
-            {
-                out.insert(pid.clone(), row);
-            }
+    for row in crate::fields::json_rows(&batches)? {
+        if let Some(Value::String(pid)) = row.get("profile_id") {
+            out.insert(pid.clone(), row);
         }
     }
     Ok(out)

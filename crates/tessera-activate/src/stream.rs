@@ -115,22 +115,11 @@ async fn append(
         batch_id: "-".into(),
         message: "no stream_deliveries table definition".into(),
     })?;
-    let mut writer = engine.lake().append_writer(&def).await?;
-    let mut note = CommitNote::new(operation, actor).detail("batches", rows.len() as u64);
-    if let Some((app, version)) = transaction {
-        if writer
-            .transaction_version(app)
-            .await?
-            .is_some_and(|v| v >= version)
-        {
-            writer.abort();
-            return Ok(false);
-        }
-        note = note.transaction(app, version);
-    }
-    writer.write(batch_of(rows)?).await?;
-    writer.commit(note).await?;
-    Ok(true)
+    let note = CommitNote::new(operation, actor).detail("batches", rows.len() as u64);
+    Ok(engine
+        .lake()
+        .append_once(&def, batch_of(rows)?, note, transaction)
+        .await?)
 }
 
 /// Every batch of `destination`, each at its latest row, in delivery order.
@@ -301,18 +290,10 @@ async fn events_of(engine: &Engine, d: &Destination, from: i64, to: i64) -> Resu
         .collect()
         .await
         .map_err(|e| bad(e.strip_backtrace()))?;
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    for b in &batches {
-        writer.write(b)?;
-    }
-    writer.finish()?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<Map<String, Value>> =
-        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    Ok(rows.into_iter().map(segment_event).collect())
+    Ok(crate::fields::json_rows(&batches)?
+        .into_iter()
+        .map(segment_event)
+        .collect())
 }
 
 /// Plans the versions committed since the last planned one; `false` when there was

@@ -361,6 +361,34 @@ impl Lake {
         AppendWriter::new(def.name, table)
     }
 
+    /// Appends `batch` to `def` in one commit with `note`. With `once = (app, version)`
+    /// the commit records that application transaction, and nothing is written when the
+    /// table already holds `app` at `version` or later (another writer was first):
+    /// returns whether it wrote.
+    pub async fn append_once(
+        &self,
+        def: &TableDef,
+        batch: deltalake::arrow::array::RecordBatch,
+        mut note: CommitNote,
+        once: Option<(&str, i64)>,
+    ) -> Result<bool> {
+        let mut writer = self.append_writer(def).await?;
+        if let Some((app, version)) = once {
+            if writer
+                .transaction_version(app)
+                .await?
+                .is_some_and(|v| v >= version)
+            {
+                writer.abort();
+                return Ok(false);
+            }
+            note = note.transaction(app, version);
+        }
+        writer.write(batch).await?;
+        writer.commit(note).await?;
+        Ok(true)
+    }
+
     async fn add_new_columns(&self, def: &TableDef, table: DeltaTable) -> Result<DeltaTable> {
         let wanted = kernel_schema(def)?;
         let current = table

@@ -648,6 +648,13 @@ impl Collector {
                     &mut outcome,
                     &mut pending,
                 );
+                // A refused event is kept with what the batch gave it, so that a
+                // replay sees the event the collector saw.
+                for r in &mut outcome.rejected {
+                    if let Some(p) = &r.payload {
+                        r.payload = Some(body::with_batch_fields(p, &parsed));
+                    }
+                }
             }
             Endpoint::Single(kind) => {
                 self.metrics.events_received.fetch_add(1, Ordering::Relaxed);
