@@ -307,6 +307,21 @@ struct Pending {
     counts: ViolationCounts,
 }
 
+impl Buffer {
+    /// Takes a record made durable with sequence `seq`.
+    fn push(&mut self, kind: Record, seq: u64, batch: RecordBatch) {
+        self.bytes += batch.get_array_memory_size();
+        match kind {
+            Record::Events => {
+                self.events += batch.num_rows();
+                self.batches.push_back((seq, batch));
+            }
+            Record::Refused => self.quarantine.push_back((seq, batch)),
+            Record::Violations => self.violations.push_back((seq, batch)),
+        }
+    }
+}
+
 /// What a write-ahead log record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Record {
@@ -389,8 +404,7 @@ impl Collector {
                 if r.seq > counted {
                     let batch =
                         decode_as(counts, &schema::plan_violations_schema()).map_err(bad)?;
-                    buffer.bytes += batch.get_array_memory_size();
-                    buffer.violations.push_back((r.seq, batch));
+                    buffer.push(Record::Violations, r.seq, batch);
                 }
                 continue;
             }
@@ -403,8 +417,7 @@ impl Collector {
                         batch.column(2),
                         batch.column(7),
                     );
-                    buffer.bytes += batch.get_array_memory_size();
-                    buffer.quarantine.push_back((r.seq, batch));
+                    buffer.push(Record::Refused, r.seq, batch);
                 }
                 continue;
             }
@@ -413,9 +426,7 @@ impl Collector {
             }
             let batch = decode(&r.payload).map_err(bad)?;
             remember(&mut dedup, &batch);
-            buffer.events += batch.num_rows();
-            buffer.bytes += batch.get_array_memory_size();
-            buffer.batches.push_back((r.seq, batch));
+            buffer.push(Record::Events, r.seq, batch);
         }
         let replayed = buffer.events + buffer.quarantine.len();
         // messageIds the lake received within the window.
@@ -788,53 +799,34 @@ impl Collector {
     }
 
     /// Writes a request's records (accepted events, refused events, plan violations)
-    /// to the write-ahead log, fsynced together, and buffers them for the flusher.
+    /// to the write-ahead log, fsynced together; the WAL writer buffers them for the
+    /// flusher, in sequence order, before answering.
     async fn make_durable(&self, records: Vec<(Record, RecordBatch)>) -> Result<(), CollectError> {
         let unavailable = |e: arrow::error::ArrowError| CollectError::Unavailable(e.to_string());
         let mut waits = Vec::with_capacity(records.len());
-        for (kind, batch) in &records {
+        for (kind, batch) in records {
             let prefix: &[u8] = match kind {
                 Record::Events => b"",
                 Record::Refused => QUARANTINE_RECORD,
                 Record::Violations => VIOLATIONS_RECORD,
             };
             let mut payload = prefix.to_vec();
-            payload.extend(encode(batch).map_err(unavailable)?);
+            payload.extend(encode(&batch).map_err(unavailable)?);
             let (done, wait) = oneshot::channel();
             self.wal
-                .send(WalCommand::Write(WalWrite { payload, done }))
+                .send(WalCommand::Write(WalWrite {
+                    payload,
+                    record: (kind, batch),
+                    done,
+                }))
                 .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))?;
             waits.push(wait);
         }
-        let mut seqs = Vec::with_capacity(waits.len());
         for wait in waits {
-            let seq = wait
-                .await
+            wait.await
                 .map_err(|_| CollectError::Unavailable("the WAL writer stopped".into()))
                 .and_then(|r| r.map_err(CollectError::Unavailable))?;
-            seqs.push(seq);
         }
-        let buffered = {
-            let mut b = self
-                .buffer
-                .lock()
-                .map_err(|_| CollectError::Unavailable("buffer poisoned".into()))?;
-            for ((kind, batch), seq) in records.into_iter().zip(seqs) {
-                b.bytes += batch.get_array_memory_size();
-                match kind {
-                    Record::Events => {
-                        b.events += batch.num_rows();
-                        b.batches.push_back((seq, batch));
-                    }
-                    Record::Refused => b.quarantine.push_back((seq, batch)),
-                    Record::Violations => b.violations.push_back((seq, batch)),
-                }
-            }
-            b.events
-        };
-        self.metrics
-            .buffered_events
-            .store(buffered as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -5,9 +5,11 @@
 
 use super::*;
 
-/// A request for the WAL writer: payload, and where to say it is durable.
+/// A request for the WAL writer: payload, the batch it encodes (buffered for the
+/// flusher once durable), and where to say it is durable.
 pub(super) struct WalWrite {
     pub(super) payload: Vec<u8>,
+    pub(super) record: (Record, RecordBatch),
     pub(super) done: oneshot::Sender<Result<u64, String>>,
 }
 
@@ -76,8 +78,28 @@ pub(super) fn wal_writer(
             }
             match result {
                 Ok(first_seq) => {
+                    // Buffered here, in sequence order, before anyone is told: the
+                    // flusher never sees a sequence without every one below it (a
+                    // commit's transaction covers all records up to it).
+                    let collector = collector.upgrade();
+                    let mut buffer = collector.as_ref().and_then(|c| c.buffer.lock().ok());
+                    let mut answers = Vec::with_capacity(writes.len());
                     for (i, w) in writes.into_iter().enumerate() {
-                        let _ = w.done.send(Ok(first_seq + i as u64));
+                        let seq = first_seq + i as u64;
+                        if let Some(b) = buffer.as_mut() {
+                            let (kind, batch) = w.record;
+                            b.push(kind, seq, batch);
+                        }
+                        answers.push((w.done, seq));
+                    }
+                    if let (Some(c), Some(b)) = (&collector, &buffer) {
+                        c.metrics
+                            .buffered_events
+                            .store(b.events as u64, Ordering::Relaxed);
+                    }
+                    drop(buffer);
+                    for (done, seq) in answers {
+                        let _ = done.send(Ok(seq));
                     }
                 }
                 Err(e) => {
