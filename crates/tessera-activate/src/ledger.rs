@@ -257,14 +257,32 @@ pub async fn append(
     if rows.is_empty() {
         return Ok(false);
     }
-    let def = schema::table(ACTIVATION_BATCHES).ok_or_else(|| ActivateError::Members {
+    append_batch(
+        lake,
+        ACTIVATION_BATCHES,
+        batch_of(rows)?,
+        (operation, actor),
+        transaction,
+    )
+    .await
+}
+
+/// Appends the ledger rows `batch` to `table` (`activation_batches`,
+/// `stream_deliveries`) in one commit by `(operation, actor)`, once per `transaction`
+/// when one is given; returns whether it wrote.
+pub(crate) async fn append_batch(
+    lake: &Lake,
+    table: &str,
+    batch: RecordBatch,
+    (operation, actor): (&str, &str),
+    transaction: Option<(&str, i64)>,
+) -> Result<bool> {
+    let def = schema::table(table).ok_or_else(|| ActivateError::Members {
         batch_id: "-".into(),
-        message: "no activation_batches table definition".into(),
+        message: format!("no {table} table definition"),
     })?;
-    let note = CommitNote::new(operation, actor).detail("batches", rows.len() as u64);
-    Ok(lake
-        .append_once(&def, batch_of(rows)?, note, transaction)
-        .await?)
+    let note = CommitNote::new(operation, actor).detail("batches", batch.num_rows() as u64);
+    Ok(lake.append_once(&def, batch, note, transaction).await?)
 }
 
 /// Every batch of the ledger (optionally of one destination), by batch id.

@@ -32,7 +32,6 @@ use serde_json::{Map, Value};
 use tessera_core::schema::{self, EVENTS, STREAM_DELIVERIES};
 use tessera_engine::Engine;
 use tessera_engine::columns::{int64s, strings};
-use tessera_lake::CommitNote;
 
 use crate::deliver::Delivered;
 use crate::destination::Destination;
@@ -111,27 +110,39 @@ async fn append(
     if rows.is_empty() {
         return Ok(false);
     }
-    let def = schema::table(STREAM_DELIVERIES).ok_or_else(|| ActivateError::Members {
-        batch_id: "-".into(),
-        message: "no stream_deliveries table definition".into(),
-    })?;
-    let note = CommitNote::new(operation, actor).detail("batches", rows.len() as u64);
-    Ok(engine
-        .lake()
-        .append_once(&def, batch_of(rows)?, note, transaction)
-        .await?)
+    crate::ledger::append_batch(
+        engine.lake(),
+        STREAM_DELIVERIES,
+        batch_of(rows)?,
+        (operation, actor),
+        transaction,
+    )
+    .await
 }
 
 /// Every batch of `destination`, each at its latest row, in delivery order.
 pub async fn read(engine: &Engine, destination: &str) -> Result<Vec<StreamBatch>> {
+    Ok(read_all(engine, Some(destination))
+        .await?
+        .remove(destination)
+        .unwrap_or_default())
+}
+
+/// The batches of every stream (or of `only`), by destination, each at its latest
+/// row, in delivery order.
+async fn read_all(
+    engine: &Engine,
+    only: Option<&str>,
+) -> Result<BTreeMap<String, Vec<StreamBatch>>> {
     let ctx = engine.session_of(&[STREAM_DELIVERIES]).await?;
     if !ctx.table_exist(STREAM_DELIVERIES)? {
-        return Ok(Vec::new());
+        return Ok(BTreeMap::new());
     }
-    let batches = ctx
-        .table(STREAM_DELIVERIES)
-        .await?
-        .filter(col("destination").eq(datafusion::prelude::lit(destination)))?
+    let mut df = ctx.table(STREAM_DELIVERIES).await?;
+    if let Some(d) = only {
+        df = df.filter(col("destination").eq(datafusion::prelude::lit(d)))?;
+    }
+    let batches = df
         .select(vec![
             col("destination"),
             col("from_version"),
@@ -153,7 +164,7 @@ pub async fn read(engine: &Engine, destination: &str) -> Result<Vec<StreamBatch>
         ])?
         .collect()
         .await?;
-    let mut latest: BTreeMap<(i64, i64), StreamBatch> = BTreeMap::new();
+    let mut latest: BTreeMap<(String, i64, i64), StreamBatch> = BTreeMap::new();
     for b in &batches {
         let (dest, bid, status, message) = (
             strings(b, "destination")?,
@@ -188,7 +199,7 @@ pub async fn read(engine: &Engine, destination: &str) -> Result<Vec<StreamBatch>
                 at: at.value(r),
                 planned_at: at.value(r),
             };
-            let key = (row.from_version, row.seq);
+            let key = (row.destination.clone(), row.from_version, row.seq);
             match latest.get_mut(&key) {
                 Some(known) => {
                     let planned_at = known.planned_at.min(row.at);
@@ -203,7 +214,11 @@ pub async fn read(engine: &Engine, destination: &str) -> Result<Vec<StreamBatch>
             }
         }
     }
-    Ok(latest.into_values().collect())
+    let mut out: BTreeMap<String, Vec<StreamBatch>> = BTreeMap::new();
+    for ((destination, _, _), b) in latest {
+        out.entry(destination).or_default().push(b);
+    }
+    Ok(out)
 }
 
 /// Tessera's event columns under their Segment names.
@@ -296,17 +311,18 @@ async fn events_of(engine: &Engine, d: &Destination, from: i64, to: i64) -> Resu
         .collect())
 }
 
-/// Plans the versions committed since the last planned one; `false` when there was
-/// nothing new (or another planner was first).
+/// Plans the versions committed since the last planned one; returns the range planned
+/// and its events (read once, for planning and for the first attempt), `None` when
+/// there was nothing new or another planner was first.
 async fn plan(
     engine: &Engine,
     d: &Destination,
     batches: &[StreamBatch],
     actor: &str,
-) -> Result<bool> {
+) -> Result<Option<((i64, i64), Vec<Value>)>> {
     let lake = engine.lake();
     let Some(latest) = lake.data_version(EVENTS).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let now = now_micros();
     let row =
@@ -348,13 +364,14 @@ async fn plan(
                 Some((&app(&d.name), latest)),
             )
             .await?;
-            return Ok(false);
+            return Ok(None);
         }
     };
     if latest <= cursor {
-        return Ok(false);
+        return Ok(None);
     }
-    let events = events_of(engine, d, cursor, latest).await?.len();
+    let selected = events_of(engine, d, cursor, latest).await?;
+    let events = selected.len();
     let size = d.batch_size.max(1);
     let rows: Vec<StreamBatch> = if events == 0 {
         // Nothing selected: the place moves on all the same.
@@ -374,14 +391,15 @@ async fn plan(
             })
             .collect()
     };
-    append(
+    let written = append(
         engine,
         &rows,
         "event stream plan",
         actor,
         Some((&app(&d.name), latest)),
     )
-    .await
+    .await?;
+    Ok(written.then_some(((cursor, latest), selected)))
 }
 
 /// Sends one batch's events (in parts no larger than the destination's byte cap; part
@@ -424,7 +442,10 @@ pub async fn deliver(
     let mut events_by_range: HashMap<(i64, i64), Vec<Value>> = HashMap::new();
     loop {
         let mut batches = read(engine, &d.name).await?;
-        if batches.iter().all(|b| b.status.finished()) && plan(engine, d, &batches, actor).await? {
+        if batches.iter().all(|b| b.status.finished())
+            && let Some((range, events)) = plan(engine, d, &batches, actor).await?
+        {
+            events_by_range.insert(range, events);
             batches = read(engine, &d.name).await?;
         }
         let mut next_retry = None;
@@ -522,57 +543,41 @@ pub async fn deliver(
 /// `destination` are the stream's name, `segment` is `events`, `run` counts the ranges
 /// planned, `to_version` the `events` version reached, members are events.
 pub async fn status(engine: &Engine) -> Result<Vec<crate::SyncStatus>> {
-    if !engine.lake().exists(STREAM_DELIVERIES).await? {
-        return Ok(Vec::new());
-    }
-    let ctx = engine.session_of(&[STREAM_DELIVERIES]).await?;
-    let names = ctx
-        .sql(&format!(
-            "SELECT DISTINCT destination FROM {STREAM_DELIVERIES} ORDER BY 1"
-        ))
-        .await?
-        .collect()
-        .await?;
     let mut out = Vec::new();
-    for b in &names {
-        let names = strings(b, "destination")?;
-        for i in 0..b.num_rows() {
-            let name = names.value(i);
-            let batches = read(engine, name).await?;
-            let mut s = crate::SyncStatus {
-                sync: name.to_owned(),
-                destination: name.to_owned(),
-                segment: EVENTS.to_owned(),
-                ..crate::SyncStatus::default()
-            };
-            let mut ranges = std::collections::HashSet::new();
-            for b in &batches {
-                ranges.insert(b.from_version);
-                s.to_version = s.to_version.max(b.to_version);
-                match b.status {
-                    Status::Planned => s.planned += 1,
-                    Status::Retry => s.retrying += 1,
-                    Status::Delivered => {
-                        s.delivered += 1;
-                        s.members_delivered += b.events as u64;
-                    }
-                    Status::Dead => s.dead += 1,
-                    Status::Held => s.held += 1,
+    for (name, batches) in read_all(engine, None).await? {
+        let mut s = crate::SyncStatus {
+            sync: name.clone(),
+            destination: name,
+            segment: EVENTS.to_owned(),
+            ..crate::SyncStatus::default()
+        };
+        let mut ranges = std::collections::HashSet::new();
+        for b in &batches {
+            ranges.insert(b.from_version);
+            s.to_version = s.to_version.max(b.to_version);
+            match b.status {
+                Status::Planned => s.planned += 1,
+                Status::Retry => s.retrying += 1,
+                Status::Delivered => {
+                    s.delivered += 1;
+                    s.members_delivered += b.events as u64;
                 }
-                if b.attempt > 0 {
-                    s.last_attempt_at = Some(s.last_attempt_at.map_or(b.at, |t| t.max(b.at)));
-                }
-                if matches!(b.status, Status::Retry | Status::Dead) {
-                    s.last_error = Some(format!(
-                        "{}{}",
-                        b.code.map_or_else(String::new, |c| format!("{c} ")),
-                        b.message.clone().unwrap_or_default()
-                    ));
-                }
+                Status::Dead => s.dead += 1,
+                Status::Held => s.held += 1,
             }
-            s.run = ranges.len() as i64;
-            out.push(s);
+            if b.attempt > 0 {
+                s.last_attempt_at = Some(s.last_attempt_at.map_or(b.at, |t| t.max(b.at)));
+            }
+            if matches!(b.status, Status::Retry | Status::Dead) {
+                s.last_error = Some(format!(
+                    "{}{}",
+                    b.code.map_or_else(String::new, |c| format!("{c} ")),
+                    b.message.clone().unwrap_or_default()
+                ));
+            }
         }
+        s.run = ranges.len() as i64;
+        out.push(s);
     }
     Ok(out)
 }

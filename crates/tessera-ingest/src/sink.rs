@@ -254,19 +254,13 @@ impl EventSink {
             }
         }
         if !run.violations.is_empty() && self.count_violations {
+            // Once per file: a re-import after a crash finds the transaction and skips.
             let def = schema::table(PLAN_VIOLATIONS).expect("plan_violations table");
-            let mut w = self.lake.append_writer(&def).await?;
-            if w.transaction_version(&app_id(&fp)).await?.is_some() {
-                w.abort();
-            } else {
-                w.write(run.violations.finish()).await?;
-                w.commit(
-                    CommitNote::new("import", "tessera import")
-                        .detail("location", run.report.location.clone())
-                        .transaction(app_id(&fp), 0),
-                )
+            let note = CommitNote::new("import", "tessera import")
+                .detail("location", run.report.location.clone());
+            self.lake
+                .append_once(&def, run.violations.finish(), note, Some((&app_id(&fp), 0)))
                 .await?;
-            }
         }
         let version = writer.commit(note).await?;
         run.report.events_version = version;

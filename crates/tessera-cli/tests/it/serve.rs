@@ -581,8 +581,7 @@ fn overload_is_answered_with_retry_after_and_the_sdks_deliver_everything_once() 
         "{response}"
     );
     assert!(response.contains("\"code\":\"overloaded\""), "{response}");
-    let (_, health) = request(s.http, "GET", "/health", &[], b"");
-    let health: Value = serde_json::from_str(&health).unwrap();
+    let health = health(&s);
     assert!(health["buffered_bytes"].as_u64().is_some(), "{health}");
 
     // The SDKs retry what is refused: every event lands once.
@@ -656,21 +655,8 @@ fn an_unreachable_lake_store_delays_commits_and_loses_nothing() {
     use crate::s3::{start_s3, with_aws};
     let s3 = start_s3();
     let ep = s3.endpoint.clone();
-    crate::common::run_python(&format!(
-        r#"
-import boto3
-boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket="cdp")
-"#
-    ));
     let p = project();
-    let toml = p.path().join("tessera.toml");
-    let text = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("url = \"tessera-data\"", "url = \"s3://cdp/lake\"");
-    std::fs::write(&toml, text).unwrap();
-    let mut init = p.cmd(&["init"]);
-    with_aws(&mut init, &ep);
-    crate::common::ok(&mut init);
+    on_s3(&p, &ep);
     let s = Served::start_with(&p, "127.0.0.1:0", |c| with_aws(c, &ep));
 
     let acked = p.path().join("acked.txt");
@@ -696,8 +682,7 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
     let before = acked_count();
     std::thread::sleep(Duration::from_secs(30));
     let during = acked_count();
-    let (_, health) = request(s.http, "GET", "/health", &[], b"");
-    let health: Value = serde_json::from_str(&health).unwrap();
+    let health = health(&s);
     assert!(
         Command::new("kill")
             .args(["-CONT", &moto])
@@ -724,17 +709,7 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
         .map(str::to_owned)
         .collect();
     assert_eq!(acked_ids.len(), 2000);
-    let count = |sql: &str| {
-        let mut c = p.cmd(&["sql", "--format", "csv", sql]);
-        with_aws(&mut c, &ep);
-        let out = crate::common::ok(&mut c);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .unwrap()
-            .parse::<i64>()
-            .unwrap()
-    };
+    let count = |sql: &str| s3_count(&p, &ep, sql);
     assert_eq!(
         count("SELECT count(*) AS n FROM events"),
         2000,
@@ -744,6 +719,37 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
         count("SELECT count(DISTINCT message_id) AS n FROM events"),
         2000
     );
+}
+
+/// Moves `p`'s lake to bucket `cdp` of the S3 server at `ep` (created here).
+fn on_s3(p: &TestProject, ep: &str) {
+    crate::common::run_python(&format!(
+        r#"
+import boto3
+boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket="cdp")
+"#
+    ));
+    let toml = p.path().join("tessera.toml");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("url = \"tessera-data\"", "url = \"s3://cdp/lake\"");
+    std::fs::write(&toml, text).unwrap();
+    let mut init = p.cmd(&["init"]);
+    crate::s3::with_aws(&mut init, ep);
+    crate::common::ok(&mut init);
+}
+
+/// The count a query over the S3 lake of `p` returns.
+fn s3_count(p: &TestProject, ep: &str, sql: &str) -> i64 {
+    let mut c = p.cmd(&["sql", "--format", "csv", sql]);
+    crate::s3::with_aws(&mut c, ep);
+    let out = crate::common::ok(&mut c);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse::<i64>()
+        .unwrap()
 }
 
 /// A client posting `batches` batches of 25 events with ids `PREFIX-b-i` to `url`
@@ -951,20 +957,7 @@ fn a_write_ahead_log_disk_that_fills_up_refuses_corrupts_nothing_and_recovers() 
     };
     let s3 = start_s3();
     let ep = s3.endpoint.clone();
-    crate::common::run_python(&format!(
-        r#"
-import boto3
-boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket="cdp")
-"#
-    ));
-    let toml = p.path().join("tessera.toml");
-    let text = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("url = \"tessera-data\"", "url = \"s3://cdp/lake\"");
-    std::fs::write(&toml, text).unwrap();
-    let mut init = p.cmd(&["init"]);
-    with_aws(&mut init, &ep);
-    crate::common::ok(&mut init);
+    on_s3(&p, &ep);
     let addr = format!("127.0.0.1:{}", free_port());
     let start = || {
         Served::start_with(&p, &addr, |c| {
@@ -1032,17 +1025,7 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
     }
     s.stop();
     assert_eq!(acked_count(), 5000);
-    let count = |sql: &str| {
-        let mut c = p.cmd(&["sql", "--format", "csv", sql]);
-        with_aws(&mut c, &ep);
-        let out = crate::common::ok(&mut c);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .unwrap()
-            .parse::<i64>()
-            .unwrap()
-    };
+    let count = |sql: &str| s3_count(&p, &ep, sql);
     assert_eq!(
         count("SELECT count(*) AS n FROM events WHERE message_id LIKE 'd-%'"),
         5000

@@ -620,7 +620,8 @@ impl Collector {
         let mut outcome = Outcome::default();
         let mut pending = Pending::default();
         let plan = self.config.plans.get(source).map(|p| (source, p.as_ref()));
-        match endpoint {
+        let with_type;
+        let events: Vec<(Event<'_>, Option<Check>)> = match endpoint {
             Endpoint::Batch => {
                 let parsed: BatchBody<'_> = serde_json::from_str(text).map_err(|e| {
                     CollectError::BadBody(format!(
@@ -636,9 +637,10 @@ impl Collector {
                     context: parsed.context,
                     integrations: parsed.integrations,
                 };
-                let events: Vec<(Event<'_>, Option<Check>)> = parsed
+                let events = parsed
                     .batch
                     .iter()
+                    .copied()
                     .enumerate()
                     .filter_map(|(index, raw)| {
                         self.parse_one(
@@ -651,14 +653,6 @@ impl Collector {
                         )
                     })
                     .collect();
-                self.admit(
-                    source,
-                    &events,
-                    received_at,
-                    &mut builder,
-                    &mut outcome,
-                    &mut pending,
-                );
                 // A refused event is kept with what the batch gave it, so that a
                 // replay sees the event the collector saw.
                 for r in &mut outcome.rejected {
@@ -666,6 +660,7 @@ impl Collector {
                         r.payload = Some(body::with_batch_fields(p, &parsed));
                     }
                 }
+                events
             }
             Endpoint::Single(kind) => {
                 self.metrics.events_received.fetch_add(1, Ordering::Relaxed);
@@ -680,7 +675,6 @@ impl Collector {
                 })?;
                 let ctx = ParseContext::live(received_at, sent_at(head.sent_at))
                     .with_window(self.config.window);
-                let with_type;
                 let event_text = if head.event_type.is_some() {
                     text
                 } else {
@@ -693,27 +687,26 @@ impl Collector {
                     };
                     &with_type
                 };
-                let events: Vec<(Event<'_>, Option<Check>)> = self
-                    .parse_one(
-                        0,
-                        event_text,
-                        &ctx,
-                        BatchDefaults::default(),
-                        plan,
-                        &mut outcome.rejected,
-                    )
-                    .into_iter()
-                    .collect();
-                self.admit(
-                    source,
-                    &events,
-                    received_at,
-                    &mut builder,
-                    &mut outcome,
-                    &mut pending,
-                );
+                self.parse_one(
+                    0,
+                    event_text,
+                    &ctx,
+                    BatchDefaults::default(),
+                    plan,
+                    &mut outcome.rejected,
+                )
+                .into_iter()
+                .collect()
             }
-        }
+        };
+        self.admit(
+            source,
+            &events,
+            received_at,
+            &mut builder,
+            &mut outcome,
+            &mut pending,
+        );
         // Refused events not kept already (a retry of the same request).
         let fresh: Vec<Rejected> = match self.dedup.lock() {
             Ok(mut d) => outcome

@@ -55,7 +55,7 @@ pub(super) fn decode_as(
 pub(super) fn wal_writer(
     mut wal: Wal,
     mut rx: mpsc::UnboundedReceiver<WalCommand>,
-    collector: std::sync::Weak<Collector>,
+    weak: std::sync::Weak<Collector>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut writes = Vec::new();
@@ -68,10 +68,11 @@ pub(super) fn wal_writer(
         while let Ok(cmd) = rx.try_recv() {
             take(cmd);
         }
+        let collector = weak.upgrade();
         if !writes.is_empty() {
             let payloads: Vec<&[u8]> = writes.iter().map(|w| w.payload.as_slice()).collect();
             let result = wal.append(&payloads);
-            if let Some(c) = collector.upgrade() {
+            if let Some(c) = &collector {
                 c.metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
                 c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
                 c.wal_written(result.as_ref().err().map(ToString::to_string));
@@ -81,7 +82,6 @@ pub(super) fn wal_writer(
                     // Buffered here, in sequence order, before anyone is told: the
                     // flusher never sees a sequence without every one below it (a
                     // commit's transaction covers all records up to it).
-                    let collector = collector.upgrade();
                     let mut buffer = collector.as_ref().and_then(|c| c.buffer.lock().ok());
                     let mut answers = Vec::with_capacity(writes.len());
                     for (i, w) in writes.into_iter().enumerate() {
@@ -113,7 +113,7 @@ pub(super) fn wal_writer(
             if let Err(e) = wal.release_through(seq) {
                 tracing::error!("releasing the write-ahead log: {e}");
             }
-            if let Some(c) = collector.upgrade() {
+            if let Some(c) = &collector {
                 c.metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
             }
         }
