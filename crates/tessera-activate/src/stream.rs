@@ -11,9 +11,9 @@
 //! reached, so that two planners never plan one range twice. Delivery is at least once,
 //! in order: a batch is sent after every batch before it is delivered or dead, with the
 //! same `webhook-id` on each attempt, signed like a webhook's, retried like one. A batch
-//! is read again from the versions it names whenever it is sent (events are not copied
-//! into the ledger), so a crash or a retry sends the same events; an event erased in the
-//! meantime is not sent.
+//! is read again from the versions it names by each delivery round that sends it (the
+//! planning round reuses what it read; events are not copied into the ledger), so a
+//! crash or a retry sends the same events; an event erased in the meantime is not sent.
 //!
 //! Each row becomes one JSON object: Tessera's event columns get Segment's names
 //! (`message_id` → `messageId`, ...), JSON text columns (`properties`, `traits`,
