@@ -49,6 +49,8 @@ pub const PRIVACY_REQUESTS: &str = "privacy_requests";
 pub const BLOCKED_VALUES: &str = "blocked_values";
 /// Identity edges revoked by an unmerge (`tessera identity split`).
 pub const IDENTITY_REVOCATIONS: &str = "identity_revocations";
+/// Decisions of people on pairs of the matching review band.
+pub const MATCH_DECISIONS: &str = "match_decisions";
 /// Events refused by validation, kept with the reason instead of lost.
 pub const QUARANTINE: &str = "quarantine";
 /// The delivery ledger of event-stream destinations.
@@ -584,6 +586,27 @@ pub fn identity_revocations_schema() -> SchemaRef {
     IDENTITY_REVOCATIONS_SCHEMA.clone()
 }
 
+static MATCH_DECISIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("id_l", false),
+        utf8("id_r", false),
+        utf8("decision", false),
+        Field::new("probability", DataType::Float64, true),
+        Field::new("model_version", DataType::Int64, true),
+        utf8("actor", false),
+        ts("decided_at", false),
+    ]))
+});
+
+/// The `match_decisions` table: a person's decision on a scored pair of `match_pairs`
+/// (`accept` or `reject`), with the probability the model gave it, who and when; the
+/// latest decision on a pair counts. Stitching links an accepted pair as a `reviewed`
+/// edge and never links a rejected one by matching again, whatever later predictions
+/// say. Append-only.
+pub fn match_decisions_schema() -> SchemaRef {
+    MATCH_DECISIONS_SCHEMA.clone()
+}
+
 static QUARANTINE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         utf8("quarantine_id", false),
@@ -686,6 +709,8 @@ pub const IDENTIFYING_COLUMNS: &[(&str, &str)] = &[
     (MATCH_PAIRS, "id_r"),
     (MATCH_PAIRS, "cluster"),
     (MATCH_PAIRS, "comparisons"),
+    (MATCH_DECISIONS, "id_l"),
+    (MATCH_DECISIONS, "id_r"),
     (ACTIVATION_BATCHES, "members"),
     (ACTIVATION_BATCHES, "message"),
     (AUDIT_LOG, "target"),
@@ -937,6 +962,12 @@ pub fn tables() -> Vec<TableDef> {
             schema: stream_deliveries_schema(),
             partition_columns: &[],
             description: "the delivery ledger of event streams: batches planned and attempts",
+        },
+        TableDef {
+            name: MATCH_DECISIONS,
+            schema: match_decisions_schema(),
+            partition_columns: &[],
+            description: "decisions of people on pairs of the matching review band",
         },
         TableDef {
             name: PLAN_VIOLATIONS,

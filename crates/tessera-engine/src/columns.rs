@@ -65,3 +65,32 @@ pub async fn collect(
         .await
         .map_err(EngineError::sql)
 }
+
+/// The rows of `batches` as JSON objects (timestamps as RFC 3339 text), for small
+/// results shown as they are (the console's tables, `--json` output).
+pub fn json_rows(
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let err = |e: &dyn std::fmt::Display| EngineError::Column {
+        column: "*".into(),
+        message: format!("rows as JSON: {e}"),
+    };
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    for b in batches {
+        writer.write(b).map_err(|e| err(&e))?;
+    }
+    writer.finish().map_err(|e| err(&e))?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| err(&e))
+}
+
+/// Runs `sql` on `ctx` and returns its rows as JSON objects ([`json_rows`]).
+pub async fn collect_json(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    json_rows(&collect(ctx, sql).await?)
+}

@@ -37,6 +37,7 @@ pub mod profiles;
 pub mod resolve;
 pub mod rules;
 pub mod snapshot;
+pub mod stats;
 pub mod stitch;
 pub mod unmerge;
 

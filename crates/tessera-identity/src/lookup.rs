@@ -31,6 +31,8 @@ pub struct ProfileView {
     pub scores: Vec<Map<String, Value>>,
     /// The latest consent stated, category → granted; null when never stated.
     pub consent: Option<std::collections::BTreeMap<String, bool>>,
+    /// The segments the profile is a member of at their latest refresh.
+    pub segments: Vec<String>,
 }
 
 /// Splits `TYPE:VALUE`.
@@ -59,7 +61,9 @@ fn object(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
 }
 
 impl ProfileView {
-    fn of(p: &Profile, id_type: String, id_value: String, merged_from: Option<String>) -> Self {
+    /// The view of profile `p`, found by `id_type:id_value` (`merged_from`: the
+    /// merged-away profile id it was asked by).
+    pub fn of(p: &Profile, id_type: String, id_value: String, merged_from: Option<String>) -> Self {
         let mut profile = object(vec![
             ("profile_id", Value::String(p.profile_id.clone())),
             ("first_seen", time(p.first_seen)),
@@ -123,6 +127,7 @@ impl ProfileView {
                 })
                 .collect(),
             consent: p.consent.clone(),
+            segments: p.segments.iter().map(|m| m.segment.clone()).collect(),
         }
     }
 }

@@ -794,6 +794,83 @@ impl Snapshot {
         self.segment_by_name.get(name).map(|&i| &self.segments[i])
     }
 
+    /// The `n` profiles with the most identifiers that a caller with row filter `rows`
+    /// may see, most first (ties by profile id): the console's largest profiles.
+    pub fn largest(&self, n: usize, rows: Option<&str>) -> Vec<u32> {
+        let mut all: Vec<u32> = (0..self.profiles.len() as u32)
+            .filter(|&i| self.visible(i, rows))
+            .collect();
+        let key = |i: &u32| {
+            let p = &self.profiles[*i as usize];
+            (std::cmp::Reverse(p.identifiers.len()), p.profile_id.clone())
+        };
+        if all.len() > n {
+            all.select_nth_unstable_by_key(n, key);
+            all.truncate(n);
+        }
+        all.sort_by_key(key);
+        all
+    }
+
+    /// Members of segments `a` and `b` (visible under `rows`) at their latest refresh:
+    /// `(in a, in b, in both)`; `None` when either segment is unknown.
+    pub fn overlap(&self, a: &str, b: &str, rows: Option<&str>) -> Option<(u64, u64, u64)> {
+        let (a, b) = (self.segment(a)?, self.segment(b)?);
+        let seen = |m: &&u32| self.visible(**m, rows);
+        let (mut i, mut j, mut both) = (0, 0, 0u64);
+        let (am, bm) = (&a.members, &b.members);
+        while i < am.len() && j < bm.len() {
+            match am[i].cmp(&bm[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    if self.visible(am[i], rows) {
+                        both += 1;
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        Some((
+            am.iter().filter(seen).count() as u64,
+            bm.iter().filter(seen).count() as u64,
+            both,
+        ))
+    }
+
+    /// How many profiles (visible under `rows`) hold how many identifiers, in the
+    /// buckets 1, 2, 3, 4, 5, 6–10, 11–20, 21–50, 51–100, over 100: `(label, profiles)`.
+    pub fn identifier_histogram(&self, rows: Option<&str>) -> Vec<(&'static str, u64)> {
+        const BUCKETS: [(usize, &str); 10] = [
+            (1, "1"),
+            (2, "2"),
+            (3, "3"),
+            (4, "4"),
+            (5, "5"),
+            (10, "6-10"),
+            (20, "11-20"),
+            (50, "21-50"),
+            (100, "51-100"),
+            (usize::MAX, "over 100"),
+        ];
+        let mut counts = [0u64; BUCKETS.len()];
+        for (i, p) in self.profiles.iter().enumerate() {
+            if !self.visible(i as u32, rows) {
+                continue;
+            }
+            let n = p.identifiers.len();
+            if let Some(b) = BUCKETS.iter().position(|(up_to, _)| n <= *up_to) {
+                counts[b] += 1;
+            }
+        }
+        BUCKETS
+            .iter()
+            .zip(counts)
+            .map(|((_, label), c)| (*label, c))
+            .collect()
+    }
+
     /// Whether a caller with row filter `rows` may see profile `i` (every caller
     /// without a filter may; a filter the snapshot was not loaded with admits none).
     pub fn visible(&self, i: u32, rows: Option<&str>) -> bool {

@@ -25,8 +25,8 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use tessera_core::config::IdentitySection;
 use tessera_core::schema::{
-    self, BLOCKED_VALUES, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, IDENTITY_REVOCATIONS, MATCH_PAIRS,
-    PROFILE_MERGES,
+    self, BLOCKED_VALUES, EVENTS, IDENTITY_EDGES, IDENTITY_MAP, IDENTITY_REVOCATIONS,
+    MATCH_DECISIONS, MATCH_PAIRS, PROFILE_MERGES,
 };
 use tessera_engine::Engine;
 use tessera_lake::CommitNote;
@@ -43,6 +43,8 @@ use crate::rules::{self, Rule};
 pub const STITCH_APP: &str = "tessera-stitch";
 /// Application transaction recording the `match_pairs` version a stitch consumed.
 pub const MATCH_APP: &str = "tessera-match-pairs";
+/// Application transaction recording the `match_decisions` version a stitch consumed.
+pub const DECISIONS_APP: &str = "tessera-match-decisions";
 /// Name of the generated rule turning `match_pairs` matches into edges.
 pub const PROBABILISTIC_RULE: &str = "probabilistic";
 const BATCH_ROWS: usize = 65_536;
@@ -215,7 +217,21 @@ pub async fn stitch(
     } else {
         None
     };
-    let new_matches = match_version.is_some() && (report.full || match_version != match_consumed);
+    // A decision on a review pair counts as new matches too.
+    let decisions_version = match lake.try_open(MATCH_DECISIONS).await? {
+        Some(t) => t.version().and_then(|v| i64::try_from(v).ok()),
+        None => None,
+    };
+    let decisions_consumed = if map_exists {
+        lake.transaction_version(IDENTITY_MAP, DECISIONS_APP)
+            .await?
+    } else {
+        None
+    };
+    let new_matches = match_version.is_some()
+        && (report.full
+            || match_version != match_consumed
+            || decisions_version.unwrap_or(-1) != decisions_consumed.unwrap_or(-1));
     if incremental.is_some_and(|c| c.is_empty()) && !new_matches && !options.resolve_again {
         report.up_to_date = true;
         let stats = lake.stats(IDENTITY_MAP).await?;
@@ -287,7 +303,7 @@ pub async fn stitch(
     }
     rules.push(Rule {
         name: PROBABILISTIC_RULE.into(),
-        sql: probabilistic_rule_sql(type_rules.names()),
+        sql: probabilistic_rule_sql(type_rules.names(), decisions_version.is_some()),
     });
     let probabilistic = rules.len() as u32 - 1;
     // An empty match_pairs (as `tessera init` creates it) has nothing to add.
@@ -398,6 +414,7 @@ pub async fn stitch(
     };
     clock.stage("writing identity_edges");
     let match_run = match_version.unwrap_or(-1);
+    let decisions_run = decisions_version.unwrap_or(-1);
     let mut writer = lake.replace_writer(&table_def(IDENTITY_EDGES)?).await?;
     for batch in edge_batches(&resolution, &rules, &type_rules, run)? {
         writer.write(batch).await?;
@@ -406,7 +423,8 @@ pub async fn stitch(
         .commit(
             note("stitch")
                 .transaction(STITCH_APP, run)
-                .transaction(MATCH_APP, match_run),
+                .transaction(MATCH_APP, match_run)
+                .transaction(DECISIONS_APP, decisions_run),
         )
         .await?;
 
@@ -429,6 +447,11 @@ pub async fn stitch(
             .await?
             .unwrap_or(-1)
             == match_run
+        && lake
+            .transaction_version(PROFILE_MERGES, DECISIONS_APP)
+            .await?
+            .unwrap_or(-1)
+            == decisions_run
         && !options.resolve_again;
     if !done {
         writer
@@ -438,7 +461,8 @@ pub async fn stitch(
             .commit(
                 note("stitch")
                     .transaction(STITCH_APP, run)
-                    .transaction(MATCH_APP, match_run),
+                    .transaction(MATCH_APP, match_run)
+                    .transaction(DECISIONS_APP, decisions_run),
             )
             .await?;
     } else {
@@ -456,7 +480,8 @@ pub async fn stitch(
             note("stitch")
                 .detail("identifiers", report.identifiers)
                 .transaction(STITCH_APP, run)
-                .transaction(MATCH_APP, match_run),
+                .transaction(MATCH_APP, match_run)
+                .transaction(DECISIONS_APP, decisions_run),
         )
         .await?;
 
@@ -519,13 +544,18 @@ async fn predict(
 
 /// The generated rule reading `match_pairs`: each pair decided `match` whose two ids are
 /// identifiers written `TYPE:VALUE` of configured types becomes an edge scored with the
-/// match probability (other ids — plain record keys — are not identifiers).
-fn probabilistic_rule_sql(types: &[String]) -> String {
+/// match probability (other ids — plain record keys — are not identifiers). With
+/// `decisions` (`match_decisions` exists) people's decisions count: accepted pairs are
+/// `reviewed` edges, rejected ones never edges ([`crate::matching::review`]).
+fn probabilistic_rule_sql(types: &[String], decisions: bool) -> String {
     let known = types
         .iter()
         .map(|t| tessera_core::sql::literal(t))
         .collect::<Vec<_>>()
         .join(", ");
+    if decisions {
+        return crate::matching::review::decided_rule_sql(&known);
+    }
     format!(
         "SELECT split_part(id_l, ':', 1) AS a_type, substr(id_l, strpos(id_l, ':') + 1) AS a_value, \
                 split_part(id_r, ':', 1) AS b_type, substr(id_r, strpos(id_r, ':') + 1) AS b_value, \

@@ -27,6 +27,7 @@ mod ndjson;
 pub mod plan;
 pub mod quarantine;
 mod sink;
+pub mod stats;
 pub mod suppress;
 
 use std::sync::Arc;

@@ -317,6 +317,17 @@ impl Auth {
                 Status::unauthenticated("expected an `authorization: Bearer TOKEN` header")
             })?
             .trim();
+        self.authenticate_token(token)
+    }
+
+    /// Ends the sign-in of `token` (the console's sign-out); unknown tokens are ignored.
+    pub fn logout(&self, token: &str) {
+        lock(&self.sessions).remove(token);
+    }
+
+    /// The caller holding `token`: a sign-in token (from the gRPC sign-in or the
+    /// console's session cookie) or an API token.
+    pub fn authenticate_token(&self, token: &str) -> Result<Principal, Status> {
         let session = {
             let mut sessions = lock(&self.sessions);
             match sessions.get(token) {

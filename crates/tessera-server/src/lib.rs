@@ -9,6 +9,8 @@
 //!   bearer tokens, metadata, streamed statements, prepared statements); [`api`], the
 //!   `tessera.v1` services (profiles, audiences, admin, sign-in) answered from the
 //!   in-memory [`index`]; the standard health service and gRPC reflection.
+//! - [`console`]: the web console at `/ui/` on the HTTP port (sign-in, pages, match
+//!   review).
 //! - [`auth`]: accounts, API tokens and sign-in tokens shared by both gRPC APIs.
 //! - [`audit`]: the `audit_log` of the gRPC services.
 //! - [`tls`]: TLS on both ports from `[server.tls]`.
@@ -22,6 +24,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod flight;
 pub mod http;
 pub mod index;
@@ -146,6 +149,7 @@ pub struct Server {
     queries: Queries,
     config_file: Option<std::path::PathBuf>,
     activation: Option<(Arc<tessera_activate::Activation>, std::time::Duration)>,
+    console: Arc<console::Console>,
 }
 
 /// Checks every row filter of `auth`'s accounts against the lake (a filter that does
@@ -210,7 +214,15 @@ impl Server {
             options.admin,
             options.activation.clone(),
         );
+        let console = Arc::new(console::Console::new(
+            engine.clone(),
+            auth.clone(),
+            audit.clone(),
+            index.clone(),
+            tls.is_some(),
+        ));
         Ok(Server {
+            console,
             http,
             grpc,
             engine,
@@ -310,18 +322,21 @@ impl Server {
                 stop_rx.clone(),
             ))
         });
-        let app = http::router(self.state.clone());
+        let app = http::router(self.state.clone()).merge(console::router(self.console.clone()));
         let http_listener = self.http;
         let http_tls = self.tls.as_ref().map(|t| t.acceptor.clone());
         let http = tokio::spawn(async move {
             match http_tls {
                 Some(acceptor) => tls::serve_https(http_listener, app, acceptor, http_stop).await,
                 None => {
-                    axum::serve(http_listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = http_stop.wait_for(|s| *s).await;
-                        })
-                        .await
+                    axum::serve(
+                        http_listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move {
+                        let _ = http_stop.wait_for(|s| *s).await;
+                    })
+                    .await
                 }
             }
         });

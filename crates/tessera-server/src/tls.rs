@@ -149,7 +149,8 @@ pub async fn serve_https(
                     }
                 };
                 let acceptor = acceptor.clone();
-                let app = app.clone();
+                // The caller's address, as `into_make_service_with_connect_info` gives it.
+                let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

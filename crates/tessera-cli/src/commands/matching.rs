@@ -1,4 +1,4 @@
-//! `tessera match pairs|train|predict|explain|evaluate`: probabilistic matching of
+//! `tessera match pairs|train|predict|explain|evaluate|review`: probabilistic matching of
 //! records that share no exact identifier, as the project's `match.toml` says.
 
 use std::path::PathBuf;
@@ -44,6 +44,19 @@ pub enum MatchCommand {
         /// Id of the other.
         b: String,
     },
+    /// The review band: the pairs awaiting a person's decision, best first; or record a
+    /// decision (the next `tessera stitch` links accepted pairs and never rejected ones).
+    Review {
+        /// The two records are the same person: `--accept ID_L ID_R`.
+        #[arg(long, num_args = 2, value_names = ["ID_L", "ID_R"], conflicts_with = "reject")]
+        accept: Option<Vec<String>>,
+        /// They are not: `--reject ID_L ID_R`.
+        #[arg(long, num_args = 2, value_names = ["ID_L", "ID_R"])]
+        reject: Option<Vec<String>>,
+        /// How many pairs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Precision, recall and F1 of `match_pairs` against known matches.
     Evaluate {
         /// CSV with a header: two id columns (one matching pair per line), or `id,cluster`.
@@ -74,7 +87,82 @@ async fn open(opened: &Opened, spec: MatchSpec, stages: &Stages) -> anyhow::Resu
     Ok(Matcher::open(&opened.engine, &opened.project.dir, spec).await?)
 }
 
+/// `tessera match review`: lists the undecided pairs or records one decision.
+async fn review(
+    opened: &Opened,
+    accept: Option<Vec<String>>,
+    reject: Option<Vec<String>>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use tessera_identity::matching::review::{self, Decision};
+    let decided = match (accept, reject) {
+        (Some(ids), _) => Some((ids, Decision::Accept)),
+        (_, Some(ids)) => Some((ids, Decision::Reject)),
+        _ => None,
+    };
+    if let Some((ids, decision)) = decided {
+        let key = review::pair_key(&ids[0], &ids[1]);
+        let pair = review::decide(&opened.engine, &key, decision, "tessera match review")
+            .await
+            .with_context(|| format!("deciding {} / {}", ids[0], ids[1]))?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"decision": decision.as_str(), "pair": pair})
+            );
+        } else {
+            println!(
+                "Recorded: {} {} / {} (probability {:.4}). The next `tessera stitch` applies it.",
+                decision.as_str(),
+                pair.id_l,
+                pair.id_r,
+                pair.probability
+            );
+        }
+        return Ok(());
+    }
+    let (pairs, total) = review::queue(&opened.engine, limit, true).await?;
+    if json {
+        println!("{}", serde_json::json!({"total": total, "pairs": pairs}));
+        return Ok(());
+    }
+    if pairs.is_empty() {
+        println!("Nothing to review.");
+        return Ok(());
+    }
+    println!(
+        "{} pairs await a decision; the {} most likely:",
+        thousands(total),
+        pairs.len()
+    );
+    for p in &pairs {
+        let terms: Vec<String> = p
+            .terms
+            .iter()
+            .map(|t| format!("{} {} ({:+.2})", t.comparison, t.level, t.weight))
+            .collect();
+        println!(
+            "  {:.4}  {}  {}\n          {}",
+            p.probability,
+            p.id_l,
+            p.id_r,
+            terms.join(", ")
+        );
+    }
+    println!("Decide with `tessera match review --accept ID_L ID_R` or `--reject ID_L ID_R`.");
+    Ok(())
+}
+
 pub async fn run(opened: &Opened, args: MatchArgs) -> anyhow::Result<()> {
+    if let MatchCommand::Review {
+        accept,
+        reject,
+        limit,
+    } = args.command
+    {
+        return review(opened, accept, reject, limit, args.json).await;
+    }
     let started = Instant::now();
     let spec = load_spec(opened, args.spec.as_ref())?;
     let stages = Stages::new(args.json);
@@ -184,6 +272,7 @@ async fn run_command(
             }
             Ok(explain_text(&why))
         }
+        MatchCommand::Review { .. } => unreachable!("answered above"),
         MatchCommand::Evaluate { truth, threshold } => {
             let known = matching::read_truth(truth)
                 .with_context(|| format!("reading the known matches {}", truth.display()))?;

@@ -5,6 +5,7 @@
 
 mod activate;
 mod common;
+mod console;
 mod examples;
 mod flight;
 mod grpc;

@@ -27,6 +27,7 @@
 //! 7. **evaluation** ([`evaluate`]) — pairwise precision, recall and F1 against known
 //!    matches.
 
+pub mod review;
 pub mod spec;
 
 mod evaluate;

@@ -104,7 +104,7 @@ async fn each_bad_segment_gets_its_located_error() {
         (
             "unknown_table",
             "SELECT profile_id\nFROM profles\nWHERE identifiers > 1",
-            "sql/segments/unknown_table.sql:2:6: unknown table or view \"profles\"\n  help: the lake has: activation_batches, audience_changes, audience_membership, audit_log, blocked_values, consent, events, identity_edges, identity_map, identity_revocations, imported_files, match_models, match_pairs, model_runs, plan_violations, privacy_requests, profile_events, profile_merges, profile_scores, profiles, quarantine, scores, segment_refreshes, stream_deliveries, suppressions",
+            "sql/segments/unknown_table.sql:2:6: unknown table or view \"profles\"\n  help: the lake has: activation_batches, audience_changes, audience_membership, audit_log, blocked_values, consent, events, identity_edges, identity_map, identity_revocations, imported_files, match_decisions, match_models, match_pairs, model_runs, plan_violations, privacy_requests, profile_events, profile_merges, profile_scores, profiles, quarantine, scores, segment_refreshes, stream_deliveries, suppressions",
         ),
         (
             "unknown_function",
