@@ -144,6 +144,11 @@ fn phase(
     })
 }
 
+/// Stops a `tessera serve` (SIGTERM) and waits for it.
+pub(crate) fn stop(child: &mut Child) {
+    kill(child);
+}
+
 fn kill(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -12,6 +12,7 @@
 //! tessera-bench isolation [--project P]               # collector and GetProfile under a heavy query
 //! tessera-bench activate [--members N]                # a segment delivered to a webhook receiver
 //! tessera-bench export [--members N]                  # an audience to Parquet on S3 vs DuckDB COPY
+//! tessera-bench ui [--events N] [--views V]           # the web console's pages: time and weight
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -37,6 +38,7 @@ mod predict;
 mod privacy;
 mod profile;
 mod segments;
+mod ui;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -201,6 +203,17 @@ enum Cmd {
         #[arg(long, default_value = "target/bench-privacy")]
         work: PathBuf,
     },
+    /// The web console's pages on the segments benchmark's lake: server time (first
+    /// view, p50, p95) and weight against the 200 ms and 300 KB budgets.
+    Ui {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Timed views of each page.
+        #[arg(long, default_value_t = 40)]
+        views: usize,
+        #[arg(long, default_value = "target/bench-segments")]
+        work: PathBuf,
+    },
     /// Opening a table after many small commits (checkpoints every 100): open time at
     /// 100, 1,000, ... commits.
     LakeLog {
@@ -261,6 +274,11 @@ fn main() -> anyhow::Result<()> {
             optimize,
         } => segments::run(events, runs, &work, optimize),
         Cmd::LakeLog { commits, work } => lakelog::run(commits, &work),
+        Cmd::Ui {
+            events,
+            views,
+            work,
+        } => ui::run(events, views, &work),
         Cmd::Privacy {
             events,
             subjects,

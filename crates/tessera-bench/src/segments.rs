@@ -16,6 +16,13 @@ use super::{ensure_data, python, tessera};
 
 /// A project with `events` generated customers imported and stitched (kept between
 /// runs of the benchmark; `ready` marks a finished setup).
+/// The benchmark's stitched project (built on first use) with its segments refreshed.
+pub(crate) fn prepared(events: u64, work: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let (project, _) = prepare(events, work)?;
+    tessera(&project, &["segments", "refresh", "--json"])?;
+    Ok(project)
+}
+
 fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, String)> {
     let data = work.join("data");
     let end = ensure_data(events, &data)?;

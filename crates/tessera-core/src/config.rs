@@ -668,6 +668,10 @@ pub struct ServerSection {
     /// TLS on both ports (`[server.tls]`); plain text when absent.
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Single sign-on to the web console through an OpenID Connect provider
+    /// (`[server.oidc]`); only the accounts' passwords when absent.
+    #[serde(default)]
+    pub oidc: Option<OidcSection>,
     /// Memory the running SQL queries of API callers may hold together: a size
     /// (`"2GiB"`, `"512MB"`, bytes) or a share of the machine's memory (`"25%"`).
     /// Sorts and aggregations spill to disk past it; a query that still does not fit
@@ -836,6 +840,44 @@ pub struct TlsSection {
     pub key: String,
 }
 
+/// `[server.oidc]`: the console's single sign-on (authorization code flow with PKCE).
+/// The claim `user_claim` of the signed-in person names the Tessera account
+/// (`[users.NAME]`) whose role and grants apply; a person without one is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    /// The provider's issuer URL (`https://login.example.com/realms/acme`); its
+    /// `/.well-known/openid-configuration` says where to send people. `http` only on
+    /// loopback.
+    pub issuer: String,
+    pub client_id: String,
+    /// The environment variable holding the client secret (never the secret itself).
+    #[serde(default = "default_oidc_secret_env")]
+    pub client_secret_env: String,
+    /// Where the provider sends people back (registered with it). Default: the console's
+    /// `/ui/oidc/callback` on the address the browser used.
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    /// The claim naming the account: `preferred_username` (default), `email`, `sub`, ...
+    #[serde(default = "default_oidc_claim")]
+    pub user_claim: String,
+    /// What the sign-in button says.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+}
+
+fn default_oidc_secret_env() -> String {
+    "TESSERA_OIDC_CLIENT_SECRET".into()
+}
+
+fn default_oidc_claim() -> String {
+    "preferred_username".into()
+}
+
+fn default_oidc_label() -> String {
+    "Sign in with single sign-on".into()
+}
+
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
@@ -851,6 +893,7 @@ impl Default for ServerSection {
             max_buffered_bytes: default_max_buffered_bytes(),
             max_wal_bytes: default_max_wal_bytes(),
             tls: None,
+            oidc: None,
             query_memory: default_query_memory(),
             query_timeout: default_query_timeout(),
             max_concurrent_queries: default_max_concurrent_queries(),

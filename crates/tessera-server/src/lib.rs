@@ -128,6 +128,8 @@ pub struct ServeOptions {
     pub activation: Option<Arc<tessera_activate::Activation>>,
     /// How often activation looks for new refreshes and due batches.
     pub activation_every: std::time::Duration,
+    /// The console's single sign-on (`[server.oidc]`; `None`: passwords only).
+    pub oidc: Option<tessera_core::config::OidcSection>,
 }
 
 /// A started server: ports bound, collector running.
@@ -214,12 +216,22 @@ impl Server {
             options.admin,
             options.activation.clone(),
         );
+        let oidc = options
+            .oidc
+            .clone()
+            .map(console::oidc::Oidc::new)
+            .transpose()
+            .map_err(|message| ServerError::Setup {
+                service: "console single sign-on",
+                message,
+            })?;
         let console = Arc::new(console::Console::new(
             engine.clone(),
             auth.clone(),
             audit.clone(),
             index.clone(),
             tls.is_some(),
+            oidc,
         ));
         Ok(Server {
             console,

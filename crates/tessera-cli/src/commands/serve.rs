@@ -209,6 +209,7 @@ pub async fn run(
             (!a.is_empty()).then(|| std::sync::Arc::new(a))
         },
         activation_every: Duration::from_secs(1),
+        oidc: config.server.oidc.clone(),
         predict: config.predict.schedule.then(|| PredictSchedule {
             project_dir: opened.project.dir.clone(),
             config: config.predict.clone(),

@@ -156,6 +156,34 @@ def any_command(name, fields):
     return field(1, ("type.googleapis.com/arrow.flight.protocol.sql." + name).encode()) + field(2, value)
 "#;
 
+/// The folder holding the pinned npm test clients' `node_modules` (installed on first
+/// use by `tests/clients/npm.sh`).
+pub fn npm_clients() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/npm.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("running npm.sh");
+        assert!(
+            out.status.success(),
+            "npm.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    })
+    .clone()
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Runs a Python snippet with the test clients; returns its stdout.
 ///
 /// A snippet that finishes leaves with `os._exit(0)` once its output is flushed: the
@@ -230,10 +258,15 @@ pub fn serve(p: &TestProject) -> (Running, String, String) {
 
 /// [`serve`] with extra environment variables (secrets of destinations, say).
 pub fn serve_with_env(p: &TestProject, env: &[(&str, &str)]) -> (Running, String, String) {
+    serve_at(p, "127.0.0.1:0", env)
+}
+
+/// [`serve_with_env`] with the HTTP port at `http` (`HOST:PORT`).
+pub fn serve_at(p: &TestProject, http: &str, env: &[(&str, &str)]) -> (Running, String, String) {
     let mut child = tessera()
         .arg("--project")
         .arg(p.path())
-        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .args(["serve", "--http", http, "--grpc", "127.0.0.1:0"])
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

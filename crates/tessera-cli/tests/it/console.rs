@@ -432,3 +432,162 @@ print(json.dumps(out))
     );
     assert_eq!(refused, 4);
 }
+
+/// Single sign-on against a real OpenID provider (panva's certified `oidc-provider`, on
+/// loopback): authorization code with PKCE; the provider's user becomes the Tessera
+/// account of the same name; a person without an account, a replayed callback and a
+/// provider's refusal are each refused with a message.
+#[test]
+fn single_sign_on_through_a_real_openid_provider() {
+    let (data, _) = sample_data();
+    let p = TestProject::new();
+    p.import_sample_channels(data);
+    ok(&mut p.cmd(&["stitch"]));
+    added(&p, &["alice", "--role", "analyst"], VIEWER_PASSWORD);
+    let (op_port, port) = (crate::common::free_port(), crate::common::free_port());
+    let callback = format!("http://127.0.0.1:{port}/ui/oidc/callback");
+    let config = p.path().join("tessera.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        "\n[server.oidc]\nissuer = \"http://127.0.0.1:{op_port}\"\nclient_id = \"tessera-console\"\n\
+         label = \"Sign in with the test provider\"\n"
+    ));
+    std::fs::write(&config, toml).unwrap();
+
+    let npm = crate::common::npm_clients();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/oidc_provider.mjs"),
+        npm.join("oidc_provider.mjs"),
+    )
+    .unwrap();
+    let mut provider = std::process::Command::new("node")
+        .arg(npm.join("oidc_provider.mjs"))
+        .args([&op_port.to_string(), &callback, "op-client-secret"])
+        .current_dir(&npm)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("starting the OpenID provider (node)");
+    let provider_out = provider.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(provider_out));
+    assert!(
+        lines
+            .next()
+            .and_then(Result::ok)
+            .is_some_and(|l| l.contains("listening")),
+        "the OpenID provider did not start"
+    );
+    std::thread::spawn(move || for _ in lines {});
+    let provider = crate::common::Running(provider);
+
+    let (server, _grpc, http) = crate::common::serve_at(
+        &p,
+        &format!("127.0.0.1:{port}"),
+        &[("TESSERA_OIDC_CLIENT_SECRET", "op-client-secret")],
+    );
+    let code = format!(
+        r#"
+import http.cookiejar, json, re, urllib.error, urllib.parse, urllib.request
+base = "http://{http}"
+def session():
+    jar = http.cookiejar.CookieJar()
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)), jar
+def call(web, url, form=None):
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    try:
+        r = web.open(url, data)
+        return r.status, r.geturl(), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.geturl(), e.read().decode()
+def submit(web, page_url, body, fields):
+    action = re.search(r'<form[^>]*action="([^"]+)"', body).group(1)
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body))
+    hidden.update(fields)
+    return call(web, urllib.parse.urljoin(page_url, action), hidden)
+def sign_in(user):
+    web, jar = session()
+    status, url, body = call(web, base + "/ui/login?next=/ui/identity")
+    login_page = body
+    sso = re.search(r'href="(/ui/oidc/start[^"]*)"', body).group(1)
+    status, url, body = call(web, base + sso)
+    steps = [url]
+    # The provider's login, then its consent page.
+    for _ in range(4):
+        if not url.startswith("http://127.0.0.1:{op_port}"):
+            break
+        if 'name="login"' in body:
+            status, url, body = submit(web, url, body, {{"login": user, "password": "any"}})
+        else:
+            status, url, body = submit(web, url, body, {{}})
+        steps.append(url)
+    return {{"status": status, "url": url, "body": body, "steps": steps,
+            "cookies": [c.name for c in jar if c.name == "tessera_console"],
+            "sso_label": "Sign in with the test provider" in login_page}}
+out = {{"alice": sign_in("alice"), "mallory": sign_in("mallory")}}
+web, _ = session()
+out["unknown_state"] = call(web, base + "/ui/oidc/callback?code=x&state=" + "0" * 64)[:1]
+out["provider_refused"] = call(web, base + "/ui/oidc/callback?error=access_denied&state=" + "1" * 64)[:1]
+for k in ("alice", "mallory"):
+    out[k]["body"] = out[k]["body"][:20000]
+print(json.dumps(out))
+"#
+    );
+    let out: Value = serde_json::from_str(crate::common::run_python(&code).trim()).unwrap();
+    let alice = &out["alice"];
+    assert!(
+        alice["sso_label"].as_bool().unwrap(),
+        "no single sign-on button"
+    );
+    assert_eq!(alice["status"], 200, "{}", alice["steps"]);
+    assert!(
+        alice["url"].as_str().unwrap().ends_with("/ui/identity"),
+        "{}",
+        alice["url"]
+    );
+    assert!(
+        alice["body"]
+            .as_str()
+            .unwrap()
+            .contains("data-user=\"alice\""),
+        "alice is not signed in"
+    );
+    assert_eq!(alice["cookies"], serde_json::json!(["tessera_console"]));
+    let mallory = &out["mallory"];
+    assert_eq!(mallory["status"], 403, "{}", mallory["steps"]);
+    assert!(
+        mallory["body"]
+            .as_str()
+            .unwrap()
+            .contains("has no Tessera account"),
+        "{}",
+        mallory["url"]
+    );
+    assert_eq!(mallory["cookies"], serde_json::json!([]));
+    assert_eq!(out["unknown_state"][0], 400);
+    assert_eq!(
+        out["provider_refused"][0], 400,
+        "an unknown state is refused first"
+    );
+    stop(server);
+    drop(provider);
+    let audit = p.sql(
+        "SELECT user, status, detail FROM audit_log WHERE action = 'console_login' ORDER BY at",
+    );
+    assert!(
+        audit.iter().any(|r| r["user"] == "alice"
+            && r["status"] == "ok"
+            && r["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("single sign-on")),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|r| r["status"] == "unauthenticated"
+            && r["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no Tessera account")),
+        "{audit:?}"
+    );
+}

@@ -23,6 +23,7 @@
 //!   a page with personal data, every sign-in and every review decision is a row of
 //!   `audit_log`.
 
+pub mod oidc;
 pub mod pages;
 
 use std::collections::HashMap;
@@ -64,7 +65,11 @@ pub struct Console {
     pub index: Arc<IndexHandle>,
     /// Cookies marked `Secure` (the HTTP port serves TLS).
     pub secure: bool,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// Single sign-on (`[server.oidc]`).
+    pub oidc: Option<oidc::Oidc>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    /// Keys being computed anew in the background.
+    refreshing: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Console {
@@ -74,6 +79,7 @@ impl Console {
         audit: Arc<AuditLog>,
         index: Arc<IndexHandle>,
         secure: bool,
+        oidc: Option<oidc::Oidc>,
     ) -> Console {
         Console {
             engine,
@@ -81,27 +87,64 @@ impl Console {
             audit,
             index,
             secure,
-            cache: Mutex::default(),
+            oidc,
+            cache: Arc::default(),
+            refreshing: Arc::default(),
         }
     }
 
-    /// `make()`'s value, reused for [`CACHE_FOR`] under `key`.
-    async fn cached<T, F>(&self, key: &str, make: F) -> Result<Arc<T>, String>
+    /// What the sign-in page offers besides the password form.
+    fn sso(&self) -> Option<&str> {
+        self.oidc.as_ref().map(|o| o.label())
+    }
+
+    /// `make(engine)`'s value under `key`, computed on first use and then served from
+    /// memory: once older than [`CACHE_FOR`] it is still served while one background
+    /// task computes it anew, so no page view waits for a lake aggregate again.
+    async fn cached<T, F, M>(&self, key: &str, make: M) -> Result<Arc<T>, String>
     where
         T: Send + Sync + 'static,
-        F: std::future::Future<Output = Result<T, String>>,
+        F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+        M: FnOnce(Engine) -> F,
     {
-        let hit = {
+        let (hit, stale) = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache
-                .get(key)
-                .filter(|(at, _)| at.elapsed() < CACHE_FOR)
-                .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+            match cache.get(key) {
+                Some((at, v)) => (v.clone().downcast::<T>().ok(), at.elapsed() >= CACHE_FOR),
+                None => (None, false),
+            }
         };
         if let Some(v) = hit {
+            if stale {
+                let first = self
+                    .refreshing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.to_owned());
+                if first {
+                    let (cache, refreshing) = (self.cache.clone(), self.refreshing.clone());
+                    let (key, work) = (key.to_owned(), make(self.engine.clone()));
+                    tokio::spawn(async move {
+                        match work.await {
+                            Ok(value) => {
+                                let value: Arc<dyn std::any::Any + Send + Sync> = Arc::new(value);
+                                cache
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(key.clone(), (Instant::now(), value));
+                            }
+                            Err(e) => tracing::warn!("console: refreshing {key}: {e}"),
+                        }
+                        refreshing
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                    });
+                }
+            }
             return Ok(v);
         }
-        let value = Arc::new(make.await?);
+        let value = Arc::new(make(self.engine.clone()).await?);
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -122,6 +165,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/ui/", get(overview))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
+        .route("/ui/oidc/start", get(oidc_start))
+        .route("/ui/oidc/callback", get(oidc_callback))
         .route("/ui/sources", get(sources))
         .route("/ui/identity", get(identity))
         .route("/ui/profile", get(profile))
@@ -599,14 +644,14 @@ struct LoginQuery {
     expired: Option<String>,
 }
 
-async fn login_form(Query(q): Query<LoginQuery>) -> Response {
+async fn login_form(State(c): State<Arc<Console>>, Query(q): Query<LoginQuery>) -> Response {
     let note = q
         .expired
         .is_some()
         .then_some("Your session has expired or you signed out: sign in again.");
     html(
         StatusCode::OK,
-        pages::login(q.next.as_deref().unwrap_or("/ui/"), note, None),
+        pages::login(q.next.as_deref().unwrap_or("/ui/"), note, None, c.sso()),
     )
 }
 
@@ -672,13 +717,19 @@ async fn login(
                 Some(
                     "The sign-in form was sent from another site: open the console's own sign-in page.",
                 ),
+                c.sso(),
             ),
         );
     }
     if user.is_empty() || password.is_empty() {
         return html(
             StatusCode::BAD_REQUEST,
-            pages::login(&next, None, Some("Enter your user name and password.")),
+            pages::login(
+                &next,
+                None,
+                Some("Enter your user name and password."),
+                c.sso(),
+            ),
         );
     }
     let login = match c
@@ -695,13 +746,31 @@ async fn login(
             };
             return html(
                 status,
-                pages::login(&next, None, Some(refused.status.message())),
+                pages::login(&next, None, Some(refused.status.message()), c.sso()),
             );
         }
     };
+    signed_in(&c, login, next, client, "password")
+}
+
+/// The answer to a successful sign-in (password or single sign-on): the session cookie
+/// and the way on; or, for accounts the console refuses, the reason.
+fn signed_in(
+    c: &Console,
+    login: crate::auth::Login,
+    next: String,
+    client: Option<String>,
+    how: &str,
+) -> Response {
+    let audit = |status: &str, detail: String| {
+        let mut e = Entry::new(&login.principal.user, "console_login", status).detail(detail);
+        e.role = Some(login.principal.role.name().to_owned());
+        e.client = client.clone();
+        c.audit.record(e);
+    };
     if login.principal.role == Role::Ingest || login.principal.rows.is_some() {
         c.auth.logout(&login.token);
-        audit("permission_denied", "role or row filter".into());
+        audit("permission_denied", format!("{how}: role or row filter"));
         return html(
             StatusCode::FORBIDDEN,
             pages::login(
@@ -710,10 +779,11 @@ async fn login(
                 Some(
                     "This account cannot use the console: ingest accounts and accounts with a row filter use the APIs.",
                 ),
+                c.sso(),
             ),
         );
     }
-    audit("ok", "signed in".into());
+    audit("ok", format!("signed in ({how})"));
     let next = if login.principal.role == Role::Privacy {
         "/ui/privacy".to_owned()
     } else {
@@ -731,6 +801,105 @@ async fn login(
     }
     secure_headers(r.headers_mut());
     r
+}
+
+#[derive(Deserialize)]
+struct StartQuery {
+    next: Option<String>,
+}
+
+async fn oidc_start(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
+    let next = safe_next(q.next.as_deref());
+    let Some(oidc) = &c.oidc else {
+        return not_found().await;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    match oidc.start(host, c.secure, next.clone()).await {
+        Ok(url) => {
+            let mut r = Redirect::to(&url).into_response();
+            secure_headers(r.headers_mut());
+            r
+        }
+        Err(e) => {
+            tracing::warn!("console single sign-on: {e}");
+            html(
+                StatusCode::BAD_GATEWAY,
+                pages::login(
+                    &next,
+                    None,
+                    Some(&format!("Single sign-on is unavailable: {e}")),
+                    c.sso(),
+                ),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+async fn oidc_callback(
+    State(c): State<Arc<Console>>,
+    addr: Peer,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let Some(oidc) = &c.oidc else {
+        return not_found().await;
+    };
+    let client = client_of(addr.as_ref());
+    let refuse = |status: StatusCode, why: String| {
+        let mut e = Entry::new("-", "console_login", "unauthenticated")
+            .detail(format!("single sign-on: {why}"));
+        e.client = client.clone();
+        c.audit.record(e);
+        html(status, pages::login("/ui/", None, Some(&why), c.sso()))
+    };
+    let Some(attempt) = q.state.as_deref().and_then(|s| oidc.take(s)) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "This sign-in was not started here, took over ten minutes, or was already used: start again.".into(),
+        );
+    };
+    if let Some(error) = q.error {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "The identity provider did not sign you in: {error} {}",
+                q.error_description.unwrap_or_default()
+            ),
+        );
+    }
+    let Some(code) = q.code else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The identity provider sent no code.".into(),
+        );
+    };
+    let user = match oidc.finish(&attempt, &code).await {
+        Ok(u) => u,
+        Err(e) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("Single sign-on failed: {e}"),
+            );
+        }
+    };
+    match c.auth.sign_in_as(&user) {
+        Ok(login) => signed_in(&c, login, attempt.next.clone(), client, "single sign-on"),
+        Err(refused) => refuse(StatusCode::FORBIDDEN, refused.status.message().to_owned()),
+    }
 }
 
 #[derive(Deserialize)]

@@ -118,8 +118,8 @@ pub fn message(viewer: Option<&Viewer>, title: &str, text: &str, back: &str) -> 
     )
 }
 
-/// The sign-in page.
-pub fn login(next: &str, note: Option<&str>, error: Option<&str>) -> String {
+/// The sign-in page (`sso`: the single sign-on button's label, when configured).
+pub fn login(next: &str, note: Option<&str>, error: Option<&str>, sso: Option<&str>) -> String {
     layout(
         None,
         "",
@@ -132,6 +132,9 @@ pub fn login(next: &str, note: Option<&str>, error: Option<&str>) -> String {
                 label { "User" input type="text" name="user" autocomplete="username" required autofocus; }
                 label { "Password" input type="password" name="password" autocomplete="current-password" required; }
                 button type="submit" { "Sign in" }
+            }
+            @if let Some(label) = sso {
+                p.sso { a.button href=(format!("/ui/oidc/start?next={}", url_encode(next))) { (label) } }
             }
             p.hint { "Accounts are those of " code { "tessera.toml" } " (" code { "tessera user add" } ")." }
         },
@@ -212,41 +215,40 @@ fn daily_series(volume: &[tessera_ingest::stats::DailyVolume], by_type: bool) ->
 }
 
 pub async fn overview(c: &Console, v: &Viewer) -> Result<String, String> {
-    let e = &c.engine;
     let volume = c
-        .cached("daily_volume_30", async {
-            tessera_ingest::stats::daily_volume(e, 30)
+        .cached("daily_volume_30", |e| async move {
+            tessera_ingest::stats::daily_volume(&e, 30)
                 .await
                 .map_err(err)
         })
         .await?;
     let by_source = c
-        .cached("events_by_source", async {
-            tessera_ingest::stats::events_by_source(e)
+        .cached("events_by_source", |e| async move {
+            tessera_ingest::stats::events_by_source(&e)
                 .await
                 .map_err(err)
         })
         .await?;
     let refused = c
-        .cached("refused", async {
-            tessera_ingest::stats::refused(e).await.map_err(err)
+        .cached("refused", |e| async move {
+            tessera_ingest::stats::refused(&e).await.map_err(err)
         })
         .await?;
     let fresh = c
-        .cached("freshness", async {
-            tessera_identity::stats::freshness(e).await.map_err(err)
+        .cached("freshness", |e| async move {
+            tessera_identity::stats::freshness(&e).await.map_err(err)
         })
         .await?;
     let refreshes = c
-        .cached("latest_refreshes", async {
-            tessera_segments::audience::latest_refreshes(e)
+        .cached("latest_refreshes", |e| async move {
+            tessera_segments::audience::latest_refreshes(&e)
                 .await
                 .map_err(err)
         })
         .await?;
     let last_fit = c
-        .cached("last_fit", async {
-            tessera_predict::history::last_fit(e).await.map_err(err)
+        .cached("last_fit", |e| async move {
+            tessera_predict::history::last_fit(&e).await.map_err(err)
         })
         .await?;
     let index = c.index.get();
@@ -321,43 +323,42 @@ pub async fn overview(c: &Console, v: &Viewer) -> Result<String, String> {
 }
 
 pub async fn sources(c: &Console, v: &Viewer) -> Result<String, String> {
-    let e = &c.engine;
     let volume = c
-        .cached("daily_volume_30", async {
-            tessera_ingest::stats::daily_volume(e, 30)
+        .cached("daily_volume_30", |e| async move {
+            tessera_ingest::stats::daily_volume(&e, 30)
                 .await
                 .map_err(err)
         })
         .await?;
     let by_source = c
-        .cached("events_by_source", async {
-            tessera_ingest::stats::events_by_source(e)
+        .cached("events_by_source", |e| async move {
+            tessera_ingest::stats::events_by_source(&e)
                 .await
                 .map_err(err)
         })
         .await?;
     let top = c
-        .cached("top_events", async {
-            tessera_ingest::stats::top_events(e, 30, 10)
+        .cached("top_events", |e| async move {
+            tessera_ingest::stats::top_events(&e, 30, 10)
                 .await
                 .map_err(err)
         })
         .await?;
     let refused = c
-        .cached("refused", async {
-            tessera_ingest::stats::refused(e).await.map_err(err)
+        .cached("refused", |e| async move {
+            tessera_ingest::stats::refused(&e).await.map_err(err)
         })
         .await?;
     let violations = c
-        .cached("plan_violations", async {
-            tessera_ingest::stats::plan_violations(e, 50)
+        .cached("plan_violations", |e| async move {
+            tessera_ingest::stats::plan_violations(&e, 50)
                 .await
                 .map_err(err)
         })
         .await?;
     let samples = c
-        .cached("quarantine_samples", async {
-            tessera_ingest::quarantine::list(e, None, Some(20))
+        .cached("quarantine_samples", |e| async move {
+            tessera_ingest::quarantine::list(&e, None, Some(20))
                 .await
                 .map_err(err)
         })
@@ -445,11 +446,10 @@ pub async fn sources(c: &Console, v: &Viewer) -> Result<String, String> {
 }
 
 pub async fn identity(c: &Console, v: &Viewer) -> Result<String, String> {
-    let e = &c.engine;
     let pii = v.principal.pii;
     let blocked = c
-        .cached(&format!("blocked:{pii}"), async {
-            tessera_identity::stats::blocked(e, pii, 50)
+        .cached(&format!("blocked:{pii}"), |e| async move {
+            tessera_identity::stats::blocked(&e, pii, 50)
                 .await
                 .map_err(err)
         })
@@ -694,10 +694,9 @@ pub async fn segments(
     a: Option<&str>,
     b: Option<&str>,
 ) -> Result<String, String> {
-    let e = &c.engine;
     let latest = c
-        .cached("latest_refreshes", async {
-            tessera_segments::audience::latest_refreshes(e)
+        .cached("latest_refreshes", |e| async move {
+            tessera_segments::audience::latest_refreshes(&e)
                 .await
                 .map_err(err)
         })
@@ -716,8 +715,8 @@ pub async fn segments(
         Some(name) => {
             let key = format!("history:{name}");
             let name = name.to_owned();
-            c.cached(&key, async move {
-                tessera_segments::audience::history(e, &name, 10_000)
+            c.cached(&key, |e| async move {
+                tessera_segments::audience::history(&e, &name, 10_000)
                     .await
                     .map_err(err)
             })
@@ -796,15 +795,14 @@ pub async fn segments(
 }
 
 pub async fn models(c: &Console, v: &Viewer) -> Result<String, String> {
-    let e = &c.engine;
     let runs = c
-        .cached("model_runs", async {
-            tessera_predict::history::latest_runs(e).await.map_err(err)
+        .cached("model_runs", |e| async move {
+            tessera_predict::history::latest_runs(&e).await.map_err(err)
         })
         .await?;
     let spread = c
-        .cached("score_distributions", async {
-            tessera_predict::history::score_distributions(e)
+        .cached("score_distributions", |e| async move {
+            tessera_predict::history::score_distributions(&e)
                 .await
                 .map_err(err)
         })
@@ -873,15 +871,14 @@ pub async fn models(c: &Console, v: &Viewer) -> Result<String, String> {
 }
 
 pub async fn activation(c: &Console, v: &Viewer) -> Result<String, String> {
-    let e = &c.engine;
     let syncs = c
-        .cached("sync_status", async {
-            tessera_activate::status(e).await.map_err(err)
+        .cached("sync_status", |e| async move {
+            tessera_activate::status(&e).await.map_err(err)
         })
         .await?;
     let streams = c
-        .cached("stream_status", async {
-            tessera_activate::stream::status(e).await.map_err(err)
+        .cached("stream_status", |e| async move {
+            tessera_activate::stream::status(&e).await.map_err(err)
         })
         .await?;
     let all: Vec<&tessera_activate::SyncStatus> = syncs.iter().chain(streams.iter()).collect();

@@ -60,6 +60,7 @@ fn options(dir: &Path) -> ServeOptions {
         config_file: None,
         activation: None,
         activation_every: Duration::from_secs(1),
+        oidc: None,
     }
 }
 
