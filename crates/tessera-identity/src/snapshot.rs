@@ -800,15 +800,19 @@ impl Snapshot {
         let mut all: Vec<u32> = (0..self.profiles.len() as u32)
             .filter(|&i| self.visible(i, rows))
             .collect();
-        let key = |i: &u32| {
-            let p = &self.profiles[*i as usize];
-            (std::cmp::Reverse(p.identifiers.len()), p.profile_id.clone())
+        // Compared by reference: a key owning the profile id allocated per comparison.
+        let order = |a: &u32, b: &u32| {
+            let (a, b) = (&self.profiles[*a as usize], &self.profiles[*b as usize]);
+            b.identifiers
+                .len()
+                .cmp(&a.identifiers.len())
+                .then_with(|| a.profile_id.cmp(&b.profile_id))
         };
         if all.len() > n {
-            all.select_nth_unstable_by_key(n, key);
+            all.select_nth_unstable_by(n, order);
             all.truncate(n);
         }
-        all.sort_by_key(key);
+        all.sort_by(order);
         all
     }
 

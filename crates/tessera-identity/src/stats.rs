@@ -95,3 +95,75 @@ pub async fn blocked(engine: &Engine, pii: bool, limit: usize) -> Result<(Vec<Bl
     }
     Ok((out, total))
 }
+
+/// An edge the graph did not apply because of an identifier limit or a held value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedEdge {
+    pub a: String,
+    pub b: String,
+    pub rule: String,
+    /// `rejected` (it would break a limit, against stronger evidence) or `held`.
+    pub status: String,
+    pub reason: String,
+    pub events: i64,
+}
+
+/// The edges of `identity_edges` the graph refused (`rejected`, `held`), most events
+/// first, at most `limit`, with e-mails and phones masked without `pii`; and how many
+/// there are in all.
+pub async fn refused_edges(
+    engine: &Engine,
+    pii: bool,
+    limit: usize,
+) -> Result<(Vec<RefusedEdge>, i64)> {
+    use tessera_core::schema::IDENTITY_EDGES;
+    if !engine.lake().exists(IDENTITY_EDGES).await? {
+        return Ok((Vec::new(), 0));
+    }
+    let ctx = engine.session_of(&[IDENTITY_EDGES]).await?;
+    let total = collect(
+        &ctx,
+        &format!("SELECT count(*) AS n FROM {IDENTITY_EDGES} WHERE status IN ('rejected', 'held')"),
+    )
+    .await?;
+    let total = total
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| int64s(b, "n").map(|n| n.value(0)))
+        .transpose()?
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for b in collect(
+        &ctx,
+        &format!(
+            "SELECT a_type, a_value, b_type, b_value, rule, status, coalesce(reason, '') AS reason, events \
+             FROM {IDENTITY_EDGES} WHERE status IN ('rejected', 'held') \
+             ORDER BY events DESC, a_type, a_value, b_type, b_value LIMIT {limit}"
+        ),
+    )
+    .await?
+    {
+        let col = |name: &str| strings(&b, name);
+        let (at, av, bt, bv, rule, status, reason) = (
+            col("a_type")?,
+            col("a_value")?,
+            col("b_type")?,
+            col("b_value")?,
+            col("rule")?,
+            col("status")?,
+            col("reason")?,
+        );
+        let events = int64s(&b, "events")?;
+        for i in 0..b.num_rows() {
+            out.push(RefusedEdge {
+                a: format!("{}:{}", at.value(i), shown_value(at.value(i), av.value(i), pii)),
+                b: format!("{}:{}", bt.value(i), shown_value(bt.value(i), bv.value(i), pii)),
+                rule: rule.value(i).to_owned(),
+                status: status.value(i).to_owned(),
+                reason: reason.value(i).to_owned(),
+                events: events.value(i),
+            });
+        }
+    }
+    Ok((out, total))
+}

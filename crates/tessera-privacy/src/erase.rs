@@ -86,6 +86,11 @@ pub const TARGETS: &[Target] = &[
         action: Action::Delete,
     },
     Target {
+        table: schema::MATCH_DECISIONS,
+        clauses: &[Clause::Id(&["id_l", "id_r"])],
+        action: Action::Delete,
+    },
+    Target {
         table: schema::SCORES,
         clauses: &[Clause::Id(&["profile_id"])],
         action: Action::Delete,
@@ -510,8 +515,7 @@ async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote)
         }
     }
     // Deletes of at most EVENTS_PER_DELETE ids over whole days (a day's files are
-    // rewritten once unless the day alone has more): a long list of literals is
-    // planned recursively by the delete's file pruning.
+    // rewritten once unless the day alone has more): many subjects share one rewrite.
     let mut deleted = 0;
     let (mut days, mut ids): (Vec<i32>, Vec<String>) = (Vec::new(), Vec::new());
     for (day, day_ids) in by_day {
@@ -533,24 +537,41 @@ async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote)
     Ok(deleted)
 }
 
-/// Message ids per delete of [`delete_events`].
-const EVENTS_PER_DELETE: usize = 5_000;
+/// Message ids per delete of [`delete_events`]: a bound on the predicate's size (a few
+/// MB of literals), far above what an erasure of thousands of people holds.
+const EVENTS_PER_DELETE: usize = 250_000;
 
+/// Deletes the events of `ids` on `days`. The id list ends in a NULL: `message_id IN
+/// ('…', …, NULL)` is true for the ids and NULL (not false) for every other row, which
+/// a delete keeps (it rewrites the rows whose predicate `IS NOT TRUE`) — and a list
+/// with a NULL is not turned into file statistics' `message_id = '…' OR …` chain, which
+/// Delta builds one nested level per id (thousands of ids overflowed a thread's stack;
+/// the ids are random, so min/max statistics would prune nothing anyway). The days do
+/// prune: they are the partition values.
 async fn delete_events_of(
     engine: &Engine,
     days: &[i32],
     ids: &[String],
     note: CommitNote,
 ) -> Result<u64> {
+    use datafusion::common::ScalarValue;
     use datafusion::prelude::{col, lit};
     let predicate = col("event_date")
         .in_list(
             days.iter()
-                .map(|d| lit(datafusion::common::ScalarValue::Date32(Some(*d))))
+                .map(|d| lit(ScalarValue::Date32(Some(*d))))
                 .collect(),
             false,
         )
-        .and(col("message_id").in_list(ids.iter().map(|i| lit(i.as_str())).collect(), false));
+        .and(
+            col("message_id").in_list(
+                ids.iter()
+                    .map(|i| lit(i.as_str()))
+                    .chain([lit(ScalarValue::Utf8(None))])
+                    .collect(),
+                false,
+            ),
+        );
     Ok(engine
         .lake()
         .delete_rows(schema::EVENTS, predicate, note)

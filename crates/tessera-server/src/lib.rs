@@ -202,9 +202,10 @@ impl Server {
                 service: "Flight SQL",
                 message: e.message().to_owned(),
             })?;
+        let project_dir = options.admin.as_ref().map(|a| a.project_dir.clone());
         let index = Arc::new(index::IndexHandle::new(
             engine.clone(),
-            options.admin.as_ref().map(|a| a.project_dir.clone()),
+            project_dir.clone(),
         ));
         index.set_filters(auth.row_filters());
         index.refresh(true).await?;
@@ -232,6 +233,7 @@ impl Server {
             index.clone(),
             tls.is_some(),
             oidc,
+            project_dir,
         ));
         Ok(Server {
             console,
@@ -334,6 +336,7 @@ impl Server {
                 stop_rx.clone(),
             ))
         });
+        let warming = background.spawn(self.console.clone().warm());
         let app = http::router(self.state.clone()).merge(console::router(self.console.clone()));
         let http_listener = self.http;
         let http_tls = self.tls.as_ref().map(|t| t.acceptor.clone());
@@ -405,6 +408,7 @@ impl Server {
         let flushed = self.state.collector.shutdown().await?;
         let grpc_result = grpc.await;
         let _ = indexer.await;
+        warming.abort();
         for task in [scheduler, refitter, compactor, accounts, activation]
             .into_iter()
             .flatten()

@@ -191,6 +191,16 @@ fn the_console_shows_the_lake_in_a_real_browser() {
         .and_then(|s| s.split('"').next())
         .unwrap()
         .to_owned();
+    assert!(
+        shown.contains(&format!("data-definition=\"{segment}\"")),
+        "the segment's definition is not shown"
+    );
+    assert!(
+        admin["identity"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("Edges refused by limits")
+    );
     let refreshes = p.count(&format!(
         "SELECT count(*) AS n FROM segment_refreshes WHERE segment = '{segment}'"
     ));

@@ -6,8 +6,8 @@
 //!   functions the CLI and the APIs use (`tessera_ingest::stats`, the profile snapshot
 //!   of [`crate::index`], `tessera_segments::audience`, `tessera_predict::history`,
 //!   `tessera_activate::status`, `tessera_privacy`), never from SQL of its own. Lake
-//!   aggregates are cached for [`CACHE_FOR`] so a page renders in milliseconds on a
-//!   large lake.
+//!   aggregates are kept in memory and recomputed in the background once older than
+//!   [`CACHE_FOR`], so a page renders in milliseconds on a large lake.
 //! - **Assets** are compiled into the binary (uPlot 1.6.32 for charts, the console's CSS
 //!   and script); nothing is loaded from another host, and every answer carries
 //!   `Content-Security-Policy: default-src 'self'` (no inline script or style runs).
@@ -17,7 +17,8 @@
 //!   derived from the session, checked on every POST. Roles `admin`, `analyst` and
 //!   `marketer` see the pages, `privacy` only the privacy page; `ingest` accounts and
 //!   accounts with a row filter are refused (the console shows lake-wide figures).
-//!   Review decisions take `admin` or `analyst`.
+//!   Review decisions take `admin` or `analyst`. Single sign-on through an OpenID
+//!   Connect provider: [`oidc`].
 //! - **Masking and audit**: without the `pii` grant e-mails, phones and personal traits
 //!   show as `***`, exactly as the profile API and Flight SQL mask them; every view of
 //!   a page with personal data, every sign-in and every review decision is a row of
@@ -67,6 +68,8 @@ pub struct Console {
     pub secure: bool,
     /// Single sign-on (`[server.oidc]`).
     pub oidc: Option<oidc::Oidc>,
+    /// The project (segment definitions); `None` without one.
+    pub project_dir: Option<std::path::PathBuf>,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
     /// Keys being computed anew in the background.
     refreshing: Arc<Mutex<std::collections::HashSet<String>>>,
@@ -80,8 +83,10 @@ impl Console {
         index: Arc<IndexHandle>,
         secure: bool,
         oidc: Option<oidc::Oidc>,
+        project_dir: Option<std::path::PathBuf>,
     ) -> Console {
         Console {
+            project_dir,
             engine,
             auth,
             audit,
@@ -90,6 +95,38 @@ impl Console {
             oidc,
             cache: Arc::default(),
             refreshing: Arc::default(),
+        }
+    }
+
+    /// Computes every page's lake aggregates once, so that even the first views after
+    /// the server starts need not wait for them (run with the server's background work).
+    pub async fn warm(self: Arc<Self>) {
+        let viewer = Viewer {
+            principal: Principal {
+                user: "tessera serve".into(),
+                role: Role::Admin,
+                pii: false,
+                rows: None,
+            },
+            csrf: String::new(),
+            token: String::new(),
+            client: None,
+        };
+        let started = Instant::now();
+        let results = [
+            pages::overview(&self, &viewer).await.err(),
+            pages::sources(&self, &viewer).await.err(),
+            pages::identity(&self, &viewer).await.err(),
+            pages::segments(&self, &viewer, None, None, None).await.err(),
+            pages::models(&self, &viewer).await.err(),
+            pages::activation(&self, &viewer).await.err(),
+        ];
+        match results.into_iter().flatten().next() {
+            Some(e) => tracing::warn!("console: preparing the pages: {e}"),
+            None => tracing::debug!(
+                "console pages prepared in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ),
         }
     }
 

@@ -454,6 +454,13 @@ pub async fn identity(c: &Console, v: &Viewer) -> Result<String, String> {
                 .map_err(err)
         })
         .await?;
+    let edges = c
+        .cached(&format!("refused_edges:{pii}"), |e| async move {
+            tessera_identity::stats::refused_edges(&e, pii, 50)
+                .await
+                .map_err(err)
+        })
+        .await?;
     let index = c.index.get();
     let snapshot = index.snapshot();
     let histogram = snapshot.identifier_histogram(None);
@@ -494,6 +501,18 @@ pub async fn identity(c: &Console, v: &Viewer) -> Result<String, String> {
                             tbody {
                                 @for b in &blocked.0 { tr { td { (b.id_type) } td { (b.value) } td { (b.reason) } td.num { (thousands(b.links)) } } }
                             }
+                        }
+                    }
+                }
+            }
+            section {
+                h2 { "Edges refused by limits (" (thousands(edges.1)) ")" }
+                @if edges.0.is_empty() { p.empty { "The graph applied every edge." } }
+                @else {
+                    table data-table="refused-edges" {
+                        thead { tr { th { "identifier" } th { "identifier" } th { "rule" } th { "status" } th { "reason" } th.num { "events" } } }
+                        tbody {
+                            @for x in &edges.0 { tr { td.ids { span.id { (x.a) } } td.ids { span.id { (x.b) } } td { (x.rule) } td { (x.status) } td { (x.reason) } td.num { (thousands(x.events)) } } }
                         }
                     }
                 }
@@ -771,6 +790,12 @@ pub async fn segments(
                 }
             }
             @if let Some(name) = chosen {
+                @if let Some(sql) = c.project_dir.as_ref().and_then(|d| std::fs::read_to_string(d.join(tessera_segments::SEGMENTS_DIR).join(format!("{name}.sql"))).ok()) {
+                    section {
+                        h2 { "Definition: " (name) }
+                        pre.sql data-definition=(name) { (sql) }
+                    }
+                }
                 section {
                     h2 { "Size over time: " (name) }
                     p { span data-metric="refreshes" data-segment=(name) { (points.len()) } " refreshes" }
