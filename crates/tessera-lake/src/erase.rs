@@ -18,6 +18,7 @@
 //! made before, and every Tessera commit strips such statistics from the files it adds
 //! (`writer.rs`).
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::Expr;
 use deltalake::operations::vacuum::VacuumMode;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions};
@@ -120,6 +121,44 @@ impl Lake {
             }
         })
         .await
+    }
+
+    /// Deletes the rows of table `name` where both `scope` and `drop` are true, in one
+    /// copy-on-write rewrite: one scan finds the files holding such rows, a second reads
+    /// those files without them, and one commit replaces the files. `scope` is SQL over
+    /// the table's columns and is recorded as the commit's predicate — what Delta's
+    /// conflict check re-parses (without Tessera's functions) when a concurrent commit
+    /// landed meanwhile, so a blind append outside it does not conflict; `drop` may call
+    /// in-memory functions and is evaluated once per row, whatever the number of values
+    /// it tests (a delete's `IN` list of literals is re-planned for every file it reads).
+    /// Retried on conflicts; returns the rows removed. Fails, committing nothing, when
+    /// the rows written back are not the files' rows minus those removed.
+    pub async fn rewrite_without(
+        &self,
+        name: &str,
+        scope: &str,
+        drop: Expr,
+        note: CommitNote,
+    ) -> Result<u64> {
+        let mut attempt = 0;
+        loop {
+            let table = self.open(name).await?;
+            match rewrite_once(name, table, scope, drop.clone(), note.clone()).await {
+                Err(LakeError::Delta { source, .. })
+                    if is_conflict(&source) && attempt + 1 < WRITE_ATTEMPTS =>
+                {
+                    tracing::debug!(
+                        table = name,
+                        attempt,
+                        "rewrite conflicted; retrying: {source}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
+                        .await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sets `updates` (column, expression) on the rows of table `name` where `predicate`
@@ -265,6 +304,133 @@ impl Lake {
 /// could not re-read the predicate (it parses the predicate's SQL in a session without
 /// the caller's functions): a retry on the new version then usually meets no commit in
 /// between.
+/// One attempt of [`Lake::rewrite_without`] on `table`'s snapshot.
+async fn rewrite_once(
+    name: &str,
+    table: deltalake::DeltaTable,
+    scope: &str,
+    drop: Expr,
+    note: CommitNote,
+) -> Result<u64> {
+    use datafusion::arrow::array::AsArray as _;
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::prelude::{SessionContext, cast, col, lit};
+    const FILE: &str = "__tessera_file";
+    let delta = |e: deltalake::DeltaTableError| LakeError::delta(name, "rewrite", e);
+    let df = |e: datafusion::error::DataFusionError| delta(e.into());
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(delta)?;
+    let all = ctx
+        .read_table(
+            table
+                .table_provider()
+                .with_file_column(FILE)
+                .await
+                .map_err(df)?,
+        )
+        .map_err(df)?;
+    let scope_expr = all.parse_sql_expr(scope).map_err(df)?;
+    let doomed = scope_expr.and(drop);
+    let found = all
+        .filter(doomed.clone())
+        .and_then(|rows| rows.aggregate(vec![col(FILE)], vec![count(lit(1)).alias("rows")]))
+        .map_err(df)?
+        .collect()
+        .await
+        .map_err(df)?;
+    let mut hit: std::collections::HashMap<String, u64> = Default::default();
+    for batch in &found {
+        let file = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .map_err(|e| df(e.into()))?;
+        let rows = batch
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for (i, file) in file.as_string::<i32>().iter().enumerate() {
+            if let Some(file) = file {
+                hit.insert(file.to_owned(), rows.value(i) as u64);
+            }
+        }
+    }
+    if hit.is_empty() {
+        return Ok(0);
+    }
+    let removed: u64 = hit.values().sum();
+    // The snapshot's files for the ids the scan names (table root + path).
+    let snapshot = table.snapshot().map_err(delta)?;
+    let mut root = table.table_url().clone();
+    if !root.path().ends_with('/') {
+        root.set_path(&format!("{}/", root.path()));
+    }
+    let (mut removes, mut before) = (Vec::new(), Some(0u64));
+    for file in snapshot.log_data().iter() {
+        let id = root
+            .join(&file.path())
+            .map_or_else(|_| file.path().into_owned(), String::from);
+        if hit.contains_key(&id) {
+            before = before.zip(file.num_records()).map(|(b, n)| b + n as u64);
+            removes.push(file.remove_action(true));
+        }
+    }
+    if removes.len() != hit.len() {
+        return Err(delta(deltalake::DeltaTableError::Generic(format!(
+            "{} of the {} files holding rows to delete are not in the table's version {}",
+            hit.len() - removes.len(),
+            hit.len(),
+            snapshot.version()
+        ))));
+    }
+    let paths: Vec<String> = hit.into_keys().collect();
+    let mut writer = crate::writer::AppendWriter::replacing_files(
+        name,
+        table.clone(),
+        removes,
+        scope.to_owned(),
+    )?;
+    let schema = writer.schema();
+    let kept = ctx
+        .read_table(
+            table
+                .table_provider()
+                .with_file_paths(paths)
+                .await
+                .map_err(df)?,
+        )
+        .and_then(|rows| rows.filter(doomed.is_not_true()))
+        .and_then(|rows| {
+            rows.select(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .map_err(df)?;
+    let mut stream = kept.execute_stream().await.map_err(df)?;
+    use futures::StreamExt as _;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(df)?;
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+            .map_err(|e| df(e.into()))?;
+        writer.write(batch).await?;
+    }
+    let written = writer.rows();
+    if let Some(before) = before.filter(|b| written + removed != *b) {
+        writer.abort();
+        return Err(delta(deltalake::DeltaTableError::Generic(format!(
+            "the rewrite would keep {written} of the files' {before} rows while removing \
+             {removed}; nothing was committed"
+        ))));
+    }
+    writer.commit(note).await?;
+    Ok(removed)
+}
+
 fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     let text = e.to_string().to_lowercase();
     matches!(

@@ -529,3 +529,106 @@ async fn deletion_vectors_are_honoured_and_a_delete_purges_them_from_storage() {
         "the old versions are gone"
     );
 }
+
+#[tokio::test]
+async fn a_rewrite_removes_only_the_rows_in_scope_in_one_commit_naming_the_scope() {
+    use datafusion::prelude::{col, lit};
+    use deltalake::arrow::array::Float64Array;
+    use tessera_core::schema::{SCORES, scores_schema};
+    let scores = |model: &str, n: usize| {
+        let s = |v: &str| Arc::new(StringArray::from(vec![v; n])) as _;
+        RecordBatch::try_new(
+            scores_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("p{i}")),
+                )) as _,
+                s(model),
+                Arc::new(Int64Array::from(vec![1; n])) as _,
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; n])
+                        .with_timezone("UTC"),
+                ) as _,
+                s("value"),
+                Arc::new(Float64Array::from(vec![0.5; n])) as _,
+            ],
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    let def = schema::table(SCORES).unwrap();
+    let mut w = lake.append_writer(&def).await.unwrap();
+    w.write(scores("a", 10)).await.unwrap();
+    w.write(scores("b", 10)).await.unwrap();
+    w.commit(CommitNote::new("test", "unit")).await.unwrap();
+    let version = |lake: &Lake| {
+        let lake = lake.clone();
+        async move { lake.open(SCORES).await.unwrap().version().unwrap() }
+    };
+    let v0 = version(&lake).await;
+    let doomed = || col("profile_id").in_list(vec![lit("p1"), lit("p3")], false);
+
+    let removed = lake
+        .rewrite_without(
+            SCORES,
+            "model = 'a'",
+            doomed(),
+            CommitNote::new("erase", "unit"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, 2, "p1 and p3 of model a only");
+    assert_eq!(lake.stats(SCORES).await.unwrap().rows, 18);
+    let table = lake.open(SCORES).await.unwrap();
+    assert_eq!(table.version(), Some(v0 + 1), "one commit");
+    let log = std::fs::read_to_string(
+        dir.path()
+            .join("scores/_delta_log")
+            .join(format!("{:020}.json", v0 + 1)),
+    )
+    .unwrap();
+    assert!(log.contains(r#""operation":"DELETE""#), "{log}");
+    assert!(
+        log.contains(r#"model = 'a'"#),
+        "the scope is the predicate: {log}"
+    );
+    let removes = log
+        .lines()
+        .filter(|l| l.starts_with(r#"{"remove""#))
+        .count();
+    assert_eq!(removes, 1, "model b's file is not rewritten: {log}");
+    let changes = lake
+        .changes_between(SCORES, v0, v0 + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(changes.rewritten, "readers see the rewrite as removed rows");
+
+    // Nothing to remove: no commit.
+    let none = lake
+        .rewrite_without(
+            SCORES,
+            "model = 'b'",
+            col("profile_id").eq(lit("zz")),
+            CommitNote::new("erase", "unit"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+    assert_eq!(version(&lake).await, v0 + 1);
+    // A scope over an unknown column is an error naming it; nothing changes.
+    let err = lake
+        .rewrite_without(
+            SCORES,
+            "modell = 'a'",
+            doomed(),
+            CommitNote::new("erase", "unit"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("modell"), "{err}");
+    assert_eq!(version(&lake).await, v0 + 1);
+    assert_eq!(lake.stats(SCORES).await.unwrap().rows, 18);
+}

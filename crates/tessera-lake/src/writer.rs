@@ -121,6 +121,12 @@ enum Replace {
     All,
     /// The files of one partition (`column` = `value`).
     Partition { column: String, value: String },
+    /// These files, rewritten without some of their rows: a delete whose predicate
+    /// (what a concurrent writer's conflict check reads) is `predicate`.
+    Files {
+        removes: Vec<deltalake::kernel::Remove>,
+        predicate: String,
+    },
 }
 
 impl std::fmt::Debug for AppendWriter {
@@ -221,6 +227,25 @@ impl AppendWriter {
         Ok(writer)
     }
 
+    /// A writer whose commit removes `removes` (files of `table`'s snapshot) and adds the
+    /// rows written — a copy-on-write delete of the rows not written again, recorded as
+    /// `DELETE` with `predicate`.
+    pub(crate) fn replacing_files(
+        name: &str,
+        table: DeltaTable,
+        removes: Vec<deltalake::kernel::Remove>,
+        predicate: String,
+    ) -> Result<Self> {
+        let mut writer = AppendWriter::new(name, table)?;
+        writer.replace = Replace::Files { removes, predicate };
+        Ok(writer)
+    }
+
+    /// The schema of the batches [`write`](Self::write) takes.
+    pub(crate) fn schema(&self) -> deltalake::arrow::datatypes::SchemaRef {
+        self.writer.arrow_schema()
+    }
+
     /// The version recorded for application transaction `app_id` in the table
     /// version this writer commits on top of.
     pub fn transaction_version(
@@ -298,21 +323,29 @@ impl AppendWriter {
             }
             _ => None,
         };
-        let operation = DeltaOperation::Write {
-            mode: if self.replace == Replace::Nothing {
-                SaveMode::Append
-            } else {
-                SaveMode::Overwrite
+        let operation = match &self.replace {
+            Replace::Files { predicate, .. } => DeltaOperation::Delete {
+                predicate: Some(predicate.clone()),
             },
-            partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
-            predicate,
+            _ => DeltaOperation::Write {
+                mode: if self.replace == Replace::Nothing {
+                    SaveMode::Append
+                } else {
+                    SaveMode::Overwrite
+                },
+                partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
+                predicate,
+            },
         };
         let mut actions: Vec<Action> = Vec::new();
         if let Some(metadata) = self.new_metadata.take() {
             actions.push(Action::Metadata(metadata));
         }
-        match &self.replace {
+        match &mut self.replace {
             Replace::Nothing => {}
+            Replace::Files { removes, .. } => {
+                actions.extend(removes.drain(..).map(Action::Remove));
+            }
             Replace::All => actions.extend(
                 snapshot
                     .log_data()

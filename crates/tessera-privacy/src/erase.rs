@@ -471,11 +471,11 @@ async fn erase_rows(
 }
 
 /// Deletes the people's events in two steps: their `(event_date, message_id)`s are
-/// found with the matchers, then deleted by a predicate of plain values
-/// (`event_date IN (…) AND message_id IN (…)`, neither personal). A delete's predicate
-/// must parse without Tessera's functions: Delta's conflict check re-reads it when a
-/// concurrent commit (the collector's appends) landed meanwhile, and a blind append
-/// then does not conflict. The day list prunes the files read to the person's days.
+/// found with the matchers, then the files holding them on those days are rewritten
+/// without those ids, in one commit whatever the number of people. The commit's
+/// predicate names only the days: it must parse without Tessera's functions, since
+/// Delta's conflict check re-reads it when a concurrent commit (the collector's
+/// appends) landed meanwhile, and a blind append to other days then does not conflict.
 async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote) -> Result<u64> {
     let ctx = engine.session_of(&[schema::EVENTS]).await?;
     if !ctx
@@ -514,67 +514,51 @@ async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote)
                 .push(id.value(i).to_owned());
         }
     }
-    // Deletes of at most EVENTS_PER_DELETE ids over whole days (a day's files are
-    // rewritten once unless the day alone has more): many subjects share one rewrite.
-    let mut deleted = 0;
-    let (mut days, mut ids): (Vec<i32>, Vec<String>) = (Vec::new(), Vec::new());
-    for (day, day_ids) in by_day {
-        for part in day_ids.chunks(EVENTS_PER_DELETE) {
-            if ids.len() + part.len() > EVENTS_PER_DELETE {
-                deleted += delete_events_of(engine, &days, &ids, note.clone()).await?;
-                days.clear();
-                ids.clear();
-            }
-            if days.last() != Some(&day) {
-                days.push(day);
-            }
-            ids.extend_from_slice(part);
-        }
+    // One delete for all of them: the ids are tested by a hash lookup per row, and the
+    // days bound the files the delete reads to find them.
+    let ids: std::collections::HashSet<String> = by_day.values().flatten().cloned().collect();
+    if ids.is_empty() {
+        return Ok(0);
     }
-    if !ids.is_empty() {
-        deleted += delete_events_of(engine, &days, &ids, note).await?;
-    }
-    Ok(deleted)
+    let days: Vec<i32> = by_day.keys().copied().collect();
+    delete_events_of(engine, &days, ids, note).await
 }
 
-/// Message ids per delete of [`delete_events`]: a bound on the predicate's size (a few
-/// MB of literals), far above what an erasure of thousands of people holds.
-const EVENTS_PER_DELETE: usize = 250_000;
+/// Days listed one by one in the rewrite's scope; more become a range (Delta turns a
+/// list into one nested `OR` per value for file statistics).
+const LISTED_DAYS: usize = 64;
 
-/// Deletes the events of `ids` on `days`. The id list ends in a NULL: `message_id IN
-/// ('…', …, NULL)` is true for the ids and NULL (not false) for every other row, which
-/// a delete keeps (it rewrites the rows whose predicate `IS NOT TRUE`) — and a list
-/// with a NULL is not turned into file statistics' `message_id = '…' OR …` chain, which
-/// Delta builds one nested level per id (thousands of ids overflowed a thread's stack;
-/// the ids are random, so min/max statistics would prune nothing anyway). The days do
-/// prune: they are the partition values.
+/// Deletes the events whose message id is in `ids`, all on `days`, in one rewrite of the
+/// files holding them ([`tessera_lake::Lake::rewrite_without`]). The commit records only
+/// the days (`event_date IN (…)`, what a concurrent collector's conflict check reads); the
+/// ids stay in memory (`tessera_erased_message`), one hash lookup per row read.
 async fn delete_events_of(
     engine: &Engine,
     days: &[i32],
-    ids: &[String],
+    ids: std::collections::HashSet<String>,
     note: CommitNote,
 ) -> Result<u64> {
-    use datafusion::common::ScalarValue;
-    use datafusion::prelude::{col, lit};
-    let predicate = col("event_date")
-        .in_list(
-            days.iter()
-                .map(|d| lit(ScalarValue::Date32(Some(*d))))
-                .collect(),
-            false,
-        )
-        .and(
-            col("message_id").in_list(
-                ids.iter()
-                    .map(|i| lit(i.as_str()))
-                    .chain([lit(ScalarValue::Utf8(None))])
-                    .collect(),
-                false,
-            ),
-        );
+    let day = |d: i32| {
+        let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
+            .unwrap_or_default()
+            .format("%Y-%m-%d");
+        format!("'{date}'")
+    };
+    let scope = match (days.first(), days.last()) {
+        (Some(&first), Some(&last)) if days.len() > LISTED_DAYS => format!(
+            "event_date >= {} AND event_date <= {}",
+            day(first),
+            day(last)
+        ),
+        _ => format!(
+            "event_date IN ({})",
+            days.iter().map(|d| day(*d)).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let drop = crate::matcher::message_set(ids).call(vec![col("message_id")]);
     Ok(engine
         .lake()
-        .delete_rows(schema::EVENTS, predicate, note)
+        .rewrite_without(schema::EVENTS, &scope, drop, note)
         .await?)
 }
 

@@ -21,6 +21,8 @@
 //! - `tessera_without_erased(members)` / `tessera_only_erased(members)`: a JSON array of
 //!   `[profile_id, …, merged_into]` entries without / with only the people's entries
 //!   (members lists of `activation_batches`).
+//! - `tessera_erased_message(message_id)`: the id is one of a set found beforehand (the
+//!   people's events, deleted in one rewrite whatever their number — see [`message_set`]).
 //!
 //! Values shorter than [`MIN_TEXT_VALUE`] characters are only matched exactly.
 
@@ -307,6 +309,59 @@ impl ScalarUDFImpl for MatchFn {
                     _ => m.without_members(v),
                 })
             })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `tessera_erased_message(message_id)` over `ids`: true for a row whose message id is
+/// in the set, false otherwise (NULL ids included). A hash lookup per row, whatever the
+/// set's size — unlike an `IN (...)` list of literals, which the delete's planning walks
+/// and Delta's file statistics turn into one nested `OR` per id.
+pub fn message_set(ids: HashSet<String>) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(MessageSetFn {
+        ids: Arc::new(ids),
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+    }))
+}
+
+#[derive(Debug)]
+struct MessageSetFn {
+    ids: Arc<HashSet<String>>,
+    signature: Signature,
+}
+
+impl PartialEq for MessageSetFn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ids, &other.ids)
+    }
+}
+impl Eq for MessageSetFn {}
+impl std::hash::Hash for MessageSetFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.ids) as usize).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for MessageSetFn {
+    fn name(&self) -> &str {
+        "tessera_erased_message"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let array = strings(&args.args[0], rows)?;
+        let ids = array.as_string::<i32>();
+        let out: BooleanArray = (0..rows)
+            .map(|i| Some(value(ids, i).is_some_and(|v| self.ids.contains(v))))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }

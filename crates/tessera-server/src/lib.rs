@@ -203,10 +203,7 @@ impl Server {
                 message: e.message().to_owned(),
             })?;
         let project_dir = options.admin.as_ref().map(|a| a.project_dir.clone());
-        let index = Arc::new(index::IndexHandle::new(
-            engine.clone(),
-            project_dir.clone(),
-        ));
+        let index = Arc::new(index::IndexHandle::new(engine.clone(), project_dir.clone()));
         index.set_filters(auth.row_filters());
         index.refresh(true).await?;
         let api = api::Api::new(

@@ -117,7 +117,9 @@ impl Console {
             pages::overview(&self, &viewer).await.err(),
             pages::sources(&self, &viewer).await.err(),
             pages::identity(&self, &viewer).await.err(),
-            pages::segments(&self, &viewer, None, None, None).await.err(),
+            pages::segments(&self, &viewer, None, None, None)
+                .await
+                .err(),
             pages::models(&self, &viewer).await.err(),
             pages::activation(&self, &viewer).await.err(),
         ];
