@@ -130,7 +130,7 @@ impl Lake {
     /// conflict check re-parses (without Tessera's functions) when a concurrent commit
     /// landed meanwhile, so a blind append outside it does not conflict; `drop` may call
     /// in-memory functions and is evaluated once per row, whatever the number of values
-    /// it tests (a delete's `IN` list of literals is re-planned for every file it reads).
+    /// it tests (a delete's `IN` list of thousands of literals cost ids × files read).
     /// Retried on conflicts; returns the rows removed. Fails, committing nothing, when
     /// the rows written back are not the files' rows minus those removed.
     pub async fn rewrite_without(
