@@ -1,14 +1,17 @@
 //! Data-subject export: one bundle with every row Tessera holds about a person, in
 //! clear (masking roles do not apply to the subject's own data) — `bundle.json` (every
 //! table's rows as JSON, with counts) and one Parquet file per table — recorded as a
-//! request and in `audit_log`.
+//! request and in `audit_log`. The bundle goes to a local folder or under an
+//! object-store URL (`s3://`, `gs://`, `az://`; credentials from the environment and
+//! the lake's storage options); either must be empty.
 //!
 //! The rows are those erasure would take out ([`crate::erase::TARGETS`]), except the
 //! operators' `audit_log`; members lists of `activation_batches` show only the person's
 //! entries.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::{Expr, ident};
@@ -28,23 +31,129 @@ use crate::{
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportReport {
     pub request_id: String,
-    pub out: PathBuf,
+    /// The folder or URL written.
+    pub out: String,
     pub profiles: Vec<String>,
     /// Rows per table.
     pub counts: BTreeMap<String, u64>,
-    pub files: Vec<PathBuf>,
+    /// Every file written, as paths or URLs.
+    pub files: Vec<String>,
+}
+
+/// Where a bundle goes.
+enum Out {
+    Folder(PathBuf),
+    Store {
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: object_store::path::Path,
+        url: String,
+    },
+}
+
+impl Out {
+    fn parse(text: &str, options: &std::collections::HashMap<String, String>) -> Result<Out> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(PrivacyError::Refused(
+                "name the folder or URL to export into (--out)".into(),
+            ));
+        }
+        let Some((scheme, _)) = text.split_once("://") else {
+            return Ok(Out::Folder(PathBuf::from(text)));
+        };
+        if scheme == "file" {
+            return Ok(Out::Folder(PathBuf::from(&text["file://".len()..])));
+        }
+        let bad = |m: String| PrivacyError::Refused(format!("cannot export to {text}: {m}"));
+        if !["s3", "s3a", "gs", "az", "abfs", "abfss"].contains(&scheme) {
+            return Err(bad(format!(
+                "unknown scheme {scheme:?} (a folder, file://, s3://, gs:// or az://)"
+            )));
+        }
+        let url = url::Url::parse(text).map_err(|e| bad(e.to_string()))?;
+        if url.host_str().unwrap_or("").is_empty() {
+            return Err(bad("the URL names no bucket".into()));
+        }
+        let store =
+            tessera_lake::object_store_for(&url, options).map_err(|e| bad(e.to_string()))?;
+        let prefix =
+            object_store::path::Path::from_url_path(url.path()).map_err(|e| bad(e.to_string()))?;
+        Ok(Out::Store {
+            store,
+            prefix,
+            url: text.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Out::Folder(p) => p.display().to_string(),
+            Out::Store { url, .. } => url.clone(),
+        }
+    }
+
+    /// Refuses a destination that already holds something.
+    async fn check_empty(&self) -> Result<()> {
+        let taken = match self {
+            Out::Folder(out) => {
+                out.exists()
+                    && std::fs::read_dir(out)
+                        .map_err(io(format!("reading {}", out.display())))?
+                        .next()
+                        .is_some()
+            }
+            Out::Store { store, prefix, url } => {
+                use futures::TryStreamExt as _;
+                store
+                    .list(Some(prefix))
+                    .try_next()
+                    .await
+                    .map_err(|e| PrivacyError::io(format!("listing {url}"), e))?
+                    .is_some()
+            }
+        };
+        if taken {
+            return Err(PrivacyError::Refused(format!(
+                "{} is not empty: export into a new folder",
+                self.describe()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes `name` with `bytes`; returns its path or URL.
+    async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<String> {
+        match self {
+            Out::Folder(out) => {
+                std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
+                let path = out.join(name);
+                std::fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
+                Ok(path.display().to_string())
+            }
+            Out::Store { store, prefix, url } => {
+                use object_store::ObjectStoreExt as _;
+                let target = format!("{url}/{name}");
+                store
+                    .put(&prefix.clone().join(name), bytes.into())
+                    .await
+                    .map_err(|e| PrivacyError::io(format!("writing {target}"), e))?;
+                Ok(target)
+            }
+        }
+    }
 }
 
 fn io(doing: String) -> impl FnOnce(std::io::Error) -> PrivacyError {
     move |e| PrivacyError::io(doing, e)
 }
 
-/// Exports everything held about the people `subjects` name into folder `out`
-/// (created; it must be empty or absent).
+/// Exports everything held about the people `subjects` name into `out`: a folder
+/// (created; it must be empty or absent) or an object-store URL under which nothing is
+/// stored yet.
 pub async fn export(
     engine: &Engine,
     subjects: &[String],
-    out: &Path,
+    out: &str,
     actor: &str,
 ) -> Result<ExportReport> {
     if subjects.is_empty() {
@@ -56,17 +165,8 @@ pub async fn export(
         .iter()
         .map(|s| Subject::parse(s))
         .collect::<Result<_>>()?;
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(io(format!("reading {}", out.display())))?
-            .next()
-            .is_some()
-    {
-        return Err(PrivacyError::Refused(format!(
-            "{} is not empty: export into a new folder",
-            out.display()
-        )));
-    }
+    let out = Out::parse(out, engine.lake().storage_options())?;
+    out.check_empty().await?;
     let resolution = resolve(engine, &parsed, &[]).await?;
     if resolution.profiles.is_empty() {
         return Err(PrivacyError::Refused(format!(
@@ -78,7 +178,6 @@ pub async fn export(
                 .join(", ")
         )));
     }
-    std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
     let hashes = suppress::hashes_of(&suppress::hasher(engine).await?, &parsed);
     let request = Request::received("export", &hashes, Vec::new(), None, actor)?;
     requests::record(engine, &request).await?;
@@ -123,16 +222,18 @@ pub async fn export(
             serde_json::json!({"rows": rows, "data": data}),
         );
         if let Some(first) = batches.first() {
-            let path = out.join(format!("{}.parquet", target.table));
-            let file =
-                std::fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?;
-            let mut writer = parquet::arrow::ArrowWriter::try_new(file, first.schema(), None)
+            let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), first.schema(), None)
                 .map_err(|e| PrivacyError::io(&doing, e))?;
             for b in &batches {
                 writer.write(b).map_err(|e| PrivacyError::io(&doing, e))?;
             }
-            writer.close().map_err(|e| PrivacyError::io(&doing, e))?;
-            files.push(path);
+            let bytes = writer
+                .into_inner()
+                .map_err(|e| PrivacyError::io(&doing, e))?;
+            files.push(
+                out.write(&format!("{}.parquet", target.table), bytes)
+                    .await?,
+            );
         }
     }
     let bundle = serde_json::json!({
@@ -143,12 +244,12 @@ pub async fn export(
         "counts": counts,
         "tables": tables,
     });
-    let path = out.join("bundle.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&bundle).unwrap_or_default(),
-    )
-    .map_err(io(format!("writing {}", path.display())))?;
+    let path = out
+        .write(
+            "bundle.json",
+            serde_json::to_vec_pretty(&bundle).unwrap_or_default(),
+        )
+        .await?;
     files.insert(0, path);
     let total: u64 = counts.values().sum();
     append_rows(
@@ -172,7 +273,7 @@ pub async fn export(
     requests::record(engine, &finished).await?;
     Ok(ExportReport {
         request_id: request.request_id,
-        out: out.to_owned(),
+        out: out.describe(),
         profiles: resolution.profiles.into_iter().collect(),
         counts,
         files,

@@ -1,8 +1,6 @@
 //! `tessera privacy erase | export | list | suppress | unsuppress | resume`: the
 //! data-subject operations of `tessera_privacy`.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use tessera_privacy::{EraseOptions, Subject, requests, suppress};
 
@@ -40,9 +38,10 @@ pub enum PrivacyCommand {
     Export {
         #[arg(required = true, value_name = "TYPE:VALUE")]
         subjects: Vec<String>,
-        /// The folder to write (new or empty).
-        #[arg(long)]
-        out: PathBuf,
+        /// The folder (new or empty) or object-store URL (`s3://bucket/prefix`, nothing
+        /// stored under it yet) to write.
+        #[arg(long, value_name = "DIR|URL")]
+        out: String,
         #[arg(long)]
         json: bool,
     },
@@ -121,7 +120,7 @@ pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
                     "Exported {} rows about {} profile(s) to {} (request {})",
                     thousands(report.counts.values().sum()),
                     report.profiles.len(),
-                    report.out.display(),
+                    report.out,
                     report.request_id
                 );
                 for (table, rows) in &report.counts {

@@ -134,4 +134,70 @@ import os; os._exit(0)
     // A missing bucket is a clear error, and nothing is written.
     let out = fails(&mut run(&["import", "s3://no-such-bucket/x.ndjson"]));
     assert!(out.contains("no-such-bucket"), "{out}");
+
+    // A data-subject export to the object store: the bundle and a Parquet file per
+    // table under the URL, readable by boto3 and pyarrow.
+    ok(&mut run(&["stitch"]));
+    let out = ok(&mut run(&[
+        "privacy",
+        "export",
+        "email:x@y.io",
+        "--out",
+        "s3://cdp/dsar/x",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["out"], "s3://cdp/dsar/x", "{report}");
+    assert_eq!(report["counts"]["events"], 2, "u1's two events: {report}");
+    assert_eq!(report["counts"]["profiles"], 1, "{report}");
+    let seen = run_python(&format!(
+        r#"
+import boto3, io, json
+import pyarrow.parquet as pq
+s3 = boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="cdp", Prefix="dsar/x/")["Contents"])
+bundle = json.loads(s3.get_object(Bucket="cdp", Key="dsar/x/bundle.json")["Body"].read())
+events = pq.read_table(io.BytesIO(s3.get_object(Bucket="cdp", Key="dsar/x/events.parquet")["Body"].read()))
+print(json.dumps({{"keys": keys, "events": bundle["counts"]["events"], "rows": events.num_rows,
+                  "ids": sorted(events.column("message_id").to_pylist())}}), flush=True)
+"#
+    ));
+    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert_eq!(seen["events"], 2, "{seen}");
+    assert_eq!(seen["rows"], 2, "{seen}");
+    assert_eq!(seen["ids"], serde_json::json!(["s1", "s3"]), "{seen}");
+    let keys: Vec<&str> = seen["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"dsar/x/bundle.json"), "{keys:?}");
+    assert!(keys.contains(&"dsar/x/profiles.parquet"), "{keys:?}");
+    // Refused: a URL that already holds a bundle, a scheme Tessera cannot write, a
+    // URL without a bucket.
+    let e = fails(&mut run(&[
+        "privacy",
+        "export",
+        "email:x@y.io",
+        "--out",
+        "s3://cdp/dsar/x",
+    ]));
+    assert!(e.contains("s3://cdp/dsar/x is not empty"), "{e}");
+    let e = fails(&mut run(&[
+        "privacy",
+        "export",
+        "email:x@y.io",
+        "--out",
+        "ftp://cdp/x",
+    ]));
+    assert!(e.contains("unknown scheme \"ftp\""), "{e}");
+    let e = fails(&mut run(&[
+        "privacy",
+        "export",
+        "email:x@y.io",
+        "--out",
+        "s3:///x",
+    ]));
+    assert!(e.contains("no bucket"), "{e}");
 }

@@ -88,7 +88,7 @@ impl v1::privacy_service_server::PrivacyService for Api {
         let report = tessera_privacy::export(
             &self.engine,
             &request.get_ref().subjects,
-            &out,
+            &out.to_string_lossy(),
             &format!("tessera.v1 PrivacyService ({})", who.user),
         )
         .await;
