@@ -15,6 +15,11 @@
 //! planning round reuses what it read; events are not copied into the ledger), so a
 //! crash or a retry sends the same events; an event erased in the meantime is not sent.
 //!
+//! An event whose Segment `integrations` object turns the destination off is not
+//! forwarded: the destination's own key (its name in `tessera.toml`, case as written)
+//! decides when present (`false` blocks; `true` or a settings object lets it through),
+//! else `All` (absent: on) — `{"All": false, "firehose": true}` reaches `firehose` only.
+//!
 //! Each row becomes one JSON object: Tessera's event columns get Segment's names
 //! (`message_id` → `messageId`, ...), JSON text columns (`properties`, `traits`,
 //! `context`, `integrations`) become objects, the fields of `extra` return to the top
@@ -265,6 +270,45 @@ fn segment_event(row: Map<String, Value>) -> Value {
     Value::Object(out)
 }
 
+/// Whether an event's Segment `integrations` object (JSON text) lets it go to the
+/// destination `name` (see the module docs).
+fn integration_enabled(integrations: Option<&str>, name: &str) -> bool {
+    let Some(Value::Object(map)) = integrations.and_then(|t| serde_json::from_str(t).ok()) else {
+        return true;
+    };
+    let on = |v: &Value| !matches!(v, Value::Bool(false));
+    match map.get(name) {
+        Some(v) => on(v),
+        None => map.get("All").is_none_or(on),
+    }
+}
+
+/// `integration_enabled` over a column of `integrations` texts.
+fn integrations_allow(name: &str) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{AsArray as _, BooleanArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let name = name.to_owned();
+    create_udf(
+        "tessera_integration_enabled",
+        vec![DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let texts = match &args[0] {
+                ColumnarValue::Array(a) => a.clone(),
+                ColumnarValue::Scalar(s) => s.to_array()?,
+            };
+            let texts = texts.as_string::<i32>();
+            let out: BooleanArray = texts
+                .iter()
+                .map(|t| Some(integration_enabled(t, &name)))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
 /// The events of versions `(from, to]` the destination's query selects, in
 /// `message_id` order.
 async fn events_of(engine: &Engine, d: &Destination, from: i64, to: i64) -> Result<Vec<Value>> {
@@ -286,6 +330,22 @@ async fn events_of(engine: &Engine, d: &Destination, from: i64, to: i64) -> Resu
     let ctx = engine.session_of(&[EVENTS]).await?;
     tessera_engine::register_appended_events(&ctx, lake, &table, &changes, &changes.rewrites)
         .await?;
+    // The query sees only the events their `integrations` let go to this destination.
+    let allowed = ctx
+        .table(EVENTS)
+        .await
+        .and_then(|events| {
+            events.filter(
+                integrations_allow(&d.name).call(vec![datafusion::prelude::cast(
+                    col("integrations"),
+                    datafusion::arrow::datatypes::DataType::Utf8,
+                )]),
+            )
+        })
+        .map_err(|e| bad(e.strip_backtrace()))?;
+    ctx.deregister_table(EVENTS)
+        .and_then(|_| ctx.register_table(EVENTS, allowed.into_view()))
+        .map_err(|e| bad(e.strip_backtrace()))?;
     let query = d.query.as_deref().unwrap_or("SELECT * FROM events");
     let df = tessera_engine::policy::plan(&ctx, query, tessera_engine::Policy::ReadOnly)
         .await
@@ -586,6 +646,23 @@ pub async fn status(engine: &Engine) -> Result<Vec<crate::SyncStatus>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn integrations_turn_a_destination_off_as_segment_does() {
+        let on = |t: Option<&str>| integration_enabled(t, "firehose");
+        assert!(on(None));
+        assert!(on(Some("{}")));
+        assert!(on(Some("not json")), "unreadable: as if absent");
+        assert!(!on(Some(r#"{"All": false}"#)));
+        assert!(!on(Some(r#"{"firehose": false}"#)));
+        assert!(on(Some(r#"{"All": false, "firehose": true}"#)));
+        assert!(on(Some(r#"{"All": false, "firehose": {"apiKey": "k"}}"#)));
+        assert!(
+            on(Some(r#"{"Firehose": false}"#)),
+            "names are case-sensitive"
+        );
+        assert!(on(Some(r#"{"Braze": false}"#)));
+    }
 
     #[test]
     fn rows_become_segment_events() {

@@ -1416,6 +1416,10 @@ for i in range({from}, {to}):
     seg.track(user_id=f"u{{i % 7}}", event="Signed Up" if i % 10 == 0 else "Item Viewed", properties={{"i": i, "plan": "pro"}}, message_id=f"t-{{i}}")
     if i % 15 == 0:
         seg.identify(user_id=f"u{{i % 7}}", traits={{"plan": "pro"}}, message_id=f"id-{{i}}")
+if {from} == 200:
+    # Segment's integrations: off everywhere, off for firehose, on for firehose only.
+    for mid, flags in [("off-all", {{"All": False}}), ("off-firehose", {{"firehose": False}}), ("on-firehose", {{"All": False, "firehose": True}})]:
+        seg.track(user_id="u9", event="Signed Up", properties={{"plan": "pro"}}, integrations=flags, message_id=mid)
 seg.flush()
 seg.shutdown()
 "#
@@ -1454,11 +1458,11 @@ seg.shutdown()
                 .iter()
                 .map(|e| e["messageId"].as_str().unwrap().to_owned())
                 .collect();
-            ids.len() >= 300
+            ids.len() >= 301
         },
     );
     wait_until("every sign-up forwarded", Duration::from_secs(30), || {
-        delivered("signups-").len() >= 30
+        delivered("signups-").len() >= 31
     });
     // A batch sent before the crash but not recorded is sent again: wait for the ledger.
     wait_until("the ledger settled", Duration::from_secs(60), || {
@@ -1478,11 +1482,15 @@ seg.shutdown()
         .iter()
         .map(|e| e["messageId"].as_str().unwrap())
         .collect();
-    let expected: HashSet<String> = (0..300).map(|i| format!("t-{i}")).collect();
+    let expected: HashSet<String> = (0..300)
+        .map(|i| format!("t-{i}"))
+        .chain(["on-firehose".to_owned()])
+        .collect();
     assert_eq!(
         ids,
         expected.iter().map(String::as_str).collect::<HashSet<_>>(),
-        "every track event after the start, no identify, nothing from before"
+        "every track event after the start its integrations let through, no identify, \
+         nothing from before"
     );
     // At least once: a duplicate only with a webhook-id already delivered.
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -1515,7 +1523,17 @@ seg.shutdown()
     );
     // The transform: only sign-ups, only the columns asked for.
     let signups = delivered("signups-");
-    assert_eq!(signups.len(), 30, "one per sign-up, once");
+    assert_eq!(signups.len(), 31, "one per sign-up, once");
+    let turned: HashSet<&str> = signups
+        .iter()
+        .filter_map(|s| s["messageId"].as_str())
+        .filter(|m| !m.starts_with("t-"))
+        .collect();
+    assert_eq!(
+        turned,
+        HashSet::from(["off-firehose"]),
+        "integrations off for all, or on for firehose only, keep an event from signups"
+    );
     for s in &signups {
         assert_eq!(s.as_object().unwrap().len(), 3, "{s}");
         assert_eq!(s["plan"], "pro");
