@@ -111,6 +111,11 @@ pub fn webhook_key(text: &str) -> std::result::Result<Vec<u8>, String> {
 }
 
 impl Destination {
+    /// Where a `file` destination writes (`None` for other kinds).
+    pub fn file_target(&self) -> Option<&Arc<Target>> {
+        self.file.as_ref()
+    }
+
     /// `section` with its variables read through `env`; a file destination's relative
     /// path is taken from `dir` (the project folder).
     pub fn new(

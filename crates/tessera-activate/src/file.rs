@@ -406,8 +406,18 @@ fn encode(
     schema: &SchemaRef,
     batch: &RecordBatch,
 ) -> std::result::Result<Vec<u8>, Failure> {
+    encode_as(target.format, target.gzip, schema, batch)
+}
+
+/// The bytes of one part in `format` (CSV gzipped when `gzip`).
+fn encode_as(
+    format: ExportFormat,
+    gzip: bool,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> std::result::Result<Vec<u8>, Failure> {
     let failed = |e: &dyn std::fmt::Display| fatal(format!("encoding the file: {e}"));
-    match target.format {
+    match format {
         ExportFormat::Parquet => {
             // Ids are unique: a dictionary would only be tried and dropped.
             let props = WriterProperties::builder()
@@ -432,7 +442,7 @@ fn encode(
                     .build(&mut text);
                 w.write(batch).map_err(|e| failed(&e))?;
             }
-            if !target.gzip {
+            if !gzip {
                 return Ok(text);
             }
             // No file name and a zero modification time: the same rows, the same bytes.
@@ -443,6 +453,223 @@ fn encode(
             gz.finish().map_err(|e| failed(&e))
         }
     }
+}
+
+/// What erasing people did to one file destination's objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExportsErased {
+    pub destination: String,
+    /// Parts rewritten without the people's rows.
+    pub files: usize,
+    pub rows: u64,
+}
+
+/// The rows of one part, decoded by its extension; `None` for an object that is no part.
+fn decode_part<B>(key: &str, bytes: B) -> std::result::Result<Option<Vec<RecordBatch>>, String>
+where
+    B: parquet::file::reader::ChunkReader + AsRef<[u8]> + 'static,
+{
+    use std::io::Read as _;
+    if key.ends_with(".parquet") {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.build())
+            .map_err(|e| e.to_string())?;
+        return reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    let text = if key.ends_with(".csv.gz") {
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(bytes.as_ref())
+            .read_to_end(&mut text)
+            .map_err(|e| e.to_string())?;
+        text
+    } else if key.ends_with(".csv") {
+        bytes.as_ref().to_vec()
+    } else {
+        return Ok(None);
+    };
+    // Every column as text: written back, each value is the same characters.
+    let (inferred, _) = datafusion::arrow::csv::reader::Format::default()
+        .with_header(true)
+        .infer_schema(std::io::Cursor::new(&text), Some(0))
+        .map_err(|e| e.to_string())?;
+    let schema = Arc::new(Schema::new(
+        inferred
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    datafusion::arrow::csv::ReaderBuilder::new(schema)
+        .with_header(true)
+        .build(std::io::Cursor::new(text))
+        .map_err(|e| e.to_string())?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+impl Target {
+    /// Rewrites every part this destination holds without the rows of the people
+    /// `is_theirs` recognises (by `profile_id`, `merged_into` or `user_id`), and each
+    /// touched run's `_manifest.json` (rows, entered/exited, each part's bytes and
+    /// SHA-256), so what was exported before an erasure no longer holds them. Parts are
+    /// recognised by extension (`.parquet`, `.csv`, `.csv.gz`) whatever the destination's
+    /// format is now.
+    pub async fn erase(
+        &self,
+        destination: &str,
+        is_theirs: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<ExportsErased> {
+        let bad = |m: String| ActivateError::BadDestination {
+            key: format!("destinations.{destination}.url"),
+            message: m,
+        };
+        let mut out = ExportsErased {
+            destination: destination.to_owned(),
+            ..ExportsErased::default()
+        };
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| bad(format!("listing {}: {e}", self.url)))?;
+        // Folder → (part name → (rows kept, bytes, sha256), entered and exited removed).
+        type Touched = (HashMap<String, (usize, u64, String)>, u64, u64);
+        let mut touched: HashMap<StorePath, Touched> = HashMap::new();
+        for meta in listed {
+            let key = meta.location.to_string();
+            let Some(name) = key.rsplit('/').next().filter(|n| n.starts_with("part-")) else {
+                continue;
+            };
+            let bytes = match self.store.get(&meta.location).await {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| bad(format!("reading {key}: {e}")))?;
+            let Some(batches) = decode_part(&key, bytes).map_err(|e| bad(format!("{key}: {e}")))?
+            else {
+                continue;
+            };
+            let Some(first) = batches.first() else {
+                continue;
+            };
+            let schema = first.schema();
+            let batch = concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))?;
+            let text = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).ok())
+            };
+            let (ids, merged, users, change) = (
+                text("profile_id"),
+                text("merged_into"),
+                text("user_id"),
+                text("change"),
+            );
+            let value = |c: &Option<ArrayRef>, i: usize| -> Option<String> {
+                let c = c.as_ref()?.as_any().downcast_ref::<StringArray>()?;
+                (!c.is_null(i)).then(|| c.value(i).to_owned())
+            };
+            let mut keep = Vec::with_capacity(batch.num_rows());
+            let (mut entered, mut exited) = (0u64, 0u64);
+            for i in 0..batch.num_rows() {
+                let theirs = [&ids, &merged, &users]
+                    .into_iter()
+                    .any(|c| value(c, i).is_some_and(|v| is_theirs(&v)));
+                if theirs {
+                    match value(&change, i).as_deref() {
+                        Some("entered") => entered += 1,
+                        Some("exited") => exited += 1,
+                        _ => {}
+                    }
+                }
+                keep.push(!theirs);
+            }
+            let removed = keep.iter().filter(|k| !**k).count();
+            if removed == 0 {
+                continue;
+            }
+            let kept = datafusion::arrow::compute::filter_record_batch(
+                &batch,
+                &datafusion::arrow::array::BooleanArray::from(keep),
+            )
+            .map_err(|e| bad(e.to_string()))?;
+            let (format, gzip) = if key.ends_with(".parquet") {
+                (ExportFormat::Parquet, false)
+            } else {
+                (ExportFormat::Csv, key.ends_with(".gz"))
+            };
+            let encoded = encode_as(format, gzip, &schema, &kept).map_err(|f| bad(f.message))?;
+            let (size, digest) = (encoded.len() as u64, hex(&sha2::Sha256::digest(&encoded)));
+            self.store
+                .put(&meta.location, PutPayload::from(encoded))
+                .await
+                .map_err(|e| bad(format!("writing {key}: {e}")))?;
+            out.files += 1;
+            out.rows += removed as u64;
+            let folder = StorePath::from(key.rsplit_once('/').map_or("", |(f, _)| f));
+            let entry = touched.entry(folder).or_default();
+            entry
+                .0
+                .insert(name.to_owned(), (kept.num_rows(), size, digest));
+            entry.1 += entered;
+            entry.2 += exited;
+        }
+        for (folder, (parts, entered, exited)) in touched {
+            let key = folder.clone().join("_manifest.json");
+            let Ok(got) = self.store.get(&key).await else {
+                continue;
+            };
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| bad(format!("reading {key}: {e}")))?;
+            let Ok(mut manifest) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            let mut rows = 0u64;
+            if let Some(list) = manifest["parts"].as_array_mut() {
+                for part in list.iter_mut() {
+                    if let Some((kept, size, digest)) =
+                        part["key"].as_str().and_then(|k| parts.get(k))
+                    {
+                        part["rows"] = json!(kept);
+                        part["bytes"] = json!(size);
+                        part["sha256"] = json!(digest);
+                    }
+                    rows += part["rows"].as_u64().unwrap_or(0);
+                }
+            }
+            manifest["rows"] = json!(rows);
+            for (field, minus) in [("entered", entered), ("exited", exited)] {
+                let n = manifest[field].as_u64().unwrap_or(0);
+                manifest[field] = json!(n.saturating_sub(minus));
+            }
+            let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+            self.store
+                .put(&key, PutPayload::from(text))
+                .await
+                .map_err(|e| bad(format!("writing {key}: {e}")))?;
+        }
+        Ok(out)
+    }
+}
+
+/// The file destinations of a project's `[destinations]` (relative folders taken from
+/// `dir`), for erasure.
+pub fn targets(
+    destinations: &std::collections::BTreeMap<String, DestinationSection>,
+    dir: &Path,
+) -> Result<Vec<(String, Target)>> {
+    destinations
+        .iter()
+        .filter(|(_, d)| d.kind == tessera_core::config::DestinationKind::File)
+        .map(|(name, d)| Ok((name.clone(), Target::new(name, d, dir)?)))
+        .collect()
 }
 
 /// Writes one run (its batches in `run`, of one sync) to `target`.

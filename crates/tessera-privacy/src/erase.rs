@@ -165,6 +165,9 @@ pub struct EraseOptions {
     /// what it acknowledged before (two flush intervals and a second are enough); the
     /// events table is then swept once more. Zero: no sweep.
     pub settle: std::time::Duration,
+    /// The project's file destinations: what they exported is rewritten without the
+    /// people's rows.
+    pub exports: Vec<(String, std::sync::Arc<tessera_activate::file::Target>)>,
 }
 
 impl Default for EraseOptions {
@@ -175,6 +178,7 @@ impl Default for EraseOptions {
             suppress: true,
             actor: "tessera privacy".into(),
             settle: std::time::Duration::ZERO,
+            exports: Vec::new(),
         }
     }
 }
@@ -204,6 +208,8 @@ pub struct ErasureReport {
     pub tables: Vec<TableCount>,
     pub suppressed: usize,
     pub expunged: Vec<Expunged>,
+    /// Files of file destinations rewritten without the people's rows.
+    pub exports: Vec<tessera_activate::file::ExportsErased>,
     /// Seconds spent waiting for a running collector and sweeping `events` again.
     pub settle_seconds: f64,
     /// Seconds spent expunging old files and log entries.
@@ -366,6 +372,18 @@ async fn erase_rows(
             seconds: started.elapsed().as_secs_f64(),
         });
     }
+    // What file destinations exported: rewritten in place (their objects have no
+    // history to expunge).
+    let matcher = resolution.matcher();
+    for (name, target) in &options.exports {
+        let erased = target
+            .erase(name, &|v| matcher.is_value(v))
+            .await
+            .map_err(|e| {
+                PrivacyError::io(format!("erasing the exports of destination {name}"), e)
+            })?;
+        report.exports.push(erased);
+    }
     if options.suppress {
         let mut hashes = resolution.hashes(hasher);
         let asked: Vec<(String, String)> = request
@@ -429,6 +447,7 @@ async fn erase_rows(
         "profiles": resolution.profiles.len(),
         "counts": counts,
         "versions": versions,
+        "exports": report.exports,
     });
     append_rows(
         engine,

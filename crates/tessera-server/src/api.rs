@@ -104,6 +104,19 @@ fn unresolvable(e: tessera_identity::IdentityError) -> String {
 }
 
 impl Api {
+    /// The project's file destinations (what an erasure rewrites besides the lake).
+    fn file_exports(&self) -> Vec<(String, Arc<tessera_activate::file::Target>)> {
+        self.activation
+            .as_ref()
+            .map(|a| {
+                a.destinations()
+                    .iter()
+                    .filter_map(|(n, d)| d.file_target().map(|t| (n.clone(), t.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn new(
         engine: Engine,
         auth: Arc<Auth>,

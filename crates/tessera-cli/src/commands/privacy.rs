@@ -86,6 +86,7 @@ pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
                 suppress: !no_suppress,
                 actor: ACTOR.into(),
                 settle: opened.project.config.server.erasure_settle(),
+                exports: file_exports(&opened.project)?,
             };
             let report = tessera_privacy::erase(engine, &subjects, &options).await?;
             print_erasure(&report, json);
@@ -96,6 +97,7 @@ pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
                 &EraseOptions {
                     actor: ACTOR.into(),
                     settle: opened.project.config.server.erasure_settle(),
+                    exports: file_exports(&opened.project)?,
                     ..EraseOptions::default()
                 },
             )
@@ -265,4 +267,16 @@ fn print_erasure(report: &tessera_privacy::ErasureReport, json: bool) {
             );
         }
     }
+}
+
+/// The project's file destinations, whose exports an erasure rewrites.
+fn file_exports(
+    project: &tessera_core::config::Project,
+) -> anyhow::Result<Vec<(String, std::sync::Arc<tessera_activate::file::Target>)>> {
+    Ok(
+        tessera_activate::file::targets(&project.config.destinations, &project.dir)?
+            .into_iter()
+            .map(|(name, target)| (name, std::sync::Arc::new(target)))
+            .collect(),
+    )
 }

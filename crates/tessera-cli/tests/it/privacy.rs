@@ -55,6 +55,9 @@ for d, _, files in os.walk({root:?}):
                     texts.extend(str(v) for v in col.to_pylist() if v is not None)
                 except Exception as e:
                     texts.append(repr(e))
+        elif f.endswith(".gz"):
+            import gzip
+            texts.append(gzip.decompress(open(path, "rb").read()).decode("utf-8", "replace"))
         else:
             texts.append(open(path, "rb").read().decode("utf-8", "replace"))
         blob = "\n".join(texts).lower()
@@ -186,6 +189,49 @@ fn erasure_leaves_no_byte_of_a_person_and_suppresses_their_return() {
     };
     let my_events = mine("profile_events", "profile_id");
     assert!(my_events > 0);
+
+    // Everyone exported as files (gzipped CSV and Parquet) with their e-mail.
+    let segments = p.path().join("sql/segments");
+    std::fs::write(
+        segments.join("everyone.sql"),
+        "SELECT profile_id FROM profiles\n",
+    )
+    .unwrap();
+    ok(&mut p.cmd(&["segments", "refresh"]));
+    let config = p.path().join("tessera.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        r#"
+[destinations.csv_files]
+kind = "file"
+url = "exported/csv"
+format = "csv"
+compression = "gzip"
+
+[destinations.parquet_files]
+kind = "file"
+url = "exported/parquet"
+
+[syncs.everyone_csv]
+segment = "everyone"
+destination = "csv_files"
+fields = "SELECT profile_id, email FROM profiles"
+
+[syncs.everyone_parquet]
+segment = "everyone"
+destination = "parquet_files"
+fields = "SELECT profile_id, email FROM profiles"
+"#,
+    );
+    std::fs::write(&config, text).unwrap();
+    ok(&mut p.cmd(&["activate", "run"]));
+    let exported = p.path().join("exported");
+    let hits = scan(&exported, std::slice::from_ref(&email));
+    assert_eq!(
+        hits.len(),
+        2,
+        "both exports hold the person before: {hits:?}"
+    );
 
     // No commit of any table carries a personal column's min/max.
     let stats = personal_stats(&p.lake());
@@ -326,9 +372,47 @@ fn erasure_leaves_no_byte_of_a_person_and_suppresses_their_return() {
         0
     );
 
-    // Not one byte of them under the lake root.
+    // Not one byte of them under the lake root, nor in what was exported.
     let hits = scan(&p.lake(), &own);
     assert!(hits.is_empty(), "{hits:?}");
+    let hits = scan(&exported, &own);
+    assert!(hits.is_empty(), "{hits:?}");
+    let exports = report["exports"].as_array().unwrap();
+    assert_eq!(exports.len(), 2, "{report}");
+    for e in exports {
+        assert!(e["files"].as_u64().unwrap() >= 1, "{e}");
+        assert!(e["rows"].as_u64().unwrap() >= 1, "{e}");
+    }
+    // Each rewritten run's manifest still describes its parts: rows and checksums.
+    let checked = run_python(&format!(
+        r#"
+import glob, gzip, hashlib, json, os, pyarrow.parquet as pq
+bad, parts = [], 0
+for m in glob.glob(os.path.join({root:?}, "**", "_manifest.json"), recursive=True):
+    manifest = json.load(open(m))
+    total = 0
+    for part in manifest["parts"]:
+        path = os.path.join(os.path.dirname(m), part["key"])
+        data = open(path, "rb").read()
+        if hashlib.sha256(data).hexdigest() != part["sha256"] or len(data) != part["bytes"]:
+            bad.append(path)
+        if path.endswith(".parquet"):
+            rows = pq.read_table(path).num_rows
+        else:
+            rows = len(gzip.decompress(data).decode().splitlines()) - 1
+        if rows != part["rows"]:
+            bad.append((path, rows, part["rows"]))
+        total += rows
+        parts += 1
+    if total != manifest["rows"]:
+        bad.append((m, total, manifest["rows"]))
+print(json.dumps({{"bad": bad, "parts": parts}}))
+"#,
+        root = exported.to_str().unwrap()
+    ));
+    let checked: Value = serde_json::from_str(checked.trim()).unwrap();
+    assert_eq!(checked["bad"], serde_json::json!([]), "{checked}");
+    assert!(checked["parts"].as_u64().unwrap() >= 2, "{checked}");
     // The version before the erasure is gone for other readers too.
     let old = run_python(&format!(
         "from deltalake import DeltaTable\n\

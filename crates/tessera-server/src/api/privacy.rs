@@ -37,6 +37,7 @@ impl v1::privacy_service_server::PrivacyService for Api {
                 suppress: !no_suppress,
                 actor: format!("tessera.v1 PrivacyService ({})", who.user),
                 settle: options.settle,
+                exports: self.file_exports(),
             },
         )
         .await;
