@@ -49,6 +49,13 @@ pub enum LakeError {
         missing: usize,
     },
 
+    /// Another process has the write-ahead log open.
+    #[error(
+        "the write-ahead log {dir} is in use by another process (a running `tessera serve`); \
+         one collector per log"
+    )]
+    WalInUse { dir: String },
+
     /// A local file operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -10,6 +10,10 @@
 //! off. Segments whose records are all in the lake are deleted by
 //! [`Wal::release_through`].
 //!
+//! One process at a time has a log open: [`Wal::open`] takes an exclusive lock on the
+//! folder's `lock` file (released by the kernel when the process ends, however it
+//! ends) and fails with [`LakeError::WalInUse`] while another holds it.
+//!
 //! The log stores opaque bytes; it knows nothing of events, HTTP or Delta.
 
 use std::fs::{File, OpenOptions};
@@ -38,6 +42,8 @@ pub struct Wal {
     file: File,
     next_seq: u64,
     segment_bytes: u64,
+    /// The folder's `lock` file, locked while the log is open.
+    _lock: File,
     /// Set when a failed append could not be cut back off the open segment: the log
     /// refuses appends until it is opened again (which cuts the torn tail).
     broken: Option<String>,
@@ -96,6 +102,24 @@ impl Wal {
     /// A new segment is started once the current one exceeds `segment_bytes`.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, Vec<WalRecord>)> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("opening {}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LakeError::WalInUse {
+                    dir: dir.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io(format!("locking {}", lock_path.display()))(e));
+            }
+        }
         let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io(format!("listing {}", dir.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -165,6 +189,7 @@ impl Wal {
                 file,
                 next_seq,
                 segment_bytes,
+                _lock: lock,
                 broken: None,
             },
             records,
@@ -302,6 +327,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_process_at_a_time_has_a_log_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let e = Wal::open(dir.path(), 1 << 20).unwrap_err();
+        assert!(matches!(e, LakeError::WalInUse { .. }), "{e}");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+        drop(wal);
+        Wal::open(dir.path(), 1 << 20).unwrap();
+    }
+
+    #[test]
     fn records_survive_reopen_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, records) = Wal::open(dir.path(), 1 << 20).unwrap();
@@ -319,6 +355,7 @@ mod tests {
         assert_eq!(payloads, [b"one".as_slice(), b"two", b"three"]);
         assert_eq!(records[2].seq, 3);
         assert_eq!(wal.append(&[b"four"]).unwrap(), 4);
+        drop(wal);
         let (_, records) = Wal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(records.len(), 4);
     }
@@ -351,6 +388,7 @@ mod tests {
         assert_eq!(wal.next_seq(), 2, "the failed record took no sequence");
         let e = wal.append(&[b"three"]).unwrap_err().to_string();
         assert!(e.contains("restart"), "{e}");
+        drop(wal);
         let (mut wal, records) = Wal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(wal.append(&[b"two"]).unwrap(), 2);
@@ -363,16 +401,33 @@ mod tests {
         for i in 0..5u8 {
             wal.append(&[&[i; 20]]).unwrap();
         }
-        let count = || std::fs::read_dir(dir.path()).unwrap().count();
+        let segments = || {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+                .collect();
+            found.sort();
+            found
+        };
+        let count = || segments().len();
+        // What a reader of the folder finds (the log itself stays open).
+        let on_disk = || -> Vec<u64> {
+            segments()
+                .iter()
+                .flat_map(|p| read_segment(p).unwrap().0)
+                .map(|r| r.seq)
+                .collect()
+        };
         assert_eq!(
             count(),
             5,
             "one segment per record (the next starts with the next write)"
         );
         wal.release_through(3).unwrap();
-        let (_, records) = Wal::open(dir.path(), 10).unwrap();
-        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(on_disk(), [4, 5]);
         wal.release_through(5).unwrap();
+        drop(wal);
         let (wal, records) = Wal::open(dir.path(), 10).unwrap();
         assert!(records.is_empty());
         assert_eq!(wal.next_seq(), 6, "sequences continue after a full release");

@@ -88,20 +88,37 @@ pub async fn run(opened: &Opened, args: PrivacyArgs) -> anyhow::Result<()> {
                 settle: opened.project.config.server.erasure_settle(),
                 exports: file_exports(&opened.project)?,
             };
+            let mut options = options;
+            let held = if dry_run {
+                None
+            } else {
+                commit_stopped_wal(opened).await?
+            };
+            if held.is_some() {
+                // No collector can run on this log meanwhile: nothing to wait for.
+                options.settle = std::time::Duration::ZERO;
+            }
             let report = tessera_privacy::erase(engine, &subjects, &options).await?;
+            drop(held);
             print_erasure(&report, json);
         }
         PrivacyCommand::Resume { json } => {
+            let held = commit_stopped_wal(opened).await?;
             let reports = tessera_privacy::resume(
                 engine,
                 &EraseOptions {
                     actor: ACTOR.into(),
-                    settle: opened.project.config.server.erasure_settle(),
+                    settle: if held.is_some() {
+                        std::time::Duration::ZERO
+                    } else {
+                        opened.project.config.server.erasure_settle()
+                    },
                     exports: file_exports(&opened.project)?,
                     ..EraseOptions::default()
                 },
             )
             .await?;
+            drop(held);
             if reports.is_empty() && !json {
                 println!("No erasure left unfinished.");
             }
@@ -279,4 +296,38 @@ fn file_exports(
             .map(|(name, target)| (name, std::sync::Arc::new(target)))
             .collect(),
     )
+}
+
+/// Commits what a stopped server's write-ahead log still holds, so the erasure that
+/// follows finds the people's acknowledged events in `events` and the log keeps none of
+/// them: the log is replayed into the lake as `tessera serve` would at start, then its
+/// segments are released (deleted). Returns the closed collector, which keeps the log
+/// locked (no server can start collecting on it) until dropped. `None` when a running
+/// server holds the log — its collector commits and releases within the erasure's
+/// settle wait — or when there is no log folder.
+async fn commit_stopped_wal(
+    opened: &Opened,
+) -> anyhow::Result<Option<std::sync::Arc<tessera_ingest::collector::Collector>>> {
+    let wal = std::path::Path::new(&opened.project.config.server.wal_dir);
+    if !opened.project.dir.join(wal).is_dir() {
+        return Ok(None);
+    }
+    let config =
+        super::serve::collector_config(opened, None, super::import::tracking_plans(opened)?)?;
+    let dir = config.wal_dir.display().to_string();
+    match tessera_ingest::collector::Collector::start(opened.engine.clone(), config).await {
+        Ok(collector) => {
+            let committed = collector.shutdown().await?;
+            if committed > 0 {
+                eprintln!("Committed {committed} events the write-ahead log {dir} still held.");
+            }
+            Ok(Some(collector))
+        }
+        Err(tessera_ingest::ImportError::Lake(tessera_lake::LakeError::WalInUse { .. })) => {
+            Ok(None)
+        }
+        Err(e) => {
+            Err(anyhow::Error::new(e).context(format!("replaying the write-ahead log {dir}")))
+        }
+    }
 }

@@ -100,6 +100,48 @@ fn query_limits(
     })
 }
 
+/// The collector's settings from `[server]` (`wal_dir` overriding its `wal_dir`), with
+/// tracking plans `plans`.
+pub(crate) fn collector_config(
+    opened: &Opened,
+    wal_dir: Option<&str>,
+    plans: tessera_ingest::plan::TrackingPlans,
+) -> anyhow::Result<CollectorConfig> {
+    let config = &opened.project.config;
+    let wal = Path::new(wal_dir.unwrap_or(&config.server.wal_dir));
+    let wal_dir = if wal.is_absolute() {
+        wal.to_owned()
+    } else {
+        opened.project.dir.join(wal)
+    };
+    let collector_id = match &config.server.collector_id {
+        Some(id) => id.clone(),
+        None => tessera_ingest::collector::collector_id_for(&wal_dir)
+            .with_context(|| format!("the collector id of {}", wal_dir.display()))?,
+    };
+    Ok(CollectorConfig {
+        wal_dir,
+        flush_interval: Duration::from_millis(config.server.flush_interval_ms),
+        max_event_bytes: config.server.max_event_bytes,
+        max_batch_bytes: config.server.max_batch_bytes,
+        dedup_window: Duration::from_secs(config.server.dedup_window_hours * 3600),
+        window: config.events.window()?,
+        collector_id,
+        max_buffered_events: config.server.max_buffered_events,
+        max_buffered_bytes: tessera_core::config::parse_memory(&config.server.max_buffered_bytes)
+            .map_err(anyhow::Error::msg)
+            .context("[server] max_buffered_bytes")?
+            .bytes(physical_memory()) as usize,
+        max_wal_bytes: config
+            .server
+            .max_wal_bytes()
+            .map_err(anyhow::Error::msg)
+            .context("[server] max_wal_bytes")?,
+        plans: std::sync::Arc::new(plans),
+        ..CollectorConfig::default()
+    })
+}
+
 pub async fn run(
     opened: &Opened,
     args: ServeArgs,
@@ -114,17 +156,6 @@ pub async fn run(
         args.grpc.as_deref().unwrap_or(&config.server.grpc),
         "--grpc",
     )?;
-    let wal = Path::new(args.wal_dir.as_deref().unwrap_or(&config.server.wal_dir));
-    let wal_dir = if wal.is_absolute() {
-        wal.to_owned()
-    } else {
-        opened.project.dir.join(wal)
-    };
-    let collector_id = match &config.server.collector_id {
-        Some(id) => id.clone(),
-        None => tessera_ingest::collector::collector_id_for(&wal_dir)
-            .with_context(|| format!("the collector id of {}", wal_dir.display()))?,
-    };
     let sources = config
         .sources
         .iter()
@@ -150,29 +181,7 @@ pub async fn run(
     let options = ServeOptions {
         http,
         grpc,
-        collector: CollectorConfig {
-            wal_dir,
-            flush_interval: Duration::from_millis(config.server.flush_interval_ms),
-            max_event_bytes: config.server.max_event_bytes,
-            max_batch_bytes: config.server.max_batch_bytes,
-            dedup_window: Duration::from_secs(config.server.dedup_window_hours * 3600),
-            window: config.events.window()?,
-            collector_id,
-            max_buffered_events: config.server.max_buffered_events,
-            max_buffered_bytes: tessera_core::config::parse_memory(
-                &config.server.max_buffered_bytes,
-            )
-            .map_err(anyhow::Error::msg)
-            .context("[server] max_buffered_bytes")?
-            .bytes(physical_memory()) as usize,
-            max_wal_bytes: config
-                .server
-                .max_wal_bytes()
-                .map_err(anyhow::Error::msg)
-                .context("[server] max_wal_bytes")?,
-            plans: std::sync::Arc::new(plans),
-            ..CollectorConfig::default()
-        },
+        collector: collector_config(opened, args.wal_dir.as_deref(), plans)?,
         sources,
         segments: config.segments.schedule.then(|| SegmentSchedule {
             project_dir: opened.project.dir.clone(),

@@ -1177,3 +1177,73 @@ properties.plan = { type = "string", enum = ["free", "pro"] }
         "{e}"
     );
 }
+
+#[test]
+fn an_erasure_commits_a_stopped_servers_log_and_leaves_none_of_the_person_in_it() {
+    let p = project();
+    let toml = p.path().join("tessera.toml");
+    // Nothing is committed for an hour: what is acknowledged lives in the log only.
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("flush_interval_ms = 200", "flush_interval_ms = 3600000");
+    std::fs::write(&toml, text).unwrap();
+    let s = Served::start(&p, "127.0.0.1:0");
+    let body = r#"{"batch":[
+        {"type":"identify","messageId":"j-id","userId":"jane-1","traits":{"email":"jane.wal@example.com"},"timestamp":"2026-11-01T10:00:00.000Z"},
+        {"type":"track","messageId":"j-1","userId":"jane-1","event":"Signed Up","timestamp":"2026-11-01T10:01:00.000Z"},
+        {"type":"track","messageId":"o-1","userId":"other-1","event":"Signed Up","timestamp":"2026-11-01T10:02:00.000Z"}]}"#;
+    let response = raw_batch(&s, body);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // Killed: the log holds the three events, the lake none of them.
+    s.kill();
+    let wal = p.path().join("wal");
+    let in_log = |needle: &str| {
+        std::fs::read_dir(&wal)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                std::fs::read(e.path())
+                    .unwrap_or_default()
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            })
+    };
+    assert!(in_log("jane.wal@example.com") && in_log("o-1"));
+
+    // A running server holds the log: a second collector on it is refused.
+    let s = Served::start(&p, "127.0.0.1:0");
+    let second = crate::common::fails(
+        crate::common::tessera()
+            .arg("--project")
+            .arg(p.path())
+            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]),
+    );
+    assert!(second.contains("in use by another process"), "{second}");
+    s.kill();
+
+    let out = crate::common::ok(&mut p.cmd(&[
+        "privacy",
+        "erase",
+        "email:jane.wal@example.com",
+        "user_id:jane-1",
+        "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "finished", "{report}");
+    assert!(!in_log("jane.wal@example.com"), "the log keeps none of her");
+    assert!(!in_log("jane-1"));
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE message_id IN ('j-id', 'j-1')"),
+        0
+    );
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM events WHERE message_id = 'o-1'"),
+        1,
+        "the other person's acknowledged event is kept"
+    );
+    // The next server starts on the released log and commits nothing twice.
+    let s = Served::start(&p, "127.0.0.1:0");
+    assert_eq!(health(&s)["status"], "ok");
+    s.stop();
+    assert_eq!(p.count("SELECT count(*) AS n FROM events"), 1);
+}
