@@ -120,30 +120,32 @@ async fn missing_table_and_bad_locations() {
     );
 }
 
+/// `n` rows of table `scores` for `model`: profiles `p0`… with score 0.5.
+fn scores(model: &str, n: usize) -> RecordBatch {
+    use deltalake::arrow::array::Float64Array;
+    let s = |v: &str| Arc::new(StringArray::from(vec![v; n])) as _;
+    RecordBatch::try_new(
+        tessera_core::schema::scores_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("p{i}")),
+            )) as _,
+            s(model),
+            Arc::new(Int64Array::from(vec![1; n])) as _,
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; n])
+                    .with_timezone("UTC"),
+            ) as _,
+            s("value"),
+            Arc::new(Float64Array::from(vec![0.5; n])) as _,
+        ],
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn replacing_one_partition_keeps_the_others() {
-    use deltalake::arrow::array::Float64Array;
-    use tessera_core::schema::{SCORES, scores_schema};
-    let scores = |model: &str, n: usize| {
-        let s = |v: &str| Arc::new(StringArray::from(vec![v; n])) as _;
-        RecordBatch::try_new(
-            scores_schema(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    (0..n).map(|i| format!("p{i}")),
-                )) as _,
-                s(model),
-                Arc::new(Int64Array::from(vec![1; n])) as _,
-                Arc::new(
-                    TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; n])
-                        .with_timezone("UTC"),
-                ) as _,
-                s("value"),
-                Arc::new(Float64Array::from(vec![0.5; n])) as _,
-            ],
-        )
-        .unwrap()
-    };
+    use tessera_core::schema::SCORES;
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
     let def = schema::table(SCORES).unwrap();
@@ -533,28 +535,7 @@ async fn deletion_vectors_are_honoured_and_a_delete_purges_them_from_storage() {
 #[tokio::test]
 async fn a_rewrite_removes_only_the_rows_in_scope_in_one_commit_naming_the_scope() {
     use datafusion::prelude::{col, lit};
-    use deltalake::arrow::array::Float64Array;
-    use tessera_core::schema::{SCORES, scores_schema};
-    let scores = |model: &str, n: usize| {
-        let s = |v: &str| Arc::new(StringArray::from(vec![v; n])) as _;
-        RecordBatch::try_new(
-            scores_schema(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    (0..n).map(|i| format!("p{i}")),
-                )) as _,
-                s(model),
-                Arc::new(Int64Array::from(vec![1; n])) as _,
-                Arc::new(
-                    TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; n])
-                        .with_timezone("UTC"),
-                ) as _,
-                s("value"),
-                Arc::new(Float64Array::from(vec![0.5; n])) as _,
-            ],
-        )
-        .unwrap()
-    };
+    use tessera_core::schema::SCORES;
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
     let def = schema::table(SCORES).unwrap();
