@@ -300,10 +300,6 @@ impl Lake {
     }
 }
 
-/// Whether `e` is a commit lost to a concurrent one — also when Delta's conflict check
-/// could not re-read the predicate (it parses the predicate's SQL in a session without
-/// the caller's functions): a retry on the new version then usually meets no commit in
-/// between.
 /// One attempt of [`Lake::rewrite_without`] on `table`'s snapshot.
 async fn rewrite_once(
     name: &str,
@@ -431,6 +427,10 @@ async fn rewrite_once(
     Ok(removed)
 }
 
+/// Whether `e` is a commit lost to a concurrent one — also when Delta's conflict check
+/// could not re-read the predicate (it parses the predicate's SQL in a session without
+/// the caller's functions): a retry on the new version then usually meets no commit in
+/// between.
 fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     let text = e.to_string().to_lowercase();
     matches!(
