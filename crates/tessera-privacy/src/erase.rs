@@ -514,32 +514,28 @@ async fn delete_events(engine: &Engine, functions: &Functions, note: CommitNote)
         cast(col("event_date"), DataType::Int32).alias("day"),
         col("message_id"),
     ])
-    .and_then(|rows| rows.distinct())
     .map_err(df(doing))?
     .collect()
     .await
     .map_err(df(doing))?;
-    // Day → message ids.
-    let mut by_day: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
+    // One rewrite for all of them: the ids are tested by a hash lookup per row, and the
+    // days bound the files it reads to find them.
+    let mut days = std::collections::BTreeSet::new();
+    let mut ids = std::collections::HashSet::new();
     for b in &batches {
         let (day, id) = (
             tessera_engine::columns::int64s(b, "day")?,
             tessera_engine::columns::strings(b, "message_id")?,
         );
         for i in 0..b.num_rows() {
-            by_day
-                .entry(day.value(i) as i32)
-                .or_default()
-                .push(id.value(i).to_owned());
+            days.insert(day.value(i) as i32);
+            ids.insert(id.value(i).to_owned());
         }
     }
-    // One delete for all of them: the ids are tested by a hash lookup per row, and the
-    // days bound the files the delete reads to find them.
-    let ids: std::collections::HashSet<String> = by_day.values().flatten().cloned().collect();
     if ids.is_empty() {
         return Ok(0);
     }
-    let days: Vec<i32> = by_day.keys().copied().collect();
+    let days: Vec<i32> = days.into_iter().collect();
     delete_events_of(engine, &days, ids, note).await
 }
 
