@@ -559,10 +559,10 @@ impl Target {
             };
             let schema = first.schema();
             let batch = concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))?;
-            let text = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).ok())
+            let text = |name: &str| -> Option<StringArray> {
+                let c = batch.column_by_name(name)?;
+                let c = datafusion::arrow::compute::cast(c, &DataType::Utf8).ok()?;
+                c.as_any().downcast_ref::<StringArray>().cloned()
             };
             let (ids, merged, users, change) = (
                 text("profile_id"),
@@ -570,18 +570,17 @@ impl Target {
                 text("user_id"),
                 text("change"),
             );
-            let value = |c: &Option<ArrayRef>, i: usize| -> Option<String> {
-                let c = c.as_ref()?.as_any().downcast_ref::<StringArray>()?;
-                (!c.is_null(i)).then(|| c.value(i).to_owned())
-            };
+            fn value(c: &Option<StringArray>, i: usize) -> Option<&str> {
+                c.as_ref().filter(|c| !c.is_null(i)).map(|c| c.value(i))
+            }
             let mut keep = Vec::with_capacity(batch.num_rows());
             let (mut entered, mut exited) = (0u64, 0u64);
             for i in 0..batch.num_rows() {
                 let theirs = [&ids, &merged, &users]
                     .into_iter()
-                    .any(|c| value(c, i).is_some_and(|v| is_theirs(&v)));
+                    .any(|c| value(c, i).is_some_and(is_theirs));
                 if theirs {
-                    match value(&change, i).as_deref() {
+                    match value(&change, i) {
                         Some("entered") => entered += 1,
                         Some("exited") => exited += 1,
                         _ => {}
