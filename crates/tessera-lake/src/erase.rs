@@ -15,8 +15,9 @@
 //! Personal columns never get min/max statistics in the log
 //! ([`tessera_core::schema::stats_columns`]): tables are created with
 //! `delta.dataSkippingStatsColumns`, [`Lake::migrate_stats_columns`] sets it on tables
-//! made before, and every Tessera commit strips such statistics from the files it adds
-//! (`writer.rs`).
+//! made before and re-records their files without such statistics (the old log
+//! entries then go with an expunge), and every Tessera commit strips such statistics
+//! from the files it adds (`writer.rs`).
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::Expr;
@@ -265,9 +266,10 @@ impl Lake {
     }
 
     /// Sets `delta.dataSkippingStatsColumns` ([`schema::stats_columns`]) on every
-    /// standard table that exists without it; returns the tables changed. Files written
-    /// before keep the statistics they have until they are rewritten (compaction,
-    /// erasure).
+    /// standard table that exists without it, and re-records without their personal
+    /// statistics the files written before ([`Lake::strip_personal_stats`]); returns
+    /// the tables changed. Their older log entries and checkpoints still hold those
+    /// statistics until [`Lake::expunge`] (which erasure runs on every table returned).
     pub async fn migrate_stats_columns(&self) -> Result<Vec<&'static str>> {
         let mut changed = Vec::new();
         for def in schema::tables() {
@@ -282,21 +284,89 @@ impl Lake {
                 .configuration()
                 .get(STATS_COLUMNS_PROPERTY)
                 .cloned();
-            if current.as_deref() == Some(wanted.as_str()) {
-                continue;
+            if current.as_deref() != Some(wanted.as_str()) {
+                table
+                    .set_tbl_properties()
+                    .with_properties([(STATS_COLUMNS_PROPERTY.to_owned(), wanted)].into())
+                    .with_raise_if_not_exists(false)
+                    .with_commit_properties(
+                        CommitNote::new("set_properties", "tessera").into_properties(),
+                    )
+                    .await
+                    .map_err(|e| LakeError::delta(def.name, "set the properties of", e))?;
+                changed.push(def.name);
             }
-            table
-                .set_tbl_properties()
-                .with_properties([(STATS_COLUMNS_PROPERTY.to_owned(), wanted)].into())
-                .with_raise_if_not_exists(false)
-                .with_commit_properties(
-                    CommitNote::new("set_properties", "tessera").into_properties(),
-                )
-                .await
-                .map_err(|e| LakeError::delta(def.name, "set the properties of", e))?;
-            changed.push(def.name);
+            if self.strip_personal_stats(def.name).await? > 0 && !changed.contains(&def.name) {
+                changed.push(def.name);
+            }
         }
         Ok(changed)
+    }
+
+    /// Re-records every active file of table `name` whose statistics name a personal
+    /// column ([`schema::is_personal_column`]) without those statistics, in one commit
+    /// of `add` actions with `dataChange = false` (a later `add` of a path replaces the
+    /// earlier one; readers of rows see no change). The commit is made on exactly the
+    /// version read — never rebased, which could re-add a file a concurrent commit
+    /// removed — and re-planned when another commit landed first. Returns the files
+    /// re-recorded.
+    pub async fn strip_personal_stats(&self, name: &str) -> Result<usize> {
+        use deltalake::kernel::Action;
+        use deltalake::kernel::transaction::CommitBuilder;
+        use deltalake::protocol::DeltaOperation;
+        let mut attempt = 0;
+        loop {
+            let table = self.open(name).await?;
+            let snapshot = table
+                .snapshot()
+                .map_err(|e| LakeError::delta(name, "read", e))?;
+            let adds: Vec<Action> = snapshot
+                .log_data()
+                .iter()
+                .filter_map(|file| {
+                    let stripped = crate::writer::strip_personal_stats(name, &file.stats()?)?;
+                    #[allow(deprecated)] // the whole action is what is re-recorded
+                    let mut add = file.add_action();
+                    add.data_change = false;
+                    add.stats = Some(stripped);
+                    Some(Action::Add(add))
+                })
+                .collect();
+            if adds.is_empty() {
+                return Ok(0);
+            }
+            let files = adds.len();
+            let committed = CommitBuilder::from(
+                CommitNote::new("strip_statistics", "tessera")
+                    .detail("files", files)
+                    .into_properties()
+                    .with_max_retries(0),
+            )
+            .with_actions(adds)
+            .build(
+                Some(snapshot),
+                table.log_store(),
+                DeltaOperation::Optimize {
+                    predicate: None,
+                    target_size: 0,
+                },
+            )
+            .await;
+            match committed {
+                Ok(_) => return Ok(files),
+                Err(e) if is_conflict(&e) && attempt + 1 < WRITE_ATTEMPTS => {
+                    tracing::debug!(
+                        table = name,
+                        attempt,
+                        "re-recording statistics lost to a commit; again: {e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
+                        .await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(LakeError::delta(name, "re-record the statistics of", e)),
+            }
+        }
     }
 }
 

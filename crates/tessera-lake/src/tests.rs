@@ -613,3 +613,100 @@ async fn a_rewrite_removes_only_the_rows_in_scope_in_one_commit_naming_the_scope
     assert_eq!(version(&lake).await, v0 + 1);
     assert_eq!(lake.stats(SCORES).await.unwrap().rows, 18);
 }
+
+/// Every byte of a table's log: commits and checkpoints.
+fn log_bytes(table_dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(table_dir.join("_delta_log")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            out.extend(std::fs::read(path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn a_table_made_before_keeps_no_personal_statistics_after_migration_and_expunge() {
+    use tessera_core::schema::SCORES;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    let def = schema::table(SCORES).unwrap();
+    // As tables were made before: no statistics property, files with statistics of
+    // every column (written by delta-rs itself), a checkpoint of them.
+    let table = lake
+        .builder(SCORES)
+        .unwrap()
+        .build()
+        .unwrap()
+        .create()
+        .with_table_name(SCORES)
+        .with_columns(kernel_schema(&def).unwrap().fields().cloned())
+        .with_partition_columns(def.partition_columns.iter().copied())
+        .await
+        .unwrap();
+    let table = table.write(vec![scores("a", 10)]).await.unwrap();
+    let table = table.write(vec![scores("b", 10)]).await.unwrap();
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
+        .unwrap();
+    let table_dir = dir.path().join(SCORES);
+    // `p9` is the largest profile id of each file: its maximum.
+    assert!(
+        contains(&log_bytes(&table_dir), "p9"),
+        "the old log names people"
+    );
+    let v0 = table.version().unwrap() as u64;
+
+    let changed = lake.migrate_stats_columns().await.unwrap();
+    assert_eq!(changed, vec![SCORES]);
+    let v1 = lake.open(SCORES).await.unwrap().version().unwrap() as u64;
+    assert_eq!(v1, v0 + 2, "the property, then the files re-recorded");
+    // (A property change makes incremental readers read the table whole once.)
+    let changes = lake
+        .changes_between(SCORES, v1 - 1, v1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        changes.appended.is_empty() && !changes.rewritten,
+        "readers see no new data: {changes:?}"
+    );
+    assert_eq!(lake.stats(SCORES).await.unwrap().rows, 20, "no row changed");
+    let latest =
+        std::fs::read_to_string(table_dir.join(format!("_delta_log/{v1:020}.json"))).unwrap();
+    assert_eq!(
+        latest.matches(r#""add""#).count(),
+        2,
+        "both files re-recorded: {latest}"
+    );
+    assert!(
+        !latest.contains("p9") && latest.contains("model"),
+        "{latest}"
+    );
+    assert!(
+        lake.migrate_stats_columns().await.unwrap().is_empty(),
+        "a second migration changes nothing"
+    );
+
+    lake.expunge(SCORES, "test").await.unwrap();
+    assert!(
+        !contains(&log_bytes(&table_dir), "p9"),
+        "no commit or checkpoint names a person"
+    );
+    assert_eq!(lake.stats(SCORES).await.unwrap().rows, 20);
+    let mut w = lake.append_writer(&def).await.unwrap();
+    w.write(scores("c", 3)).await.unwrap();
+    w.commit(CommitNote::new("test", "unit")).await.unwrap();
+    assert_eq!(
+        lake.stats(SCORES).await.unwrap().rows,
+        23,
+        "the table takes new rows"
+    );
+}

@@ -395,7 +395,7 @@ impl AppendWriter {
 
 /// Removes the statistics of personal columns ([`tessera_core::schema::is_personal_column`]) from a
 /// file's Delta `stats` JSON.
-fn strip_personal_stats(table: &str, stats: &str) -> Option<String> {
+pub(crate) fn strip_personal_stats(table: &str, stats: &str) -> Option<String> {
     let mut value: serde_json::Value = serde_json::from_str(stats).ok()?;
     let mut changed = false;
     for key in ["minValues", "maxValues", "nullCount"] {
