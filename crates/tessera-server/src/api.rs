@@ -681,23 +681,7 @@ impl AdminService for Api {
         };
         let syncs: Vec<v1::PlannedSync> = planned
             .iter()
-            .map(|p| match &p.plan {
-                Some(x) => v1::PlannedSync {
-                    sync: p.sync.clone(),
-                    planned: p.written,
-                    run: x.run,
-                    from_version: x.from_version,
-                    to_version: x.to_version,
-                    members: x.members() as i64,
-                    batches: x.batches.len() as i64,
-                    skipped: x.skipped as i64,
-                    held: x.held,
-                },
-                None => v1::PlannedSync {
-                    sync: p.sync.clone(),
-                    ..v1::PlannedSync::default()
-                },
-            })
+            .map(|p| planned_sync(&p.sync, p.plan.as_ref(), p.written))
             .collect();
         e.rows = Some(syncs.iter().map(|s| s.members).sum());
         e.detail = Some(
@@ -770,5 +754,114 @@ impl AdminService for Api {
         Ok(Response::new(v1::RetrySyncsResponse {
             batches: batches as i64,
         }))
+    }
+
+    async fn preview_sync(
+        &self,
+        request: Request<v1::PreviewSyncRequest>,
+    ) -> Result<Response<v1::PreviewSyncResponse>, Status> {
+        let who = self.caller(&request, "preview_sync", Access::Admin)?;
+        let activation = self.activation()?;
+        let v1::PreviewSyncRequest { sync, limit } = request.get_ref().clone();
+        let limit = match limit {
+            0 => 3,
+            1..=100 => limit as usize,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "limit must be between 1 and 100 (0 for the default of 3), not {limit}"
+                )));
+            }
+        };
+        let mut e = Entry::of(&request, Some(&who), "preview_sync", "ok");
+        e.target = Some(sync.clone());
+        let plan = match activation.preview(&self.engine, &sync).await {
+            Ok(p) => p,
+            Err(err) => return Err(self.failed(e, &err, crate::status::activate)),
+        };
+        // `preview` found the sync, so it is in the map.
+        let destination = activation
+            .syncs()
+            .get(&sync)
+            .map(|s| s.destination.clone())
+            .unwrap_or_default();
+        let events = plan.as_ref().map_or_else(Vec::new, |p| {
+            p.batches
+                .iter()
+                .flatten()
+                .take(limit)
+                .map(|m| {
+                    tessera_activate::webhook::event(
+                        &sync,
+                        &p.destination,
+                        &p.segment,
+                        m,
+                        None,
+                        None,
+                    )
+                    .to_string()
+                })
+                .collect()
+        });
+        e.rows = Some(plan.as_ref().map_or(0, |p| p.members() as i64));
+        self.audit.record(e);
+        Ok(Response::new(v1::PreviewSyncResponse {
+            plan: Some(planned_sync(&sync, plan.as_ref(), false)),
+            pending: plan.is_some(),
+            destination,
+            events,
+        }))
+    }
+
+    async fn resend_sync(
+        &self,
+        request: Request<v1::ResendSyncRequest>,
+    ) -> Result<Response<v1::ResendSyncResponse>, Status> {
+        let who = self.caller(&request, "resend_sync", Access::Admin)?;
+        let activation = self.activation()?;
+        let v1::ResendSyncRequest { sync, run } = request.get_ref().clone();
+        if run < 0 {
+            return Err(Status::invalid_argument(format!(
+                "run must be a delivered run (1, 2, ...) or 0 for the latest, not {run}"
+            )));
+        }
+        let mut e = Entry::of(&request, Some(&who), "resend_sync", "ok");
+        e.target = Some(sync.clone());
+        let batches = match activation
+            .resend(&self.engine, &sync, (run > 0).then_some(run))
+            .await
+        {
+            Ok(n) => n,
+            Err(err) => return Err(self.failed(e, &err, crate::status::activate)),
+        };
+        e.rows = Some(batches as i64);
+        self.audit.record(e);
+        Ok(Response::new(v1::ResendSyncResponse {
+            batches: batches as i64,
+        }))
+    }
+}
+
+/// A sync's plan as `tessera.v1` shows it; `None` is a sync that is up to date.
+fn planned_sync(
+    sync: &str,
+    plan: Option<&tessera_activate::Plan>,
+    written: bool,
+) -> v1::PlannedSync {
+    match plan {
+        Some(x) => v1::PlannedSync {
+            sync: sync.to_string(),
+            planned: written,
+            run: x.run,
+            from_version: x.from_version,
+            to_version: x.to_version,
+            members: x.members() as i64,
+            batches: x.batches.len() as i64,
+            skipped: x.skipped as i64,
+            held: x.held,
+        },
+        None => v1::PlannedSync {
+            sync: sync.to_string(),
+            ..v1::PlannedSync::default()
+        },
     }
 }

@@ -1200,7 +1200,8 @@ fields = "{fields}"
     );
 }
 
-/// `AdminService.RunSyncs`, `ActivationStatus` and `RetrySyncs` over `tessera.v1`
+/// `AdminService.RunSyncs`, `PreviewSync`, `ActivationStatus`, `RetrySyncs` and
+/// `ResendSync` over `tessera.v1`
 /// (Python stubs generated from `proto/`): admins plan and read activation, others are
 /// refused, an unknown sync is named.
 #[test]
@@ -1231,7 +1232,12 @@ def login(user):
 root, ann = login("root"), login("ann")
 call("analyst", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(), metadata=ann))
 call("unknown", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(syncs=["nope"]), metadata=root))
+call("preview_analyst", lambda: admin.PreviewSync(admin_pb2.PreviewSyncRequest(sync="big_to_crm"), metadata=ann))
+call("preview_unknown", lambda: admin.PreviewSync(admin_pb2.PreviewSyncRequest(sync="nope"), metadata=root))
+call("preview_limit", lambda: admin.PreviewSync(admin_pb2.PreviewSyncRequest(sync="big_to_crm", limit=1000), metadata=root))
+call("preview", lambda: admin.PreviewSync(admin_pb2.PreviewSyncRequest(sync="big_to_crm", limit=2), metadata=root))
 call("run", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(syncs=["big_to_crm"]), metadata=root))
+call("preview_after", lambda: admin.PreviewSync(admin_pb2.PreviewSyncRequest(sync="big_to_crm"), metadata=root))
 call("again", lambda: admin.RunSyncs(admin_pb2.RunSyncsRequest(), metadata=root))
 import time
 for _ in range(100):
@@ -1242,6 +1248,14 @@ for _ in range(100):
     time.sleep(0.2)
 call("retry", lambda: admin.RetrySyncs(admin_pb2.RetrySyncsRequest(sync="big_to_crm"), metadata=root))
 call("retry_unknown", lambda: admin.RetrySyncs(admin_pb2.RetrySyncsRequest(sync="nope"), metadata=root))
+call("resend_negative", lambda: admin.ResendSync(admin_pb2.ResendSyncRequest(sync="big_to_crm", run=-1), metadata=root))
+call("resend", lambda: admin.ResendSync(admin_pb2.ResendSyncRequest(sync="big_to_crm"), metadata=root))
+for _ in range(100):
+    call("status_resent", lambda: admin.ActivationStatus(admin_pb2.ActivationStatusRequest(), metadata=root))
+    s = out["status_resent"].get("syncs", [{}])[0]
+    if int(s.get("planned", 0)) == 0 and int(s.get("retrying", 0)) == 0:
+        break
+    time.sleep(0.2)
 print(json.dumps(out))
 "#;
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
@@ -1266,6 +1280,26 @@ print(json.dumps(out))
             .contains("big_to_crm"),
         "names the known syncs: {v}"
     );
+    assert_eq!(v["preview_analyst"]["code"], "PERMISSION_DENIED", "{v}");
+    assert_eq!(v["preview_unknown"]["code"], "NOT_FOUND", "{v}");
+    assert_eq!(v["preview_limit"]["code"], "INVALID_ARGUMENT", "{v}");
+    assert!(
+        v["preview_limit"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{v}"
+    );
+    let preview = &v["preview"];
+    assert_eq!(preview["pending"], true, "{v}");
+    assert_eq!(preview["destination"], "crm", "{v}");
+    assert_eq!(preview["plan"]["members"], "1200", "{v}");
+    assert_eq!(preview["plan"].get("planned"), None, "nothing written: {v}");
+    let events = preview["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{v}");
+    let first: Value = serde_json::from_str(events[0].as_str().unwrap()).unwrap();
+    assert_eq!(first["properties"]["audience_key"], "big", "{v}");
+    assert_eq!(v["preview_after"].get("pending"), None, "up to date: {v}");
     let run = &v["run"]["syncs"][0];
     assert_eq!(run["sync"], "big_to_crm", "{v}");
     assert_eq!(run["planned"], true, "{v}");
@@ -1281,6 +1315,33 @@ print(json.dumps(out))
     assert_eq!(s["destination"], "crm");
     assert_eq!(v["retry"].get("batches"), None, "nothing dead: {v}");
     assert_eq!(v["retry_unknown"]["code"], "NOT_FOUND", "{v}");
+    assert_eq!(v["resend_negative"]["code"], "INVALID_ARGUMENT", "{v}");
+    assert!(
+        v["resend"]["batches"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0,
+        "{v}"
+    );
+    assert_eq!(
+        v["status_resent"]["syncs"][0]["members_delivered"], "1200",
+        "{v}"
+    );
+    // The run went out a second time, batch for batch under the same webhook-ids.
+    let accepted: Vec<Value> = good
+        .requests()
+        .into_iter()
+        .filter(|r| r["code"] == 200)
+        .collect();
+    let events: usize = accepted
+        .iter()
+        .map(|r| r["events"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(events, 2400, "every member sent twice");
+    let ids: HashSet<&str> = accepted.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len() * 2, accepted.len(), "each batch id seen twice");
     crate::common::stop(server);
     // Every call is in the audit log.
     let out = ok(&mut p.cmd(&[
@@ -1294,6 +1355,17 @@ print(json.dumps(out))
     assert!(text.contains("run_syncs,permission_denied,1"), "{text}");
     assert!(text.contains("run_syncs,failed,1"), "{text}");
     assert!(text.contains("retry_syncs,ok,1"), "{text}");
+    let out = ok(&mut p.cmd(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT action, status, count(*) AS n FROM audit_log WHERE action IN ('preview_sync', 'resend_sync') GROUP BY action, status ORDER BY action, status",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("preview_sync,ok,2"), "{text}");
+    assert!(text.contains("preview_sync,permission_denied,1"), "{text}");
+    assert!(text.contains("preview_sync,failed,1"), "{text}");
+    assert!(text.contains("resend_sync,ok,1"), "{text}");
 }
 
 /// The receiver of event streams: verifies every signature, fails the first attempt of
