@@ -115,20 +115,12 @@ pub fn email(platform: Platform, raw: &str) -> Option<String> {
 }
 
 /// A phone number in E.164 (`+16505551212`), national numbers read in `region`
-/// (ISO 3166-1 alpha-2); `None` when libphonenumber cannot read it or it is not a
-/// valid number there.
+/// (ISO 3166-1 alpha-2; US when `None`); `None` when libphonenumber cannot read it or it
+/// is not a valid number there. The very rule stitching uses
+/// ([`tessera_core::identifier::normalize_phone`]), so a person matched on a phone is sent
+/// with the phone that matched.
 pub fn e164(raw: &str, region: Option<&str>) -> Option<String> {
-    let id = region.and_then(|r| {
-        r.trim()
-            .to_ascii_uppercase()
-            .parse::<phonenumber::country::Id>()
-            .ok()
-    });
-    let number = phonenumber::parse(id, raw.trim()).ok()?;
-    if !phonenumber::is_valid(&number) {
-        return None;
-    }
-    Some(number.format().mode(phonenumber::Mode::E164).to_string())
+    tessera_core::identifier::normalize_phone(raw, region)
 }
 
 /// A phone number as the platform hashes it: E.164 for Google, its digits for Meta.

@@ -170,6 +170,11 @@ fn members_json(members: &[Member]) -> String {
 }
 
 fn members_of(batch_id: &str, text: &str) -> Result<Vec<Member>> {
+    members_split_at(batch_id, text, PARALLEL_JSON_BYTES)
+}
+
+/// [`members_of`], parsing on several threads from `min_bytes` of text on.
+fn members_split_at(batch_id: &str, text: &str, min_bytes: usize) -> Result<Vec<Member>> {
     let bad = |message: String| ActivateError::Members {
         batch_id: batch_id.to_owned(),
         message,
@@ -185,7 +190,26 @@ fn members_of(batch_id: &str, text: &str) -> Result<Vec<Member>> {
         Option<String>,
         #[serde(default)] Option<Identifiers>,
     );
-    let rows: Vec<Stored> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    // A million-member batch is ~60 MB of JSON: its elements are parsed on every core.
+    let chunks = split_array(text, min_bytes);
+    let parsed: Vec<std::result::Result<Vec<Stored>, serde_json::Error>> = if chunks.len() == 1 {
+        vec![serde_json::from_str(text)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|chunk| scope.spawn(move || serde_json::from_str(&format!("[{chunk}]"))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a members parser panicked"))
+                .collect()
+        })
+    };
+    let mut rows = Vec::new();
+    for part in parsed {
+        rows.extend(part.map_err(|e| bad(e.to_string()))?);
+    }
     rows.into_iter()
         .map(
             |Stored(profile_id, change, refresh_version, changed_at, merged_into, identifiers)| {
@@ -201,6 +225,52 @@ fn members_of(batch_id: &str, text: &str) -> Result<Vec<Member>> {
             },
         )
         .collect()
+}
+
+/// Members documents smaller than this are parsed on one thread.
+const PARALLEL_JSON_BYTES: usize = 4 << 20;
+
+/// The elements of the JSON array `text` in contiguous runs of about `text.len() / cores`
+/// bytes, each run without its surrounding brackets and separating commas — or `text`
+/// itself when it is small, not an array, or cannot be split at an element boundary.
+/// The split only looks at brackets and string quotes; the parser checks the rest.
+fn split_array(text: &str, min_bytes: usize) -> Vec<&str> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let trimmed = text.trim();
+    if cores < 2 || text.len() < min_bytes || !trimmed.starts_with('[') || !trimmed.ends_with(']') {
+        return vec![text];
+    }
+    let inner = &trimmed[1..trimmed.len() - 1];
+    let bytes = inner.as_bytes();
+    let target = inner.len() / cores + 1;
+    let mut parts = Vec::with_capacity(cores);
+    let (mut depth, mut in_string, mut escaped, mut start) = (0i32, false, false, 0usize);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth -= 1,
+            b',' if depth == 0 && i - start >= target => {
+                parts.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 || in_string || parts.is_empty() {
+        return vec![text];
+    }
+    parts.push(&inner[start..]);
+    parts
 }
 
 fn batch_of(rows: &[Row]) -> Result<RecordBatch> {
@@ -603,5 +673,30 @@ mod tests {
         let json = members_json(&s.members);
         assert_eq!(members_of("x", &json).unwrap(), s.members);
         assert!(members_of("x", "[[\"p\", \"sideways\", 1, 2, null]]").is_err());
+        // Split over the cores, the same members in the same order; brackets, commas and
+        // quotes inside strings never split an element.
+        let many: Vec<Member> = (0..3000)
+            .map(|i| {
+                let mut m = member(&format!("p,[{i}]\"\\"));
+                m.merged_into = (i % 5 == 0).then(|| format!("q]{i},"));
+                m
+            })
+            .collect();
+        let json = members_json(&many);
+        let parts = split_array(&json, 1);
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            assert!(parts.len() > 1, "split");
+        }
+        let mut joined = Vec::new();
+        for p in &parts {
+            joined.extend(serde_json::from_str::<Vec<Value>>(&format!("[{p}]")).unwrap());
+        }
+        assert_eq!(Value::Array(joined).to_string(), json);
+        assert_eq!(members_split_at("x", &json, 1).unwrap(), many);
+        assert_eq!(members_of("x", &json).unwrap(), many);
+        let broken = json.replacen("\"entered\"", "\"sideways\"", 1);
+        assert!(members_split_at("x", &broken, 1).is_err());
+        assert_eq!(split_array("[1, 2", 1), vec!["[1, 2"]);
+        assert_eq!(split_array("{\"a\": [1, 2]}", 1), vec!["{\"a\": [1, 2]}"]);
     }
 }

@@ -17,84 +17,22 @@ pub fn normalize_email(value: &str) -> Option<String> {
     Some(v.to_lowercase())
 }
 
-/// Numbering facts about one region: its country calling code, the national trunk
-/// prefix dialled before national numbers (stripped in E.164), and the allowed lengths
-/// of the national significant number.
-#[derive(Debug, Clone, Copy)]
-pub struct Region {
-    pub code: &'static str,
-    pub calling_code: &'static str,
-    pub trunk_prefix: Option<char>,
-    pub min_len: usize,
-    pub max_len: usize,
+/// The region of an ISO 3166-1 alpha-2 code (case-insensitive) as libphonenumber knows
+/// it; `None` for a code it has no numbering plan for.
+pub fn phone_region(code: &str) -> Option<phonenumber::country::Id> {
+    code.trim().to_ascii_uppercase().parse().ok()
 }
 
-const fn region(
-    code: &'static str,
-    calling_code: &'static str,
-    trunk_prefix: Option<char>,
-    min_len: usize,
-    max_len: usize,
-) -> Region {
-    Region {
-        code,
-        calling_code,
-        trunk_prefix,
-        min_len,
-        max_len,
-    }
-}
-
-/// The regions `normalize_phone` knows for national-format numbers. Numbers written in
-/// international format (`+…` or `00…`) work for every country.
-pub const REGIONS: &[Region] = &[
-    region("US", "1", Some('1'), 10, 10),
-    region("CA", "1", Some('1'), 10, 10),
-    region("GB", "44", Some('0'), 9, 10),
-    region("IE", "353", Some('0'), 7, 9),
-    region("DE", "49", Some('0'), 6, 13),
-    region("FR", "33", Some('0'), 9, 9),
-    region("NL", "31", Some('0'), 9, 9),
-    region("BE", "32", Some('0'), 8, 9),
-    region("LU", "352", None, 4, 11),
-    region("CH", "41", Some('0'), 9, 9),
-    region("AT", "43", Some('0'), 4, 13),
-    region("ES", "34", None, 9, 9),
-    region("PT", "351", None, 9, 9),
-    // Italian numbers keep their leading 0 in E.164.
-    region("IT", "39", None, 6, 11),
-    region("DK", "45", None, 8, 8),
-    region("NO", "47", None, 8, 8),
-    region("SE", "46", Some('0'), 7, 9),
-    region("FI", "358", Some('0'), 5, 12),
-    region("PL", "48", None, 9, 9),
-    region("CZ", "420", None, 9, 9),
-    region("AU", "61", Some('0'), 9, 9),
-    region("NZ", "64", Some('0'), 8, 10),
-    region("IN", "91", Some('0'), 10, 10),
-    region("SG", "65", None, 8, 8),
-    region("JP", "81", Some('0'), 9, 10),
-    region("CN", "86", Some('0'), 10, 11),
-    region("BR", "55", Some('0'), 10, 11),
-    region("MX", "52", None, 10, 10),
-    region("ZA", "27", Some('0'), 9, 9),
-];
-
-/// Looks a region up by its ISO 3166-1 alpha-2 code (case-insensitive).
-pub fn region_by_code(code: &str) -> Option<&'static Region> {
-    REGIONS
-        .iter()
-        .find(|r| r.code.eq_ignore_ascii_case(code.trim()))
-}
-
-/// Normalizes a phone number to E.164 (`+` and up to 15 digits).
+/// Normalizes a phone number to E.164 (`+` and up to 15 digits) with libphonenumber's
+/// numbering plans (the `phonenumber` crate), the same ones the ad-platform hashing uses.
 ///
-/// International numbers (`+44 20 7946 0958`, `0044 20…`, `+44 (0)20…`) are taken as
-/// written. National numbers (`020 7946 0958`, `(415) 555-0100`) are read in
-/// `default_region` (ISO code; `US` when `None`): the trunk prefix is dropped and the
-/// country calling code prepended. Separators (spaces, dots, dashes, slashes, parentheses)
-/// and extensions (`x123`, `ext. 123`, `#123`) are ignored. Returns `None` when the value
-/// cannot be a phone number in that region, or when the region is unknown.
+/// International numbers (`+44 20 7946 0958`, `0044 20…`, `011 44 20…`, `+44 (0)20…`) are
+/// taken as written. National numbers (`020 7946 0958`, `(415) 555-0100`) are read in
+/// `default_region` (ISO code; `US` when `None`): the region's trunk prefix is dropped and
+/// its country calling code prepended. Separators (spaces, dots, dashes, slashes,
+/// parentheses) and extensions (`x123`, `ext. 123`, `#123`) are ignored; letters are
+/// refused. Returns `None` when the value is not a valid number of its region — lengths
+/// and number ranges as libphonenumber's metadata has them — or when the region is unknown.
 pub fn normalize_phone(value: &str, default_region: Option<&str>) -> Option<String> {
     let mut v = value.trim().to_ascii_lowercase();
     if v.is_empty() {
@@ -107,7 +45,7 @@ pub fn normalize_phone(value: &str, default_region: Option<&str>) -> Option<Stri
     }
     // "+44 (0)20 …": the (0) is the trunk prefix, shown for national callers.
     let v = v.replace("(0)", "");
-    let mut digits = String::with_capacity(v.len());
+    let mut digits = String::with_capacity(v.len() + 1);
     let mut plus = false;
     for (i, c) in v.trim().chars().enumerate() {
         match c {
@@ -117,35 +55,31 @@ pub fn normalize_phone(value: &str, default_region: Option<&str>) -> Option<Stri
             _ => return None,
         }
     }
+    if digits.is_empty() || digits.len() > 17 {
+        return None;
+    }
     if !plus {
+        // The international access codes written most often, whatever the region.
         if let Some(rest) = digits.strip_prefix("00") {
             digits = rest.to_owned();
             plus = true;
         } else if let Some(rest) = digits.strip_prefix("011").filter(|r| r.len() > 10) {
-            // NANP international access code.
             digits = rest.to_owned();
             plus = true;
         }
     }
-    if plus {
-        let valid = match digits.strip_prefix('1') {
-            Some(nanp) => nanp.len() == 10,
-            None => (8..=15).contains(&digits.len()) && !digits.starts_with('0'),
-        };
-        return valid.then(|| format!("+{digits}"));
+    let region = phone_region(default_region.unwrap_or("US"))?;
+    let number = if plus {
+        digits.insert(0, '+');
+        phonenumber::parse(None, &digits)
+    } else {
+        phonenumber::parse(Some(region), &digits)
     }
-    let region = region_by_code(default_region.unwrap_or("US"))?;
-    let mut national = digits.as_str();
-    if let Some(trunk) = region.trunk_prefix {
-        if national.len() > region.max_len {
-            national = national.strip_prefix(trunk).unwrap_or(national);
-        } else if trunk == '0' {
-            national = national.strip_prefix('0').unwrap_or(national);
-        }
+    .ok()?;
+    if !phonenumber::is_valid(&number) {
+        return None;
     }
-    let fits = (region.min_len..=region.max_len).contains(&national.len());
-    let e164_len = region.calling_code.len() + national.len();
-    (fits && e164_len <= 15).then(|| format!("+{}{}", region.calling_code, national))
+    Some(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// The kinds of value `sha256_normalized` knows, with the normalization applied
@@ -284,6 +218,22 @@ mod tests {
             Some("+33612345678".into())
         );
         assert_eq!(normalize_phone("06 12 34 56 78", Some("XX")), None);
+        // Regions the old hand-written table never had, trunk prefixes and all.
+        assert_eq!(
+            normalize_phone("090-1234-5678", Some("JP")),
+            Some("+819012345678".into())
+        );
+        assert_eq!(
+            normalize_phone("0812 3456 7890", Some("id")),
+            Some("+6281234567890".into())
+        );
+        assert_eq!(
+            normalize_phone("011 44 20 7946 0958", None),
+            Some("+442079460958".into())
+        );
+        // A number of the right length outside any allocated range is not a number.
+        assert_eq!(normalize_phone("+44 00 0000 0000", None), None);
+        assert_eq!(normalize_phone("(415) 055-0100", None), None);
     }
 
     #[test]

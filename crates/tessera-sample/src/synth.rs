@@ -91,6 +91,7 @@ const EVENTS_PER_PERSON: u64 = 60;
 // Counter-based randomness: every draw is a pure function of (seed, stream, a, b), so no
 // per-person generator needs to be stored.
 
+use tessera_core::identifier::normalize_phone;
 use tessera_core::random::{SplitMix64, splitmix};
 
 /// A small sequential generator for the draws inside one person-day.
@@ -372,12 +373,7 @@ impl Person {
                 "example.org"
             );
         }
-        let phone_digits = format!(
-            "{}{:03}{:04}",
-            200 + r.below(700),
-            r.below(1000),
-            r.below(10_000)
-        );
+        let phone_digits = nanp_number(r.below(700), r.below(1000), r.below(10_000));
         let loyalty_id = r
             .chance(0.4)
             .then(|| format!("L{:09}", splitmix(seed ^ index) % 1_000_000_000));
@@ -455,6 +451,33 @@ fn messy_email(r: &mut Rng, email: &str) -> String {
         s.push_str("  ");
     }
     s
+}
+
+/// A valid North American number (ten digits) from three draws: an area code in use,
+/// an exchange that does not start with 0 or 1, and a line number — the next exchange
+/// when libphonenumber says the range is not allocated, so every sample phone is one
+/// stitching and the ad platforms accept.
+fn nanp_number(area: u64, exchange: u64, line: u64) -> String {
+    static AREAS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    let areas = AREAS.get_or_init(|| {
+        (200..1000)
+            .filter(|a| {
+                ["5550123", "2345678"]
+                    .iter()
+                    .any(|rest| normalize_phone(&format!("{a}{rest}"), Some("US")).is_some())
+            })
+            .collect()
+    });
+    let area = areas[area as usize % areas.len()];
+    let mut exchange = 200 + exchange % 800;
+    for _ in 0..800 {
+        let digits = format!("{area}{exchange:03}{line:04}");
+        if normalize_phone(&digits, Some("US")).is_some() {
+            return digits;
+        }
+        exchange = 200 + (exchange - 199) % 800;
+    }
+    format!("{area}555{line:04}")
 }
 
 /// A US phone number in one of the formats people use.
@@ -883,6 +906,28 @@ fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_phones_are_valid_numbers_in_every_format() {
+        let mut r = Rng::new(7, 1, 2, 3);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5000 {
+            let d = nanp_number(r.below(700), r.below(1000), r.below(10_000));
+            assert_eq!(d.len(), 10, "{d}");
+            let e164 = normalize_phone(&d, Some("US")).expect("a valid number");
+            assert_eq!(e164, format!("+1{d}"));
+            for _ in 0..3 {
+                let messy = messy_phone(&mut r, &d);
+                assert_eq!(
+                    normalize_phone(&messy, None).as_deref(),
+                    Some(&*e164),
+                    "{messy}"
+                );
+            }
+            seen.insert(d);
+        }
+        assert!(seen.len() > 4990, "numbers stay distinct: {}", seen.len());
+    }
 
     #[test]
     fn deterministic_and_close_to_target() {

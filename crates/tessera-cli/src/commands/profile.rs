@@ -8,7 +8,7 @@ use super::Opened;
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
     /// The identifier to look up: email:jane@example.com, user_id:u123,
-    /// anonymous_id:…, phone:+15551234567, profile_id:p_… (merged ids resolve).
+    /// anonymous_id:…, phone:+14155550100, profile_id:p_… (merged ids resolve).
     pub identifier: String,
     /// The profile as it was then: a version of identity_map (a stitching run) or a
     /// time (2026-11-01T12:00:00Z, 2026-11-01).

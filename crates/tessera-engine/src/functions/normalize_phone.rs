@@ -9,13 +9,13 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
 };
-use tessera_core::identifier::{REGIONS, normalize_phone, region_by_code};
+use tessera_core::identifier::{normalize_phone, phone_region};
 
 use super::strings::map_strings;
 
 /// A phone number in E.164 (`+14155550100`). National numbers are read in
 /// `default_region` (ISO 3166 code, `US` when omitted); NULL when the value cannot be a
-/// phone number there. An unknown region is an error that lists the known ones.
+/// phone number there (libphonenumber's numbering plans). An unknown region is an error.
 ///
 /// ```sql
 /// SELECT normalize_phone('(415) 555-0100');          -- +14155550100
@@ -72,12 +72,11 @@ impl ScalarUDFImpl for NormalizePhone {
         map_strings(&args.args, args.number_rows, |v| {
             let region = v.get(1).copied();
             if let Some(r) = region
-                && region_by_code(r).is_none()
+                && phone_region(r).is_none()
             {
-                let known: Vec<&str> = REGIONS.iter().map(|r| r.code).collect();
                 return exec_err!(
-                    "normalize_phone: unknown region {r:?}; known regions: {}",
-                    known.join(", ")
+                    "normalize_phone: unknown region {r:?}; expected an ISO 3166-1 alpha-2 \
+                     code with a numbering plan (US, GB, DE, FR, IN, JP, BR, ...)"
                 );
             }
             Ok(normalize_phone(v[0], region))
