@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
+use datafusion::common::ScalarValue;
+use datafusion::prelude::Expr;
 use serde_json::Value;
 use tessera_core::schema::{self, ACTIVATION_BATCHES};
 use tessera_engine::Engine;
@@ -361,11 +363,27 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
     if !ctx.table_exist(ACTIVATION_BATCHES)? {
         return Ok(Vec::new());
     }
-    let mut df = ctx.table(ACTIVATION_BATCHES).await?;
+    use datafusion::prelude::{col, lit};
+    let mut table = ctx.table(ACTIVATION_BATCHES).await?;
     if let Some(d) = destination {
-        df = df.filter(datafusion::prelude::col("destination").eq(datafusion::prelude::lit(d)))?;
+        table = table.filter(col("destination").eq(lit(d)))?;
     }
-    let batches: Vec<RecordBatch> = df.collect().await?;
+    // Every row but without its members: a planned row holds a whole batch's members
+    // (~60 MB for a million), and the ledger keeps every run's. They are read below, only
+    // from each batch's latest planned row.
+    let columns: Vec<Expr> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == "members" {
+                col("members").is_not_null().alias("members")
+            } else {
+                col(f.name().as_str())
+            }
+        })
+        .collect();
+    let batches: Vec<RecordBatch> = table.clone().select(columns)?.collect().await?;
     let mut rows = Vec::new();
     // Members are parsed only from each batch's latest row that has them (a re-driven
     // batch has several): (row index, Arrow batch, row in it).
@@ -373,15 +391,21 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
     for (bi, b) in batches.iter().enumerate() {
         let t = |n: &str| strings(b, n);
         let i = |n: &str| int64s(b, n);
-        let (sync, dest, seg, bid, members, status, message) = (
+        let (sync, dest, seg, bid, status, message) = (
             t("sync")?,
             t("destination")?,
             t("segment")?,
             t("batch_id")?,
-            t("members")?,
             t("status")?,
             t("message")?,
         );
+        let members = b
+            .column_by_name("members")
+            .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+            .ok_or_else(|| ActivateError::Members {
+                batch_id: "-".into(),
+                message: "activation_batches.members was not read".into(),
+            })?;
         let (run, from, to, seq, size, attempt, code, next, at, skipped) = (
             i("run")?,
             i("from_version")?,
@@ -396,7 +420,7 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
         );
         for r in 0..b.num_rows() {
             let batch_id = bid.value(r).to_owned();
-            if members.is_valid(r) {
+            if members.value(r) {
                 let key = (at.value(r), attempt.value(r));
                 let newer = latest_members.get(&batch_id).is_none_or(|&(i, _, _)| {
                     let o: &Row = &rows[i];
@@ -427,9 +451,60 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
             });
         }
     }
-    for (batch_id, (i, bi, r)) in latest_members {
-        let text = strings(&batches[bi], "members")?;
-        rows[i].members = Some(members_of(&batch_id, text.value(r))?);
+    if !latest_members.is_empty() {
+        // Files are pruned by their `at` statistics: only the wanted rows' files are read.
+        let mut wanted: HashMap<(&str, i64, i64), usize> = HashMap::new();
+        for (batch_id, &(i, _, _)) in &latest_members {
+            wanted.insert((batch_id.as_str(), rows[i].at, rows[i].attempt), i);
+        }
+        let mut ats: Vec<i64> = wanted.keys().map(|k| k.1).collect();
+        ats.sort_unstable();
+        ats.dedup();
+        let at_list: Vec<Expr> = ats
+            .iter()
+            .map(|&t| {
+                lit(ScalarValue::TimestampMicrosecond(
+                    Some(t),
+                    Some("UTC".into()),
+                ))
+            })
+            .collect();
+        let found: Vec<RecordBatch> = table
+            .filter(
+                col("at")
+                    .in_list(at_list, false)
+                    .and(col("members").is_not_null()),
+            )?
+            .select_columns(&["batch_id", "at", "attempt", "members"])?
+            .collect()
+            .await?;
+        let mut parsed = Vec::with_capacity(wanted.len());
+        for b in &found {
+            let (bid, at, attempt, members) = (
+                strings(b, "batch_id")?,
+                int64s(b, "at")?,
+                int64s(b, "attempt")?,
+                strings(b, "members")?,
+            );
+            for r in 0..b.num_rows() {
+                if let Some(&i) = wanted.get(&(bid.value(r), at.value(r), attempt.value(r))) {
+                    parsed.push((i, members_of(bid.value(r), members.value(r))?));
+                }
+            }
+        }
+        if parsed.len() < wanted.len() {
+            return Err(ActivateError::Members {
+                batch_id: "-".into(),
+                message: format!(
+                    "{} of {} planned batches' members were not found in activation_batches",
+                    wanted.len() - parsed.len(),
+                    wanted.len()
+                ),
+            });
+        }
+        for (i, m) in parsed {
+            rows[i].members = Some(m);
+        }
     }
     Ok(fold(rows))
 }
