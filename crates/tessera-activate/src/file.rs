@@ -491,24 +491,13 @@ fn parquet_columns_in_parallel(
             work.push((mine, leaves));
         }
         let encoded: Vec<parquet::errors::Result<Vec<ArrowColumnChunk>>> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = work
-                    .into_iter()
-                    .map(|(mine, leaves)| {
-                        scope.spawn(move || {
-                            mine.into_iter()
-                                .zip(leaves)
-                                .map(|(mut w, leaf)| {
-                                    w.write(&leaf)?;
-                                    w.close()
-                                })
-                                .collect()
-                        })
+            crate::each_on_a_thread(work, |(mine, leaves)| {
+                mine.into_iter()
+                    .zip(leaves)
+                    .map(|(mut w, leaf)| {
+                        w.write(&leaf)?;
+                        w.close()
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a column encoder panicked"))
                     .collect()
             });
         let mut row_group = file.next_row_group()?;

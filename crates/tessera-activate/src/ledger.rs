@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::common::ScalarValue;
 use datafusion::prelude::Expr;
 use serde_json::Value;
 use tessera_core::schema::{self, ACTIVATION_BATCHES};
 use tessera_engine::Engine;
-use tessera_engine::columns::{int64s, strings};
+use tessera_engine::columns::{booleans, int64s, strings};
 use tessera_lake::{CommitNote, Lake};
 use tokio::sync::{Mutex, Notify};
 
@@ -197,16 +197,7 @@ fn members_split_at(batch_id: &str, text: &str, min_bytes: usize) -> Result<Vec<
     let parsed: Vec<std::result::Result<Vec<Stored>, serde_json::Error>> = if chunks.len() == 1 {
         vec![serde_json::from_str(text)]
     } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks
-                .iter()
-                .map(|chunk| scope.spawn(move || serde_json::from_str(&format!("[{chunk}]"))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a members parser panicked"))
-                .collect()
-        })
+        crate::each_on_a_thread(chunks, |chunk| serde_json::from_str(&format!("[{chunk}]")))
     };
     let mut rows = Vec::new();
     for part in parsed {
@@ -386,9 +377,9 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
     let batches: Vec<RecordBatch> = table.clone().select(columns)?.collect().await?;
     let mut rows = Vec::new();
     // Members are parsed only from each batch's latest row that has them (a re-driven
-    // batch has several): (row index, Arrow batch, row in it).
-    let mut latest_members: HashMap<String, (usize, usize, usize)> = HashMap::new();
-    for (bi, b) in batches.iter().enumerate() {
+    // batch has several): the index of that row.
+    let mut latest_members: HashMap<String, usize> = HashMap::new();
+    for b in &batches {
         let t = |n: &str| strings(b, n);
         let i = |n: &str| int64s(b, n);
         let (sync, dest, seg, bid, status, message) = (
@@ -399,13 +390,7 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
             t("status")?,
             t("message")?,
         );
-        let members = b
-            .column_by_name("members")
-            .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
-            .ok_or_else(|| ActivateError::Members {
-                batch_id: "-".into(),
-                message: "activation_batches.members was not read".into(),
-            })?;
+        let members = booleans(b, "members")?;
         let (run, from, to, seq, size, attempt, code, next, at, skipped) = (
             i("run")?,
             i("from_version")?,
@@ -422,12 +407,12 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
             let batch_id = bid.value(r).to_owned();
             if members.value(r) {
                 let key = (at.value(r), attempt.value(r));
-                let newer = latest_members.get(&batch_id).is_none_or(|&(i, _, _)| {
+                let newer = latest_members.get(&batch_id).is_none_or(|&i| {
                     let o: &Row = &rows[i];
                     key > (o.at, o.attempt)
                 });
                 if newer {
-                    latest_members.insert(batch_id.clone(), (rows.len(), bi, r));
+                    latest_members.insert(batch_id.clone(), rows.len());
                 }
             }
             rows.push(Row {
@@ -453,10 +438,10 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
     }
     if !latest_members.is_empty() {
         // Files are pruned by their `at` statistics: only the wanted rows' files are read.
-        let mut wanted: HashMap<(&str, i64, i64), usize> = HashMap::new();
-        for (batch_id, &(i, _, _)) in &latest_members {
-            wanted.insert((batch_id.as_str(), rows[i].at, rows[i].attempt), i);
-        }
+        let wanted: HashMap<(&str, i64, i64), usize> = latest_members
+            .iter()
+            .map(|(batch_id, &i)| ((batch_id.as_str(), rows[i].at, rows[i].attempt), i))
+            .collect();
         let mut ats: Vec<i64> = wanted.keys().map(|k| k.1).collect();
         ats.sort_unstable();
         ats.dedup();

@@ -44,6 +44,31 @@ use tessera_core::config::{Project, SyncSection};
 use tessera_core::schema::ACTIVATION_BATCHES;
 use tessera_engine::Engine;
 
+/// `f` of every task, each on a thread of its own, results in task order (a panic in a
+/// task is resumed on the caller's thread). For a few large, similar tasks — the
+/// columns of a Parquet row group, the chunks of a members document.
+pub(crate) fn each_on_a_thread<T: Send, U: Send>(
+    tasks: Vec<T>,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = tasks
+            .into_iter()
+            .map(|task| {
+                let f = &f;
+                scope.spawn(move || f(task))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 pub use deliver::{Deliver, Delivered};
 pub use destination::Destination;
 pub use error::{ActivateError, Result};

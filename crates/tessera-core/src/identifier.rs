@@ -32,7 +32,8 @@ pub fn phone_region(code: &str) -> Option<phonenumber::country::Id> {
 /// its country calling code prepended. Separators (spaces, dots, dashes, slashes,
 /// parentheses) and extensions (`x123`, `ext. 123`, `#123`) are ignored; letters are
 /// refused. Returns `None` when the value is not a valid number of its region — lengths
-/// and number ranges as libphonenumber's metadata has them — or when the region is unknown.
+/// and number ranges as libphonenumber's metadata has them — or when a national number's
+/// region is unknown.
 pub fn normalize_phone(value: &str, default_region: Option<&str>) -> Option<String> {
     let mut v = value.trim().to_ascii_lowercase();
     if v.is_empty() {
@@ -68,12 +69,11 @@ pub fn normalize_phone(value: &str, default_region: Option<&str>) -> Option<Stri
             plus = true;
         }
     }
-    let region = phone_region(default_region.unwrap_or("US"))?;
     let number = if plus {
         digits.insert(0, '+');
         phonenumber::parse(None, &digits)
     } else {
-        phonenumber::parse(Some(region), &digits)
+        phonenumber::parse(Some(phone_region(default_region.unwrap_or("US"))?), &digits)
     }
     .ok()?;
     if !phonenumber::is_valid(&number) {

@@ -1,8 +1,10 @@
 //! Columns of record batches by name, whatever their encoding: text (`Utf8`,
 //! `Utf8View`, `LargeUtf8`, or anything castable), 64-bit integers (timestamps as
-//! microseconds) and doubles — the one place every crate reads query results through.
+//! microseconds), booleans and doubles — the one place every crate reads query results through.
 
-use datafusion::arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 
@@ -42,6 +44,13 @@ pub fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
 pub fn int64s(batch: &RecordBatch, name: &str) -> Result<Int64Array> {
     Ok(cast_to(batch, name, &DataType::Int64)?
         .as_primitive::<Int64Type>()
+        .clone())
+}
+
+/// Column `name` as booleans.
+pub fn booleans(batch: &RecordBatch, name: &str) -> Result<BooleanArray> {
+    Ok(cast_to(batch, name, &DataType::Boolean)?
+        .as_boolean()
         .clone())
 }
 
