@@ -441,7 +441,7 @@ pub fn batch_requests(platform: Platform, members: &[Member], max_users: usize) 
     let (mut adds, mut removes) = (Vec::new(), Vec::new());
     for p in order {
         let m = last[p];
-        let Some(ids) = m.identifiers.as_ref().filter(|i| !i.is_empty()) else {
+        let Some(ids) = m.identifiers.as_deref().filter(|i| !i.is_empty()) else {
             continue;
         };
         match m.change {

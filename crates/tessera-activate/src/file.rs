@@ -36,6 +36,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{Column, JoinType};
@@ -58,7 +59,7 @@ use tessera_engine::Engine;
 
 use crate::error::{ActivateError, Result};
 use crate::ledger::BatchState;
-use crate::member::{Change, Member, hex, message_id};
+use crate::member::{Change, MESSAGE_ID_LEN, Member, MessageIds, hex};
 
 /// The columns every export row starts with; a `fields` column may not take one of
 /// these names.
@@ -244,39 +245,32 @@ fn members_batch(members: &[Member], destination: &str, segment: &str) -> Result
         Arc::new(StringArray::from_iter(
             members.iter().map(|m| m.merged_into.as_deref()),
         )),
-        Arc::new(message_ids(members, destination, segment)),
+        Arc::new(message_ids(members, destination, segment)?),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// The members' `messageId`s, hashed on every core.
-fn message_ids(members: &[Member], destination: &str, segment: &str) -> StringArray {
+/// The members' `messageId`s, hashed on every core into one buffer of fixed-width ids.
+fn message_ids(members: &[Member], destination: &str, segment: &str) -> Result<StringArray> {
+    let ids = MessageIds::new(destination, segment);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let chunk = members.len().div_ceil(threads).max(4096);
-    let parts: Vec<Vec<String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = members
-            .chunks(chunk)
-            .map(|c| {
-                scope.spawn(move || {
-                    c.iter()
-                        .map(|m| message_id(destination, segment, m))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
+    let mut text = vec![0u8; members.len() * MESSAGE_ID_LEN];
+    let tasks: Vec<(&[Member], &mut [u8])> = members
+        .chunks(chunk)
+        .zip(text.chunks_mut(chunk * MESSAGE_ID_LEN))
+        .collect();
+    crate::in_parallel(tasks, |(members, out)| {
+        for (m, slot) in members.iter().zip(out.chunks_exact_mut(MESSAGE_ID_LEN)) {
+            if let Ok(slot) = <&mut [u8; MESSAGE_ID_LEN]>::try_from(slot) {
+                ids.write(m, slot);
+            }
+        }
     });
-    let mut out =
-        datafusion::arrow::array::StringBuilder::with_capacity(members.len(), members.len() * 32);
-    for id in parts.iter().flatten() {
-        out.append_value(id);
-    }
-    out.finish()
+    let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(MESSAGE_ID_LEN, members.len()));
+    Ok(StringArray::try_new(offsets, Buffer::from_vec(text), None)?)
 }
 
 fn column(name: &str) -> Expr {
@@ -353,7 +347,9 @@ async fn rows(
     let df_error = |e: datafusion::error::DataFusionError| {
         fatal(format!("syncs.{sync}.fields: {}", e.strip_backtrace()))
     };
+    let started = Instant::now();
     let base = members_batch(members, destination, segment).map_err(|e| fatal(e.to_string()))?;
+    let based = started.elapsed();
     let ids = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new(
             "__m_pid",
@@ -396,6 +392,10 @@ async fn rows(
             columns.push(taken);
         }
     }
+    tracing::debug!(
+        "rows: members and message ids {based:?}, lookups {:?}",
+        started.elapsed() - based
+    );
     let schema = Arc::new(Schema::new(fields_out));
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| fatal(e.to_string()))?;
     Ok((schema, batch))
@@ -443,8 +443,9 @@ fn encode_as(
     }
 }
 
-/// Rows per Parquet row group of an export part (a million-member audience is one group).
-const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows per Parquet row group of an export part: 256 Ki, so that a large part's row
+/// groups are encoded side by side (and readers can split it).
+const ROW_GROUP_ROWS: usize = 1 << 18;
 
 /// How export parts are written: Snappy, no dictionary for the unique ids.
 fn parquet_properties(row_group_rows: usize) -> WriterProperties {
@@ -458,12 +459,13 @@ fn parquet_properties(row_group_rows: usize) -> WriterProperties {
         .build()
 }
 
-/// The Parquet bytes of `batch`, each column of a row group encoded on a thread of its own.
+/// The Parquet bytes of `batch`, its column chunks (one per row group and leaf column)
+/// encoded on every core.
 ///
 /// The file is the one [`ArrowWriter`] writes with the same properties, byte for byte (a
 /// test holds it to that): same schema metadata, row groups of `row_group_rows`, column
-/// chunks in schema order. Only the encoding of a row group's columns runs side by side —
-/// the ids, hashes and timestamps of a million-member part take about the same time each.
+/// chunks in schema order. Only the encoding runs side by side — the ids, hashes and
+/// timestamps of a million-member part take about the same time each.
 fn parquet_columns_in_parallel(
     schema: &SchemaRef,
     batch: &RecordBatch,
@@ -477,38 +479,42 @@ fn parquet_columns_in_parallel(
     )?;
     let (mut file, factory) = writer.into_serialized_writer()?;
     let rows = batch.num_rows();
+    // Each row group's writers, one per leaf, taken group by group in schema order.
+    let mut work = Vec::new();
+    let mut groups = 0;
     let mut offset = 0;
-    let mut group = 0;
     while offset < rows {
         let len = row_group_rows.min(rows - offset);
         let slice = batch.slice(offset, len);
-        let mut writers = factory.create_column_writers(group)?.into_iter();
-        // A nested column has several leaves, each with its writer, in schema order.
-        let mut work = Vec::with_capacity(schema.fields().len());
+        let mut writers = factory.create_column_writers(groups)?.into_iter();
         for (field, column) in schema.fields().iter().zip(slice.columns()) {
-            let leaves = compute_leaves(field, column)?;
-            let mine: Vec<_> = writers.by_ref().take(leaves.len()).collect();
-            work.push((mine, leaves));
-        }
-        let encoded: Vec<parquet::errors::Result<Vec<ArrowColumnChunk>>> =
-            crate::each_on_a_thread(work, |(mine, leaves)| {
-                mine.into_iter()
-                    .zip(leaves)
-                    .map(|(mut w, leaf)| {
-                        w.write(&leaf)?;
-                        w.close()
-                    })
-                    .collect()
-            });
-        let mut row_group = file.next_row_group()?;
-        for chunks in encoded {
-            for chunk in chunks? {
-                chunk.append_to_row_group(&mut row_group)?;
+            // A nested column has several leaves, each with its writer.
+            for leaf in compute_leaves(field, column)? {
+                let Some(w) = writers.next() else {
+                    return Err(parquet::errors::ParquetError::General(format!(
+                        "no column writer for a leaf of {}",
+                        field.name()
+                    )));
+                };
+                work.push((w, leaf));
             }
         }
-        row_group.close()?;
         offset += len;
-        group += 1;
+        groups += 1;
+    }
+    let leaves_per_group = work.len() / groups.max(1);
+    let encoded: Vec<parquet::errors::Result<ArrowColumnChunk>> =
+        crate::in_parallel(work, |(mut w, leaf)| {
+            w.write(&leaf)?;
+            w.close()
+        });
+    let mut encoded = encoded.into_iter();
+    for _ in 0..groups {
+        let mut row_group = file.next_row_group()?;
+        for chunk in encoded.by_ref().take(leaves_per_group) {
+            chunk?.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
     }
     file.close()?;
     Ok(out)

@@ -190,34 +190,124 @@ fn members_split_at(batch_id: &str, text: &str, min_bytes: usize) -> Result<Vec<
         i64,
         i64,
         Option<String>,
-        #[serde(default)] Option<Identifiers>,
+        #[serde(default)] Option<Box<Identifiers>>,
     );
-    // A million-member batch is ~60 MB of JSON: its elements are parsed on every core.
-    let chunks = split_array(text, min_bytes);
-    let parsed: Vec<std::result::Result<Vec<Stored>, serde_json::Error>> = if chunks.len() == 1 {
-        vec![serde_json::from_str(text)]
-    } else {
-        crate::each_on_a_thread(chunks, |chunk| serde_json::from_str(&format!("[{chunk}]")))
-    };
-    let mut rows = Vec::new();
-    for part in parsed {
-        rows.extend(part.map_err(|e| bad(e.to_string()))?);
-    }
-    rows.into_iter()
-        .map(
-            |Stored(profile_id, change, refresh_version, changed_at, merged_into, identifiers)| {
-                Ok(Member {
+    let by_serde = |array: &str| -> Result<Vec<Member>> {
+        let stored: Vec<Stored> = serde_json::from_str(array).map_err(|e| bad(e.to_string()))?;
+        stored
+            .into_iter()
+            .map(
+                |Stored(
                     profile_id,
-                    change: Change::parse(&change)
-                        .ok_or_else(|| bad(format!("change {change:?}")))?,
+                    change,
                     refresh_version,
                     changed_at,
                     merged_into,
                     identifiers,
-                })
-            },
-        )
-        .collect()
+                )| {
+                    Ok(Member {
+                        profile_id,
+                        change: Change::parse(&change)
+                            .ok_or_else(|| bad(format!("change {change:?}")))?,
+                        refresh_version,
+                        changed_at,
+                        merged_into,
+                        identifiers,
+                    })
+                },
+            )
+            .collect()
+    };
+    // A million-member batch is ~60 MB of JSON: its elements are parsed on every core,
+    // each run of them by the plain-form reader or, when it declines, by serde_json.
+    let chunks = split_array(text, min_bytes);
+    let whole = chunks.len() == 1;
+    let parsed = crate::in_parallel(chunks, |chunk| {
+        let inner = if whole {
+            let t = chunk.trim();
+            t.strip_prefix('[').and_then(|t| t.strip_suffix(']'))
+        } else {
+            Some(chunk)
+        };
+        match inner.and_then(plain_members) {
+            Some(members) => Ok(members),
+            None if whole => by_serde(chunk),
+            None => by_serde(&format!("[{chunk}]")),
+        }
+    });
+    let mut members = Vec::new();
+    for part in parsed {
+        members.extend(part?);
+    }
+    Ok(members)
+}
+
+/// The elements `inner` (an array's text without its brackets) in the plain form
+/// [`members_json`] writes for every destination but the ad platforms — no whitespace,
+/// no escapes, no identifiers, integers of up to 18 digits — read without serde;
+/// `None` for anything else, which serde_json (the reference) then reads or refuses.
+fn plain_members(inner: &str) -> Option<Vec<Member>> {
+    let b = inner.as_bytes();
+    let mut out = Vec::with_capacity(b.len() / 64);
+    if b.is_empty() {
+        return Some(out);
+    }
+    let at = |i: &mut usize, c: u8| -> Option<()> { (b.get(*i) == Some(&c)).then(|| *i += 1) };
+    let string = |i: &mut usize| -> Option<&str> {
+        at(i, b'"')?;
+        let start = *i;
+        let len = b[start..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if b[start + len] != b'"' {
+            return None;
+        }
+        *i = start + len + 1;
+        inner.get(start..start + len)
+    };
+    let int = |i: &mut usize| -> Option<i64> {
+        let start = *i;
+        if b.get(*i) == Some(&b'-') {
+            *i += 1;
+        }
+        let digits = b[*i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 18 || (digits > 1 && b[*i] == b'0') {
+            return None;
+        }
+        *i += digits;
+        inner.get(start..*i)?.parse().ok()
+    };
+    let mut i = 0;
+    loop {
+        at(&mut i, b'[')?;
+        let profile_id = string(&mut i)?.to_owned();
+        at(&mut i, b',')?;
+        let change = Change::parse(string(&mut i)?)?;
+        at(&mut i, b',')?;
+        let refresh_version = int(&mut i)?;
+        at(&mut i, b',')?;
+        let changed_at = int(&mut i)?;
+        at(&mut i, b',')?;
+        let merged_into = if b[i..].starts_with(b"null") {
+            i += 4;
+            None
+        } else {
+            Some(string(&mut i)?.to_owned())
+        };
+        at(&mut i, b']')?;
+        out.push(Member {
+            profile_id,
+            change,
+            refresh_version,
+            changed_at,
+            merged_into,
+            identifiers: None,
+        });
+        if i == b.len() {
+            return Some(out);
+        }
+        at(&mut i, b',')?;
+    }
 }
 
 /// Members documents smaller than this are parsed on one thread.
@@ -350,6 +440,7 @@ pub(crate) async fn append_batch(
 
 /// Every batch of the ledger (optionally of one destination), by batch id.
 pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<BatchState>> {
+    let started = std::time::Instant::now();
     let ctx = engine.session_of(&[ACTIVATION_BATCHES]).await?;
     if !ctx.table_exist(ACTIVATION_BATCHES)? {
         return Ok(Vec::new());
@@ -361,20 +452,28 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
     }
     // Every row but without its members: a planned row holds a whole batch's members
     // (~60 MB for a million), and the ledger keeps every run's. They are read below, only
-    // from each batch's latest planned row.
+    // from each batch's latest planned row. Planned and held rows are the ones written
+    // with members ([`BatchState::row`]); the flag is taken from the status so that the
+    // members column is not even decoded here.
+    let with_members = col("status").in_list(
+        vec![lit(Status::Planned.as_str()), lit(Status::Held.as_str())],
+        false,
+    );
     let columns: Vec<Expr> = table
         .schema()
         .fields()
         .iter()
         .map(|f| {
             if f.name() == "members" {
-                col("members").is_not_null().alias("members")
+                with_members.clone().alias("members")
             } else {
                 col(f.name().as_str())
             }
         })
         .collect();
+    let opened = started.elapsed();
     let batches: Vec<RecordBatch> = table.clone().select(columns)?.collect().await?;
+    let states_read = started.elapsed();
     let mut rows = Vec::new();
     // Members are parsed only from each batch's latest row that has them (a re-driven
     // batch has several): the index of that row.
@@ -463,6 +562,7 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
             .select_columns(&["batch_id", "at", "attempt", "members"])?
             .collect()
             .await?;
+        let members_read = started.elapsed();
         let mut parsed = Vec::with_capacity(wanted.len());
         for b in &found {
             let (bid, at, attempt, members) = (
@@ -487,6 +587,12 @@ pub async fn read(engine: &Engine, destination: Option<&str>) -> Result<Vec<Batc
                 ),
             });
         }
+        tracing::debug!(
+            "ledger: opened {opened:?}, states {:?}, members read {:?}, parsed {:?}",
+            states_read - opened,
+            members_read - states_read,
+            started.elapsed() - members_read
+        );
         for (i, m) in parsed {
             rows[i].members = Some(m);
         }
@@ -758,5 +864,86 @@ mod tests {
         assert!(members_split_at("x", &broken, 1).is_err());
         assert_eq!(split_array("[1, 2", 1), vec!["[1, 2"]);
         assert_eq!(split_array("{\"a\": [1, 2]}", 1), vec!["{\"a\": [1, 2]}"]);
+    }
+
+    fn any_member() -> impl proptest::strategy::Strategy<Value = Member> {
+        use proptest::prelude::*;
+        (
+            "[a-z0-9\\-]{1,12}|\\PC{0,6}|[\"\\\\,\\[\\]\\n\\t]{0,4}",
+            any::<bool>(),
+            any::<i64>(),
+            any::<i64>(),
+            proptest::option::of("[a-z0-9\\-]{1,8}|\\PC{0,4}"),
+            proptest::option::of(("[a-f0-9]{8}", any::<bool>())),
+        )
+            .prop_map(
+                |(profile_id, entered, refresh_version, changed_at, merged_into, ids)| Member {
+                    profile_id,
+                    change: if entered {
+                        Change::Entered
+                    } else {
+                        Change::Exited
+                    },
+                    refresh_version,
+                    changed_at,
+                    merged_into,
+                    identifiers: ids.map(|(hash, phone)| {
+                        Box::new(Identifiers {
+                            email: vec![hash.clone()],
+                            phone: if phone { vec![hash] } else { Vec::new() },
+                            ..Identifiers::default()
+                        })
+                    }),
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// The plain-form reader reads what serde_json reads, or declines; every
+        /// document the ledger writes reads back as written, split or not.
+        #[test]
+        fn plain_members_read_what_serde_reads(
+            members in proptest::collection::vec(any_member(), 0..40),
+            spaced in proptest::bool::ANY,
+        ) {
+            let json = members_json(&members);
+            let text = if spaced {
+                serde_json::to_string_pretty(&serde_json::from_str::<Value>(&json).unwrap()).unwrap()
+            } else {
+                json.clone()
+            };
+            let inner = &text[1..text.len() - 1];
+            if let Some(plain) = plain_members(inner) {
+                proptest::prop_assert_eq!(&plain, &members);
+                proptest::prop_assert!(members.iter().all(|m| m.identifiers.is_none()));
+            }
+            proptest::prop_assert_eq!(&members_split_at("x", &text, 1).unwrap(), &members);
+            proptest::prop_assert_eq!(&members_of("x", &json).unwrap(), &members);
+        }
+    }
+
+    #[test]
+    fn plain_members_decline_what_they_do_not_fully_read() {
+        let ok = r#"["p1","entered",1,2,null],["p2","exited",-3,0,"p1"]"#;
+        assert_eq!(plain_members(ok).unwrap().len(), 2);
+        for bad in [
+            r#"["p1","entered",1,2,null]]"#,
+            r#"["p1","entered",1,2,null],"#,
+            r#"["p1","entered",01,2,null]"#,
+            r#"["p1","entered",1.0,2,null]"#,
+            r#"["p1","entered",1,2]"#,
+            r#"["p1","entered",1,2,null,{"email":["x"]}]"#,
+            r#"["p\u0031","entered",1,2,null]"#,
+            r#"["p1","sideways",1,2,null]"#,
+            r#"["p1","entered",1234567890123456789,2,null]"#,
+            r#"["p1","entered",-,2,null]"#,
+        ] {
+            assert!(plain_members(bad).is_none(), "{bad}");
+        }
+        assert_eq!(
+            members_of("x", r#"[["p1","entered",1234567890123456789,2,null]]"#).unwrap()[0]
+                .refresh_version,
+            1234567890123456789
+        );
     }
 }

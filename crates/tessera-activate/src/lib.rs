@@ -44,29 +44,44 @@ use tessera_core::config::{Project, SyncSection};
 use tessera_core::schema::ACTIVATION_BATCHES;
 use tessera_engine::Engine;
 
-/// `f` of every task, each on a thread of its own, results in task order (a panic in a
-/// task is resumed on the caller's thread). For a few large, similar tasks — the
-/// columns of a Parquet row group, the chunks of a members document.
-pub(crate) fn each_on_a_thread<T: Send, U: Send>(
-    tasks: Vec<T>,
-    f: impl Fn(T) -> U + Sync,
-) -> Vec<U> {
+/// `f` of every task on one thread per core (at most), each thread taking the next task
+/// when it is done with one; results in task order (a panic in a task is resumed on the
+/// caller's thread). For a few large tasks — the column chunks of a Parquet file, the
+/// chunks of a members document, ranges of message ids.
+pub(crate) fn in_parallel<T: Send, U: Send>(tasks: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(tasks.len());
+    if threads <= 1 {
+        return tasks.into_iter().map(f).collect();
+    }
+    let count = tasks.len();
+    let queue = std::sync::Mutex::new(tasks.into_iter().enumerate());
+    let done: Vec<std::sync::Mutex<Option<U>>> =
+        (0..count).map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = tasks
-            .into_iter()
-            .map(|task| {
-                let f = &f;
-                scope.spawn(move || f(task))
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let next = queue.lock().map(|mut q| q.next());
+                        let Ok(Some((i, task))) = next else { break };
+                        let result = f(task);
+                        if let Ok(mut slot) = done[i].lock() {
+                            *slot = Some(result);
+                        }
+                    }
+                })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+        for h in handles {
+            h.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+    });
+    // Every task ran: a panic would have been resumed above.
+    done.into_iter()
+        .filter_map(|slot| slot.into_inner().ok().flatten())
+        .collect()
 }
 
 pub use deliver::{Deliver, Delivered};
@@ -271,7 +286,7 @@ impl Activation {
             }
             for m in b.members {
                 if let (plan::Change::Entered, Some(ids)) = (m.change, m.identifiers) {
-                    out.insert(m.profile_id, ids);
+                    out.insert(m.profile_id, *ids);
                 }
             }
         }

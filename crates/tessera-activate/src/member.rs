@@ -40,8 +40,9 @@ pub struct Member {
     /// The profile an exit was merged into, if that is why it left.
     pub merged_into: Option<String>,
     /// Ad platforms: the hashed identifiers sent (for an exit: those its entry sent),
-    /// taken when the run is planned.
-    pub identifiers: Option<Identifiers>,
+    /// taken when the run is planned (boxed: most members have none, and a million
+    /// members are moved around in one vector).
+    pub identifiers: Option<Box<Identifiers>>,
 }
 
 /// One member's identifiers as sent: hashed where the platform hashes.
@@ -84,16 +85,66 @@ impl Identifiers {
 /// The `messageId` of one member's change at one destination: the same on every
 /// attempt, so receivers deduplicate retries.
 pub fn message_id(destination: &str, segment: &str, m: &Member) -> String {
-    let digest = sha2::Sha256::digest(
-        format!(
-            "{destination}\u{1f}{segment}\u{1f}{}\u{1f}{}\u{1f}{}",
-            m.refresh_version,
-            m.profile_id,
-            m.change.as_str()
-        )
-        .as_bytes(),
-    );
-    hex(&digest[..16])
+    let mut out = [0u8; MESSAGE_ID_LEN];
+    MessageIds::new(destination, segment).write(m, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Characters of a `messageId`: the hex of 16 bytes of SHA-256.
+pub const MESSAGE_ID_LEN: usize = 32;
+
+/// [`message_id`]s of many members of one destination and segment, written into
+/// fixed-width slots without allocating: the hash of the common prefix is taken once.
+#[derive(Clone)]
+pub struct MessageIds {
+    prefix: sha2::Sha256,
+}
+
+impl MessageIds {
+    pub fn new(destination: &str, segment: &str) -> MessageIds {
+        let mut prefix = sha2::Sha256::new();
+        for part in [destination, segment] {
+            prefix.update(part.as_bytes());
+            prefix.update(b"\x1f");
+        }
+        MessageIds { prefix }
+    }
+
+    /// `m`'s id, as lower-case hex, into `out`.
+    pub fn write(&self, m: &Member, out: &mut [u8; MESSAGE_ID_LEN]) {
+        let mut h = self.prefix.clone();
+        let mut number = [0u8; 20];
+        h.update(decimal(m.refresh_version, &mut number));
+        h.update(b"\x1f");
+        h.update(m.profile_id.as_bytes());
+        h.update(b"\x1f");
+        h.update(m.change.as_str().as_bytes());
+        let digest = h.finalize();
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in digest[..MESSAGE_ID_LEN / 2].iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+    }
+}
+
+/// `v` in decimal, in the tail of `buf`.
+fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
 }
 
 /// Lower-case hex of `bytes`.
@@ -105,4 +156,35 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_the_documented_hash() {
+        for (version, change) in [
+            (0, Change::Entered),
+            (7, Change::Exited),
+            (-12, Change::Entered),
+            (i64::MAX, Change::Exited),
+            (i64::MIN, Change::Entered),
+        ] {
+            let m = Member {
+                profile_id: "p-1".into(),
+                change,
+                refresh_version: version,
+                changed_at: 0,
+                merged_into: None,
+                identifiers: None,
+            };
+            let text = format!(
+                "dest\u{1f}seg\u{1f}{version}\u{1f}p-1\u{1f}{}",
+                change.as_str()
+            );
+            let expected = hex(&sha2::Sha256::digest(text.as_bytes())[..16]);
+            assert_eq!(message_id("dest", "seg", &m), expected, "{version}");
+        }
+    }
 }

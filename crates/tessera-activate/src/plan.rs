@@ -298,7 +298,7 @@ async fn with_identifiers(
         };
         match ids.filter(|i| !i.is_empty()) {
             Some(i) => {
-                m.identifiers = Some(i);
+                m.identifiers = Some(Box::new(i));
                 out.push(m);
             }
             None => left_out += 1,
