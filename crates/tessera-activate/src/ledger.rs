@@ -235,9 +235,14 @@ fn members_split_at(batch_id: &str, text: &str, min_bytes: usize) -> Result<Vec<
             None => by_serde(&format!("[{chunk}]")),
         }
     });
-    let mut members = Vec::new();
-    for part in parsed {
-        members.extend(part?);
+    // One part is taken as it is; several are moved once into a vector of their sum.
+    let mut parts = parsed.into_iter().collect::<Result<Vec<_>>>()?;
+    if parts.len() == 1 {
+        return Ok(parts.pop().unwrap_or_default());
+    }
+    let mut members = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        members.extend(part);
     }
     Ok(members)
 }
@@ -248,7 +253,8 @@ fn members_split_at(batch_id: &str, text: &str, min_bytes: usize) -> Result<Vec<
 /// `None` for anything else, which serde_json (the reference) then reads or refuses.
 fn plain_members(inner: &str) -> Option<Vec<Member>> {
     let b = inner.as_bytes();
-    let mut out = Vec::with_capacity(b.len() / 64);
+    // A member takes 40–60 bytes of text: enough room for all of them, never a regrowth.
+    let mut out = Vec::with_capacity(b.len() / 32 + 1);
     if b.is_empty() {
         return Some(out);
     }

@@ -105,6 +105,7 @@ struct Counters {
     timed_out: AtomicU64,
     out_of_memory: AtomicU64,
     refused_busy: AtomicU64,
+    planned: AtomicU64,
 }
 
 /// A reading of the query counters.
@@ -118,6 +119,8 @@ pub struct QueryStats {
     pub timed_out: u64,
     pub out_of_memory: u64,
     pub refused_busy: u64,
+    /// Statements planned (a Flight SQL statement once, at `GetFlightInfo`).
+    pub planned: u64,
     /// Bytes the running queries hold in the memory pool now.
     pub memory_reserved: u64,
     /// The pool's size (`None`: unbounded).
@@ -208,6 +211,7 @@ impl Queries {
             timed_out: c.timed_out.load(Ordering::Relaxed),
             out_of_memory: c.out_of_memory.load(Ordering::Relaxed),
             refused_busy: c.refused_busy.load(Ordering::Relaxed),
+            planned: c.planned.load(Ordering::Relaxed),
             memory_reserved: self.pool.reserved() as u64,
             memory_limit: self.limits.memory,
         }
@@ -255,6 +259,7 @@ impl QueryService for Queries {
     }
 
     async fn plan(&self, access: &Access, sql: &str, params: &[ScalarValue]) -> Result<DataFrame> {
+        self.counters.planned.fetch_add(1, Ordering::Relaxed);
         let ctx = self.engine.session_for(access).await?;
         let df = crate::policy::plan(&ctx, sql, Policy::ReadOnly).await?;
         if params.is_empty() {

@@ -63,12 +63,93 @@ struct Prepared {
     params: Vec<ScalarValue>,
 }
 
+/// How long a statement planned for a `FlightInfo` waits for its `DoGet`.
+const PLANNED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most statements waiting for their `DoGet` (the oldest gives way).
+const PLANNED_MAX: usize = 256;
+
+/// What a plan waiting for its `DoGet` was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PlanKey {
+    /// A statement, by the id in its ticket.
+    Statement(String),
+    /// A prepared statement, by its handle.
+    Prepared(String),
+}
+
+struct Waiting {
+    user: String,
+    params: Vec<ScalarValue>,
+    at: std::time::Instant,
+    df: DataFrame,
+}
+
+/// Statements planned at `GetFlightInfo`, kept for their `DoGet`: it runs the plan the
+/// `FlightInfo`'s schema came from — the same table versions — instead of opening the
+/// tables and planning again. A plan is taken once, by the user it was made for, with
+/// the parameters it was made with, within [`PLANNED_TTL`]; a ticket redeemed again,
+/// late, or on another server is planned again from what it carries.
+#[derive(Default)]
+struct PlannedStatements {
+    waiting: HashMap<PlanKey, Waiting>,
+}
+
+impl PlannedStatements {
+    fn put(&mut self, key: PlanKey, user: &str, params: &[ScalarValue], df: DataFrame) {
+        let now = std::time::Instant::now();
+        self.waiting
+            .retain(|_, w| now.duration_since(w.at) < PLANNED_TTL);
+        if self.waiting.len() >= PLANNED_MAX
+            && let Some(oldest) = self
+                .waiting
+                .iter()
+                .min_by_key(|(_, w)| w.at)
+                .map(|(k, _)| k.clone())
+        {
+            self.waiting.remove(&oldest);
+        }
+        self.waiting.insert(
+            key,
+            Waiting {
+                user: user.to_owned(),
+                params: params.to_vec(),
+                at: now,
+                df,
+            },
+        );
+    }
+
+    fn take(&mut self, key: &PlanKey, user: &str, params: &[ScalarValue]) -> Option<DataFrame> {
+        let w = self.waiting.remove(key)?;
+        (w.user == user && w.params == params && w.at.elapsed() < PLANNED_TTL).then_some(w.df)
+    }
+}
+
+/// A statement ticket: `\0`, the id of its waiting plan, then the SQL (to plan again
+/// when the plan is gone). A ticket of only SQL (an older server's) is planned again.
+fn statement_ticket(id: &str, sql: &str) -> Vec<u8> {
+    format!("\0{id}\0{sql}").into_bytes()
+}
+
+/// The plan id (if any) and the SQL of a statement ticket.
+fn read_statement_ticket(handle: &[u8]) -> Result<(Option<String>, String), Status> {
+    let text = std::str::from_utf8(handle)
+        .map_err(|_| Status::invalid_argument("the ticket is not a statement of this server"))?;
+    Ok(
+        match text.strip_prefix('\0').and_then(|t| t.split_once('\0')) {
+            Some((id, sql)) => (Some(id.to_owned()), sql.to_owned()),
+            None => (None, text.to_owned()),
+        },
+    )
+}
+
 /// The Flight SQL service.
 #[derive(Clone)]
 pub struct TesseraFlightSql {
     queries: Arc<dyn QueryService>,
     auth: Arc<Auth>,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
+    planned: Arc<Mutex<PlannedStatements>>,
     sql_info: Arc<SqlInfoData>,
     audit: Arc<AuditLog>,
 }
@@ -119,6 +200,7 @@ impl TesseraFlightSql {
             queries,
             auth,
             prepared: Arc::default(),
+            planned: Arc::default(),
             sql_info: Arc::new(sql_info),
             audit,
         })
@@ -444,14 +526,17 @@ impl FlightSqlService for TesseraFlightSql {
             sql = query.query,
             "Flight SQL statement"
         );
+        let id =
+            tessera_core::auth::random_token().map_err(|e| Status::unavailable(e.to_string()))?;
         let ticket = TicketStatementQuery {
-            statement_handle: query.query.clone().into_bytes().into(),
+            statement_handle: statement_ticket(&id, &query.query).into(),
         };
         let info = Self::info(
             df.schema().as_arrow(),
             ticket.as_any().encode_to_vec(),
             request.into_inner(),
         )?;
+        lock(&self.planned).put(PlanKey::Statement(id), &session.user, &[], df);
         Ok(Response::new(info))
     }
 
@@ -461,10 +546,13 @@ impl FlightSqlService for TesseraFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.querier(&request)?;
-        let sql = String::from_utf8(ticket.statement_handle.to_vec()).map_err(|_| {
-            Status::invalid_argument("the ticket is not a statement of this server")
-        })?;
-        let df = self.planned(&request, &session, "query", &sql, &[]).await?;
+        let (id, sql) = read_statement_ticket(&ticket.statement_handle)?;
+        let waiting =
+            id.and_then(|id| lock(&self.planned).take(&PlanKey::Statement(id), &session.user, &[]));
+        let df = match waiting {
+            Some(df) => df,
+            None => self.planned(&request, &session, "query", &sql, &[]).await?,
+        };
         let mut entry = Entry::of(&request, Some(&session), "query", "ok");
         entry.target = Some(sql);
         self.stream(df, StreamAudit::new(self.audit.clone(), entry))
@@ -484,6 +572,8 @@ impl FlightSqlService for TesseraFlightSql {
             cmd.as_any().encode_to_vec(),
             request.into_inner(),
         )?;
+        let key = PlanKey::Prepared(String::from_utf8_lossy(&cmd.prepared_statement_handle).into());
+        lock(&self.planned).put(key, &session.user, &prepared.params, df);
         Ok(Response::new(info))
     }
 
@@ -494,7 +584,12 @@ impl FlightSqlService for TesseraFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.querier(&request)?;
         let prepared = self.prepared(&cmd.prepared_statement_handle, &session.user)?;
-        let df = self.plan(&session, &prepared.sql, &prepared.params).await?;
+        let key = PlanKey::Prepared(String::from_utf8_lossy(&cmd.prepared_statement_handle).into());
+        let waiting = lock(&self.planned).take(&key, &session.user, &prepared.params);
+        let df = match waiting {
+            Some(df) => df,
+            None => self.plan(&session, &prepared.sql, &prepared.params).await?,
+        };
         let mut entry = Entry::of(&request, Some(&session), "prepared_query", "ok");
         entry.target = Some(prepared.sql.clone());
         entry.detail = (!prepared.params.is_empty()).then(|| {
@@ -770,5 +865,69 @@ fn outcome_of(status: &Status) -> &'static str {
         tonic::Code::ResourceExhausted => "resource_exhausted",
         tonic::Code::InvalidArgument => "invalid",
         _ => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn statement_tickets_carry_the_plan_id_and_the_sql() {
+        let t = statement_ticket("abc", "SELECT '\0' AS x");
+        assert_eq!(
+            read_statement_ticket(&t).unwrap(),
+            (Some("abc".into()), "SELECT '\0' AS x".into())
+        );
+        // A ticket of only SQL is planned again.
+        assert_eq!(
+            read_statement_ticket(b"SELECT 1").unwrap(),
+            (None, "SELECT 1".into())
+        );
+        assert!(read_statement_ticket(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn a_waiting_plan_is_taken_once_by_its_user_with_its_parameters() {
+        let df = || SessionContext::new().read_empty().unwrap();
+        let mut p = PlannedStatements::default();
+        let key = PlanKey::Statement("a".into());
+        p.put(key.clone(), "ana", &[], df());
+        assert!(p.take(&key, "ana", &[]).is_some());
+        assert!(p.take(&key, "ana", &[]).is_none(), "once");
+        p.put(key.clone(), "ana", &[], df());
+        assert!(
+            p.take(&key, "bob", &[]).is_none(),
+            "another user plans anew"
+        );
+        let prepared = PlanKey::Prepared("h".into());
+        p.put(
+            prepared.clone(),
+            "ana",
+            &[ScalarValue::Int64(Some(1))],
+            df(),
+        );
+        assert!(
+            p.take(&prepared, "ana", &[ScalarValue::Int64(Some(2))])
+                .is_none(),
+            "parameters bound since are planned anew"
+        );
+        for i in 0..PLANNED_MAX + 10 {
+            p.put(PlanKey::Statement(i.to_string()), "ana", &[], df());
+        }
+        assert_eq!(p.waiting.len(), PLANNED_MAX, "bounded");
+        assert!(
+            p.take(&PlanKey::Statement("0".into()), "ana", &[])
+                .is_none()
+        );
+        assert!(
+            p.take(
+                &PlanKey::Statement((PLANNED_MAX + 9).to_string()),
+                "ana",
+                &[]
+            )
+            .is_some()
+        );
     }
 }

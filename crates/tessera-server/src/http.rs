@@ -345,6 +345,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .collect(),
         );
         metric(
+            "tessera_queries_planned_total",
+            "counter",
+            "SQL statements of API callers planned (a Flight SQL statement once, when its FlightInfo is asked for).",
+            vec![(String::new(), stats.planned)],
+        );
+        metric(
             "tessera_query_memory_bytes",
             "gauge",
             "Bytes the running queries hold in the query memory pool.",

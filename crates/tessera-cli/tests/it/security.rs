@@ -407,6 +407,20 @@ reader.cancel()
 raw.close()
 wait_for("the abandoned query stops", lambda: metric("tessera_queries_running") == 0)
 out["cancelled"] = outcome("cancelled") - cancelled_before
+
+# A statement is planned once, for its FlightInfo; the DoGet runs that plan. The same
+# ticket redeemed again is planned again (and gives the same rows).
+raw = fl.FlightClient("grpc://" + grpc)
+options = fl.FlightCallOptions(headers=[raw.authenticate_basic_token("ana", password)])
+planned = lambda: metric("tessera_queries_planned_total")
+before = planned()
+query = fl.FlightDescriptor.for_command(any_command("CommandStatementQuery", [(1, b"SELECT value FROM generate_series(1, 1000)")]))
+info = raw.get_flight_info(query, options)
+first = raw.do_get(info.endpoints[0].ticket, options).read_all().num_rows
+once = planned() - before
+again = raw.do_get(info.endpoints[0].ticket, options).read_all().num_rows
+out["plans"] = {"rows": [first, again], "first": once, "both": planned() - before}
+raw.close()
 out["outcomes"] = {k: outcome(k) for k in ("finished", "timed_out", "out_of_memory", "refused_busy", "cancelled")}
 print(json.dumps(out))
 "#;
@@ -471,6 +485,11 @@ fn queries_are_bounded_in_memory_time_and_number() {
     assert_eq!(v["after_timeout"]["rows"], 1, "the slot is free again: {v}");
     assert_eq!(v["acks_during_query"], serde_json::json!(vec![200; 20]));
     assert_eq!(v["cancelled"], 1.0, "{v}");
+    assert_eq!(
+        v["plans"],
+        serde_json::json!({"rows": [1000, 1000], "first": 1.0, "both": 2.0}),
+        "planned at GetFlightInfo only; a second DoGet plans again"
+    );
     let o = &v["outcomes"];
     assert!(
         o["timed_out"] == 1.0 && o["out_of_memory"] == 1.0 && o["refused_busy"] == 1.0,
