@@ -101,6 +101,9 @@ pub(crate) fn start_server_with(
     Ok((server, grpc, http))
 }
 
+/// Times the small statement is run on each path.
+const SMALL_RUNS: u32 = 30;
+
 pub fn run(project: &Path, runs: u32) -> anyhow::Result<()> {
     if !project.join("tessera.toml").exists() {
         bail!(
@@ -138,11 +141,49 @@ for _ in range(runs):
     best_flight = secs if best_flight is None else min(best_flight, secs)
     flight_rows, flight_bytes = table.num_rows, table.nbytes
     cur.close()
-print(json.dumps({{"local": [best_local, local_rows, local_bytes], "flight": [best_flight, flight_rows, flight_bytes], "files": len(files)}}))
+# A small statement, {small} times: the whole statement through ADBC, and its two calls
+# apart through pyarrow.flight (GetFlightInfo plans it, DoGet runs that plan).
+import statistics
+import pyarrow.flight as fl
+def any_command(name, fields):
+    def varint(n):
+        b = bytearray()
+        while True:
+            b.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(b)
+    def field(num, data):
+        return bytes([num << 3 | 2]) + varint(len(data)) + data
+    value = b"".join(field(n, d) for n, d in fields)
+    return field(1, ("type.googleapis.com/arrow.flight.protocol.sql." + name).encode()) + field(2, value)
+small_sql = "SELECT type, count(*) AS n FROM events GROUP BY type"
+statement, info_ms, get_ms = [], [], []
+for _ in range({small}):
+    cur = conn.cursor()
+    t = time.perf_counter()
+    cur.execute(small_sql)
+    cur.fetch_arrow_table()
+    statement.append((time.perf_counter() - t) * 1000)
+    cur.close()
+raw = fl.FlightClient("grpc://{grpc}")
+options = fl.FlightCallOptions(headers=[raw.authenticate_basic_token("bench", {password:?})])
+query = fl.FlightDescriptor.for_command(any_command("CommandStatementQuery", [(1, small_sql.encode())]))
+for _ in range({small}):
+    t = time.perf_counter()
+    info = raw.get_flight_info(query, options)
+    t1 = time.perf_counter()
+    raw.do_get(info.endpoints[0].ticket, options).read_all()
+    t2 = time.perf_counter()
+    info_ms.append((t1 - t) * 1000)
+    get_ms.append((t2 - t1) * 1000)
+small = {{"statement": statistics.median(statement), "info": statistics.median(info_ms), "get": statistics.median(get_ms)}}
+print(json.dumps({{"local": [best_local, local_rows, local_bytes], "flight": [best_flight, flight_rows, flight_bytes], "files": len(files), "small": small}}))
 "#,
         columns = COLUMNS,
         events = events.to_string_lossy(),
         password = PASSWORD,
+        small = SMALL_RUNS,
     );
     let out = Command::new(python()?).arg("-c").arg(&script).output();
     let _ = server.kill();
@@ -181,6 +222,13 @@ print(json.dumps({{"local": [best_local, local_rows, local_bytes], "flight": [be
         "  Flight / local = {:.2} in MB/s (goal ≥ 0.5), {:.2} in rows/s (the two sides' Arrow types differ in size)",
         mb(flight_bytes, flight_secs) / mb(local_bytes, local_secs),
         local_secs / flight_secs
+    );
+    let ms = |k: &str| v["small"][k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "  a small statement (`SELECT type, count(*) ... GROUP BY type`), median of {SMALL_RUNS}: {:.1} ms through ADBC; GetFlightInfo (plans) {:.1} ms, DoGet (runs that plan) {:.1} ms",
+        ms("statement"),
+        ms("info"),
+        ms("get")
     );
     if local_rows != flight_rows {
         bail!("row counts differ: local {local_rows}, Flight {flight_rows}");

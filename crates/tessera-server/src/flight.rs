@@ -8,9 +8,9 @@
 //!   may not run SQL (`marketer`, `ingest`) gets `PERMISSION_DENIED`.
 //! - **Metadata**: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with
 //!   schemas), `GetTableTypes`, from the same DataFusion session queries run in.
-//! - **Statements**: planned when the client asks for their `FlightInfo`, executed as a
-//!   stream of record batches when the ticket is redeemed — results are never
-//!   materialized. Both go through the query boundary
+//! - **Statements**: planned once, when the client asks for their `FlightInfo`; the
+//!   plan waits for the ticket (a minute at most) and is executed as a stream of record
+//!   batches when it is redeemed — results are never materialized. Both go through the query boundary
 //!   ([`tessera_engine::query::QueryService`]): read-only statements only (anything
 //!   else is `PERMISSION_DENIED` naming the statement kind, `CommandStatementUpdate`
 //!   included), memory, time and concurrency limits (`RESOURCE_EXHAUSTED`,
