@@ -101,6 +101,9 @@ pub(crate) fn start_server_with(
     Ok((server, grpc, http))
 }
 
+/// Python: `any_command(name, fields)`, a Flight SQL command for `pyarrow.flight`.
+const ANY_COMMAND: &str = include_str!("../../../tests/clients/any_command.py");
+
 /// Times the small statement is run on each path.
 const SMALL_RUNS: u32 = 30;
 
@@ -146,18 +149,7 @@ for _ in range(runs):
 # redeemed a second time is planned again, as every DoGet was before plans were kept.
 import statistics
 import pyarrow.flight as fl
-def any_command(name, fields):
-    def varint(n):
-        b = bytearray()
-        while True:
-            b.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(b)
-    def field(num, data):
-        return bytes([num << 3 | 2]) + varint(len(data)) + data
-    value = b"".join(field(n, d) for n, d in fields)
-    return field(1, ("type.googleapis.com/arrow.flight.protocol.sql." + name).encode()) + field(2, value)
+{any_command}
 small_sql = "SELECT type, count(*) AS n FROM events GROUP BY type"
 statement, info_ms, get_ms, again_ms = [], [], [], []
 for _ in range({small}):
@@ -188,6 +180,7 @@ print(json.dumps({{"local": [best_local, local_rows, local_bytes], "flight": [be
         events = events.to_string_lossy(),
         password = PASSWORD,
         small = SMALL_RUNS,
+        any_command = ANY_COMMAND,
     );
     let out = Command::new(python()?).arg("-c").arg(&script).output();
     let _ = server.kill();

@@ -219,6 +219,10 @@ enum Cmd {
     LakeLog {
         #[arg(long, default_value_t = 100_000)]
         commits: u64,
+        /// Commits made through Tessera's writer; the rest replay the last of them (its
+        /// actions, a new hard link of its file, the next transaction number).
+        #[arg(long, default_value_t = 1_000)]
+        written: u64,
         #[arg(long, default_value = "target/bench-lake-log")]
         work: PathBuf,
     },
@@ -273,7 +277,11 @@ fn main() -> anyhow::Result<()> {
             work,
             optimize,
         } => segments::run(events, runs, &work, optimize),
-        Cmd::LakeLog { commits, work } => lakelog::run(commits, &work),
+        Cmd::LakeLog {
+            commits,
+            written,
+            work,
+        } => lakelog::run(commits, written, &work),
         Cmd::Ui {
             events,
             views,

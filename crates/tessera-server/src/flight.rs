@@ -17,7 +17,8 @@
 //!   `DEADLINE_EXCEEDED`), and a client that goes away cancels its query.
 //! - **Prepared statements** with bound parameters: `?` (DB-API's qmark, JDBC) or `$1`,
 //!   `$2`, …; the parameter schema lists them in order. Parameters may come as plain
-//!   columns (ADBC) or as dense unions (flightsql-dbapi).
+//!   columns (ADBC) or as dense unions (flightsql-dbapi). A user keeps at most 256 open;
+//!   creating more closes their oldest.
 //! - **What a caller sees** ([`tessera_engine::access`]): personal data masked without
 //!   the `pii` grant, only the rows of a row-filtered user, `audit_log` only for admins
 //!   — in results and in the metadata alike.
@@ -61,6 +62,27 @@ struct Prepared {
     user: String,
     sql: String,
     params: Vec<ScalarValue>,
+    created: std::time::Instant,
+}
+
+/// Prepared statements one user keeps open at most: a client that never closes its
+/// statements has its oldest ones closed rather than the server's memory taken.
+const PREPARED_PER_USER: usize = 256;
+
+/// Keeps `p` under `handle`, closing its user's oldest statement when they have
+/// [`PREPARED_PER_USER`] open.
+fn keep_prepared(all: &mut HashMap<String, Prepared>, handle: String, p: Prepared) {
+    let theirs = all.values().filter(|o| o.user == p.user).count();
+    if theirs >= PREPARED_PER_USER
+        && let Some(oldest) = all
+            .iter()
+            .filter(|(_, o)| o.user == p.user)
+            .min_by_key(|(_, o)| o.created)
+            .map(|(k, _)| k.clone())
+    {
+        all.remove(&oldest);
+    }
+    all.insert(handle, p);
 }
 
 /// How long a statement planned for a `FlightInfo` waits for its `DoGet`.
@@ -384,7 +406,7 @@ impl TesseraFlightSql {
         match found {
             Some(p) if p.user == user => Ok(p),
             _ => Err(Status::not_found(
-                "unknown prepared statement handle (closed, or from another session)",
+                "unknown prepared statement handle (closed; or one of the oldest of a user with more than 256 open; or from another session)",
             )),
         }
     }
@@ -641,12 +663,14 @@ impl FlightSqlService for TesseraFlightSql {
         };
         let handle =
             tessera_core::auth::random_token().map_err(|e| Status::unavailable(e.to_string()))?;
-        lock(&self.prepared).insert(
+        keep_prepared(
+            &mut lock(&self.prepared),
             handle.clone(),
             Prepared {
                 user: session.user,
                 sql: query.query.clone(),
                 params: Vec::new(),
+                created: std::time::Instant::now(),
             },
         );
         Ok(ActionCreatePreparedStatementResult {
@@ -886,6 +910,28 @@ mod tests {
             (None, "SELECT 1".into())
         );
         assert!(read_statement_ticket(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn a_user_keeps_at_most_256_prepared_statements_open() {
+        let mut all = HashMap::new();
+        let p = |user: &str| Prepared {
+            user: user.into(),
+            sql: "SELECT 1".into(),
+            params: Vec::new(),
+            created: std::time::Instant::now(),
+        };
+        keep_prepared(&mut all, "bob-0".into(), p("bob"));
+        for i in 0..PREPARED_PER_USER + 5 {
+            keep_prepared(&mut all, format!("ana-{i}"), p("ana"));
+        }
+        assert_eq!(all.len(), PREPARED_PER_USER + 1);
+        assert!(all.contains_key("bob-0"), "another user's statements stay");
+        assert!(
+            !all.contains_key("ana-0") && !all.contains_key("ana-4"),
+            "oldest closed"
+        );
+        assert!(all.contains_key("ana-5"));
     }
 
     #[test]
