@@ -19,6 +19,7 @@ pub mod erase;
 mod error;
 pub mod lease;
 pub mod maintain;
+pub mod pinned;
 pub mod wal;
 mod writer;
 
@@ -38,6 +39,7 @@ pub use changes::Changes;
 pub use deltalake;
 pub use error::{LakeError, Result};
 pub use maintain::{Layout, OptimizeOptions, OptimizeReport, VacuumOptions, VacuumReport};
+pub use pinned::PinnedTable;
 pub use writer::{AppendWriter, CommitNote, transaction_version};
 
 /// The object store for a cloud URL (`s3://`, `gs://`, `az://`), credentials from the
