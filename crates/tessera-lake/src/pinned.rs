@@ -150,6 +150,16 @@ impl PinnedTable {
         self.files.len()
     }
 
+    /// Where the scan finds the files: the URL its plan names, and the store (rooted at
+    /// the table) a process running the plan registers under it.
+    pub fn store_url(&self) -> &ObjectStoreUrl {
+        &self.store_url
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.name

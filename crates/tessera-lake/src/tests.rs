@@ -781,6 +781,36 @@ async fn a_pinned_scan_reads_exactly_its_versions_files() {
     }
     assert!(before[0].contains("m-0099") && before[2].contains("m-0003"));
 
+    // The physical plan is DataFusion's own nodes: it goes to bytes and back (what a
+    // distributed engine does to ship it) and, where the lake's store is known, runs to
+    // the same rows.
+    for q in queries {
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_table("t", pinned.clone()).unwrap();
+        let plan = ctx
+            .sql(q)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let bytes = datafusion_proto::bytes::physical_plan_to_bytes(plan).unwrap();
+        let elsewhere = datafusion::prelude::SessionContext::new();
+        elsewhere
+            .runtime_env()
+            .register_object_store(pinned.store_url().as_ref(), pinned.store());
+        let shipped =
+            datafusion_proto::bytes::physical_plan_from_bytes(&bytes, &elsewhere.task_ctx())
+                .unwrap();
+        let batches = datafusion::physical_plan::collect(shipped, elsewhere.task_ctx())
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert_eq!(&text, &shown(pinned.clone(), q).await, "shipped: {q}");
+    }
+
     // An append and a delete after pinning change nothing the pinned scan returns.
     let mut w = lake.append_writer(&def).await.unwrap();
     w.write(events_of("2026-11-03", 100..120)).await.unwrap();
