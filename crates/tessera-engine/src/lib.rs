@@ -53,6 +53,11 @@ pub struct EngineConfig {
     /// DataFusion's 10 MiB); smaller under a small memory pool, since every partition
     /// of every sort holds one.
     pub sort_spill_reservation_bytes: Option<usize>,
+    /// Plan every lake table as a [`tessera_lake::PinnedTable`] — a plain Parquet scan of
+    /// exactly its version's files, the plan a cluster's executors are given — instead
+    /// of delta-rs' scan. The results are the same (tests hold them to it); a table with
+    /// deletion vectors or column mapping is refused.
+    pub pinned_scans: bool,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +67,7 @@ impl Default for EngineConfig {
             batch_size: 8192,
             as_of_micros: None,
             sort_spill_reservation_bytes: None,
+            pinned_scans: false,
         }
     }
 }
@@ -182,6 +188,21 @@ impl Engine {
         Ok(ctx)
     }
 
+    /// The scan of table `name` as opened: delta-rs' provider, or the pinned Parquet scan
+    /// when [`EngineConfig::pinned_scans`] is set.
+    async fn provider(
+        &self,
+        name: &str,
+        table: &tessera_lake::deltalake::DeltaTable,
+    ) -> std::result::Result<Arc<dyn datafusion::catalog::TableProvider>, String> {
+        if self.config.pinned_scans {
+            return tessera_lake::PinnedTable::of(name, table)
+                .map(|p| Arc::new(p) as Arc<dyn datafusion::catalog::TableProvider>)
+                .map_err(|e| e.to_string());
+        }
+        table.table_provider().await.map_err(|e| e.to_string())
+    }
+
     /// A session with every lake table registered at its latest version, plus the
     /// `profile_events` view once identities have been stitched.
     pub async fn session(&self) -> Result<SessionContext> {
@@ -202,8 +223,8 @@ impl Engine {
             table
                 .update_datafusion_session(&ctx.state())
                 .map_err(|e| register(e.to_string()))?;
-            let provider = table
-                .table_provider()
+            let provider = self
+                .provider(name, &table)
                 .await
                 .map_err(|e| register(e.to_string()))?;
             ctx.register_table(name, provider)?;
@@ -268,13 +289,13 @@ impl Engine {
             };
             versions.push(table.as_ref().and_then(|t| t.version()).map(|v| v as i64));
             if let Some(table) = table {
-                let provider = table
-                    .table_provider()
-                    .await
-                    .map_err(|e| EngineError::Register {
-                        table: (*name).to_owned(),
-                        message: e.to_string(),
-                    })?;
+                let provider =
+                    self.provider(name, &table)
+                        .await
+                        .map_err(|e| EngineError::Register {
+                            table: (*name).to_owned(),
+                            message: e.to_string(),
+                        })?;
                 ctx.register_table(*name, provider)?;
             }
         }
