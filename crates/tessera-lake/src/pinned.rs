@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
@@ -80,7 +80,25 @@ impl PinnedTable {
                 mapping.unwrap_or_default()
             )));
         }
-        let schema = snapshot.snapshot().arrow_schema();
+        // Strings and binaries as views, as delta-rs' provider reads them: the pinned scan
+        // is a drop-in replacement, schema included.
+        let schema = Arc::new(Schema::new(
+            snapshot
+                .snapshot()
+                .arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 => {
+                        Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+                    }
+                    DataType::Binary | DataType::LargeBinary => {
+                        Arc::new(f.as_ref().clone().with_data_type(DataType::BinaryView))
+                    }
+                    _ => f.clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
         let partition_names: Vec<String> = snapshot.metadata().partition_columns().to_vec();
         let mut partition_columns = Vec::with_capacity(partition_names.len());
         for p in &partition_names {

@@ -772,6 +772,14 @@ async fn a_pinned_scan_reads_exactly_its_versions_files() {
         pinned.files(),
         table.snapshot().unwrap().log_data().num_files()
     );
+    {
+        use datafusion::catalog::TableProvider as _;
+        assert_eq!(
+            pinned.schema(),
+            table.table_provider().await.unwrap().schema(),
+            "the same schema as delta-rs' scan"
+        );
+    }
     let mut before = Vec::new();
     for q in queries {
         let delta = shown(table.table_provider().await.unwrap(), q).await;

@@ -151,8 +151,8 @@ impl TableProvider for MapAt {
             .open_version(IDENTITY_MAP, version)
             .await
             .map_err(external)?;
-        table.update_datafusion_session(state).map_err(external)?;
-        let provider = table.table_provider().await.map_err(external)?;
+        // A plain Parquet scan of that version's files: a plan other processes can run.
+        let provider = tessera_lake::PinnedTable::of(IDENTITY_MAP, &table).map_err(external)?;
         provider.scan(state, projection, filters, limit).await
     }
 }
