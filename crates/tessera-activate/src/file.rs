@@ -264,9 +264,7 @@ fn message_ids(members: &[Member], destination: &str, segment: &str) -> Result<S
         .collect();
     crate::in_parallel(tasks, |(members, out)| {
         for (m, slot) in members.iter().zip(out.chunks_exact_mut(MESSAGE_ID_LEN)) {
-            if let Ok(slot) = <&mut [u8; MESSAGE_ID_LEN]>::try_from(slot) {
-                ids.write(m, slot);
-            }
+            ids.write(m, slot);
         }
     });
     let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(MESSAGE_ID_LEN, members.len()));

@@ -110,52 +110,37 @@ impl MessageIds {
         MessageIds { prefix }
     }
 
-    /// `m`'s id, as lower-case hex, into `out`.
-    pub fn write(&self, m: &Member, out: &mut [u8; MESSAGE_ID_LEN]) {
+    /// `m`'s id, as lower-case hex, into `out` ([`MESSAGE_ID_LEN`] bytes).
+    pub fn write(&self, m: &Member, out: &mut [u8]) {
         let mut h = self.prefix.clone();
+        // An i64 takes at most 20 characters.
         let mut number = [0u8; 20];
-        h.update(decimal(m.refresh_version, &mut number));
+        let mut rest = &mut number[..];
+        let _ = std::io::Write::write_fmt(&mut rest, format_args!("{}", m.refresh_version));
+        let len = 20 - rest.len();
+        h.update(&number[..len]);
         h.update(b"\x1f");
         h.update(m.profile_id.as_bytes());
         h.update(b"\x1f");
         h.update(m.change.as_str().as_bytes());
-        let digest = h.finalize();
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for (i, b) in digest[..MESSAGE_ID_LEN / 2].iter().enumerate() {
-            out[2 * i] = DIGITS[usize::from(b >> 4)];
-            out[2 * i + 1] = DIGITS[usize::from(b & 15)];
-        }
+        hex_into(&h.finalize()[..MESSAGE_ID_LEN / 2], out);
     }
 }
 
-/// `v` in decimal, in the tail of `buf`.
-fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut n = v.unsigned_abs();
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Lower-case hex of `bytes` into the first `2 * bytes.len()` bytes of `out`.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    if v < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
 }
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
