@@ -78,3 +78,27 @@ fn micros_of(array: &ArrayRef) -> Result<PrimitiveArray<TimestampMicrosecondType
         .as_primitive::<TimestampMicrosecondType>()
         .clone())
 }
+
+/// The explicit instant of `days_since(ts, at)` / `within_days(ts, n, at)`, in
+/// microseconds (`None` for NULL). The one-argument forms are rewritten to these at
+/// planning, with the session's instant as a literal, so that a plan carried to other
+/// machines (a cluster's executors) judges every row against the client's `as_of()`.
+pub(crate) fn instant_arg(function: &str, arg: &ColumnarValue) -> Result<Option<i64>> {
+    let ColumnarValue::Scalar(value) = arg else {
+        return plan_err!("{function} expects a constant instant as its last argument, not a column");
+    };
+    check_temporal(function, &value.data_type())?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let micros = micros_of(&value.to_array()?)?;
+    Ok(Some(micros.value(0)))
+}
+
+/// `instant` as the literal the one-argument forms are rewritten with.
+pub(crate) fn instant_literal(clock: Clock) -> datafusion::logical_expr::Expr {
+    datafusion::logical_expr::lit(ScalarValue::TimestampMicrosecond(
+        Some(clock.as_of_micros),
+        Some("UTC".into()),
+    ))
+}

@@ -6,11 +6,14 @@ use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_DATETIME;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
 };
 
-use super::clock::{Clock, DAY_MICROS, check_temporal, map_micros};
+use super::clock::{Clock, DAY_MICROS, check_temporal, instant_arg, instant_literal, map_micros};
 
 /// Whole days from a date or timestamp to the session's [`as_of`](super::as_of::AsOf)
 /// time, rounded down (negative for times after it; NULL for NULL). Recency in days:
@@ -18,6 +21,10 @@ use super::clock::{Clock, DAY_MICROS, check_temporal, map_micros};
 /// ```sql
 /// SELECT profile_id FROM profiles WHERE days_since(last_order_at) > 90;
 /// ```
+///
+/// `days_since(ts, at)` counts to the instant `at` instead; the one-argument form is
+/// planned as `days_since(ts, <as_of() of the session>)`, so the instant travels with
+/// the plan.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct DaysSince {
     signature: Signature,
@@ -27,7 +34,10 @@ pub struct DaysSince {
 impl DaysSince {
     pub fn new(clock: Clock) -> Self {
         DaysSince {
-            signature: Signature::any(1, Volatility::Stable),
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Stable,
+            ),
             clock,
         }
     }
@@ -37,10 +47,11 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     Documentation::builder(
         DOC_SECTION_DATETIME,
         "Whole days from a date or timestamp to the session's as_of() time (rounded down).",
-        "days_since(ts)",
+        "days_since(ts [, at])",
     )
     .with_sql_example("SELECT days_since(last_order_at) FROM profiles;")
     .with_argument("ts", "a timestamp or date")
+    .with_argument("at", "the instant to count to (default: as_of())")
     .build()
 });
 
@@ -56,13 +67,27 @@ impl ScalarUDFImpl for DaysSince {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match args {
             [t] => check_temporal("days_since", t)?,
-            _ => return plan_err!("days_since takes one argument: a timestamp or a date"),
+            [t, at] => {
+                check_temporal("days_since", t)?;
+                check_temporal("days_since", at)?;
+            }
+            _ => {
+                return plan_err!(
+                    "days_since takes a timestamp or a date, and optionally the instant to count to"
+                );
+            }
         }
         Ok(DataType::Int64)
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let as_of = self.clock.as_of_micros;
+        let as_of = match args.args.get(1) {
+            None => self.clock.as_of_micros,
+            Some(at) => match instant_arg("days_since", at)? {
+                Some(micros) => micros,
+                None => return Ok(ColumnarValue::Scalar(ScalarValue::Int64(None))),
+            },
+        };
         map_micros(
             &args.args[0],
             args.number_rows,
@@ -72,6 +97,16 @@ impl ScalarUDFImpl for DaysSince {
                 Arc::new(days)
             },
         )
+    }
+
+    fn simplify(&self, mut args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        if args.len() != 1 {
+            return Ok(ExprSimplifyResult::Original(args));
+        }
+        args.push(instant_literal(self.clock));
+        Ok(ExprSimplifyResult::Simplified(
+            ScalarUDF::from(DaysSince::new(self.clock)).call(args),
+        ))
     }
 
     fn documentation(&self) -> Option<&Documentation> {
