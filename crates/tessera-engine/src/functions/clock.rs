@@ -85,7 +85,9 @@ fn micros_of(array: &ArrayRef) -> Result<PrimitiveArray<TimestampMicrosecondType
 /// machines (a cluster's executors) judges every row against the client's `as_of()`.
 pub(crate) fn instant_arg(function: &str, arg: &ColumnarValue) -> Result<Option<i64>> {
     let ColumnarValue::Scalar(value) = arg else {
-        return plan_err!("{function} expects a constant instant as its last argument, not a column");
+        return plan_err!(
+            "{function} expects a constant instant as its last argument, not a column"
+        );
     };
     check_temporal(function, &value.data_type())?;
     if value.is_null() {

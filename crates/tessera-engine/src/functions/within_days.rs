@@ -167,7 +167,13 @@ mod tests {
             .expect("optimizes");
         let text = plan.display_indent().to_string();
         let instant = r#"TimestampMicrosecond(1793448000000000, Some("UTC"))"#;
-        assert!(text.contains(&format!("days_since(t.ts, {instant})")), "{text}");
-        assert!(text.contains(&format!("within_days(t.ts, Int64(7), {instant})")), "{text}");
+        assert!(
+            text.contains(&format!("days_since(t.ts, {instant})")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("within_days(t.ts, Int64(7), {instant})")),
+            "{text}"
+        );
     }
 }
