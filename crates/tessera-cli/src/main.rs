@@ -79,6 +79,9 @@ pub enum Command {
     Token(commands::user::TokenArgs),
     /// Generate sample customers into a fresh project and run every stage on them.
     Quickstart(commands::quickstart::QuickstartArgs),
+    /// Run a part of a Ballista cluster (scheduler or executor) that projects with
+    /// `[engine] cluster` run their queries on (builds with `--features cluster`).
+    Cluster(commands::cluster::ClusterArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -139,6 +142,9 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Sessions of a project with `[engine] cluster` plan here and run on the cluster.
+    #[cfg(feature = "cluster")]
+    tessera_cluster::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera-io")

@@ -51,6 +51,9 @@ pub struct Config {
     pub segments: SegmentsSection,
     #[serde(default)]
     pub predict: PredictSection,
+    /// Where queries run: in this process (the default) or on a cluster.
+    #[serde(default)]
+    pub engine: EngineSection,
     /// Who may use the gRPC services (Flight SQL, `tessera.v1`): `[users.NAME]`.
     #[serde(default)]
     pub users: BTreeMap<String, UserSection>,
@@ -502,6 +505,51 @@ impl PredictSection {
         }
         self.calibration_end_micros()?;
         Ok(())
+    }
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// A Ballista scheduler, `df://host:port` (`tessera cluster scheduler`): segment
+    /// refreshes, traits, predict's feature queries and Flight SQL statements are
+    /// planned here and run on the cluster's executors. Unset: in this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+impl EngineSection {
+    /// The scheduler's gRPC address (`http://host:port`) of `cluster`, if set.
+    pub fn cluster_endpoint(&self) -> Result<Option<String>> {
+        let Some(url) = self.cluster.as_deref() else {
+            return Ok(None);
+        };
+        let invalid = |message: String| CoreError::InvalidConfig {
+            key: "engine.cluster".into(),
+            message,
+        };
+        let Some(address) = url.strip_prefix("df://") else {
+            return Err(invalid(format!(
+                "{url:?} is not a scheduler address such as df://127.0.0.1:50050"
+            )));
+        };
+        let (host, port) = address.rsplit_once(':').ok_or_else(|| {
+            invalid(format!(
+                "{url:?} has no port (df://host:port, e.g. df://127.0.0.1:50050)"
+            ))
+        })?;
+        let valid_host = !host.is_empty()
+            && host.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':')
+            });
+        if !valid_host {
+            return Err(invalid(format!("{url:?} does not name a host")));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(Some(format!("http://{host}:{port}"))),
+            _ => Err(invalid(format!("{url:?}: {port:?} is not a port"))),
+        }
     }
 }
 
@@ -1371,6 +1419,7 @@ impl Config {
             ));
         }
         self.segments.as_of_micros()?;
+        self.engine.cluster_endpoint()?;
         self.events.window()?;
         self.predict.validate()?;
         for (name, user) in &self.users {
@@ -1862,6 +1911,13 @@ propensity_days = 30
 schedule = true
 refit_hours = 24
 # calibration_end = "2026-10-31"
+
+# Where queries run. Unset, in this process. With cluster set (a scheduler started by
+# `tessera cluster scheduler`, in a binary built with `--features cluster`), segment
+# refreshes, traits, predict's feature queries and Flight SQL statements are planned
+# here and run on the cluster's executors.
+[engine]
+# cluster = "df://127.0.0.1:50050"
 "#
     )
 }
@@ -1925,6 +1981,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("plan"), "{e}");
+    }
+
+    #[test]
+    fn engine_section() {
+        let parse = |text: &str| Config::from_toml(text, Path::new("t.toml"));
+        assert_eq!(parse("").unwrap().engine.cluster_endpoint().unwrap(), None);
+        let c = parse("[engine]\ncluster = \"df://scheduler.internal:50050\"\n").unwrap();
+        assert_eq!(
+            c.engine.cluster_endpoint().unwrap().as_deref(),
+            Some("http://scheduler.internal:50050")
+        );
+        for (bad, says) in [
+            ("http://127.0.0.1:50050", "df://127.0.0.1:50050"),
+            ("df://127.0.0.1", "has no port"),
+            ("df://:50050", "does not name a host"),
+            ("df://a b:50050", "does not name a host"),
+            ("df://127.0.0.1:0", "is not a port"),
+            ("df://127.0.0.1:99999", "is not a port"),
+        ] {
+            let e = parse(&format!("[engine]\ncluster = {bad:?}\n")).unwrap_err();
+            assert!(e.to_string().contains("engine.cluster"), "{bad}: {e}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        let e = parse("[engine]\nclusters = \"df://h:1\"\n").unwrap_err();
+        assert!(e.to_string().contains("clusters"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub enum EngineError {
     #[error(transparent)]
     Lake(#[from] LakeError),
 
+    /// The configured cluster cannot be used.
+    #[error("the cluster at {endpoint}: {message}")]
+    Cluster { endpoint: String, message: String },
+
     /// A table could not be registered with the session.
     #[error("cannot register table {table}: {message}")]
     Register { table: String, message: String },

@@ -15,6 +15,7 @@
 //! This crate knows nothing of HTTP or gRPC; it hands out DataFusion streams.
 
 pub mod access;
+pub mod cluster;
 pub mod columns;
 pub mod functions;
 pub mod graph;
@@ -58,6 +59,9 @@ pub struct EngineConfig {
     /// of delta-rs' scan. The results are the same (tests hold them to it); a table with
     /// deletion vectors or column mapping is refused.
     pub pinned_scans: bool,
+    /// The scheduler of a cluster (`http://host:port`) that runs the sessions' plans
+    /// ([`cluster`]); tables are then always [pinned](EngineConfig::pinned_scans).
+    pub cluster: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
             as_of_micros: None,
             sort_spill_reservation_bytes: None,
             pinned_scans: false,
+            cluster: None,
         }
     }
 }
@@ -130,6 +135,11 @@ impl Engine {
         })
     }
 
+    /// The scheduler endpoint of the cluster the sessions' plans run on, if any.
+    pub fn cluster(&self) -> Option<&str> {
+        self.config.cluster.as_deref()
+    }
+
     /// The pinned evaluation time of `as_of()`, if any.
     pub fn as_of_micros(&self) -> Option<i64> {
         self.config.as_of_micros
@@ -183,6 +193,12 @@ impl Engine {
             Some(runtime) => SessionContext::new_with_config_rt(config, runtime.clone()),
             None => SessionContext::new_with_config(config),
         };
+        if let Some(endpoint) = &self.config.cluster {
+            let state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+                .with_query_planner(cluster::planner(endpoint)?)
+                .build();
+            ctx = SessionContext::new_with_state(state);
+        }
         datafusion_functions_json::register_all(&mut ctx)?;
         functions::register(&mut ctx, &self.function_context(segments))?;
         Ok(ctx)
@@ -195,7 +211,7 @@ impl Engine {
         name: &str,
         table: &tessera_lake::deltalake::DeltaTable,
     ) -> std::result::Result<Arc<dyn datafusion::catalog::TableProvider>, String> {
-        if self.config.pinned_scans {
+        if self.config.pinned_scans || self.config.cluster.is_some() {
             return tessera_lake::PinnedTable::of(name, table)
                 .map(|p| Arc::new(p) as Arc<dyn datafusion::catalog::TableProvider>)
                 .map_err(|e| e.to_string());

@@ -219,6 +219,30 @@ impl Lake {
         }
     }
 
+    /// The object store of every standard table under the URL its scans name
+    /// ([`PinnedTable::store_url`]), whether the table exists yet or not: what a process
+    /// that runs plans made elsewhere (a cluster's executor) registers to read them.
+    pub fn table_stores(
+        &self,
+    ) -> Result<
+        Vec<(
+            datafusion::execution::object_store::ObjectStoreUrl,
+            Arc<dyn object_store::ObjectStore>,
+        )>,
+    > {
+        schema::tables()
+            .iter()
+            .map(|def| {
+                let table = self
+                    .builder(def.name)?
+                    .build()
+                    .map_err(|e| LakeError::delta(def.name, "open", e))?;
+                let log_store = table.log_store();
+                Ok((log_store.object_store_url(), log_store.object_store(None)))
+            })
+            .collect()
+    }
+
     /// Every standard table that exists, opened once, in the order of
     /// [`tessera_core::schema::tables`].
     pub async fn open_all(&self) -> Result<Vec<(&'static str, DeltaTable)>> {

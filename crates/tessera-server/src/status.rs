@@ -29,6 +29,7 @@ pub fn engine(e: &EngineError) -> Status {
         EngineError::Lake(_) | EngineError::Register { .. } => {
             Status::unavailable(format!("cannot read the lake: {e}"))
         }
+        EngineError::Cluster { .. } => Status::unavailable(e.to_string()),
         EngineError::Sql(message) => Status::invalid_argument(message.clone()),
         EngineError::Refused { .. } => Status::permission_denied(e.to_string()),
         EngineError::Statements { .. } => Status::invalid_argument(e.to_string()),

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod activate;
+pub mod cluster;
 pub mod identity;
 pub mod import;
 pub mod init;
@@ -57,6 +58,7 @@ pub async fn run(cli: Cli, cpu: tokio::runtime::Handle) -> anyhow::Result<()> {
         Command::Optimize(args) => maintain::optimize(&opened, args).await,
         Command::Vacuum(args) => maintain::vacuum(&opened, args).await,
         Command::Privacy(args) => privacy::run(&opened, args).await,
+        Command::Cluster(args) => cluster::run(&opened, args).await,
         Command::Init(_)
         | Command::Quickstart(_)
         | Command::Source(_)
@@ -95,6 +97,7 @@ pub fn open_project(dir: &Path) -> anyhow::Result<Opened> {
         lake.clone(),
         EngineConfig {
             as_of_micros: project.config.segments.as_of_micros()?,
+            cluster: project.config.engine.cluster_endpoint()?,
             ..EngineConfig::default()
         },
     );
