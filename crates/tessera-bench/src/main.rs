@@ -13,6 +13,7 @@
 //! tessera-bench activate [--members N]                # a segment delivered to a webhook receiver
 //! tessera-bench export [--members N]                  # an audience to Parquet on S3 vs DuckDB COPY
 //! tessera-bench ui [--events N] [--views V]           # the web console's pages: time and weight
+//! tessera-bench cluster [--events N] [--runs R]      # segments and traits in-process vs on a Ballista cluster
 //! ```
 //!
 //! Every benchmark measures Tessera and its reference side by side in the same run, on
@@ -28,6 +29,7 @@ use clap::{Parser, Subcommand};
 use tessera_sample::synth::{GenConfig, generate_with_progress, is_current};
 
 mod activate;
+mod cluster;
 mod collect;
 mod flight;
 mod identity;
@@ -149,6 +151,17 @@ enum Cmd {
         /// the other to be scheduled).
         #[arg(long)]
         pin: bool,
+    },
+    /// The example segments and traits through `tessera sql` in-process and on a
+    /// Ballista cluster (a scheduler and two executors on this machine) over the same
+    /// lake; needs `tessera` built with `--features cluster`.
+    Cluster {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        #[arg(long, default_value = "target/bench-cluster")]
+        work: PathBuf,
     },
     /// Activation: a generated audience delivered to a signature-verifying webhook
     /// receiver on loopback, members per second.
@@ -294,6 +307,7 @@ fn main() -> anyhow::Result<()> {
         } => privacy::run(events, subjects, &work),
         Cmd::Isolation { project, seconds } => isolation::run(&project, seconds),
         Cmd::Activate { members, work } => activate::run(members, &work),
+        Cmd::Cluster { events, runs, work } => cluster::run(events, runs, &work),
         Cmd::Export { members, work } => activate::export(members, &work),
         Cmd::Predict { customers, work } => predict::run(customers, &work),
         Cmd::Match {

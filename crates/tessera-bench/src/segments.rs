@@ -23,7 +23,9 @@ pub(crate) fn prepared(events: u64, work: &Path) -> anyhow::Result<std::path::Pa
     Ok(project)
 }
 
-fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, String)> {
+/// A project of `events` generated events imported, stitched and scored (made once per
+/// work folder), and its `as_of`.
+pub(crate) fn prepare(events: u64, work: &Path) -> anyhow::Result<(std::path::PathBuf, String)> {
     let data = work.join("data");
     let end = ensure_data(events, &data)?;
     let as_of = format!("{end}T23:59:59Z");

@@ -214,3 +214,68 @@ impl fmt::Display for ClusterExec {
         write!(f, "ClusterExec: scheduler={}", self.endpoint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    fn session() -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_query_planner(Arc::new(ClusterPlanner::new("http://127.0.0.1:9")))
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    #[tokio::test]
+    async fn plans_that_read_files_go_to_the_cluster_and_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.parquet");
+        let ctx = session();
+        ctx.sql(&format!(
+            "COPY (VALUES (1, 'a'), (2, 'b')) TO '{}' STORED AS PARQUET",
+            file.display()
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+        ctx.register_parquet("t", file.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+
+        let plan = ctx
+            .sql("SELECT column2, count(*) FROM t GROUP BY column2")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let sent = plan
+            .downcast_ref::<ClusterExec>()
+            .expect("a file scan goes to the cluster");
+        assert!(encode(sent.plan()).is_ok());
+        assert_eq!(sent.plan().schema(), plan.schema());
+
+        // Nothing to read: it runs here, and gives its answer with no scheduler.
+        let local = ctx.sql("SELECT 1 AS one").await.unwrap();
+        let plan = local.clone().create_physical_plan().await.unwrap();
+        assert!(plan.downcast_ref::<ClusterExec>().is_none());
+        assert_eq!(local.collect().await.unwrap()[0].num_rows(), 1);
+
+        // A scheduler that is not there: an error naming it, not an empty answer.
+        let e = ctx
+            .sql("SELECT column2 FROM t WHERE column1 > 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the cluster at http://127.0.0.1:9"), "{e}");
+    }
+}

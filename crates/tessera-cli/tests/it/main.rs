@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod activate;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod common;
 mod console;
 mod examples;
