@@ -189,6 +189,17 @@ impl Engine {
             .options_mut()
             .optimizer
             .enable_leaf_expression_pushdown = false;
+        if self.config.cluster.is_some() {
+            // A dynamic filter links a join (or TopK) to a scan in one process; a cluster
+            // runs them in different stages, and its scheduler re-plans joins between
+            // stages, which a plan carrying dynamic filters refuses ("Cannot swap
+            // HashJoinExec inputs after dynamic filters have been constructed").
+            let optimizer = &mut config.options_mut().optimizer;
+            optimizer.enable_dynamic_filter_pushdown = false;
+            optimizer.enable_join_dynamic_filter_pushdown = false;
+            optimizer.enable_topk_dynamic_filter_pushdown = false;
+            optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        }
         let mut ctx = match &self.runtime {
             Some(runtime) => SessionContext::new_with_config_rt(config, runtime.clone()),
             None => SessionContext::new_with_config(config),
