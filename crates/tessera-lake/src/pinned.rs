@@ -243,11 +243,17 @@ impl datafusion::catalog::TableProvider for PinnedTable {
                 );
             }
         }
-        let groups: Vec<FileGroup> = groups
+        let mut groups: Vec<FileGroup> = groups
             .into_iter()
             .filter(|g| !g.1.is_empty())
             .map(|g| FileGroup::new(g.1))
             .collect();
+        // An empty table is one empty partition, not none: operators above a scan (a
+        // sort-preserving merge, say) need at least one input partition, and a cluster
+        // runs them in a stage of their own.
+        if groups.is_empty() {
+            groups.push(FileGroup::new(Vec::new()));
+        }
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let wanted = projection.unwrap_or(&all);
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))

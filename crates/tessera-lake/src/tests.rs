@@ -741,6 +741,27 @@ async fn shown(provider: Arc<dyn datafusion::catalog::TableProvider>, sql: &str)
         .to_string()
 }
 
+/// An empty table's pinned scan is one empty partition, so that a sort-preserving merge
+/// above it (in a stage of its own, on a cluster) has an input.
+#[tokio::test]
+async fn an_empty_pinned_table_is_one_empty_partition() {
+    use datafusion::physical_plan::ExecutionPlanProperties as _;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+    let table = lake
+        .open_or_create(&schema::table(schema::EVENTS).unwrap())
+        .await
+        .unwrap();
+    let pinned = Arc::new(PinnedTable::of(schema::EVENTS, &table).unwrap());
+    assert_eq!(pinned.files(), 0);
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("t", pinned).unwrap();
+    let df = ctx.sql("SELECT message_id FROM t").await.unwrap();
+    let plan = df.clone().create_physical_plan().await.unwrap();
+    assert_eq!(plan.output_partitioning().partition_count(), 1);
+    assert!(df.collect().await.unwrap().iter().all(|b| b.num_rows() == 0));
+}
+
 /// The pinned Parquet scan returns what delta-rs' scan returns, at the version it was
 /// pinned at: later appends and deletes do not change it, removed-but-not-vacuumed files
 /// are never read, and a table with deletion vectors is refused.
