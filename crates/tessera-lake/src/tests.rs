@@ -759,7 +759,13 @@ async fn an_empty_pinned_table_is_one_empty_partition() {
     let df = ctx.sql("SELECT message_id FROM t").await.unwrap();
     let plan = df.clone().create_physical_plan().await.unwrap();
     assert_eq!(plan.output_partitioning().partition_count(), 1);
-    assert!(df.collect().await.unwrap().iter().all(|b| b.num_rows() == 0));
+    assert!(
+        df.collect()
+            .await
+            .unwrap()
+            .iter()
+            .all(|b| b.num_rows() == 0)
+    );
 }
 
 /// The pinned Parquet scan returns what delta-rs' scan returns, at the version it was

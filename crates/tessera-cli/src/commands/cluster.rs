@@ -147,7 +147,14 @@ mod tests {
             host_port("--scheduler", "10.0.0.5:50050").expect("valid"),
             ("10.0.0.5".to_owned(), 50050)
         );
-        for bad in ["localhost", ":50050", "host:", "host:0", "host:99999", "host:x"] {
+        for bad in [
+            "localhost",
+            ":50050",
+            "host:",
+            "host:0",
+            "host:99999",
+            "host:x",
+        ] {
             let err = host_port("--scheduler", bad).expect_err(bad).to_string();
             assert!(err.contains("--scheduler") && err.contains(bad), "{err}");
         }

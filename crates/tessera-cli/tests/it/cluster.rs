@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tessera_sample::synth::{GenConfig, generate};
 
-use crate::common::{
-    Running, TestProject, added, free_port, ok, run_python, serve_with_env, stop,
-};
+use crate::common::{Running, TestProject, added, free_port, ok, run_python, serve_with_env, stop};
 use crate::s3::{start_s3, with_aws};
 
 /// Events asked of the generator: it writes a little fewer (duplicates it drops), and
@@ -135,8 +133,8 @@ impl Drop for ShowOnFailure {
             return;
         }
         for name in ["scheduler", "exec-a", "exec-b"] {
-            let text = std::fs::read_to_string(self.0.join(format!("{name}.log")))
-                .unwrap_or_default();
+            let text =
+                std::fs::read_to_string(self.0.join(format!("{name}.log"))).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             eprintln!("--- {name}.log (last lines)");
             for line in tail.iter().rev() {
@@ -291,7 +289,11 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
         ("events-pos.ndjson", "pos"),
     ] {
         let f = data.path().join(file);
-        ok(&mut run(lp, ep, &["import", f.to_str().unwrap(), "--source", source]));
+        ok(&mut run(
+            lp,
+            ep,
+            &["import", f.to_str().unwrap(), "--source", source],
+        ));
     }
     ok(&mut run(lp, ep, &["stitch"]));
     ok(&mut run(lp, ep, &["predict"]));
@@ -315,38 +317,44 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
             .expect("starting tessera cluster")
     };
     let _logs = ShowOnFailure(logged.path().to_owned());
-    let _scheduler = Running(spawn("scheduler", &[
-        "cluster",
+    let _scheduler = Running(spawn(
         "scheduler",
-        "--listen",
-        &scheduler,
-        "--executor-timeout",
-        "10",
-        "--event-log-dir",
-        logs.path().to_str().unwrap(),
-    ]));
+        &[
+            "cluster",
+            "scheduler",
+            "--listen",
+            &scheduler,
+            "--executor-timeout",
+            "10",
+            "--event-log-dir",
+            logs.path().to_str().unwrap(),
+        ],
+    ));
     wait_for("the scheduler", Duration::from_secs(60), || {
         std::net::TcpStream::connect(&scheduler).is_ok()
     });
     let work = tempfile::tempdir().unwrap();
     let executor = |id: &str| {
         let dir = work.path().join(id);
-        Running(spawn(id, &[
-            "cluster",
-            "executor",
-            "--scheduler",
-            &scheduler,
-            "--port",
-            &free_port().to_string(),
-            "--grpc-port",
-            &free_port().to_string(),
-            "--vcores",
-            "1",
-            "--work-dir",
-            dir.to_str().unwrap(),
-            "--id",
+        Running(spawn(
             id,
-        ]))
+            &[
+                "cluster",
+                "executor",
+                "--scheduler",
+                &scheduler,
+                "--port",
+                &free_port().to_string(),
+                "--grpc-port",
+                &free_port().to_string(),
+                "--vcores",
+                "1",
+                "--work-dir",
+                dir.to_str().unwrap(),
+                "--id",
+                id,
+            ],
+        ))
     };
     let exec_a = executor("exec-a");
     let mut exec_b = Some(executor("exec-b"));
@@ -396,12 +404,18 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
         );
         let cents = here.iter().zip(&there).filter(|(a, b)| a != b).count();
         if cents > 0 {
-            eprintln!("{name}: {cents} rows with floats apart in their last digits (summation order)");
+            eprintln!(
+                "{name}: {cents} rows with floats apart in their last digits (summation order)"
+            );
         }
         // (A segment of segments, `in_segment`, is empty before the first refresh.)
         non_empty += usize::from(!here.is_empty());
     }
-    assert!(non_empty + 1 >= examples.len(), "{non_empty} of {} return rows", examples.len());
+    assert!(
+        non_empty + 1 >= examples.len(),
+        "{non_empty} of {} return rows",
+        examples.len()
+    );
     // Multi-stage jobs, with tasks on both executors.
     let spread = || {
         job_tasks(logs.path())
@@ -447,7 +461,12 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
         ));
     }
     assert!(written.len() > 100, "{}", written.len());
-    assert!(written == expected, "{} written, {} expected", written.len(), expected.len());
+    assert!(
+        written == expected,
+        "{} written, {} expected",
+        written.len(),
+        expected.len()
+    );
     let versions = values(lp, ep, "SELECT count(*) AS n FROM segment_refreshes");
     ok(&mut run(lp, ep, &["segments", "refresh"]));
     assert_eq!(
@@ -470,7 +489,11 @@ boto3.client("s3", endpoint_url="{ep}", aws_access_key_id="test", aws_secret_acc
     let by_email = format!("SELECT count(*) AS n FROM profiles WHERE email = '{email}'");
     assert_ne!(rows(rp, ep, &theirs), vec!["n=0".to_owned()]);
     assert_ne!(rows(rp, ep, &by_email), vec!["n=0".to_owned()]);
-    ok(&mut run(lp, ep, &["privacy", "erase", &format!("email:{email}")]));
+    ok(&mut run(
+        lp,
+        ep,
+        &["privacy", "erase", &format!("email:{email}")],
+    ));
     let count_all = "SELECT count(*) AS n FROM events";
     let after_erase = rows(lp, ep, count_all);
     assert_ne!(after_erase, events, "the erasure removed events");
